@@ -1,0 +1,73 @@
+"""What the product knows about AWS without asking it: regions and instance types.
+
+moto has no Pricing API, so sizes and on-demand prices are shipped here.
+Source: AWS EC2 On-Demand pricing page, Linux, us-east-1, read 2026-11; other regions are scaled by the
+region factor below (the usual ratio of their list prices to us-east-1). The price table proper (spot history,
+per-region lists) belongs to the data-plane issue; this is the minimum the foundation's sizing needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Commercial AWS regions an entity may run in.
+REGIONS: frozenset[str] = frozenset(
+    {
+        "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
+        "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1", "eu-south-1",
+        "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
+        "ap-south-1", "ap-east-1", "me-south-1", "af-south-1",
+    }
+)  # fmt: skip
+
+#: Price of a region relative to us-east-1 (list prices, 2026-11); 1.0 for regions not listed.
+REGION_PRICE_FACTOR: dict[str, float] = {
+    "eu-west-1": 1.11, "eu-central-1": 1.19, "ap-southeast-2": 1.25, "ap-southeast-1": 1.25,
+    "ap-northeast-1": 1.29, "sa-east-1": 1.59, "us-west-1": 1.17,
+}  # fmt: skip
+
+#: Clock speed assumed per vCPU when demand is measured in MHz (the Bitbrains traces are).
+MHZ_PER_VCPU = 2500.0
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """Capacity and list price of one EC2 instance type."""
+
+    name: str
+    vcpus: int
+    memory_gib: float
+    network_gbps: float
+    on_demand_usd_hour: float
+
+    @property
+    def cpu_mhz(self) -> float:
+        return self.vcpus * MHZ_PER_VCPU
+
+    @property
+    def memory_kb(self) -> float:
+        return self.memory_gib * 1024 * 1024
+
+    @property
+    def network_kbps(self) -> float:
+        return self.network_gbps * 1e6 / 8
+
+    def price(self, region: str) -> float:
+        return round(self.on_demand_usd_hour * REGION_PRICE_FACTOR.get(region, 1.0), 5)
+
+
+INSTANCE_TYPES: dict[str, InstanceType] = {
+    t.name: t
+    for t in [
+        InstanceType("t3.medium", 2, 4, 5, 0.0416),
+        InstanceType("t3.large", 2, 8, 5, 0.0832),
+        InstanceType("m5.large", 2, 8, 10, 0.096),
+        InstanceType("m5.xlarge", 4, 16, 10, 0.192),
+        InstanceType("m5.2xlarge", 8, 32, 10, 0.384),
+        InstanceType("c5.large", 2, 4, 10, 0.085),
+        InstanceType("c5.xlarge", 4, 8, 10, 0.17),
+        InstanceType("c5.2xlarge", 8, 16, 10, 0.34),
+        InstanceType("r5.large", 2, 16, 10, 0.126),
+        InstanceType("r5.xlarge", 4, 32, 10, 0.252),
+    ]
+}

@@ -1,0 +1,366 @@
+"""The contract: every value that crosses a workflow, activity, client or CLI boundary.
+
+Frozen pydantic v2 models. New fields always get defaults so that running workflows keep decoding their
+histories. Validation here is the first door for bad input: a malformed request fails with a
+`pydantic.ValidationError` that names the field, before anything reaches Temporal or AWS.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from shadowing.catalog import INSTANCE_TYPES, REGIONS
+
+_ENTITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def _check_region(value: str) -> str:
+    if value not in REGIONS:
+        raise ValueError(f"unknown AWS region {value!r}")
+    return value
+
+
+def _check_instance_type(value: str) -> str:
+    if value not in INSTANCE_TYPES:
+        known = ", ".join(sorted(INSTANCE_TYPES))
+        raise ValueError(f"unknown instance type {value!r} (known: {known})")
+    return value
+
+
+def _check_entity_id(value: str) -> str:
+    if not _ENTITY_ID.match(value):
+        raise ValueError(f"entity id {value!r} must be 1-63 lowercase letters, digits or '-'")
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Region = Annotated[str, AfterValidator(_check_region)]
+InstanceTypeName = Annotated[str, AfterValidator(_check_instance_type)]
+EntityId = Annotated[str, AfterValidator(_check_entity_id)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TimeSlice(Frozen):
+    """A half-open interval [start, end) in UTC; both ends must carry a time zone."""
+
+    start: UtcDatetime
+    end: UtcDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeSlice:
+        if self.end <= self.start:
+            raise ValueError(f"time_slice.end ({self.end.isoformat()}) must be after start ({self.start.isoformat()})")
+        return self
+
+    @property
+    def key(self) -> str:
+        """Compact, sortable id of the slice used in workflow ids and tags."""
+        return self.start.strftime("%Y%m%dT%H%M%SZ")
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+    def same_as(self, other: TimeSlice) -> bool:
+        return self.start == other.start and self.end == other.end
+
+
+class ScheduledSlice(TimeSlice):
+    """One slice of an allocation schedule: where the entity must serve from during it."""
+
+    region: Region
+
+    def as_time_slice(self) -> TimeSlice:
+        return TimeSlice(start=self.start, end=self.end)
+
+
+class AllocationSchedule(Frozen):
+    """The entity's slices, in order and without overlap."""
+
+    slices: tuple[ScheduledSlice, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> AllocationSchedule:
+        for before, after in zip(self.slices, self.slices[1:], strict=False):
+            if after.start < before.end:
+                raise ValueError(f"schedule.slices overlap or are unordered at {after.start.isoformat()}")
+        return self
+
+    def find(self, time_slice: TimeSlice) -> ScheduledSlice | None:
+        return next((s for s in self.slices if s.same_as(time_slice)), None)
+
+
+class EntityPolicy(Frozen):
+    """How cautious and how generous the product is for one entity."""
+
+    sizing_quantile: float = Field(0.9, gt=0.5, lt=1.0)
+    readiness_threshold: float = Field(0.4, ge=0.0, le=1.0)
+    target_utilisation: float = Field(0.7, gt=0.0, le=1.0)
+    max_instances: int = Field(20, ge=1, le=500)
+    lead_time_s: float = Field(900.0, gt=0, description="forecast and prepare this long before a slice starts")
+    warmup_timeout_s: float = Field(600.0, gt=0)
+    watch_s: float = Field(120.0, ge=0, description="post-cutover watch window before the old fleet is retired")
+
+
+class DemandClock(Frozen):
+    """Maps wall-clock time onto the time line of the usage history (identity when absent).
+
+    The demo compresses time: one hour of real usage history passes in `seconds_per_hour` seconds, so that
+    a slice of tens of seconds is forecast from the trace's real hourly history.
+    """
+
+    origin: UtcDatetime
+    history_origin: UtcDatetime
+    seconds_per_hour: float = Field(gt=0)
+
+    def to_history(self, moment: datetime) -> datetime:
+        hours = (moment - self.origin).total_seconds() / self.seconds_per_hour
+        return self.history_origin + timedelta(hours=hours)
+
+
+class EntitySpec(Frozen):
+    """An application a platform team runs on AWS, and what the product may do with it."""
+
+    entity_id: EntityId
+    home_region: Region
+    instance_types: tuple[InstanceTypeName, ...] = Field(min_length=1)
+    initial_instances: int = Field(1, ge=1, le=500)
+    dns_name: str = Field(min_length=3, description="record that clients resolve, e.g. api.example.internal")
+    hosted_zone_id: str = Field(min_length=1)
+    dynamodb_tables: tuple[str, ...] = ()
+    metrics_namespace: str = "Shadowing/Usage"
+    policy: EntityPolicy = EntityPolicy()
+    demand_clock: DemandClock | None = None
+
+
+class RegisterEntityInput(Frozen):
+    """Starts an entity's `EntitySchedule`."""
+
+    spec: EntitySpec
+    schedule: AllocationSchedule
+
+
+class FleetRef(Frozen):
+    """A set of instances that serve the entity together, found again by its tags."""
+
+    fleet_id: str
+    entity_id: str
+    region: Region
+    instance_type: InstanceTypeName
+    instance_ids: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    role: Literal["active", "shadow", "retired"] = "shadow"
+
+    @property
+    def size(self) -> int:
+        return len(self.instance_ids)
+
+
+# ---- forecasting --------------------------------------------------------------------------------------
+
+
+class HourQuantiles(Frozen):
+    """Forecast of one hour of one metric: quantile level (as text, e.g. "0.9") -> value."""
+
+    hour: UtcDatetime
+    quantiles: dict[str, float]
+
+
+class MetricForecast(Frozen):
+    metric: str
+    unit: str
+    model: str
+    hours: tuple[HourQuantiles, ...]
+    backtest_mape: float | None = None
+    interval_coverage: float | None = None
+
+    def peak(self, level: float) -> float:
+        return max(h.quantiles[f"{level:g}"] for h in self.hours)
+
+
+class DemandForecast(Frozen):
+    """The PredictDemand result: hourly quantiles per metric for the slice, and how much to trust them."""
+
+    entity_id: str
+    time_slice: TimeSlice
+    history_end: UtcDatetime = Field(description="newest usage hour the forecast saw (history time)")
+    history_hours: int
+    sizing_quantile: float
+    metrics: dict[str, MetricForecast]
+    readiness: float = Field(ge=0.0, le=1.0)
+    readiness_reasons: tuple[str, ...] = ()
+
+
+class PredictDemandInput(Frozen):
+    """Input of the `PredictDemand` workflow: `{"entity_id": ..., "time_slice": {"start": ..., "end": ...}}`."""
+
+    entity_id: EntityId
+    time_slice: TimeSlice
+    spec: EntitySpec | None = None
+
+
+class ForecastInput(Frozen):
+    spec: EntitySpec
+    time_slice: TimeSlice
+
+
+class Decision(Frozen):
+    """What the policy decided for a slice, and why."""
+
+    action: Literal["shadow", "stay", "skip"]
+    reason: str
+    target_region: Region
+    instance_type: InstanceTypeName
+    quantity: int = Field(ge=0)
+    current_quantity: int = Field(ge=0)
+    hourly_cost_usd: float = 0.0
+
+
+# ---- endpoints ---------------------------------------------------------------------------------------------
+
+
+class ProvisionRequest(Frozen):
+    """ProvisionShadowInstances(entityId, timeSlice, instanceType, quantity), as an update's argument."""
+
+    time_slice: TimeSlice
+    instance_type: InstanceTypeName
+    quantity: int = Field(gt=0, le=500)
+
+
+class SliceRequest(Frozen):
+    """MigrateInstances / ReleaseShadowInstances(entityId, timeSlice), as an update's argument."""
+
+    time_slice: TimeSlice
+
+
+# ---- migration saga ---------------------------------------------------------------------------------------
+
+
+class MigrationInput(Frozen):
+    """Input of one `ShadowMigration` (one per entity and slice)."""
+
+    spec: EntitySpec
+    time_slice: ScheduledSlice
+    instance_type: InstanceTypeName
+    quantity: int = Field(gt=0, le=500)
+    source: FleetRef | None = None
+    mode: Literal["auto", "manual"] = "auto"
+
+
+class MigrationResult(Frozen):
+    outcome: Literal["migrated", "released"]
+    fleet: FleetRef | None = None
+    retired: FleetRef | None = None
+    cutover_at: UtcDatetime | None = None
+    compensations_run: tuple[str, ...] = ()
+
+
+class MigrationProgress(Frozen):
+    phase: str
+    shadows: FleetRef | None = None
+    detail: str = ""
+
+
+# ---- activities ---------------------------------------------------------------------------------------------
+
+
+class ProvisionInput(Frozen):
+    entity_id: str
+    fleet_id: str
+    slice_key: str
+    region: Region
+    instance_type: InstanceTypeName
+    quantity: int = Field(gt=0, le=500)
+    role: Literal["active", "shadow"] = "shadow"
+
+
+class FleetInput(Frozen):
+    fleet: FleetRef
+    timeout_s: float = 600.0
+
+
+class HealthReport(Frozen):
+    healthy: bool
+    healthy_count: int
+    total: int
+    detail: str = ""
+
+
+class ReplicationInput(Frozen):
+    entity_id: str
+    tables: tuple[str, ...]
+    source_region: Region
+    target_region: Region
+
+
+class ReplicationStatus(Frozen):
+    in_sync: bool
+    items: int = 0
+    detail: str = ""
+    created_tables: tuple[str, ...] = ()
+
+
+class RoutingInput(Frozen):
+    hosted_zone_id: str
+    dns_name: str
+    to_fleet: FleetRef
+    from_fleet: FleetRef | None = None
+
+
+class RoutingState(Frozen):
+    """Weights of the entity's weighted records, by fleet id."""
+
+    weights: dict[str, int]
+
+
+# ---- entity workflow state --------------------------------------------------------------------------------
+
+
+class Event(Frozen):
+    at: UtcDatetime
+    kind: str
+    message: str
+    slice_key: str | None = None
+
+
+class SliceStatus(Frozen):
+    time_slice: ScheduledSlice
+    state: Literal["pending", "forecasting", "preparing", "migrating", "done", "skipped", "failed", "released"] = (
+        "pending"
+    )
+    forecast: DemandForecast | None = None
+    decision: Decision | None = None
+    migration_id: str | None = None
+    outcome: str | None = None
+    error: str | None = None
+
+
+class EntityStatus(Frozen):
+    """What `status` queries return: the entity's plan, fleet and recent events."""
+
+    entity_id: str
+    phase: str
+    active_fleet: FleetRef | None
+    slices: tuple[SliceStatus, ...]
+    events: tuple[Event, ...]
+    migrations: int = 0
+
+
+class EntityState(Frozen):
+    """Carried across continue-as-new."""
+
+    register: RegisterEntityInput
+    active_fleet: FleetRef | None = None
+    slices: tuple[SliceStatus, ...] = ()
+    events: tuple[Event, ...] = ()
+    migrations: int = 0

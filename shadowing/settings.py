@@ -1,0 +1,42 @@
+"""One settings model; only `workers/`, the CLI and the client read it.
+
+The ecosystem's own variables come first: `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `AWS_ENDPOINT_URL`,
+`AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_PROFILE`. Product settings are prefixed `SHADOWING_`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shadowing import TASK_QUEUE
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHADOWING_", extra="ignore", frozen=True)
+
+    temporal_address: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_ADDRESS"))
+    temporal_namespace: str = Field("default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE"))
+    task_queue: str = TASK_QUEUE
+    aws_endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL"))
+    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    aws_profile: str | None = Field(None, validation_alias=AliasChoices("AWS_PROFILE"))
+
+    state_dir: Path = Path(".shadowing")
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    moto_port: int = 5055
+    startup_timeout_s: float = 30.0
+    log_format: str | None = Field(None, description="'console' or 'json'; default: console on a TTY")
+    log_level: str = "INFO"
+    max_concurrent_activities: int = 8
+
+    @property
+    def embedded_temporal(self) -> bool:
+        return not self.temporal_address
+
+    @property
+    def embedded_aws(self) -> bool:
+        return not self.aws_endpoint_url
