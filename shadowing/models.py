@@ -266,6 +266,9 @@ class MigrationResult(Frozen):
 
 
 class MigrationProgress(Frozen):
+    """What a migration reports to its entity (signal) and to queries."""
+
+    slice_key: str = ""
     phase: str
     shadows: FleetRef | None = None
     detail: str = ""
@@ -327,6 +330,7 @@ class RoutingState(Frozen):
 
 
 class Event(Frozen):
+    seq: int = 0
     at: UtcDatetime
     kind: str
     message: str

@@ -1,0 +1,99 @@
+"""PredictDemand's side effects: usage history from CloudWatch, fitted by the forecasting library."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import ClientFactory
+from forecasting.data import METRICS, points_to_series
+from forecasting.engine import ForecastError, SeriesForecast, forecast_series
+from forecasting.readiness import readiness
+from shadowing.models import DemandForecast, ForecastInput, HourQuantiles, MetricForecast
+
+HISTORY = timedelta(days=14)
+FORECAST_METRICS = ("cpu_mhz", "memory_kb")
+DIMENSION = "EntityId"
+
+
+class ForecastActivities:
+    def __init__(self, clients: ClientFactory, now: type[datetime] = datetime) -> None:
+        self._clients = clients
+        self._now = now
+
+    @activity.defn(name="forecast_demand")
+    def forecast_demand(self, req: ForecastInput) -> DemandForecast:
+        """Forecasts each metric over the slice's hours from the history visible now (or at slice start)."""
+        spec, ts = req.spec, req.time_slice
+        clock = spec.demand_clock
+        to_history = clock.to_history if clock else (lambda d: d)
+        as_of = to_history(min(self._now.now(UTC), ts.start))
+        first = pd.Timestamp(to_history(ts.start)).floor("h")
+        last = pd.Timestamp(to_history(ts.end) - timedelta(microseconds=1)).floor("h")
+        hours = int((last - first) / pd.Timedelta(hours=1)) + 1
+        end = pd.Timestamp(as_of).floor("h")
+        q = spec.policy.sizing_quantile
+        levels = tuple(sorted({0.1, 0.5, 0.9, q}))
+        fitted: dict[str, SeriesForecast] = {}
+        for name in FORECAST_METRICS:
+            history = self._history(spec.home_region, spec.metrics_namespace, spec.entity_id, name, end)
+            activity.heartbeat(name)
+            try:
+                fitted[name] = forecast_series(history, first, hours, levels)
+            except ForecastError as exc:
+                raise ApplicationError(
+                    f"cannot forecast {name} for {spec.entity_id}: {exc}", type="InvalidRequest", non_retryable=True
+                ) from exc
+        score, reasons = readiness([fitted["cpu_mhz"]])
+        return DemandForecast(
+            entity_id=spec.entity_id,
+            time_slice=ts,
+            history_end=end.to_pydatetime(),
+            history_hours=fitted["cpu_mhz"].history_hours,
+            sizing_quantile=q,
+            metrics={name: _metric(name, fc) for name, fc in fitted.items()},
+            readiness=score,
+            readiness_reasons=tuple(reasons),
+        )
+
+    def _history(self, region: str, namespace: str, entity_id: str, metric: str, end: pd.Timestamp) -> pd.Series:
+        cw = self._clients("cloudwatch", region)
+        start = (end - HISTORY).to_pydatetime()
+        query = {
+            "Id": "m",
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": namespace,
+                    "MetricName": METRICS[metric].cloudwatch_name,
+                    "Dimensions": [{"Name": DIMENSION, "Value": entity_id}],
+                },
+                "Period": 3600,
+                "Stat": "Maximum",
+            },
+        }
+        stamps, values = [], []
+        for page in cw.get_paginator("get_metric_data").paginate(
+            MetricDataQueries=[query], StartTime=start, EndTime=end.to_pydatetime()
+        ):
+            for result in page["MetricDataResults"]:
+                stamps += result["Timestamps"]
+                values += result["Values"]
+        return points_to_series(stamps, values, start, end.to_pydatetime())
+
+
+def _metric(name: str, fc: SeriesForecast) -> MetricForecast:
+    hours = tuple(
+        HourQuantiles(hour=t.to_pydatetime(), quantiles={f"{q:g}": round(float(v[i]), 3) for q, v in fc.quantiles.items()})
+        for i, t in enumerate(fc.index)
+    )
+    return MetricForecast(
+        metric=name,
+        unit=METRICS[name].unit,
+        model=fc.model,
+        hours=hours,
+        backtest_mape=None if fc.wape is None else round(fc.wape, 4),
+        interval_coverage=fc.interval_coverage,
+    )
