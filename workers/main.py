@@ -1,0 +1,65 @@
+"""Builds and runs the worker that hosts every workflow and activity on the `shadowing` task queue."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities import ClientFactory
+from activities.ec2 import Ec2Activities
+from activities.forecast import ForecastActivities
+from activities.registry import RegistryActivities
+from activities.replication import ReplicationActivities
+from activities.routing import RoutingActivities
+from activities.warmup import WarmupActivities
+from shadowing.errors import ServiceUnavailable
+from shadowing.settings import Settings
+from workflows.entity import EntityScheduleWorkflow
+from workflows.migrate import ShadowMigrationWorkflow
+from workflows.predict import PredictDemandWorkflow
+
+WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkflow]
+
+
+async def connect(address: str, namespace: str = "default", timeout_s: float = 10.0) -> Client:
+    """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers."""
+    import asyncio
+
+    try:
+        return await asyncio.wait_for(
+            Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter), timeout_s
+        )
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        raise ServiceUnavailable(f"cannot reach Temporal at {address}: {exc}") from exc
+
+
+def activities(client: Client, clients: ClientFactory) -> list:
+    ec2, warm = Ec2Activities(clients), WarmupActivities(clients)
+    repl, route = ReplicationActivities(clients), RoutingActivities(clients)
+    return [
+        ForecastActivities(clients).forecast_demand,
+        RegistryActivities(client).lookup_entity,
+        ec2.provision_fleet, ec2.terminate_fleet, ec2.mark_fleet_role,
+        warm.warm_fleet, warm.check_fleet_health,
+        repl.replicate_tables, repl.check_sync, repl.drop_replicas,
+        route.switch_traffic, route.restore_traffic, route.remove_fleet_record, route.routing_state,
+    ]  # fmt: skip
+
+
+def build_worker(client: Client, settings: Settings, clients: ClientFactory, **options: object) -> Worker:
+    """The one worker: sandboxed workflows, synchronous activities in a bounded thread pool."""
+    pool = ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="activity")
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=activities(client, clients),
+        activity_executor=pool,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=5),
+        **options,  # type: ignore[arg-type]
+    )
