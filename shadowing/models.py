@@ -363,7 +363,7 @@ class EntityStatus(Frozen):
 class EntityState(Frozen):
     """Carried across continue-as-new."""
 
-    register: RegisterEntityInput
+    registration: RegisterEntityInput
     active_fleet: FleetRef | None = None
     slices: tuple[SliceStatus, ...] = ()
     events: tuple[Event, ...] = ()

@@ -63,3 +63,16 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
         graceful_shutdown_timeout=timedelta(seconds=5),
         **options,  # type: ignore[arg-type]
     )
+
+
+async def serve(settings: Settings, stop: "asyncio.Event | None" = None) -> None:
+    """Runs the worker until `stop` is set (or the task is cancelled, e.g. by Ctrl-C)."""
+    import asyncio
+
+    from workers.aws import AwsClients
+    from workers.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    client = await connect(settings.temporal_address or "127.0.0.1:7233", settings.temporal_namespace)
+    async with build_worker(client, settings, AwsClients(settings)):
+        await (stop or asyncio.Event()).wait()

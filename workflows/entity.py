@@ -257,7 +257,7 @@ class EntityScheduleWorkflow:
 
     @property
     def _spec(self) -> EntitySpec:
-        return self._s.register.spec
+        return self._s.registration.spec
 
     def _require_slice(self, time_slice: object) -> int:
         for i, entry in enumerate(self._s.slices):
@@ -283,7 +283,7 @@ class EntityScheduleWorkflow:
 
 
 def _initial(reg: RegisterEntityInput) -> EntityState:
-    return EntityState(register=reg, slices=tuple(SliceStatus(time_slice=s) for s in reg.schedule.slices))
+    return EntityState(registration=reg, slices=tuple(SliceStatus(time_slice=s) for s in reg.schedule.slices))
 
 
 def _describe_forecast(fc: DemandForecast) -> str:

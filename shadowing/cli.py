@@ -1,0 +1,198 @@
+"""shadowctl: run the product (up, worker, demo) and call its endpoints (predict, provision, migrate, release,
+status, register). Bad input exits with code 2 and a one-line message naming the field; never a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from shadowing.client import parse
+from shadowing.errors import InvalidRequest, MigrationError, ServiceUnavailable, ShadowingError
+from shadowing.models import PredictDemandInput, ProvisionRequest, TimeSlice
+from shadowing.settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Predictive instance shadowing on Temporal and AWS.")  # fmt: skip
+console = Console()
+T = TypeVar("T")
+
+Start = Annotated[str, typer.Option("--start", help="slice start, ISO 8601 with time zone")]
+End = Annotated[str, typer.Option("--end", help="slice end, ISO 8601 with time zone")]
+Entity = Annotated[str, typer.Argument(help="entity id, e.g. rnd-024")]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _slice(start: str, end: str) -> TimeSlice:
+    """Validated before anything connects, so bad input never waits on a server."""
+    return parse(TimeSlice, {"start": start, "end": end}, "time_slice")
+
+
+def _entity(entity_id: str) -> str:
+    return parse(PredictDemandInput, {"entity_id": entity_id, "time_slice": _ANY_SLICE}).entity_id
+
+
+_ANY_SLICE = {"start": "2000-01-01T00:00:00Z", "end": "2000-01-01T01:00:00Z"}
+
+
+def _call(fn: Callable[[Any], Awaitable[T]]) -> T:
+    """Connects a ShadowingClient to the configured Temporal (default: the one `shadowctl up` runs)."""
+    from shadowing.client import ShadowingClient
+
+    settings = _settings()
+
+    async def go() -> T:
+        client = await ShadowingClient.connect(
+            settings.temporal_address or f"127.0.0.1:{settings.temporal_port}", settings.temporal_namespace,
+            settings.task_queue,
+        )  # fmt: skip
+        return await fn(client)
+
+    return asyncio.run(go())
+
+
+def _print(result: BaseModel | dict) -> None:
+    data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
+    console.print_json(json.dumps(data, default=str))
+
+
+@app.command()
+def up() -> None:
+    """Temporal dev server, AWS emulator and worker in the foreground until Ctrl-C."""
+    from shadowing.local import embedded_services
+    from workers.main import serve
+
+    settings = _settings()
+    with embedded_services(settings) as services:
+        console.print(f"Temporal at {services.temporal_address}; AWS at {services.aws_endpoint_url or 'AWS'}")
+        if services.ui_url:
+            console.print(f"Web UI: {services.ui_url}")
+        console.print("worker running on task queue " f"'{settings.task_queue}'; Ctrl-C to stop")
+        try:
+            asyncio.run(serve(services.settings(settings)))
+        except KeyboardInterrupt:
+            console.print("stopping")
+
+
+@app.command()
+def worker() -> None:
+    """Only the worker, against TEMPORAL_ADDRESS (default 127.0.0.1:7233) and AWS_ENDPOINT_URL / real AWS."""
+    from workers.main import serve
+
+    try:
+        asyncio.run(serve(_settings()))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def demo(
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the summary here")] = None,
+    slice_seconds: Annotated[float, typer.Option(min=10, help="length of a slice on the demo's clock")] = 30.0,
+) -> None:
+    """Runs the main job on embedded defaults: 2 entities x 3 slices, forecasts from the real trace."""
+    from shadowing.client import ShadowingClient
+    from shadowing.demo import run_demo
+    from shadowing.local import embedded_services
+    from workers.aws import AwsClients
+    from workers.logs import configure_logging
+    from workers.main import build_worker, connect
+
+    base = _settings()
+    configure_logging("WARNING", base.log_format)
+
+    async def go(settings: Settings, ui_url: str | None) -> None:
+        client = await connect(settings.temporal_address or "", settings.temporal_namespace)
+        clients = AwsClients(settings)
+        async with build_worker(client, settings, clients):
+            await run_demo(ShadowingClient(client, settings.task_queue), clients, console, slice_seconds, json_path, ui_url)
+
+    with embedded_services(base) as services:
+        asyncio.run(go(services.settings(base), services.ui_url))
+    console.print("history kept in .shadowing/ (Temporal SQLite): `shadowctl up` shows it in the Web UI")
+
+
+@app.command()
+def register(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON with spec and schedule")]) -> None:
+    """Starts an entity's EntitySchedule from a JSON file {"spec": {...}, "schedule": {"slices": [...]}}."""
+    try:
+        body = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"not valid JSON: {exc}", str(file)) from exc
+    if not isinstance(body, dict) or {"spec", "schedule"} - body.keys():
+        raise InvalidRequest("must be an object with 'spec' and 'schedule'", str(file))
+    wid = _call(lambda c: c.register_entity(body["spec"], body["schedule"]))
+    console.print(f"started {wid}")
+
+
+@app.command()
+def predict(entity_id: Entity, start: Start, end: End) -> None:
+    """PredictDemand(entityId, timeSlice): the slice's hourly demand quantiles and readiness."""
+    entity_id, time_slice = _entity(entity_id), _slice(start, end)
+    _print(_call(lambda c: c.predict_demand(entity_id, time_slice)))
+
+
+@app.command()
+def provision(
+    entity_id: Entity, start: Start, end: End,
+    instance_type: Annotated[str, typer.Option("--instance-type")],
+    quantity: Annotated[int, typer.Option("--quantity")],
+) -> None:  # fmt: skip
+    """ProvisionShadowInstances(entityId, timeSlice, instanceType, quantity)."""
+    entity_id = _entity(entity_id)
+    req = parse(ProvisionRequest, {"time_slice": _slice(start, end), "instance_type": instance_type, "quantity": quantity})
+    _print(_call(lambda c: c.provision_shadow_instances(entity_id, req.time_slice, req.instance_type, req.quantity)))
+
+
+@app.command()
+def migrate(entity_id: Entity, start: Start, end: End) -> None:
+    """MigrateInstances(entityId, timeSlice): cut over to the slice's shadows now."""
+    entity_id, time_slice = _entity(entity_id), _slice(start, end)
+    _print(_call(lambda c: c.migrate_instances(entity_id, time_slice)))
+
+
+@app.command()
+def release(entity_id: Entity, start: Start, end: End) -> None:
+    """ReleaseShadowInstances(entityId, timeSlice)."""
+    entity_id, time_slice = _entity(entity_id), _slice(start, end)
+    _print(_call(lambda c: c.release_shadow_instances(entity_id, time_slice)))
+
+
+@app.command()
+def status(entity_id: Entity) -> None:
+    """The entity's phase, active fleet, slices and recent events."""
+    entity_id = _entity(entity_id)
+    _print(_call(lambda c: c.status(entity_id)))
+
+
+def main() -> None:
+    """Entry point: maps errors to exit codes (2 bad input, 1 failure or unavailable service, 130 Ctrl-C)."""
+    try:
+        app(standalone_mode=False)
+    except InvalidRequest as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except (ServiceUnavailable, MigrationError, ShadowingError) as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except (KeyboardInterrupt, typer.Abort):
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors (typer vendors click, so match by shape, not class)
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

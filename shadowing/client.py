@@ -1,0 +1,177 @@
+"""ShadowingClient: the Python SDK other services use to reach the four endpoints.
+
+    client = await ShadowingClient.connect("127.0.0.1:7233")
+    forecast = await client.predict_demand("checkout-api", {"start": "...Z", "end": "...Z"})
+
+Every method validates its input before anything is sent (a typed `InvalidRequest` naming the field), and turns
+Temporal failures into the hierarchy of `shadowing.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from shadowing import TASK_QUEUE
+from shadowing.errors import (
+    BY_TYPE,
+    InvalidRequest,
+    MigrationFailed,
+    ShadowingError,
+    TimeSliceNotActive,
+    UnknownEntity,
+)
+from shadowing.models import (
+    AllocationSchedule,
+    DemandForecast,
+    EntityId,
+    EntitySpec,
+    EntityStatus,
+    MigrationProgress,
+    MigrationResult,
+    PredictDemandInput,
+    ProvisionRequest,
+    RegisterEntityInput,
+    SliceRequest,
+    TimeSlice,
+)
+
+M = TypeVar("M", bound=BaseModel)
+SliceLike = TimeSlice | Mapping[str, Any]
+
+
+def entity_workflow_id(entity_id: str) -> str:
+    return f"entity/{entity_id}"
+
+
+def parse(model: type[M], data: Any, what: str = "") -> M:
+    """Validates `data` as `model`; `InvalidRequest` naming the first bad field otherwise."""
+    if isinstance(data, model):
+        return data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or what or model.__name__
+        prefix = f"{what}." if what and field != what else ""
+        raise InvalidRequest(err["msg"].removeprefix("Value error, "), f"{prefix}{field}") from exc
+
+
+class ShadowingClient:
+    def __init__(self, client: Client, task_queue: str = TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    @classmethod
+    async def connect(cls, address: str, namespace: str = "default", task_queue: str = TASK_QUEUE) -> ShadowingClient:
+        from workers.main import connect
+
+        return cls(await connect(address, namespace), task_queue)
+
+    async def register_entity(self, spec: EntitySpec | Mapping[str, Any], schedule: AllocationSchedule | Mapping[str, Any]) -> str:
+        """Starts the entity's `EntitySchedule` (id `entity/<entity_id>`); returns the workflow id."""
+        req = RegisterEntityInput(spec=parse(EntitySpec, spec, "spec"), schedule=parse(AllocationSchedule, schedule, "schedule"))
+        wid = entity_workflow_id(req.spec.entity_id)
+        try:
+            await self.client.start_workflow(
+                "EntitySchedule", req, id=wid, task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            )  # fmt: skip
+        except WorkflowAlreadyStartedError as exc:
+            raise InvalidRequest(f"entity {req.spec.entity_id!r} is already registered and running", "spec.entity_id") from exc
+        return wid
+
+    async def predict_demand(self, entity_id: str, time_slice: SliceLike) -> DemandForecast:
+        """PredictDemand(entityId, timeSlice): hourly quantiles and readiness for the slice."""
+        req = parse(PredictDemandInput, {"entity_id": entity_id, "time_slice": _dump(time_slice)})
+        await self._entity(req.entity_id)
+        try:
+            return await self.client.execute_workflow(
+                "PredictDemand", req, id=f"predict/{req.entity_id}/{req.time_slice.key}", task_queue=self.task_queue,
+                result_type=DemandForecast, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )  # fmt: skip
+        except WorkflowFailureError as exc:
+            raise _translate(exc) from exc
+
+    async def provision_shadow_instances(
+        self, entity_id: str, time_slice: SliceLike, instance_type: str, quantity: int
+    ) -> MigrationProgress:
+        """ProvisionShadowInstances: shadows for the slice, warmed; they wait for migrate or release."""
+        req = parse(ProvisionRequest, {"time_slice": _dump(time_slice), "instance_type": instance_type, "quantity": quantity})
+        return await self._update(entity_id, "ProvisionShadowInstances", req, MigrationProgress)
+
+    async def migrate_instances(self, entity_id: str, time_slice: SliceLike) -> MigrationResult:
+        """MigrateInstances: cut over to the slice's shadows now."""
+        req = parse(SliceRequest, {"time_slice": _dump(time_slice)})
+        return await self._update(entity_id, "MigrateInstances", req, MigrationResult)
+
+    async def release_shadow_instances(self, entity_id: str, time_slice: SliceLike) -> MigrationResult:
+        """ReleaseShadowInstances: undo the slice's shadows."""
+        req = parse(SliceRequest, {"time_slice": _dump(time_slice)})
+        return await self._update(entity_id, "ReleaseShadowInstances", req, MigrationResult)
+
+    async def status(self, entity_id: str) -> EntityStatus:
+        handle = await self._entity(entity_id)
+        return await handle.query("status", result_type=EntityStatus)
+
+    async def _entity(self, entity_id: str) -> WorkflowHandle:
+        try:
+            entity_id = _ENTITY_ID.validate_python(entity_id)
+        except ValidationError as exc:
+            raise InvalidRequest(exc.errors()[0]["msg"].removeprefix("Value error, "), "entity_id") from exc
+        handle = self.client.get_workflow_handle(entity_workflow_id(entity_id))
+        try:
+            await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise UnknownEntity(entity_id) from exc
+            raise
+        return handle
+
+    async def _update(self, entity_id: str, name: str, req: BaseModel, result_type: type[M]) -> M:
+        handle = await self._entity(entity_id)
+        desc = await handle.describe()
+        if desc.status != WorkflowExecutionStatus.RUNNING:
+            raise InvalidRequest(f"entity {entity_id!r} is not running (its schedule is {desc.status.name})", "entity_id")
+        try:
+            return await handle.execute_update(name, req, result_type=result_type)
+        except WorkflowUpdateFailedError as exc:
+            raise _translate(exc) from exc
+
+
+_ENTITY_ID: TypeAdapter[str] = TypeAdapter(EntityId)
+
+
+def _dump(value: SliceLike) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _translate(exc: Exception) -> ShadowingError:
+    """Maps the innermost ApplicationError of a Temporal failure to the SDK's exception types."""
+    cause: Any = exc
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    message = getattr(cause, "message", None) or str(cause)
+    kind = getattr(cause, "type", None) or ""
+    if TimeSliceNotActive.MESSAGE in message:
+        return TimeSliceNotActive(message.split(TimeSliceNotActive.MESSAGE)[-1].strip(" :()"))
+    if kind == "UnknownEntity":
+        return InvalidRequest(message.removeprefix("entity_id: "), "entity_id")
+    if kind in BY_TYPE:
+        return BY_TYPE[kind](message)
+    if kind in ("", "ValueError"):  # an update validator's rejection: "field: problem"
+        field, _, problem = message.partition(": ")
+        return InvalidRequest(problem, field) if problem else InvalidRequest(message)
+    return MigrationFailed(message)
