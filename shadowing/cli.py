@@ -21,7 +21,7 @@ from shadowing.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predictive instance shadowing on Temporal and AWS.")  # fmt: skip
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 T = TypeVar("T")
 
 Start = Annotated[str, typer.Option("--start", help="slice start, ISO 8601 with time zone")]

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from activities import TAG_ENTITY, TAG_MANAGED, ClientFactory
@@ -146,8 +147,10 @@ async def run_demo(client: ShadowingClient, clients: ClientFactory, console: Con
 
 async def _follow(client: ShadowingClient, console: Console, began: float, timeout_s: float) -> dict[str, EntityStatus]:
     """Prints each entity's new events as they happen, until every EntitySchedule has completed."""
-    handles = {e.entity_id: client.client.get_workflow_handle(f"entity/{e.entity_id}") for e in ENTITIES}
-    results = {eid: asyncio.ensure_future(h.result(result_type=EntityStatus)) for eid, h in handles.items()}
+    handles = {
+        e.entity_id: client.client.get_workflow_handle(f"entity/{e.entity_id}", result_type=EntityStatus) for e in ENTITIES
+    }
+    results = {eid: asyncio.ensure_future(h.result()) for eid, h in handles.items()}
     seen: dict[str, int] = dict.fromkeys(handles, 0)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -157,7 +160,7 @@ async def _follow(client: ShadowingClient, console: Console, began: float, timeo
                 if ev.seq > seen[eid]:
                     seen[eid] = ev.seq
                     console.print(f"[dim]{time.monotonic() - began:6.1f}s[/] [bold]{eid}[/] "
-                                  f"{ev.slice_key or '':17} [cyan]{ev.kind:12}[/] {ev.message}")  # fmt: skip
+                                  f"{ev.slice_key or '':17} [cyan]{ev.kind:12}[/] {escape(ev.message)}")  # fmt: skip
         if all(r.done() for r in results.values()):
             return {eid: r.result() for eid, r in results.items()}
         if time.monotonic() > deadline:
