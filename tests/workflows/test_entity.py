@@ -1,0 +1,162 @@
+"""EntitySchedule on the time-skipping server with fake activities: the slice walk and the endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from shadowing.client import ShadowingClient
+from shadowing.errors import DataSyncFailed, InvalidRequest, TimeSliceNotActive, UnknownEntity
+from shadowing.models import EntityStatus, RegisterEntityInput
+from tests.fakes import FakeCloud
+from tests.workflows.helpers import slot, spec, worker
+
+HOUR = timedelta(hours=1)
+
+
+async def register(env: WorkflowEnvironment, queue: str, regions: list[str], first_in: timedelta, **policy: float):
+    now = await env.get_current_time()
+    entity = spec(f"e-{uuid.uuid4().hex[:8]}", **policy)
+    slices = [slot(now, first_in + i * HOUR, region) for i, region in enumerate(regions)]
+    reg = RegisterEntityInput(spec=entity, schedule={"slices": slices})
+    handle = await env.client.start_workflow(
+        "EntitySchedule", reg, id=f"entity/{entity.entity_id}", task_queue=queue, result_type=EntityStatus
+    )
+    return handle, reg
+
+
+async def test_walks_slices_forecasts_decides_and_migrates(time_env: WorkflowEnvironment) -> None:
+    """Follow-the-sun: a move shadows, a slice the fleet already covers stays, the move back shadows again."""
+    cloud = FakeCloud(cpu_mhz=10_000)
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, _ = await register(time_env, queue, ["eu-west-1", "eu-west-1", "us-east-1"], HOUR)
+        final = await handle.result()
+    assert [s.decision.action for s in final.slices if s.decision] == ["shadow", "stay", "shadow"]
+    assert [s.state for s in final.slices] == ["done", "done", "done"]
+    assert final.migrations == 2
+    assert final.active_fleet is not None and final.active_fleet.region == "us-east-1"
+    assert cloud.names().count("forecast_demand") == 3
+    assert list(cloud.live) == [final.active_fleet.fleet_id], "every fleet but the active one is retired"
+
+
+async def test_low_readiness_skips_the_move(time_env: WorkflowEnvironment) -> None:
+    """A forecast below the readiness threshold provisions nothing and keeps the entity where it is."""
+    cloud = FakeCloud(readiness=0.1)
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, _ = await register(time_env, queue, ["eu-west-1"], HOUR)
+        final = await handle.result()
+    assert final.slices[0].state == "skipped"
+    assert cloud.names().count("provision_fleet") == 1, "only the bootstrap fleet"
+    assert final.active_fleet is not None and final.active_fleet.region == "us-east-1"
+
+
+BAD_UPDATES = [
+    ("provision", {"instance_type": "r5.large", "quantity": 1}, "instance_type"),
+    ("provision", {"instance_type": "m5.large", "quantity": 21}, "quantity"),
+    ("provision", {"instance_type": "m5.large", "quantity": 1, "shift": HOUR / 2}, "time_slice"),
+    ("migrate", {}, "time_slice"),
+    ("release", {}, "time_slice"),
+]
+
+
+@pytest.mark.parametrize(("endpoint", "args", "field"), BAD_UPDATES)
+async def test_validators_reject_before_history_and_provision_nothing(
+    time_env: WorkflowEnvironment, endpoint: str, args: dict, field: str
+) -> None:
+    """A bad endpoint call is rejected by the update validator: a typed error naming the field, no history event,
+    nothing provisioned beyond the bootstrap fleet."""
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 5 * HOUR)
+        await _wait(handle, lambda s: s.active_fleet is not None)
+        client = ShadowingClient(time_env.client, queue)
+        s = reg.schedule.slices[0]
+        ts = {"start": s.start + args.pop("shift", timedelta()), "end": s.end}
+        call = {
+            "provision": lambda: client.provision_shadow_instances(reg.spec.entity_id, ts, **args),
+            "migrate": lambda: client.migrate_instances(reg.spec.entity_id, ts),
+            "release": lambda: client.release_shadow_instances(reg.spec.entity_id, ts),
+        }[endpoint]
+        with pytest.raises(InvalidRequest) as err:
+            await call()
+        assert err.value.field == field
+        history = await handle.fetch_history()
+        assert not any("UPDATE" in e.WhichOneof("attributes").upper() for e in history.events)
+        await handle.terminate()
+    assert cloud.names().count("provision_fleet") == 1
+
+
+async def test_manual_provision_then_migrate_rejects_inactive_slice_then_fails_on_sync(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """ProvisionShadowInstances warms shadows; MigrateInstances before the slice says "Time slice is not active",
+    and inside the slice an out-of-sync table fails it with "Data synchronization failed" after rollback."""
+    cloud = FakeCloud(out_of_sync=True)
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 2 * HOUR)
+        await _wait(handle, lambda s: s.active_fleet is not None)
+        client = ShadowingClient(time_env.client, queue)
+        entity, ts = reg.spec.entity_id, reg.schedule.slices[0].as_time_slice()
+        progress = await client.provision_shadow_instances(entity, ts, "m5.large", 3)
+        assert progress.phase == "ready" and progress.shadows is not None and progress.shadows.size == 3
+        with pytest.raises(TimeSliceNotActive):
+            await client.migrate_instances(entity, ts)
+        await time_env.sleep(2 * HOUR + timedelta(minutes=1))
+        with pytest.raises(DataSyncFailed, match="Data synchronization failed"):
+            await client.migrate_instances(entity, ts)
+        final = await handle.result()
+    assert final.slices[0].state == "failed"
+    assert cloud.names().count("switch_traffic") == 1, "only the bootstrap routed traffic"
+    assert final.active_fleet is not None and final.active_fleet.region == "us-east-1"
+    assert [k for k in cloud.live] == [final.active_fleet.fleet_id]
+
+
+async def test_manual_provision_then_release(time_env: WorkflowEnvironment) -> None:
+    """ReleaseShadowInstances undoes hand-provisioned shadows; the slice ends released, nothing left running."""
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 2 * HOUR)
+        await _wait(handle, lambda s: s.active_fleet is not None)
+        client = ShadowingClient(time_env.client, queue)
+        entity, ts = reg.spec.entity_id, reg.schedule.slices[0].as_time_slice()
+        await client.provision_shadow_instances(entity, ts, "m5.large", 2)
+        result = await client.release_shadow_instances(entity, ts)
+        final = await handle.result()
+    assert result.outcome == "released"
+    assert final.slices[0].state == "released"
+    assert list(cloud.live) == [final.active_fleet.fleet_id]  # type: ignore[union-attr]
+
+
+async def test_predict_demand_endpoint_and_unknown_entity(time_env: WorkflowEnvironment) -> None:
+    """PredictDemand returns the forecast for a known entity; an unknown one is a typed error naming entity_id."""
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 5 * HOUR)
+        cloud.specs[reg.spec.entity_id] = reg.spec
+        client = ShadowingClient(time_env.client, queue)
+        ts = reg.schedule.slices[0].as_time_slice()
+        forecast = await client.predict_demand(reg.spec.entity_id, ts)
+        assert forecast.entity_id == reg.spec.entity_id and forecast.metrics["cpu_mhz"].hours
+        with pytest.raises(UnknownEntity):
+            await client.predict_demand("no-such-entity", ts)
+        await handle.terminate()
+
+
+async def _wait(handle: WorkflowHandle, ready, attempts: int = 200) -> EntityStatus:  # type: ignore[no-untyped-def]
+    for _ in range(attempts):
+        status = await handle.query("status", result_type=EntityStatus)
+        if ready(status):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError("entity never reached the expected state")
