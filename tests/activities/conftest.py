@@ -1,0 +1,42 @@
+"""Activities against moto's in-process mock, with clients built the way the worker builds them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from workers.aws import AwsClients
+from shadowing.settings import Settings
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsClients]:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield AwsClients(Settings(aws_endpoint_url=None, aws_profile=None))
+
+
+@pytest.fixture
+def zone(aws: AwsClients) -> str:
+    created = aws("route53", "us-east-1").create_hosted_zone(Name="example.internal.", CallerReference="t")
+    return str(created["HostedZone"]["Id"]).split("/")[-1]
+
+
+def make_table(aws: AwsClients, region: str, name: str, items: int, tags: list | None = None) -> None:
+    ddb = aws("dynamodb", region)
+    ddb.create_table(
+        TableName=name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        **({"Tags": tags} if tags else {}),
+    )  # fmt: skip
+    for i in range(items):
+        ddb.put_item(TableName=name, Item={"pk": {"S": f"k{i}"}, "v": {"N": str(i)}})
+
+
+__all__ = ["boto3", "make_table"]

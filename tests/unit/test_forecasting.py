@@ -1,0 +1,82 @@
+"""The forecasting library on the real Bitbrains trace and on malformed data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from forecasting.data import UsageDataError, hourly_series, load_usage, points_to_series
+from forecasting.engine import ForecastError, forecast_series
+from forecasting.readiness import readiness
+
+OUTAGE = pd.Timestamp("2013-07-16T18:00Z")  # inside the monitoring outage that hits most VMs
+
+
+def test_missing_hours_stay_missing(shared_trace: Path) -> None:
+    """Hours with n_samples = 0 load as NaN, never as zero load."""
+    frame = load_usage(shared_trace, ["rnd-001"])
+    series = hourly_series(frame, "rnd-001", "cpu_mhz")
+    assert len(series) == 1490
+    zero_sample_hours = frame.loc[frame["n_samples"] == 0, "timestamp"]
+    assert len(zero_sample_hours) > 0 and series.loc[zero_sample_hours].isna().all()
+
+
+def test_forecast_quantiles_are_ordered_and_near_the_actuals(shared_trace: Path) -> None:
+    """On a VM with a daily cycle the p10-p90 band brackets most of the next day's hours."""
+    series = hourly_series(load_usage(shared_trace, ["rnd-392"]), "rnd-392", "cpu_mhz")
+    start = pd.Timestamp("2013-08-20T00:00Z")
+    fc = forecast_series(series[start - pd.Timedelta(days=14) : start - pd.Timedelta(hours=1)], start, 24)
+    lo, mid, hi = fc.quantiles[0.1], fc.quantiles[0.5], fc.quantiles[0.9]
+    assert np.all(lo <= mid) and np.all(mid <= hi)
+    actual = series[start : start + pd.Timedelta(hours=23)].to_numpy()
+    inside = np.mean((actual >= lo) & (actual <= hi))
+    assert inside >= 0.5, f"only {inside:.0%} of actual hours inside the p10-p90 band"
+    assert fc.model in fc.scores
+
+
+def test_forecast_over_an_outage_uses_observed_hours_only(shared_trace: Path) -> None:
+    """A history ending in a monitoring outage still forecasts, and readiness reports the missing hours."""
+    series = hourly_series(load_usage(shared_trace, ["rnd-024"]), "rnd-024", "cpu_mhz")
+    history = series[OUTAGE - pd.Timedelta(days=10) : OUTAGE]
+    assert history.isna().sum() > 0
+    fc = forecast_series(history, OUTAGE + pd.Timedelta(hours=1), 2)
+    assert np.all(fc.quantiles[0.5] > 100), "an outage must not read as zero demand"
+    assert fc.missing_fraction > 0
+
+
+def test_too_short_history_is_an_error() -> None:
+    """Fewer than six observed hours cannot be forecast."""
+    idx = pd.date_range("2026-01-01", periods=5, freq="h", tz="UTC")
+    with pytest.raises(ForecastError, match="at least 6"):
+        forecast_series(pd.Series([1.0] * 5, index=idx), idx[-1] + pd.Timedelta(hours=1), 1)
+
+
+def test_short_history_lowers_readiness() -> None:
+    """Two days of history give a usable but less trusted forecast than two weeks."""
+    idx = pd.date_range("2026-01-01", periods=48, freq="h", tz="UTC")
+    values = 100 + 50 * np.sin(np.arange(48) * 2 * np.pi / 24)
+    fc = forecast_series(pd.Series(values, index=idx), idx[-1] + pd.Timedelta(hours=1), 3)
+    score, reasons = readiness([fc])
+    assert score < 0.6 and any("history" in r for r in reasons)
+
+
+def test_malformed_usage_file_names_the_problem(tmp_path: Path) -> None:
+    """A usage file without the required columns fails with the file and the missing columns."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("entity_id,timestamp\nx,2026-01-01T00:00:00Z\n")
+    with pytest.raises(UsageDataError, match="missing columns"):
+        load_usage(bad)
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_text("entity_id,timestamp,n_samples,cpu_usage_mhz_max,mem_usage_kb_max,net_rx_kbps_max\nx,notatime,1,1,1,1\n")
+    with pytest.raises(UsageDataError, match="timestamp"):
+        load_usage(garbage)
+
+
+def test_points_to_series_regularises_sparse_points() -> None:
+    """Sparse CloudWatch points land on a full hourly grid with gaps as NaN."""
+    start, end = pd.Timestamp("2026-01-01T00:00Z"), pd.Timestamp("2026-01-01T05:00Z")
+    s = points_to_series([start.to_pydatetime(), (start + pd.Timedelta(hours=3)).to_pydatetime()], [1.0, 4.0], start, end)
+    assert len(s) == 5 and s.iloc[0] == 1.0 and s.iloc[3] == 4.0 and s.isna().sum() == 3

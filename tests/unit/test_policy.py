@@ -1,0 +1,78 @@
+"""The pure decision functions the workflows call."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shadowing.catalog import INSTANCE_TYPES
+from shadowing.models import DemandForecast, FleetRef, HourQuantiles, MetricForecast, ScheduledSlice, TimeSlice
+from tests.workflows.helpers import spec
+from workflows.policy import choose_instance_type, decide, forecast_time, instances_needed
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SLOT = ScheduledSlice(start=T0, end=T0 + timedelta(hours=1), region="eu-west-1")
+
+
+def forecast(cpu_p90: float, mem_p90: float = 0.0, readiness: float = 0.9) -> DemandForecast:
+    def metric(name: str, p90: float) -> MetricForecast:
+        q = {"0.1": p90 * 0.5, "0.5": p90 * 0.8, "0.9": p90}
+        return MetricForecast(metric=name, unit="", model="m", hours=(HourQuantiles(hour=T0, quantiles=q),))
+
+    return DemandForecast(
+        entity_id="shop", time_slice=TimeSlice(start=T0, end=T0 + timedelta(hours=1)), history_end=T0,
+        history_hours=336, sizing_quantile=0.9, readiness=readiness,
+        metrics={"cpu_mhz": metric("cpu_mhz", cpu_p90), "memory_kb": metric("memory_kb", mem_p90)},
+    )  # fmt: skip
+
+
+def fleet(region: str, size: int, itype: str = "m5.large") -> FleetRef:
+    return FleetRef(fleet_id="f", entity_id="shop", region=region, instance_type=itype,
+                    instance_ids=tuple(f"i-{n}" for n in range(size)))  # fmt: skip
+
+
+@pytest.mark.parametrize(("cpu", "mem_gib", "expected"), [(3500, 0, 1), (3501, 0, 2), (10_000, 0, 3), (0, 11.3, 3)])
+def test_instances_cover_the_sizing_quantile_of_every_metric(cpu: float, mem_gib: float, expected: int) -> None:
+    """m5.large gives 3500 MHz and 5.6 GiB at 70% utilisation: the binding metric decides the count."""
+    fc = forecast(cpu, mem_gib * 1024 * 1024)
+    assert instances_needed(fc, INSTANCE_TYPES["m5.large"], 0.7, 20) == expected
+
+
+def test_instances_are_capped_by_the_policy() -> None:
+    """A forecast beyond max_instances is sized at the cap, never above."""
+    assert instances_needed(forecast(1e9), INSTANCE_TYPES["m5.large"], 0.7, 20) == 20
+
+
+def test_cheapest_allowed_type_wins() -> None:
+    """10 000 MHz: 3 x m5.large ($0.288) beats 2 x c5.xlarge ($0.34) in us-east-1."""
+    assert choose_instance_type(spec(), forecast(10_000), "us-east-1") == ("m5.large", 3)
+
+
+def test_region_move_shadows_when_ready() -> None:
+    """A slice in another region than the active fleet is a move: shadow there."""
+    d = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000))
+    assert d.action == "shadow" and d.target_region == "eu-west-1" and "move" in d.reason
+
+
+def test_same_region_spike_shadows_a_bigger_fleet() -> None:
+    """A predicted peak above the active fleet's capacity shadows a fleet sized for it."""
+    d = decide(spec(), SLOT, fleet("eu-west-1", 1), forecast(10_000))
+    assert d.action == "shadow" and d.quantity == 3 and d.current_quantity == 1
+
+
+def test_covered_slice_stays() -> None:
+    """No move and enough capacity: nothing is provisioned."""
+    assert decide(spec(), SLOT, fleet("eu-west-1", 3), forecast(10_000)).action == "stay"
+
+
+def test_low_readiness_skips() -> None:
+    """A move on a forecast below the readiness threshold is skipped, with the reason."""
+    d = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.1))
+    assert d.action == "skip" and "readiness" in d.reason
+
+
+def test_forecast_time_is_lead_before_start_or_now() -> None:
+    """Prepare `lead` before the slice; a late registration prepares at once."""
+    assert forecast_time(SLOT, timedelta(minutes=15), T0 - timedelta(hours=1)) == T0 - timedelta(minutes=15)
+    assert forecast_time(SLOT, timedelta(minutes=15), T0) == T0
