@@ -1,0 +1,45 @@
+"""shadowctl's door: bad input exits 2 with a one-line message naming the field, never a traceback, and
+without contacting any server (nothing listens on the address used here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+OK = ["--start", "2026-01-01T00:00:00Z", "--end", "2026-01-01T01:00:00Z"]
+CASES = [
+    (["provision", "shop", "--start", "2026-01-01T00:00:00", "--end", "2026-01-01T01:00:00Z",
+      "--instance-type", "m5.large", "--quantity", "1"], "time_slice.start"),
+    (["provision", "shop", "--start", "2026-01-01T02:00:00Z", "--end", "2026-01-01T01:00:00Z",
+      "--instance-type", "m5.large", "--quantity", "1"], "must be after"),
+    (["provision", "shop", *OK, "--instance-type", "m5.gigantic", "--quantity", "1"], "instance_type"),
+    (["provision", "shop", *OK, "--instance-type", "m5.large", "--quantity", "0"], "quantity"),
+    (["provision", "shop", *OK, "--instance-type", "m5.large", "--quantity", "many"], "--quantity"),
+    (["migrate", "Not_An_Id", *OK], "entity_id"),
+    (["predict", "shop", "--start", "yesterday", "--end", "2026-01-01T01:00:00Z"], "time_slice.start"),
+    (["status"], "entity_id"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "named"), CASES, ids=lambda a: " ".join(a)[:50] if isinstance(a, list) else a)
+def test_bad_input_exits_2_naming_the_field(args: list[str], named: str) -> None:
+    """Each malformed call exits with code 2 and names what is wrong."""
+    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-m", "shadowing.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=60)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert named in out
+    assert "Traceback" not in out
+
+
+def test_unreachable_server_is_a_clear_error_not_a_traceback() -> None:
+    """A valid call with no Temporal listening exits 1 and says which address it tried."""
+    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-m", "shadowing.cli", "status", "shop"], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 1 and "127.0.0.1:9" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
