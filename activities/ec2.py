@@ -37,9 +37,7 @@ class Ec2Activities:
                 MinCount=missing,
                 MaxCount=missing,
                 ClientToken=token,
-                TagSpecifications=[
-                    {"ResourceType": kind, "Tags": _tags(req)} for kind in ("instance", "volume")
-                ],
+                TagSpecifications=[{"ResourceType": kind, "Tags": _tags(req)} for kind in ("instance", "volume")],
             )
             existing = self._live_instances(ec2, req.fleet_id)
         return _fleet(req, existing[: req.quantity])

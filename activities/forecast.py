@@ -15,6 +15,7 @@ from forecasting.readiness import readiness
 from shadowing.models import DemandForecast, ForecastInput, HourQuantiles, MetricForecast
 
 HISTORY = timedelta(days=14)
+MAX_AHEAD = timedelta(days=14)  # beyond this a seasonal forecast from 14 days of history says nothing
 FORECAST_METRICS = ("cpu_mhz", "memory_kb")
 DIMENSION = "EntityId"
 
@@ -35,6 +36,12 @@ class ForecastActivities:
         last = pd.Timestamp(to_history(ts.end) - timedelta(microseconds=1)).floor("h")
         hours = int((last - first) / pd.Timedelta(hours=1)) + 1
         end = pd.Timestamp(as_of).floor("h")
+        if last - end > MAX_AHEAD:
+            raise ApplicationError(
+                f"time_slice: ends {last - end} after the newest usage data ({end.isoformat()}); "
+                f"forecasts reach at most {MAX_AHEAD.days} days ahead",
+                type="InvalidRequest", non_retryable=True,
+            )  # fmt: skip
         q = spec.policy.sizing_quantile
         levels = tuple(sorted({0.1, 0.5, 0.9, q}))
         fitted: dict[str, SeriesForecast] = {}
@@ -86,7 +93,9 @@ class ForecastActivities:
 
 def _metric(name: str, fc: SeriesForecast) -> MetricForecast:
     hours = tuple(
-        HourQuantiles(hour=t.to_pydatetime(), quantiles={f"{q:g}": round(float(v[i]), 3) for q, v in fc.quantiles.items()})
+        HourQuantiles(
+            hour=t.to_pydatetime(), quantiles={f"{q:g}": round(float(v[i]), 3) for q, v in fc.quantiles.items()}
+        )
         for i, t in enumerate(fc.index)
     )
     return MetricForecast(

@@ -25,7 +25,10 @@ class RegistryActivities:
         try:
             return await handle.query("spec", result_type=EntitySpec)
         except (RPCError, WorkflowQueryFailedError) as exc:
-            if isinstance(exc, RPCError) and exc.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+            if isinstance(exc, RPCError) and exc.status not in (
+                RPCStatusCode.NOT_FOUND,
+                RPCStatusCode.FAILED_PRECONDITION,
+            ):
                 raise
             raise ApplicationError(
                 f"entity_id: unknown entity {entity_id!r}: no EntitySchedule is running for it",

@@ -83,7 +83,9 @@ def regularise(series: pd.Series) -> pd.Series:
     return series.reindex(grid)
 
 
-def points_to_series(timestamps: Iterable[datetime], values: Iterable[float], start: datetime, end: datetime) -> pd.Series:
+def points_to_series(
+    timestamps: Iterable[datetime], values: Iterable[float], start: datetime, end: datetime
+) -> pd.Series:
     """Builds the hourly series over [start, end) from sparse (timestamp, value) points, e.g. CloudWatch's."""
     grid = pd.date_range(pd.Timestamp(start).floor("h"), pd.Timestamp(end).ceil("h"), freq="h", inclusive="left")
     points = pd.Series(list(values), index=pd.DatetimeIndex(list(timestamps)), dtype=float)

@@ -7,6 +7,7 @@ is as wide as the model's own recent errors say it should be.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from collections.abc import Callable
@@ -153,7 +154,9 @@ def _backtest(
     return residuals, (np.concatenate(actuals) if actuals else np.array([]))
 
 
-def _quantiles(point: np.ndarray, residuals: np.ndarray, levels: list[float], filled: pd.Series) -> dict[float, np.ndarray]:
+def _quantiles(
+    point: np.ndarray, residuals: np.ndarray, levels: list[float], filled: pd.Series
+) -> dict[float, np.ndarray]:
     if len(residuals) >= 5:
         offsets = {q: float(np.quantile(residuals, q)) for q in levels}
     else:  # too little backtest: a spread from the series' own hour-to-hour variability, widened
@@ -161,7 +164,7 @@ def _quantiles(point: np.ndarray, residuals: np.ndarray, levels: list[float], fi
         z = {q: float(np.sqrt(2) * _erfinv(2 * q - 1)) for q in levels}
         offsets = {q: z[q] * scale for q in levels}
     out = {q: np.maximum(point + offsets[q], 0.0) for q in levels}
-    for lo, hi in zip(levels, levels[1:], strict=False):  # keep quantiles ordered
+    for lo, hi in itertools.pairwise(levels):  # keep quantiles ordered
         out[hi] = np.maximum(out[hi], out[lo])
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -70,18 +71,37 @@ def _print(result: BaseModel | dict) -> None:
 def up() -> None:
     """Temporal dev server, AWS emulator and worker in the foreground until Ctrl-C."""
     from shadowing.local import embedded_services
-    from workers.main import serve
 
     settings = _settings()
     with embedded_services(settings) as services:
         console.print(f"Temporal at {services.temporal_address}; AWS at {services.aws_endpoint_url or 'AWS'}")
         if services.ui_url:
             console.print(f"Web UI: {services.ui_url}")
-        console.print("worker running on task queue " f"'{settings.task_queue}'; Ctrl-C to stop")
+        console.print(f"worker running on task queue '{settings.task_queue}'; Ctrl-C to stop")
         try:
-            asyncio.run(serve(services.settings(settings)))
+            asyncio.run(_up(services.settings(settings), sample=settings.embedded_aws))
         except KeyboardInterrupt:
             console.print("stopping")
+
+
+async def _up(settings: Settings, sample: bool) -> None:
+    """Serves; on the embedded emulator, first seeds and registers the sample entity (if it is not running)."""
+    from datetime import UTC, datetime
+
+    from shadowing.client import ShadowingClient
+    from shadowing.demo import seed_sample
+    from workers.aws import AwsClients
+    from workers.main import serve
+
+    if sample:
+        reg = await asyncio.to_thread(seed_sample, AwsClients(settings), datetime.now(UTC))
+        client = await ShadowingClient.connect(settings.temporal_address or "", settings.temporal_namespace)
+        try:
+            await client.register_entity(reg["spec"], reg["schedule"])
+            console.print(f"registered sample entity '{reg['spec'].entity_id}' (slices start tomorrow 00:00 UTC)")
+        except InvalidRequest:
+            console.print(f"sample entity '{reg['spec'].entity_id}' is already running")
+    await serve(settings)
 
 
 @app.command()
@@ -89,10 +109,7 @@ def worker() -> None:
     """Only the worker, against TEMPORAL_ADDRESS (default 127.0.0.1:7233) and AWS_ENDPOINT_URL / real AWS."""
     from workers.main import serve
 
-    try:
-        asyncio.run(serve(_settings()))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(serve(_settings()))
 
 
 @app.command()
@@ -106,7 +123,7 @@ def demo(
     from shadowing.local import embedded_services
     from workers.aws import AwsClients
     from workers.logs import configure_logging
-    from workers.main import build_worker, connect
+    from workers.main import build_worker, connect, stop_on_signals
 
     base = _settings()
     configure_logging("WARNING", base.log_format)
@@ -114,8 +131,20 @@ def demo(
     async def go(settings: Settings, ui_url: str | None) -> None:
         client = await connect(settings.temporal_address or "", settings.temporal_namespace)
         clients = AwsClients(settings)
+        stop = stop_on_signals()
         async with build_worker(client, settings, clients):
-            await run_demo(ShadowingClient(client, settings.task_queue), clients, console, slice_seconds, json_path, ui_url)
+            job = asyncio.ensure_future(
+                run_demo(
+                    ShadowingClient(client, settings.task_queue), clients, console, slice_seconds, json_path, ui_url
+                )
+            )
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({job, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not job.done():
+                job.cancel()
+                raise KeyboardInterrupt
+            job.result()
 
     with embedded_services(base) as services:
         asyncio.run(go(services.settings(base), services.ui_url))
@@ -123,7 +152,9 @@ def demo(
 
 
 @app.command()
-def register(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON with spec and schedule")]) -> None:
+def register(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON with spec and schedule")],
+) -> None:
     """Starts an entity's EntitySchedule from a JSON file {"spec": {...}, "schedule": {"slices": [...]}}."""
     try:
         body = json.loads(file.read_text())
@@ -150,7 +181,9 @@ def provision(
 ) -> None:  # fmt: skip
     """ProvisionShadowInstances(entityId, timeSlice, instanceType, quantity)."""
     entity_id = _entity(entity_id)
-    req = parse(ProvisionRequest, {"time_slice": _slice(start, end), "instance_type": instance_type, "quantity": quantity})
+    req = parse(
+        ProvisionRequest, {"time_slice": _slice(start, end), "instance_type": instance_type, "quantity": quantity}
+    )
     _print(_call(lambda c: c.provision_shadow_instances(entity_id, req.time_slice, req.instance_type, req.quantity)))
 
 
@@ -175,8 +208,13 @@ def status(entity_id: Entity) -> None:
     _print(_call(lambda c: c.status(entity_id)))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point: maps errors to exit codes (2 bad input, 1 failure or unavailable service, 130 Ctrl-C)."""
+    signal.signal(signal.SIGTERM, _interrupt)  # stop embedded services on SIGTERM as on Ctrl-C
     try:
         app(standalone_mode=False)
     except InvalidRequest as exc:

@@ -20,8 +20,8 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from shadowing import TASK_QUEUE
@@ -80,9 +80,13 @@ class ShadowingClient:
 
         return cls(await connect(address, namespace), task_queue)
 
-    async def register_entity(self, spec: EntitySpec | Mapping[str, Any], schedule: AllocationSchedule | Mapping[str, Any]) -> str:
+    async def register_entity(
+        self, spec: EntitySpec | Mapping[str, Any], schedule: AllocationSchedule | Mapping[str, Any]
+    ) -> str:
         """Starts the entity's `EntitySchedule` (id `entity/<entity_id>`); returns the workflow id."""
-        req = RegisterEntityInput(spec=parse(EntitySpec, spec, "spec"), schedule=parse(AllocationSchedule, schedule, "schedule"))
+        req = RegisterEntityInput(
+            spec=parse(EntitySpec, spec, "spec"), schedule=parse(AllocationSchedule, schedule, "schedule")
+        )
         wid = entity_workflow_id(req.spec.entity_id)
         try:
             await self.client.start_workflow(
@@ -90,7 +94,9 @@ class ShadowingClient:
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             )  # fmt: skip
         except WorkflowAlreadyStartedError as exc:
-            raise InvalidRequest(f"entity {req.spec.entity_id!r} is already registered and running", "spec.entity_id") from exc
+            raise InvalidRequest(
+                f"entity {req.spec.entity_id!r} is already registered and running", "spec.entity_id"
+            ) from exc
         return wid
 
     async def predict_demand(self, entity_id: str, time_slice: SliceLike) -> DemandForecast:
@@ -109,7 +115,9 @@ class ShadowingClient:
         self, entity_id: str, time_slice: SliceLike, instance_type: str, quantity: int
     ) -> MigrationProgress:
         """ProvisionShadowInstances: shadows for the slice, warmed; they wait for migrate or release."""
-        req = parse(ProvisionRequest, {"time_slice": _dump(time_slice), "instance_type": instance_type, "quantity": quantity})
+        req = parse(
+            ProvisionRequest, {"time_slice": _dump(time_slice), "instance_type": instance_type, "quantity": quantity}
+        )
         return await self._update(entity_id, "ProvisionShadowInstances", req, MigrationProgress)
 
     async def migrate_instances(self, entity_id: str, time_slice: SliceLike) -> MigrationResult:
@@ -144,7 +152,9 @@ class ShadowingClient:
         handle = await self._entity(entity_id)
         desc = await handle.describe()
         if desc.status != WorkflowExecutionStatus.RUNNING:
-            raise InvalidRequest(f"entity {entity_id!r} is not running (its schedule is {desc.status.name})", "entity_id")
+            raise InvalidRequest(
+                f"entity {entity_id!r} is not running (its schedule is {desc.status.name})", "entity_id"
+            )
         try:
             return await handle.execute_update(name, req, result_type=result_type)
         except WorkflowUpdateFailedError as exc:

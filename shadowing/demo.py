@@ -42,6 +42,7 @@ class DemoEntity:
     instance_types: tuple[str, ...]
     initial: int
     tables: tuple[str, ...] = ()
+    trace_id: str | None = None  # whose usage history to seed, when the entity id is not a trace id
 
 
 ENTITIES = (
@@ -57,18 +58,25 @@ def demo_data() -> pd.DataFrame:
         return load_usage(local)
 
 
-def seed(clients: ClientFactory, usage: pd.DataFrame, real_anchor: pd.Timestamp, hours_after: int) -> str:
-    """Puts each entity's usage history into CloudWatch, its tables into DynamoDB; returns the hosted zone id."""
+def seed(clients: ClientFactory, usage: pd.DataFrame, real_anchor: pd.Timestamp, hours_after: int,
+         entities: tuple[DemoEntity, ...] = ENTITIES) -> str:  # fmt: skip
+    """Puts each entity's usage history into CloudWatch, its tables into DynamoDB; returns the hosted zone id.
+
+    The trace hour `TRACE_ANCHOR` lands on `real_anchor`; `HISTORY_DAYS` before it and `hours_after` after it.
+    """
     offset = real_anchor - TRACE_ANCHOR
-    for ent in ENTITIES:
+    for ent in entities:
         cw = clients("cloudwatch", ent.home)
         for metric in METRICS.values():
-            series = hourly_series(usage, ent.entity_id, metric.name)
-            window = series[TRACE_ANCHOR - pd.Timedelta(days=HISTORY_DAYS) : TRACE_ANCHOR + pd.Timedelta(hours=hours_after)]
+            series = hourly_series(usage, ent.trace_id or ent.entity_id, metric.name)
+            window = series[
+                TRACE_ANCHOR - pd.Timedelta(days=HISTORY_DAYS) : TRACE_ANCHOR + pd.Timedelta(hours=hours_after)
+            ]
             data = [
                 {"MetricName": metric.cloudwatch_name, "Dimensions": [{"Name": "EntityId", "Value": ent.entity_id}],
                  "Timestamp": (ts + offset).to_pydatetime(), "Value": float(v), "Unit": "None"}
                 for ts, v in window.dropna().items()
+                if ts < TRACE_ANCHOR + pd.Timedelta(hours=hours_after)
             ]  # fmt: skip
             for i in range(0, len(data), 500):
                 cw.put_metric_data(Namespace="Shadowing/Usage", MetricData=data[i : i + 500])
@@ -101,7 +109,9 @@ def _zone(r53: Any) -> str:
     return str(created["HostedZone"]["Id"]).split("/")[-1]
 
 
-def registrations(zone_id: str, start: datetime, slice_s: float, lead_s: float, real_anchor: pd.Timestamp) -> list[dict]:
+def registrations(
+    zone_id: str, start: datetime, slice_s: float, lead_s: float, real_anchor: pd.Timestamp
+) -> list[dict]:
     regs = []
     for ent in ENTITIES:
         slices = [
@@ -132,7 +142,8 @@ async def run_demo(client: ShadowingClient, clients: ClientFactory, console: Con
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead_s + 12)
     for reg in registrations(zone_id, start, slice_s, lead_s, real_anchor):
         await client.register_entity(reg["spec"], reg["schedule"])
-        console.print(f"registered [bold]{reg['spec'].entity_id}[/]: slices {', '.join(s['region'] for s in reg['schedule']['slices'])}")
+        regions = ", ".join(s["region"] for s in reg["schedule"]["slices"])
+        console.print(f"registered [bold]{reg['spec'].entity_id}[/]: slices {regions}")
     if ui_url:
         console.print(f"watch it in the Temporal Web UI: {ui_url}/namespaces/default/workflows")
     final = await _follow(client, console, began, timeout_s=slice_s * slices + lead_s + 120)
@@ -148,7 +159,8 @@ async def run_demo(client: ShadowingClient, clients: ClientFactory, console: Con
 async def _follow(client: ShadowingClient, console: Console, began: float, timeout_s: float) -> dict[str, EntityStatus]:
     """Prints each entity's new events as they happen, until every EntitySchedule has completed."""
     handles = {
-        e.entity_id: client.client.get_workflow_handle(f"entity/{e.entity_id}", result_type=EntityStatus) for e in ENTITIES
+        e.entity_id: client.client.get_workflow_handle(f"entity/{e.entity_id}", result_type=EntityStatus)
+        for e in ENTITIES
     }
     results = {eid: asyncio.ensure_future(h.result()) for eid, h in handles.items()}
     seen: dict[str, int] = dict.fromkeys(handles, 0)
@@ -179,7 +191,8 @@ def _summary(final: dict[str, EntityStatus], usage: pd.DataFrame, anchor: pd.Tim
             observed = actual.get(TRACE_ANCHOR + pd.Timedelta(hours=i), math.nan)
             rows.append({
                 "entity": eid, "slice": s.time_slice.key, "region": s.time_slice.region, "state": s.state,
-                "cpu_p50": hour.get("0.5"), "cpu_p90": hour.get("0.9"), "cpu_actual": None if pd.isna(observed) else float(observed),
+                "cpu_p50": hour.get("0.5"), "cpu_p90": hour.get("0.9"),
+                "cpu_actual": None if pd.isna(observed) else float(observed),
                 "readiness": s.forecast.readiness if s.forecast else None,
                 "decision": s.decision.action if s.decision else None,
                 "instances": f"{s.decision.quantity} x {s.decision.instance_type}" if s.decision else None,
@@ -189,7 +202,9 @@ def _summary(final: dict[str, EntityStatus], usage: pd.DataFrame, anchor: pd.Tim
         "elapsed_s": round(elapsed, 1),
         "migrations": sum(s.migrations for s in final.values()),
         "slices": rows,
-        "active_fleets": {eid: s.active_fleet.model_dump(mode="json") if s.active_fleet else None for eid, s in final.items()},
+        "active_fleets": {
+            eid: s.active_fleet.model_dump(mode="json") if s.active_fleet else None for eid, s in final.items()
+        },
         "aws": aws_inventory(clients, sorted({r for e in ENTITIES for r in (e.home, *e.regions)})),
     }
 
@@ -214,9 +229,22 @@ def _print_summary(console: Console, summary: dict) -> None:
     for col in ("entity", "slice", "region", "cpu p50 / p90 / actual MHz", "ready", "decision", "instances", "outcome"):
         table.add_column(col)
     for r in summary["slices"]:
-        cpu = "-" if r["cpu_p50"] is None else f"{r['cpu_p50']:.0f} / {r['cpu_p90']:.0f} / {r['cpu_actual'] or float('nan'):.0f}"
+        cpu = (
+            "-"
+            if r["cpu_p50"] is None
+            else f"{r['cpu_p50']:.0f} / {r['cpu_p90']:.0f} / {r['cpu_actual'] or float('nan'):.0f}"
+        )
         ready = "-" if r["readiness"] is None else f"{r['readiness']:.2f}"
-        table.add_row(r["entity"], r["slice"], r["region"], cpu, ready, r["decision"] or "-", r["instances"] or "-", r["outcome"] or "-")
+        table.add_row(
+            r["entity"],
+            r["slice"],
+            r["region"],
+            cpu,
+            ready,
+            r["decision"] or "-",
+            r["instances"] or "-",
+            r["outcome"] or "-",
+        )
     console.print(table)
     inv = Table(title="EC2 instances by region (from describe_instances)")
     for col in ("region", "running", "terminated", "untagged"):
@@ -225,3 +253,26 @@ def _print_summary(console: Console, summary: dict) -> None:
         inv.add_row(region, str(c["running"]), str(c["terminated"]), str(c["untagged"]))
     console.print(inv)
     console.print(f"[bold]{summary['migrations']} migrations[/] in {summary['elapsed_s']:.0f}s")
+
+
+#: What `shadowctl up` registers on the embedded emulator so the endpoints answer out of the box: rnd-392's real
+#: history, ending at the current hour (no time compression), and follow-the-sun slices starting tomorrow.
+SAMPLE = DemoEntity("sample-api", "eu-west-1", ("us-east-1", "ap-southeast-2", "eu-west-1"), ("m5.large", "r5.large"),
+                    2, trace_id="rnd-392")  # fmt: skip
+
+
+def seed_sample(clients: ClientFactory, now: datetime) -> dict:
+    """Seeds the sample entity's history and returns its registration (spec and schedule)."""
+    anchor = pd.Timestamp(now).floor("h")
+    zone_id = seed(clients, demo_data(), anchor, 0, (SAMPLE,))
+    tomorrow = anchor.normalize() + pd.Timedelta(days=1)
+    slices = [
+        {"start": (tomorrow + pd.Timedelta(hours=8 * i)).isoformat(),
+         "end": (tomorrow + pd.Timedelta(hours=8 * (i + 1))).isoformat(), "region": region}
+        for i, region in enumerate(SAMPLE.regions)
+    ]  # fmt: skip
+    spec = EntitySpec(
+        entity_id=SAMPLE.entity_id, home_region=SAMPLE.home, instance_types=SAMPLE.instance_types,
+        initial_instances=SAMPLE.initial, dns_name=f"{SAMPLE.entity_id}.{ZONE}", hosted_zone_id=zone_id,
+    )  # fmt: skip
+    return {"spec": spec, "schedule": {"slices": slices}}

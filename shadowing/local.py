@@ -49,7 +49,9 @@ class Services:
     started: list[Started] = field(default_factory=list)
 
     def settings(self, base: Settings) -> Settings:
-        return base.model_copy(update={"temporal_address": self.temporal_address, "aws_endpoint_url": self.aws_endpoint_url})
+        return base.model_copy(
+            update={"temporal_address": self.temporal_address, "aws_endpoint_url": self.aws_endpoint_url}
+        )
 
     def stop(self) -> None:
         for svc in reversed(self.started):
@@ -114,7 +116,7 @@ def wait_http(url: str, timeout_s: float, proc: Started | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         _check_alive(proc)
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as resp:
             if resp.status < 500:
                 return
         time.sleep(0.1)

@@ -24,6 +24,8 @@ def configure_logging(level: str = "INFO", fmt: str | None = None) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _temporal_ids,
     ]
+    if use_json:
+        shared.append(structlog.processors.format_exc_info)
     renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

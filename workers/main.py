@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -27,8 +29,6 @@ WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkf
 
 async def connect(address: str, namespace: str = "default", timeout_s: float = 10.0) -> Client:
     """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers."""
-    import asyncio
-
     try:
         return await asyncio.wait_for(
             Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter), timeout_s
@@ -65,14 +65,22 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
     )
 
 
-async def serve(settings: Settings, stop: "asyncio.Event | None" = None) -> None:
-    """Runs the worker until `stop` is set (or the task is cancelled, e.g. by Ctrl-C)."""
-    import asyncio
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, so that workers shut down gracefully instead of being interrupted."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Runs the worker until `stop` is set (by default: until SIGINT or SIGTERM)."""
     from workers.aws import AwsClients
     from workers.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    stop = stop or stop_on_signals()
     client = await connect(settings.temporal_address or "127.0.0.1:7233", settings.temporal_namespace)
     async with build_worker(client, settings, AwsClients(settings)):
-        await (stop or asyncio.Event()).wait()
+        await stop.wait()

@@ -39,7 +39,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, root_cause
 
-FORECAST = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": timedelta(minutes=2), "retry_policy": RETRY}
+FORECAST = {
+    "start_to_close_timeout": timedelta(minutes=5),
+    "heartbeat_timeout": timedelta(minutes=2),
+    "retry_policy": RETRY,
+}
 MAX_EVENTS = 200
 SETTLED = ("done", "skipped", "failed", "released")
 
@@ -125,7 +129,9 @@ class EntityScheduleWorkflow:
         handle = await self._start_migration(slot, decision.instance_type, decision.quantity, "auto")
         await self._finish_migration(index, handle)
 
-    async def _start_migration(self, slot: ScheduledSlice, itype: str, quantity: int, mode: str) -> workflow.ChildWorkflowHandle:
+    async def _start_migration(
+        self, slot: ScheduledSlice, itype: str, quantity: int, mode: str
+    ) -> workflow.ChildWorkflowHandle:
         mid = f"migration/{self._spec.entity_id}/{slot.key}"
         req = MigrationInput(
             spec=self._spec, time_slice=slot, instance_type=itype, quantity=quantity,
@@ -263,7 +269,8 @@ class EntityScheduleWorkflow:
         for i, entry in enumerate(self._s.slices):
             if entry.time_slice.same_as(time_slice):  # type: ignore[arg-type]
                 return i
-        raise ValueError(f"time_slice: {time_slice} is not a slice of this entity's schedule")
+        start, end = (getattr(time_slice, k).isoformat() for k in ("start", "end"))
+        raise ValueError(f"time_slice: {start} - {end} is not a slice of this entity's schedule")
 
     def _index(self, slot: ScheduledSlice) -> int:
         return self._require_slice(slot)

@@ -130,7 +130,9 @@ class ShadowMigrationWorkflow:
             raise ApplicationError(TimeSliceNotActive.MESSAGE, type="TimeSliceNotActive", non_retryable=True)
         sync = await self._act("check_sync", self._replication(req), ReplicationStatus)
         if not sync.in_sync:
-            raise ApplicationError(f"{DataSyncFailed.MESSAGE}: {sync.detail}", type="DataSyncFailed", non_retryable=True)
+            raise ApplicationError(
+                f"{DataSyncFailed.MESSAGE}: {sync.detail}", type="DataSyncFailed", non_retryable=True
+            )
         routing = RoutingInput(
             hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=shadows, from_fleet=req.source
         )

@@ -11,7 +11,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows.migrate import RETRY
 
 LOOKUP = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
-FORECAST = {"start_to_close_timeout": timedelta(minutes=5), "heartbeat_timeout": timedelta(minutes=2), "retry_policy": RETRY}
+FORECAST = {
+    "start_to_close_timeout": timedelta(minutes=5),
+    "heartbeat_timeout": timedelta(minutes=2),
+    "retry_policy": RETRY,
+}
 
 
 @workflow.defn(name="PredictDemand")

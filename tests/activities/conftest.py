@@ -8,8 +8,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from workers.aws import AwsClients
 from shadowing.settings import Settings
+from workers.aws import AwsClients
 
 
 @pytest.fixture

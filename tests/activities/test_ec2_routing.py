@@ -22,8 +22,10 @@ def provision_req(quantity: int = 3, fleet: str = "shop:20260101T000000Z", regio
 
 
 def live(aws: AwsClients, region: str = "eu-west-1") -> list[dict]:
-    pages = aws("ec2", region).get_paginator("describe_instances").paginate(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    pages = (
+        aws("ec2", region)
+        .get_paginator("describe_instances")
+        .paginate(Filters=[{"Name": "instance-state-name", "Values": ["pending", "running"]}])
     )
     return [i for p in pages for r in p["Reservations"] for i in r["Instances"]]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +27,12 @@ async def test_demo_on_external_services(dev_env: WorkflowEnvironment, moto_url:
     """The demo exits 0, every ShadowMigration is Completed, target regions hold the active fleets, retired fleets
     are terminated and no instance lacks the product's tags."""
     address = dev_env.client.service_client.config.target_host
-    env = {**os.environ, "TEMPORAL_ADDRESS": address, "AWS_ENDPOINT_URL": moto_url, "SHADOWING_STATE_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "AWS_ENDPOINT_URL": moto_url,
+        "SHADOWING_STATE_DIR": str(tmp_path),
+    }
     summary_path = tmp_path / "summary.json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shadowing.cli", "demo", "--slice-seconds", "15", "--json", str(summary_path),
@@ -57,7 +61,9 @@ async def test_demo_on_external_services(dev_env: WorkflowEnvironment, moto_url:
 async def _predict_with_temporal_cli(dev_env: WorkflowEnvironment, moto_url: str, address: str) -> None:
     settings = Settings(temporal_address=address, aws_endpoint_url=moto_url)
     async with build_worker(dev_env.client, settings, AwsClients(settings)):
-        body = json.dumps({"entity_id": "rnd-392", "time_slice": {"start": "2030-01-01T00:00:00Z", "end": "2030-01-01T02:00:00Z"}})
+        body = json.dumps(
+            {"entity_id": "rnd-392", "time_slice": {"start": "2030-01-01T00:00:00Z", "end": "2030-01-01T02:00:00Z"}}
+        )
         proc = await asyncio.create_subprocess_exec(
             str(BIN / "temporal"), "workflow", "execute", "--address", address, "--type", "PredictDemand",
             "--task-queue", "shadowing", "--workflow-id", "predict-readme", "--input", body, "--output", "json",
@@ -70,8 +76,10 @@ async def _predict_with_temporal_cli(dev_env: WorkflowEnvironment, moto_url: str
 
 
 def _instances(aws: AwsClients, region: str, states: list[str]) -> list[dict]:
-    pages = aws("ec2", region).get_paginator("describe_instances").paginate(
-        Filters=[{"Name": "instance-state-name", "Values": states}]
+    pages = (
+        aws("ec2", region)
+        .get_paginator("describe_instances")
+        .paginate(Filters=[{"Name": "instance-state-name", "Values": states}])
     )
     return [i for p in pages for r in p["Reservations"] for i in r["Instances"]]
 

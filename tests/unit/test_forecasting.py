@@ -70,7 +70,9 @@ def test_malformed_usage_file_names_the_problem(tmp_path: Path) -> None:
     with pytest.raises(UsageDataError, match="missing columns"):
         load_usage(bad)
     garbage = tmp_path / "garbage.csv"
-    garbage.write_text("entity_id,timestamp,n_samples,cpu_usage_mhz_max,mem_usage_kb_max,net_rx_kbps_max\nx,notatime,1,1,1,1\n")
+    garbage.write_text(
+        "entity_id,timestamp,n_samples,cpu_usage_mhz_max,mem_usage_kb_max,net_rx_kbps_max\nx,notatime,1,1,1,1\n"
+    )
     with pytest.raises(UsageDataError, match="timestamp"):
         load_usage(garbage)
 
@@ -78,5 +80,7 @@ def test_malformed_usage_file_names_the_problem(tmp_path: Path) -> None:
 def test_points_to_series_regularises_sparse_points() -> None:
     """Sparse CloudWatch points land on a full hourly grid with gaps as NaN."""
     start, end = pd.Timestamp("2026-01-01T00:00Z"), pd.Timestamp("2026-01-01T05:00Z")
-    s = points_to_series([start.to_pydatetime(), (start + pd.Timedelta(hours=3)).to_pydatetime()], [1.0, 4.0], start, end)
+    s = points_to_series(
+        [start.to_pydatetime(), (start + pd.Timedelta(hours=3)).to_pydatetime()], [1.0, 4.0], start, end
+    )
     assert len(s) == 5 and s.iloc[0] == 1.0 and s.iloc[3] == 4.0 and s.isna().sum() == 3

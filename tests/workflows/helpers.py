@@ -22,7 +22,9 @@ def spec(entity_id: str = "shop", **policy: float) -> EntitySpec:
     )  # fmt: skip
 
 
-def slot(now: datetime, starts_in: timedelta, region: str = "eu-west-1", length: timedelta = timedelta(hours=1)) -> ScheduledSlice:
+def slot(
+    now: datetime, starts_in: timedelta, region: str = "eu-west-1", length: timedelta = timedelta(hours=1)
+) -> ScheduledSlice:
     start = (now + starts_in).replace(microsecond=0)
     return ScheduledSlice(start=start, end=start + length, region=region)
 

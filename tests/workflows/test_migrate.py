@@ -70,7 +70,9 @@ async def test_failure_compensates_in_reverse_and_fails_the_workflow(
     """Any failing step undoes every registered step newest-first and the workflow fails with a typed error."""
     cloud = FakeCloud(**breakage)
     record = None
-    if os.environ.get("SHADOWING_RECORD_HISTORIES") and (breakage.get("out_of_sync") or breakage.get("unhealthy_after_cutover")):
+    if os.environ.get("SHADOWING_RECORD_HISTORIES") and (
+        breakage.get("out_of_sync") or breakage.get("unhealthy_after_cutover")
+    ):
         record = "shadow_migration_" + ("sync_failed" if breakage.get("out_of_sync") else "rolled_back")
     with pytest.raises(WorkflowFailureError) as err:
         await run(time_env, cloud, record=record)
