@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,9 +62,10 @@ async def test_demo_on_external_services(dev_env: WorkflowEnvironment, moto_url:
 async def _predict_with_temporal_cli(dev_env: WorkflowEnvironment, moto_url: str, address: str) -> None:
     settings = Settings(temporal_address=address, aws_endpoint_url=moto_url)
     async with build_worker(dev_env.client, settings, AwsClients(settings)):
-        body = json.dumps(
-            {"entity_id": "rnd-392", "time_slice": {"start": "2030-01-01T00:00:00Z", "end": "2030-01-01T02:00:00Z"}}
-        )
+        # the demo compresses time (15 s per trace hour): a slice a minute from now is a few trace hours ahead
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=60)
+        window = {"start": start.isoformat(), "end": (start + timedelta(seconds=30)).isoformat()}
+        body = json.dumps({"entity_id": "rnd-392", "time_slice": window})
         proc = await asyncio.create_subprocess_exec(
             str(BIN / "temporal"), "workflow", "execute", "--address", address, "--type", "PredictDemand",
             "--task-queue", "shadowing", "--workflow-id", "predict-readme", "--input", body, "--output", "json",
