@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shadowing import TASK_QUEUE
@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     log_format: str | None = Field(None, description="'console' or 'json'; default: console on a TTY")
     log_level: str = "INFO"
     max_concurrent_activities: int = 8
+
+    @field_validator("temporal_address", "aws_endpoint_url", "aws_profile", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def embedded_temporal(self) -> bool:
