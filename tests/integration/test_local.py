@@ -24,7 +24,8 @@ def test_named_services_start_nothing(tmp_path: Path) -> None:
 
 def test_unset_aws_starts_moto_and_stops_it(tmp_path: Path) -> None:
     """AWS_ENDPOINT_URL unset: a moto server starts on 127.0.0.1, is healthy, and is stopped on exit."""
-    settings = Settings(temporal_address="127.0.0.1:1", aws_endpoint_url=None, state_dir=tmp_path, moto_port=free_port())
+    port = free_port()
+    settings = Settings(temporal_address="127.0.0.1:1", aws_endpoint_url=None, state_dir=tmp_path, moto_port=port)
     with embedded_services(settings) as services:
         (moto,) = services.started
         assert services.aws_endpoint_url == f"http://{HOST}:{settings.moto_port}"
