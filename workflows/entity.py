@@ -38,12 +38,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, root_cause
+    from workflows.predict import FORECAST
 
-FORECAST = {
-    "start_to_close_timeout": timedelta(minutes=5),
-    "heartbeat_timeout": timedelta(minutes=2),
-    "retry_policy": RETRY,
-}
 MAX_EVENTS = 200
 SETTLED = ("done", "skipped", "failed", "released")
 
