@@ -1,0 +1,102 @@
+"""Command line of the forecasting engine: `python -m forecasting backtest|evaluate ...` (see backtest.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import pandas as pd
+
+from forecasting.backtest import backtest, evaluate
+from forecasting.data import UsageDataError
+from forecasting.global_model import GlobalConfig
+from forecasting.panel import load_panel
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(sorted(float(x) for x in text.split(",") if x))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from exc
+    if not values or any(not 0 < q < 1 for q in values):
+        raise argparse.ArgumentTypeError(f"quantiles must lie strictly between 0 and 1: {text!r}")
+    return values
+
+
+def _origins(text: str) -> list[pd.Timestamp]:
+    out = []
+    for part in filter(None, text.split(",")):
+        try:
+            stamp = pd.Timestamp(part)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"origin {part!r} is not ISO 8601") from exc
+        if stamp.tzinfo is None:
+            raise argparse.ArgumentTypeError(f"origin {part!r} needs a time zone (e.g. Z)")
+        if stamp != stamp.floor("h"):
+            raise argparse.ArgumentTypeError(f"origin {part!r} must be on the hour")
+        out.append(stamp.tz_convert("UTC"))
+    if not out:
+        raise argparse.ArgumentTypeError("at least one origin is needed")
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m forecasting", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("backtest", "evaluate"):
+        p = sub.add_parser(name)
+        p.add_argument("--input", required=True, help="usage CSV (optionally .gz)")
+        p.add_argument("--target", default="cpu_usage_mhz_mean", help="column to forecast")
+        p.add_argument("--horizon", type=int, default=24)
+        p.add_argument("--quantiles", type=_floats, default=(0.1, 0.5, 0.9))
+        p.add_argument("--entities", type=lambda t: [e for e in t.split(",") if e], default=None)
+    bt = sub.choices["backtest"]
+    bt.add_argument("--origins", type=_origins, required=True, help="comma-separated ISO 8601 hours")
+    bt.add_argument("--output", required=True, help="CSV to write")
+    ev = sub.choices["evaluate"]
+    ev.add_argument("--holdout-days", type=int, default=14, help="the tail used only for scoring")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.horizon < 1 or args.horizon > 168:
+        print("error: --horizon must be between 1 and 168 hours", file=sys.stderr)
+        return 2
+    levels = tuple(sorted(set(args.quantiles) | {0.1, 0.5, 0.9})) if args.command == "evaluate" else args.quantiles
+    config = GlobalConfig(horizon=args.horizon, quantiles=levels)
+    started = time.perf_counter()
+    try:
+        panel = load_panel(args.input, args.target, args.entities)
+    except UsageDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for entity, problem in panel.problems.items():
+        print(f"warning: {entity} left out: {problem}", file=sys.stderr)
+    if not panel.entities:
+        print("error: no entity has usable data", file=sys.stderr)
+        return 2
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    if args.command == "backtest":
+        try:
+            frame = backtest(panel, args.origins, config, progress)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        frame.to_csv(args.output, index=False)
+        progress(f"wrote {len(frame)} rows for {frame['entity_id'].nunique()} entities to {args.output}")
+        return 0
+    result, origins = evaluate(panel, args.holdout_days, config, progress=progress)
+    print(f"{len(panel.entities)} series, {len(origins)} daily origins {origins[0].date()}..{origins[-1].date()}, "
+          f"horizon {args.horizon} h, target {args.target}")  # fmt: skip
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
+        print(result.to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
