@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint up clean
+.PHONY: install demo test test-fast lint up clean bench-forecast
 
 install: $(STAMP)
 
@@ -31,3 +31,8 @@ up: install
 
 clean:
 	rm -rf .shadowing .pytest_cache
+
+# The forecasting benchmark of issue 3 on the shared Bitbrains trace (about 20 minutes on 2 cores).
+TRACE ?= ../shared/data/bitbrains_rnd/usage_hourly_2013-07_2013-08.csv.gz
+bench-forecast: install
+	$(BIN)/python -W ignore -m forecasting evaluate --input $(TRACE) --target cpu_usage_mhz_mean --holdout-days 14

@@ -9,6 +9,7 @@ import time
 import pandas as pd
 
 from forecasting.backtest import backtest, evaluate
+from forecasting.calendar import event_days
 from forecasting.data import UsageDataError
 from forecasting.global_model import GlobalConfig
 from forecasting.panel import load_panel
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--horizon", type=int, default=24)
         p.add_argument("--quantiles", type=_floats, default=(0.1, 0.5, 0.9))
         p.add_argument("--entities", type=lambda t: [e for e in t.split(",") if e], default=None)
+        p.add_argument("--country", default=None, help="public holidays of this ISO country as a covariate, e.g. NL")
+        p.add_argument("--events", default=None, help="calendar CSV with a 'date' column (launches, conferences)")
     bt = sub.choices["backtest"]
     bt.add_argument("--origins", type=_origins, required=True, help="comma-separated ISO 8601 hours")
     bt.add_argument("--output", required=True, help="CSV to write")
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         panel = load_panel(args.input, args.target, args.entities)
+        events = event_days(panel.index, args.country, args.events)
     except UsageDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -83,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "backtest":
         try:
-            frame = backtest(panel, args.origins, config, progress)
+            frame = backtest(panel, args.origins, config, progress, events)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         frame.to_csv(args.output, index=False)
         progress(f"wrote {len(frame)} rows for {frame['entity_id'].nunique()} entities to {args.output}")
         return 0
-    result, origins = evaluate(panel, args.holdout_days, config, progress=progress)
+    result, origins = evaluate(panel, args.holdout_days, config, progress=progress, events=events)
     print(f"{len(panel.entities)} series, {len(origins)} daily origins {origins[0].date()}..{origins[-1].date()}, "
           f"horizon {args.horizon} h, target {args.target}")  # fmt: skip
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):

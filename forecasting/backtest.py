@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -23,10 +24,14 @@ Progress = Callable[[str], None]
 
 
 def backtest(
-    panel: Panel, origins: list[pd.Timestamp], config: GlobalConfig, progress: Progress | None = None
+    panel: Panel,
+    origins: list[pd.Timestamp],
+    config: GlobalConfig,
+    progress: Progress | None = None,
+    events: frozenset[date] = frozenset(),
 ) -> pd.DataFrame:
     """One row per entity, origin and forecast hour: entity_id, origin, timestamp, q<level>..."""
-    model = GlobalQuantileForecaster(config)
+    model = GlobalQuantileForecaster(config, events)
     frames = []
     for i, origin in enumerate(origins, 1):
         pos = int((origin - panel.index[0]) / pd.Timedelta(hours=1))
@@ -86,11 +91,12 @@ def daily_origins(panel: Panel, holdout_days: int, horizon: int) -> list[pd.Time
 
 
 def evaluate(panel: Panel, holdout_days: int, config: GlobalConfig, hw_workers: int = 2,
-             progress: Progress | None = None) -> tuple[pd.DataFrame, list[pd.Timestamp]]:  # fmt: skip
+             progress: Progress | None = None, events: frozenset[date] = frozenset(),
+             ) -> tuple[pd.DataFrame, list[pd.Timestamp]]:  # fmt: skip
     """Scores the engine and the baselines on daily origins of the held-out tail; returns the table."""
     origins = daily_origins(panel, holdout_days, config.horizon)
     scores = Scores(abs_err={m: [] for m in ("engine", "seasonal_naive", "naive", "holt_winters")})
-    engine = GlobalQuantileForecaster(config)
+    engine = GlobalQuantileForecaster(config, events)
     h = config.horizon
     for i, origin in enumerate(origins, 1):
         pos = panel.position(origin)
