@@ -23,7 +23,10 @@ def test_country_holidays_and_user_events(tmp_path: Path) -> None:
     assert date(2013, 8, 21) not in days
 
 
-@pytest.mark.parametrize(("content", "words"), [("day,name\n2013-01-01,x\n", "'date' column"), ("date\nsoon\n", "not ISO")])
+BAD = [("day,name\n2013-01-01,x\n", "'date' column"), ("date\nsoon\n", "not ISO")]
+
+
+@pytest.mark.parametrize(("content", "words"), BAD)
 def test_bad_calendar_names_the_problem(tmp_path: Path, content: str, words: str) -> None:
     """A calendar without a date column or with unparsable dates is a clear error."""
     calendar = tmp_path / "events.csv"
