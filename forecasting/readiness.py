@@ -28,3 +28,30 @@ def readiness(forecasts: list[SeriesForecast]) -> tuple[float, list[str]]:
             reasons.append(f"{fc.model}: backtest error {fc.wape:.0%}")
         score = min(score, part)
     return round(max(0.0, min(1.0, score)), 3), reasons
+
+
+def migration_readiness(
+    forecast_confidence: float,
+    warmups: tuple[int, int] = (0, 0),
+    migrations: tuple[int, int] = (0, 0),
+    time_left_s: float = float("inf"),
+    time_needed_s: float = 0.0,
+) -> tuple[float, dict[str, float]]:
+    """Readiness in [0, 1] and its inputs.
+
+    Args:
+        forecast_confidence: `readiness()` of the slice's forecast.
+        warmups: (successes, failures) of the entity's past warm-ups and replication catch-ups.
+        migrations: (successes, failures) of the entity's past migrations.
+        time_left_s / time_needed_s: time before the slice, and what provisioning + warm-up took before.
+
+    Past outcomes enter as the means of Beta(1 + successes, 1 + failures) posteriors, so an entity with no
+    history starts at 0.5 and earns trust with each clean migration.
+    """
+    warm = (1 + warmups[0]) / (2 + sum(warmups))
+    moved = (1 + migrations[0]) / (2 + sum(migrations))
+    timing = 1.0 if time_needed_s <= 0 else min(1.0, max(0.0, time_left_s / time_needed_s))
+    inputs = {"forecast_confidence": forecast_confidence, "warmup_success": warm, "migration_success": moved,
+              "time_left": timing}  # fmt: skip
+    score = forecast_confidence * (0.5 + 0.5 * warm) * (0.5 + 0.5 * moved) * timing
+    return round(max(0.0, min(1.0, score)), 3), inputs
