@@ -9,7 +9,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import ClientFactory
-from forecasting.data import METRICS, points_to_series
+from forecasting.calendar import event_days
+from forecasting.data import METRICS, UsageDataError, points_to_series
 from forecasting.engine import ForecastError, SeriesForecast, forecast_series
 from forecasting.readiness import readiness
 from shadowing.models import DemandForecast, ForecastInput, HourQuantiles, MetricForecast
@@ -44,12 +45,16 @@ class ForecastActivities:
             )  # fmt: skip
         q = spec.policy.sizing_quantile
         levels = tuple(sorted({0.1, 0.5, 0.9, q}))
+        try:
+            days = event_days(pd.date_range(end - HISTORY, last, freq="h"), spec.holiday_country) | set(spec.events)
+        except UsageDataError as exc:
+            raise ApplicationError(f"holiday_country: {exc}", type="InvalidRequest", non_retryable=True) from exc
         fitted: dict[str, SeriesForecast] = {}
         for name in FORECAST_METRICS:
             history = self._history(spec.home_region, spec.metrics_namespace, spec.entity_id, name, end)
             activity.heartbeat(name)
             try:
-                fitted[name] = forecast_series(history, first, hours, levels)
+                fitted[name] = forecast_series(history, first, hours, levels, event_days=days)
             except ForecastError as exc:
                 raise ApplicationError(
                     f"cannot forecast {name} for {spec.entity_id}: {exc}", type="InvalidRequest", non_retryable=True

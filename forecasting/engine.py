@@ -1,8 +1,13 @@
-"""Per-series forecasting: candidates, rolling-origin backtest on the series' own past, calibrated quantiles.
+"""Per-series forecasting: darts candidates, rolling-origin backtest on the series' own past, calibrated quantiles.
 
-The foundation's candidate set is small and fast (seasonal naive at a day and a week, last value, Holt-Winters);
-the predictive-engine issue widens it. Quantiles come from the chosen model's backtest residuals, so an interval
-is as wide as the model's own recent errors say it should be.
+This is the engine for one entity's own history (what PredictDemand reads from CloudWatch). Candidates, all
+through darts: seasonal naive at a day and a week, the last value, Holt-Winters (additive, 24 h season), a small
+ARIMA(2,0,1) (a bounded search: AutoARIMA needs statsforecast, which pulls pandas below 3), an FFT of the
+strongest frequencies, a linear regression on lags with calendar covariates (hour and day-of-week encoders plus
+public-holiday/user-event days), and Prophet when the `prophet` extra is installed. Each candidate that the
+history can support is backtested from rolling origins one day apart on the series' own past; the lowest error
+wins, and the quantiles come from the winner's backtest residuals, so an interval is as wide as the model's own
+recent errors say it should be. Theta is left out: darts 0.41's Theta fails with statsmodels 0.15.
 """
 
 from __future__ import annotations
@@ -10,21 +15,30 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
 
-logging.getLogger("darts").setLevel(logging.ERROR)
+for _name in ("darts", "cmdstanpy", "prophet"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)  # "Importing plotly failed": no plots are drawn here
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from darts import TimeSeries
-    from darts.models import ExponentialSmoothing, NaiveSeasonal
+    from darts.models import ARIMA, FFT, ExponentialSmoothing, LinearRegressionModel, NaiveSeasonal
     from darts.models.forecasting.forecasting_model import ForecastingModel
+
+    try:
+        from darts.models import Prophet
+    except ImportError:  # the `prophet` extra is not installed
+        Prophet = None
 
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 MIN_HISTORY_HOURS = 6
+CALENDAR_LAGS = [-1, -2, -3, -24, -48, -168]
 
 
 class ForecastError(ValueError):
@@ -36,12 +50,29 @@ class Candidate:
     name: str
     min_history: int
     build: Callable[[], ForecastingModel]
+    calendar: bool = False  # takes the event-day flag as a future covariate
+
+
+def _linear_calendar() -> ForecastingModel:
+    return LinearRegressionModel(
+        lags=CALENDAR_LAGS, lags_future_covariates=[0], output_chunk_length=1,
+        add_encoders={"cyclic": {"future": ["hour", "dayofweek"]}},
+    )  # fmt: skip
+
+
+def _prophet() -> ForecastingModel:
+    assert Prophet is not None
+    return Prophet(daily_seasonality=True, weekly_seasonality=True, yearly_seasonality=False)
 
 
 CANDIDATES: tuple[Candidate, ...] = (
     Candidate("seasonal_naive_24h", 48, lambda: NaiveSeasonal(K=24)),
     Candidate("seasonal_naive_168h", 24 * 14, lambda: NaiveSeasonal(K=168)),
     Candidate("holt_winters_24h", 24 * 4, lambda: ExponentialSmoothing(seasonal_periods=24)),
+    Candidate("arima_2_0_1", 24 * 3, lambda: ARIMA(p=2, d=0, q=1)),
+    Candidate("fft", 24 * 7, lambda: FFT(nr_freqs_to_keep=12, trend=None)),
+    Candidate("linear_calendar", 24 * 9, _linear_calendar, calendar=True),
+    *((Candidate("prophet", 24 * 7, _prophet),) if Prophet is not None else ()),
     Candidate("last_value", 2, lambda: NaiveSeasonal(K=1)),
 )
 
@@ -66,8 +97,12 @@ def forecast_series(
     hours: int,
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
     origins: int = 5,
+    event_days: Iterable[date] = (),
 ) -> SeriesForecast:
     """Forecasts `hours` hours from `start` using only `history` (hourly, UTC, NaN = missing, ends before start).
+
+    `event_days` (public holidays of the entity's country, user calendar days) enter the calendar candidate as a
+    future covariate.
 
     Raises:
         ForecastError: when the history is too short or entirely missing.
@@ -80,16 +115,24 @@ def forecast_series(
     filled = _fill_gaps(history)
     gap = int((start - history.index[-1]) / pd.Timedelta(hours=1)) - 1
     steps = gap + hours
+    events = _event_covariate(filled.index[0], len(filled) + steps, frozenset(event_days))
     usable = [c for c in CANDIDATES if len(filled) >= c.min_history]
     scores, residuals = {}, {}
     for cand in usable:
-        res, actual = _backtest(cand, filled, history, steps, origins)
+        res, actual = _backtest(cand, filled, history, steps, origins, events)
         if res:
             scores[cand.name] = float(np.sum(np.abs(np.concatenate(res))) / max(np.sum(np.abs(actual)), 1e-9))
             residuals[cand.name] = res
-    best = min(scores, key=scores.__getitem__) if scores else usable[-1].name
-    cand = next(c for c in usable if c.name == best)
-    point = _fit_predict(cand, filled, steps)[gap:]
+    ranked = sorted(usable, key=lambda c: scores.get(c.name, np.inf))  # unscored (no backtest possible) last
+    for cand in ranked:  # the best candidate that fits the whole history
+        try:
+            point = _fit_predict(cand, filled, steps, events)[gap:]
+            break
+        except ForecastError:
+            continue
+    else:
+        raise ForecastError(f"no candidate could fit {len(history)} hours of history")
+    best = cand.name
     pooled = np.concatenate(residuals[best]) if best in residuals else np.array([])
     levels = sorted(set(quantiles) | {0.5})
     out = _quantiles(point, pooled, levels, filled)
@@ -121,20 +164,28 @@ def _to_ts(series: pd.Series) -> TimeSeries:
     return TimeSeries.from_series(naive.astype(float), freq="h")
 
 
-def _fit_predict(cand: Candidate, filled: pd.Series, steps: int) -> np.ndarray:
+def _event_covariate(first: pd.Timestamp, length: int, days: frozenset[date]) -> TimeSeries:
+    """1.0 on the hours of event days, else 0.0, from `first` over `length` hours (a future covariate)."""
+    hours = pd.date_range(first, periods=length, freq="h")
+    flag = pd.Series([float(t.date() in days) for t in hours], index=hours)
+    return _to_ts(flag)
+
+
+def _fit_predict(cand: Candidate, filled: pd.Series, steps: int, events: TimeSeries | None = None) -> np.ndarray:
     model = cand.build()
+    covariates = {"future_covariates": events} if cand.calendar and events is not None else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            model.fit(_to_ts(filled))
-            values = model.predict(steps).values(copy=False).ravel()
-        except (ValueError, np.linalg.LinAlgError) as exc:
+            model.fit(_to_ts(filled), **covariates)
+            values = model.predict(steps, **covariates).values(copy=False).ravel()
+        except (ValueError, ArithmeticError, RuntimeError, np.linalg.LinAlgError) as exc:
             raise ForecastError(f"{cand.name} failed to fit: {exc}") from exc
     return np.maximum(values, 0.0)
 
 
 def _backtest(
-    cand: Candidate, filled: pd.Series, raw: pd.Series, steps: int, origins: int
+    cand: Candidate, filled: pd.Series, raw: pd.Series, steps: int, origins: int, events: TimeSeries
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Rolling origins one day apart; residuals only where the actual value was observed."""
     residuals, actuals = [], []
@@ -143,7 +194,7 @@ def _backtest(
         if origin < cand.min_history:
             break
         try:
-            pred = _fit_predict(cand, filled.iloc[:origin], steps)
+            pred = _fit_predict(cand, filled.iloc[:origin], steps, events)
         except ForecastError:
             continue
         actual = raw.iloc[origin : origin + steps].to_numpy()

@@ -13,8 +13,9 @@ before the origin, so that stated intervals hold on data the model did not fit.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import numpy as np
@@ -23,6 +24,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 WEEK = 168
 DAY = 24
+BASELINES = ("seasonal_naive_24h", "seasonal_naive_168h", "last_value")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class GlobalConfig:
     max_iter: int = 200
     learning_rate: float = 0.1
     seed: int = 0
+    # Per-series choice: a simple candidate replaces the global model's median for a series only when its error on
+    # that series' own calibration days is this much lower (a margin against choosing on noise).
+    select: bool = True
+    selection_margin: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,11 @@ class PanelForecast:
     rows: np.ndarray  # indices into the panel of the series forecast
     quantiles: dict[float, np.ndarray]
     fallback: np.ndarray  # bool per forecast row: True where the short-history fallback was used
+    model: np.ndarray  # the chosen candidate's name per forecast row ("fallback" where fallback is True)
+    # Each candidate's median per forecast row at the origin and its MAE on the series' calibration days
+    # (NaN for fallback rows): what the choice was made from, kept for reports and tests.
+    candidates: dict[str, np.ndarray] = field(default_factory=dict)
+    selection_mae: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class GlobalQuantileForecaster:
@@ -60,19 +71,26 @@ class GlobalQuantileForecaster:
         rows = np.flatnonzero(np.sum(~np.isnan(past), axis=1) > 0)
         out = {q: np.full((len(rows), cfg.horizon), np.nan) for q in cfg.quantiles}
         fallback = short[rows]
+        model = np.full(len(rows), "fallback", dtype=object)
+        candidates: dict[str, np.ndarray] = {}
+        selection_mae: dict[str, np.ndarray] = {}
         anchors = self._anchors(origin)
         if len(anchors) >= cfg.calibration_days + 3 and (~fallback).any():
             model_rows = rows[~fallback]
-            preds = self._fit_predict(filled[model_rows], past[model_rows], index, anchors, origin)
+            fitted = self._fit_predict(filled[model_rows], past[model_rows], index, anchors, origin)
             for q in cfg.quantiles:
-                out[q][~fallback] = preds[q]
+                out[q][~fallback] = fitted.quantiles[q]
+            model[~fallback] = fitted.model
+            for name, median in fitted.candidates.items():
+                candidates[name] = _spread(median, ~fallback, cfg.horizon)
+                selection_mae[name] = _spread(fitted.selection_mae[name], ~fallback)
         else:
             fallback = np.ones(len(rows), dtype=bool)
         if fallback.any():
             flat = flat_fallback(past[rows[fallback]], cfg.horizon, cfg.quantiles)
             for q in cfg.quantiles:
                 out[q][fallback] = flat[q]
-        return PanelForecast(rows=rows, quantiles=out, fallback=fallback)
+        return PanelForecast(rows, out, fallback, model, candidates, selection_mae)
 
     def _anchors(self, origin: int) -> list[int]:
         cfg = self.config
@@ -82,38 +100,96 @@ class GlobalQuantileForecaster:
 
     def _fit_predict(
         self, filled: np.ndarray, raw: np.ndarray, index: pd.DatetimeIndex, anchors: list[int], origin: int
-    ) -> dict[float, np.ndarray]:
+    ) -> PanelForecast:
+        """Fits on all but the last calibration days, conformalises on those, refits on all, then chooses per series."""
         cfg = self.config
+        levels = tuple(sorted(set(cfg.quantiles) | {0.5}))
         fit_anchors, cal_anchors = anchors[: -cfg.calibration_days], anchors[-cfg.calibration_days :]
-        x_fit, y_fit = self._training(filled, raw, index, fit_anchors)
-        x_cal, y_cal = self._training(filled, raw, index, cal_anchors)
-        x_all, y_all = np.concatenate([x_fit, x_cal]), np.concatenate([y_fit, y_cal])
+        x_fit, y_fit = _flatten(*self._windows(filled, raw, index, fit_anchors)[:2])
+        x_cal, y_cal, cal_scale = self._windows(filled, raw, index, cal_anchors)
+        x_seen, y_seen = _flatten(x_cal, y_cal)
+        x_all, y_all = np.concatenate([x_fit, x_seen]), np.concatenate([y_fit, y_seen])
         x_new, scale = features(filled, index, origin, cfg.horizon, self.event_days)
-        out = {}
-        for q in cfg.quantiles:
-            offset = _conformal_offset(self._model(q).fit(x_fit, y_fit), x_cal, y_cal, q)
+        out, cal_median = {}, None
+        for q in levels:
+            cal_pred = self._model(q).fit(x_fit, y_fit).predict(x_cal.reshape(-1, x_cal.shape[-1])).reshape(y_cal.shape)
+            offset = _conformal_offset(y_cal - cal_pred, q)
+            if q == 0.5:
+                cal_median = np.maximum((cal_pred + offset) * cal_scale[..., None], 0.0)
             pred = self._model(q).fit(x_all, y_all).predict(x_new.reshape(-1, x_new.shape[-1]))
             out[q] = np.maximum((pred.reshape(len(filled), cfg.horizon) + offset) * scale[:, None], 0.0)
-        return _uncross(out)
+        out = _uncross(out)
+        assert cal_median is not None
+        actual = np.stack([raw[:, a : a + cfg.horizon] for a in cal_anchors])
+        candidates = {"global_gbm": out[0.5], **baselines(filled, origin, cfg.horizon)}
+        cal_points = {"global_gbm": cal_median}
+        past_baselines = [baselines(filled, a, cfg.horizon) for a in cal_anchors]
+        for name in BASELINES:
+            cal_points[name] = np.stack([b[name] for b in past_baselines])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a series unseen on every calibration day: NaN, kept
+            mae = {name: np.nanmean(np.abs(actual - p), axis=(0, 2)) for name, p in cal_points.items()}
+        chosen = choose(mae, cfg.selection_margin) if cfg.select else np.full(len(filled), "global_gbm", dtype=object)
+        final = {q: out[q].copy() for q in cfg.quantiles}
+        for name in set(chosen) - {"global_gbm"}:
+            pick = chosen == name
+            for q in cfg.quantiles:  # the candidate's median with the global model's calibrated spread around it
+                final[q][pick] = np.maximum(candidates[name][pick] + out[q][pick] - out[0.5][pick], 0.0)
+        return PanelForecast(np.arange(len(filled)), _uncross(final), np.zeros(len(filled), bool), chosen,
+                             candidates, mae)  # fmt: skip
 
-    def _training(
+    def _windows(
         self, filled: np.ndarray, raw: np.ndarray, index: pd.DatetimeIndex, anchors: list[int]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features (A x N x H x F), scaled targets (A x N x H, NaN where unobserved) and scales (A x N) per anchor."""
+        xs, ys, scales = [], [], []
         for a in anchors:
             x, scale = features(filled[:, :a], index, a, self.config.horizon, self.event_days)
-            y = raw[:, a : a + self.config.horizon] / scale[:, None]
-            xs.append(x.reshape(-1, x.shape[-1]))
-            ys.append(y.reshape(-1))
-        x, y = np.concatenate(xs), np.concatenate(ys)
-        seen = ~np.isnan(y)  # missing hours are not targets: never learn "zero load" from an outage
-        return x[seen], y[seen]
+            xs.append(x)
+            ys.append(raw[:, a : a + self.config.horizon] / scale[:, None])
+            scales.append(scale)
+        return np.stack(xs), np.stack(ys), np.stack(scales)
 
     def _model(self, q: float) -> HistGradientBoostingRegressor:
         cfg = self.config
         return HistGradientBoostingRegressor(
             loss="quantile", quantile=q, max_iter=cfg.max_iter, learning_rate=cfg.learning_rate, random_state=cfg.seed
         )
+
+
+def baselines(filled: np.ndarray, at: int, horizon: int) -> dict[str, np.ndarray]:
+    """Simple candidates from `filled[:, :at]` (N x horizon): same hour yesterday, same hour last week, last value."""
+    day = filled[:, at - DAY : at]
+    week = filled[:, at - WEEK : at - WEEK + min(horizon, WEEK)]
+    return {
+        "seasonal_naive_24h": np.tile(day, (1, -(-horizon // DAY)))[:, :horizon],
+        "seasonal_naive_168h": np.tile(week, (1, -(-horizon // week.shape[1])))[:, :horizon],
+        "last_value": np.repeat(filled[:, at - 1 : at], horizon, axis=1),
+    }
+
+
+def choose(mae: dict[str, np.ndarray], margin: float) -> np.ndarray:
+    """Per series, the candidate with the lowest calibration MAE if it beats the global model's by `margin`."""
+    names = [n for n in mae if n != "global_gbm"]
+    others = np.stack([mae[n] for n in names])
+    best = np.argmin(np.where(np.isnan(others), np.inf, others), axis=0)
+    best_mae = others[best, np.arange(others.shape[1])]
+    better = best_mae < (1 - margin) * mae["global_gbm"]  # NaN compares False: the global model stays
+    return np.where(better, np.array(names, dtype=object)[best], "global_gbm")
+
+
+def _flatten(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows where the target was observed: missing hours are never targets, never "zero load"."""
+    x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1)
+    seen = ~np.isnan(y)
+    return x[seen], y[seen]
+
+
+def _spread(values: np.ndarray, where: np.ndarray, horizon: int | None = None) -> np.ndarray:
+    shape = (len(where),) if horizon is None else (len(where), horizon)
+    out = np.full(shape, np.nan)
+    out[where] = values
+    return out
 
 
 def features(
@@ -166,11 +242,12 @@ def flat_fallback(past: np.ndarray, horizon: int, quantiles: tuple[float, ...]) 
     return _uncross(out)
 
 
-def _conformal_offset(model: HistGradientBoostingRegressor, x: np.ndarray, y: np.ndarray, q: float) -> float:
+def _conformal_offset(residuals: np.ndarray, q: float) -> float:
     """The shift that makes quantile q's prediction exceeded by exactly 1-q of the calibration targets."""
-    if len(y) < 50:
+    seen = residuals[~np.isnan(residuals)]
+    if len(seen) < 50:
         return 0.0
-    return float(np.quantile(y - model.predict(x), q))
+    return float(np.quantile(seen, q))
 
 
 def _uncross(out: dict[float, np.ndarray]) -> dict[float, np.ndarray]:

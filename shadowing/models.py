@@ -8,7 +8,7 @@ histories. Validation here is the first door for bad input: a malformed request 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -141,6 +141,10 @@ class EntitySpec(Frozen):
     metrics_namespace: str = "Shadowing/Usage"
     policy: EntityPolicy = EntityPolicy()
     demand_clock: DemandClock | None = None
+    holiday_country: str | None = Field(
+        None, pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2 country whose public holidays shape demand"
+    )
+    events: tuple[date, ...] = Field((), description="launches, conferences: days of the usage history's calendar")
 
 
 class RegisterEntityInput(Frozen):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from forecasting.__main__ import main
 from forecasting.data import UsageDataError
-from forecasting.global_model import GlobalConfig, GlobalQuantileForecaster
+from forecasting.global_model import GlobalConfig, GlobalQuantileForecaster, choose
 from forecasting.panel import load_panel, panel_from_frame
 
 FAST = GlobalConfig(max_iter=40, train_days=14, calibration_days=3)
@@ -135,3 +136,36 @@ def test_backtest_command_rejects_bad_arguments(tmp_path: Path, args: list[str])
     with pytest.raises(SystemExit) as err:
         main([*argv, *(x for kv in base.items() for x in kv)])
     assert err.value.code == 2
+
+
+def repeating(days: int = 30, seed: int = 5) -> pd.DataFrame:
+    """One series that repeats an irregular daily profile exactly, beside noisy cycles."""
+    rng = np.random.default_rng(seed)
+    hours = pd.date_range(START, periods=24 * days, freq="h")
+    profile = rng.uniform(50, 500, 24)
+    exact = pd.DataFrame({"entity_id": "exact", "timestamp": hours.strftime("%Y-%m-%dT%H:%M:%SZ"), "n_samples": 12,
+                          "cpu": np.tile(profile, days)})  # fmt: skip
+    return pd.concat([synthetic(n=6, days=days), exact], ignore_index=True)
+
+
+def test_each_series_gets_the_candidate_that_was_best_on_its_own_past() -> None:
+    """A series that repeats yesterday exactly is forecast by the seasonal naive candidate; others keep the GBM."""
+    panel = panel_from_frame(repeating(), "cpu")
+    origin = panel.position(START + pd.Timedelta(days=28))
+    result = GlobalQuantileForecaster(FAST).forecast(panel.values, panel.index, origin)
+    exact = list(result.rows).index(panel.entities.index("exact"))
+    assert result.model[exact] == "seasonal_naive_24h"
+    assert result.selection_mae["seasonal_naive_24h"][exact] == 0.0
+    np.testing.assert_allclose(result.quantiles[0.5][exact], panel.values[exact, origin : origin + 24])
+    assert np.all(result.quantiles[0.1] <= result.quantiles[0.5])
+    assert set(result.model) <= {"global_gbm", "seasonal_naive_24h", "seasonal_naive_168h", "last_value"}
+    unselected = GlobalQuantileForecaster(replace(FAST, select=False)).forecast(panel.values, panel.index, origin)
+    assert set(unselected.model) == {"global_gbm"}
+
+
+def test_choice_needs_a_margin_and_keeps_the_global_model_when_unscored() -> None:
+    """A candidate replaces the global model only when clearly better; a series never scored keeps the global model."""
+    mae = {"global_gbm": np.array([1.0, 1.0, np.nan, 1.0]), "last_value": np.array([0.95, 0.5, 0.1, np.nan]),
+           "seasonal_naive_24h": np.array([2.0, 0.7, 0.2, np.nan])}  # fmt: skip
+    assert list(choose(mae, margin=0.1)) == ["global_gbm", "last_value", "global_gbm", "global_gbm"]
+    assert list(choose(mae, margin=0.0)) == ["last_value", "last_value", "global_gbm", "global_gbm"]

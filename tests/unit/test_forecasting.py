@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from forecasting.data import UsageDataError, hourly_series, load_usage, points_to_series
-from forecasting.engine import ForecastError, forecast_series
+from forecasting.engine import CANDIDATES, ForecastError, _event_covariate, _fit_predict, forecast_series
 from forecasting.readiness import readiness
 
 OUTAGE = pd.Timestamp("2013-07-16T18:00Z")  # inside the monitoring outage that hits most VMs
@@ -84,3 +84,28 @@ def test_points_to_series_regularises_sparse_points() -> None:
         [start.to_pydatetime(), (start + pd.Timedelta(hours=3)).to_pydatetime()], [1.0, 4.0], start, end
     )
     assert len(s) == 5 and s.iloc[0] == 1.0 and s.iloc[3] == 4.0 and s.isna().sum() == 3
+
+
+def test_every_darts_candidate_is_backtested_on_a_long_history(shared_trace: Path) -> None:
+    """Two weeks of history let every candidate run its rolling-origin backtest; the winner scored lowest."""
+    series = hourly_series(load_usage(shared_trace, ["rnd-392"]), "rnd-392", "cpu_mhz")
+    start = pd.Timestamp("2013-08-20T00:00Z")
+    fc = forecast_series(series[start - pd.Timedelta(days=15) : start - pd.Timedelta(hours=1)], start, 24)
+    expected = {c.name for c in CANDIDATES}
+    assert "prophet" in expected and "arima_2_0_1" in expected and "linear_calendar" in expected
+    assert set(fc.scores) == expected
+    assert fc.scores[fc.model] == min(fc.scores.values())
+
+
+def test_calendar_candidate_learns_event_days() -> None:
+    """Demand that triples on event days is forecast higher for an event day than for an ordinary one."""
+    hours = pd.date_range("2026-03-01T00:00Z", periods=24 * 21, freq="h")
+    events = {pd.Timestamp(f"2026-03-{d:02d}").date() for d in (3, 8, 12, 17)}  # irregular: lags cannot tell
+    base = 100 + 20 * np.sin(2 * np.pi * hours.hour.to_numpy() / 24)
+    values = np.where([t.date() in events for t in hours], 3 * base, base)
+    filled = pd.Series(values, index=hours)
+    cand = next(c for c in CANDIDATES if c.name == "linear_calendar")
+    next_day = (hours[-1] + pd.Timedelta(hours=1)).date()
+    plain = _fit_predict(cand, filled, 24, _event_covariate(hours[0], len(hours) + 24, frozenset(events)))
+    event = _fit_predict(cand, filled, 24, _event_covariate(hours[0], len(hours) + 24, frozenset(events | {next_day})))
+    assert event.mean() > 1.5 * plain.mean()
