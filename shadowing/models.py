@@ -228,6 +228,8 @@ class Decision(Frozen):
     quantity: int = Field(ge=0)
     current_quantity: int = Field(ge=0)
     hourly_cost_usd: float = 0.0
+    readiness: float | None = Field(None, ge=0.0, le=1.0, description="migration readiness the action was gated on")
+    readiness_inputs: dict[str, float] = Field(default_factory=dict)
 
 
 # ---- endpoints ---------------------------------------------------------------------------------------------

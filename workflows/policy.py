@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
+from forecasting.readiness import migration_readiness
 from shadowing.catalog import INSTANCE_TYPES, InstanceType
-from shadowing.models import Decision, DemandForecast, EntitySpec, FleetRef, ScheduledSlice
+from shadowing.models import Decision, DemandForecast, EntitySpec, FleetRef, ScheduledSlice, SliceStatus
 
 
 def instances_needed(forecast: DemandForecast, itype: InstanceType, utilisation: float, max_instances: int) -> int:
@@ -32,7 +33,37 @@ def choose_instance_type(spec: EntitySpec, forecast: DemandForecast, region: str
     return name, count
 
 
-def decide(spec: EntitySpec, slot: ScheduledSlice, active: FleetRef | None, forecast: DemandForecast) -> Decision:
+def outcomes(slices: tuple[SliceStatus, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(successes, failures) of the entity's past warm-ups/replication catch-ups and of its past migrations.
+
+    A migration that reached cutover or was released had warm shadows in sync; one that failed on data sync or
+    warm-up counts against warm-ups; any other failure of a started migration counts against migrations.
+    """
+    warm_ok = warm_bad = moved_ok = moved_bad = 0
+    for s in slices:
+        if s.migration_id is None:
+            continue
+        if s.state == "done" and s.outcome == "migrated":
+            warm_ok, moved_ok = warm_ok + 1, moved_ok + 1
+        elif s.state == "released":
+            warm_ok += 1
+        elif s.state == "failed":
+            error = (s.error or "").lower()
+            if "synchronization" in error or "warm" in error:
+                warm_bad += 1
+            else:
+                moved_bad += 1
+    return (warm_ok, warm_bad), (moved_ok, moved_bad)
+
+
+def decide(
+    spec: EntitySpec,
+    slot: ScheduledSlice,
+    active: FleetRef | None,
+    forecast: DemandForecast,
+    history: tuple[SliceStatus, ...] = (),
+    now: datetime | None = None,
+) -> Decision:
     """Shadow when the slice needs more than the entity has where it must run, and the forecast is trusted.
 
     "More" is a region move (the active fleet is elsewhere) or a predicted peak the active fleet cannot carry.
@@ -49,12 +80,18 @@ def decide(spec: EntitySpec, slot: ScheduledSlice, active: FleetRef | None, fore
         if capacity <= current:
             why = f"{current} x {active.instance_type} in {slot.region} cover the p{_pct(forecast)} peak"
             return Decision(action="stay", reason=why, hourly_cost_usd=cost, **{**base, "quantity": current})
-    if forecast.readiness < spec.policy.readiness_threshold:
-        why = f"readiness {forecast.readiness:.2f} < threshold {spec.policy.readiness_threshold:.2f}"
-        return Decision(action="skip", reason=why, hourly_cost_usd=cost, **base)
+    warmups, migrations = outcomes(history)
+    time_left = (slot.start - now).total_seconds() if now is not None else float("inf")
+    needed = spec.policy.lead_time_s / 2  # preparation is planned to take at most half the lead time
+    score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, needed)
+    gate = {"readiness": score, "readiness_inputs": inputs}
+    if score < spec.policy.readiness_threshold:
+        weakest = min(inputs, key=inputs.__getitem__)
+        why = f"readiness {score:.2f} < threshold {spec.policy.readiness_threshold:.2f} (weakest: {weakest})"
+        return Decision(action="skip", reason=why, hourly_cost_usd=cost, **base, **gate)
     where = f"move {active.region if active else '-'} -> {slot.region}" if moving else "predicted peak"
-    why = f"{where}: p{_pct(forecast)} needs {quantity} x {itype} (have {current})"
-    return Decision(action="shadow", reason=why, hourly_cost_usd=cost, **base)
+    why = f"{where}: p{_pct(forecast)} needs {quantity} x {itype} (have {current}); readiness {score:.2f}"
+    return Decision(action="shadow", reason=why, hourly_cost_usd=cost, **base, **gate)
 
 
 def instances_needed_for_fleet(forecast: DemandForecast, fleet: FleetRef, spec: EntitySpec) -> int:

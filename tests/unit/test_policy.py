@@ -7,9 +7,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shadowing.catalog import INSTANCE_TYPES
-from shadowing.models import DemandForecast, FleetRef, HourQuantiles, MetricForecast, ScheduledSlice, TimeSlice
+from shadowing.models import (
+    DemandForecast,
+    FleetRef,
+    HourQuantiles,
+    MetricForecast,
+    ScheduledSlice,
+    SliceStatus,
+    TimeSlice,
+)
 from tests.workflows.helpers import spec
-from workflows.policy import choose_instance_type, decide, forecast_time, instances_needed
+from workflows.policy import choose_instance_type, decide, forecast_time, instances_needed, outcomes
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SLOT = ScheduledSlice(start=T0, end=T0 + timedelta(hours=1), region="eu-west-1")
@@ -76,3 +84,31 @@ def test_forecast_time_is_lead_before_start_or_now() -> None:
     """Prepare `lead` before the slice; a late registration prepares at once."""
     assert forecast_time(SLOT, timedelta(minutes=15), T0 - timedelta(hours=1)) == T0 - timedelta(minutes=15)
     assert forecast_time(SLOT, timedelta(minutes=15), T0) == T0
+
+
+def past(state: str, outcome: str | None = None, error: str | None = None) -> SliceStatus:
+    slot = ScheduledSlice(start=T0 - timedelta(days=1), end=T0 - timedelta(hours=23), region="eu-west-1")
+    return SliceStatus(time_slice=slot, state=state, outcome=outcome, error=error, migration_id="m")  # type: ignore[arg-type]
+
+
+def test_past_outcomes_enter_readiness_as_beta_posteriors() -> None:
+    """Failed migrations lower readiness until a move is skipped; clean ones raise it; the inputs are shown."""
+    clean = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.7), (past("done", "migrated"),) * 3)
+    fresh = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.7))
+    failed = (past("failed", error="Migration failed: cutover"),) * 3 + (past("failed", error="warm-up timed out"),) * 3
+    burnt = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.7), failed)
+    assert clean.readiness is not None and fresh.readiness is not None and burnt.readiness is not None
+    assert clean.readiness > fresh.readiness > burnt.readiness
+    assert clean.action == "shadow" and burnt.action == "skip" and "migration_success" in burnt.readiness_inputs
+    assert clean.action == fresh.action == "shadow"
+    assert burnt.readiness_inputs["migration_success"] == pytest.approx(9 / 13, abs=1e-4)
+    assert outcomes(failed) == ((0, 3), (0, 3))
+
+
+def test_too_little_time_before_the_slice_lowers_readiness() -> None:
+    """With less time left than preparation needs (half the lead time), a move is not started."""
+    lead = spec().policy.lead_time_s
+    early = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000), now=T0 - timedelta(seconds=lead))
+    late = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000), now=T0 - timedelta(seconds=lead / 20))
+    assert early.action == "shadow" and early.readiness_inputs["time_left"] == 1.0
+    assert late.action == "skip" and "time_left" in late.reason
