@@ -193,7 +193,8 @@ def _summary(final: dict[str, EntityStatus], usage: pd.DataFrame, anchor: pd.Tim
                 "entity": eid, "slice": s.time_slice.key, "region": s.time_slice.region, "state": s.state,
                 "cpu_p50": hour.get("0.5"), "cpu_p90": hour.get("0.9"),
                 "cpu_actual": None if pd.isna(observed) else float(observed),
-                "readiness": s.forecast.readiness if s.forecast else None,
+                "readiness": s.decision.readiness if s.decision and s.decision.readiness is not None
+                else (s.forecast.readiness if s.forecast else None),
                 "decision": s.decision.action if s.decision else None,
                 "instances": f"{s.decision.quantity} x {s.decision.instance_type}" if s.decision else None,
                 "outcome": s.outcome or s.error,
