@@ -94,11 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         frame.to_csv(args.output, index=False)
         progress(f"wrote {len(frame)} rows for {frame['entity_id'].nunique()} entities to {args.output}")
         return 0
-    result, origins = evaluate(panel, args.holdout_days, config, progress=progress, events=events)
+    result, origins, picks = evaluate(panel, args.holdout_days, config, progress=progress, events=events)
     print(f"{len(panel.entities)} series, {len(origins)} daily origins {origins[0].date()}..{origins[-1].date()}, "
           f"horizon {args.horizon} h, target {args.target}")  # fmt: skip
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print(result.to_string())
+    total = sum(picks.values()) or 1
+    print(
+        "engine's choice per series and origin: " + ", ".join(f"{k} {v / total:.1%}" for k, v in sorted(picks.items()))
+    )
     return 0
 
 

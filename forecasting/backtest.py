@@ -31,7 +31,7 @@ def backtest(
     events: frozenset[date] = frozenset(),
 ) -> pd.DataFrame:
     """One row per entity, origin and forecast hour: entity_id, origin, timestamp, q<level>..."""
-    model = GlobalQuantileForecaster(config, events)
+    model = GlobalQuantileForecaster(config, events, progress)
     frames = []
     for i, origin in enumerate(origins, 1):
         pos = int((origin - panel.index[0]) / pd.Timedelta(hours=1))
@@ -81,6 +81,7 @@ class Scores:
     under90: list[np.ndarray] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     forecasts: int = 0
+    picks: dict[str, int] = field(default_factory=dict)  # how often the engine chose each candidate per series
 
 
 def daily_origins(panel: Panel, holdout_days: int, horizon: int) -> list[pd.Timestamp]:
@@ -92,7 +93,7 @@ def daily_origins(panel: Panel, holdout_days: int, horizon: int) -> list[pd.Time
 
 def evaluate(panel: Panel, holdout_days: int, config: GlobalConfig, hw_workers: int = 2,
              progress: Progress | None = None, events: frozenset[date] = frozenset(),
-             ) -> tuple[pd.DataFrame, list[pd.Timestamp]]:  # fmt: skip
+             ) -> tuple[pd.DataFrame, list[pd.Timestamp], dict[str, int]]:  # fmt: skip
     """Scores the engine and the baselines on daily origins of the held-out tail; returns the table."""
     origins = daily_origins(panel, holdout_days, config.horizon)
     scores = Scores(abs_err={m: [] for m in ("engine", "seasonal_naive", "naive", "holt_winters")})
@@ -123,9 +124,11 @@ def evaluate(panel: Panel, holdout_days: int, config: GlobalConfig, hw_workers: 
         scores.under90.append((act <= hi)[seen])
         scores.pinball.append(_pinball(act, result.quantiles))
         scores.forecasts += len(rows)
+        for name in result.model:
+            scores.picks[str(name)] = scores.picks.get(str(name), 0) + 1
         if progress:
             progress(f"origin {i}/{len(origins)} {origin.date()}")
-    return table(scores, panel, origins), origins
+    return table(scores, panel, origins), origins, scores.picks
 
 
 def table(scores: Scores, panel: Panel, origins: list[pd.Timestamp]) -> pd.DataFrame:
@@ -140,7 +143,7 @@ def table(scores: Scores, panel: Panel, origins: list[pd.Timestamp]) -> pd.DataF
             "MAE / seasonal naive (geo-mean)": _geomean_ratio(m, mae["seasonal_naive"]),
             "MAE / naive": _geomean_ratio(m, mae["naive"]),
             "MAE / Holt-Winters": _geomean_ratio(m, mae["holt_winters"]),
-            "MASE": float(np.nanmean(m / scale)),
+            "MASE": _finite_mean(m / scale),
             "pinball (q10,50,90)": float(np.nanmean(scores.pinball)) if name == "engine" else None,
             "80% coverage": float(np.mean(np.concatenate(scores.inside80))) if name == "engine" else None,
             "q0.9 coverage": float(np.mean(np.concatenate(scores.under90))) if name == "engine" else None,
@@ -187,6 +190,12 @@ def _mase_scale(panel: Panel, before: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(np.abs(past[:, 24:] - past[:, :-24]), axis=1)
+
+
+def _finite_mean(values: np.ndarray) -> float:
+    """Mean over series where the ratio is defined (a series flat over its whole history has no MASE scale)."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else float("nan")
 
 
 def _geomean_ratio(a: np.ndarray, b: np.ndarray) -> float:

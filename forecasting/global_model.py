@@ -14,7 +14,7 @@ before the origin, so that stated intervals hold on data the model did not fit.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -40,6 +40,11 @@ class GlobalConfig:
     # that series' own calibration days is this much lower (a margin against choosing on noise).
     select: bool = True
     selection_margin: float = 0.1
+    anchor_step: int = 24  # hours between training windows (24: one window per day, at the origin's hour)
+    max_train_rows: int = 1_000_000  # a seeded subsample beyond this bounds fit time
+    rich: bool = False
+    conformal: bool = True
+    refit: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,15 @@ class PanelForecast:
 
 
 class GlobalQuantileForecaster:
-    def __init__(self, config: GlobalConfig | None = None, event_days: Iterable[date] = ()) -> None:
+    def __init__(
+        self,
+        config: GlobalConfig | None = None,
+        event_days: Iterable[date] = (),
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self.config = config or GlobalConfig()
         self.event_days = frozenset(event_days)
+        self._progress = progress or (lambda _message: None)
 
     def forecast(self, values: np.ndarray, index: pd.DatetimeIndex, origin: int) -> PanelForecast:
         """Forecasts `horizon` hours from position `origin` for each row of `values` (N x T), seeing only the past."""
@@ -74,10 +85,10 @@ class GlobalQuantileForecaster:
         model = np.full(len(rows), "fallback", dtype=object)
         candidates: dict[str, np.ndarray] = {}
         selection_mae: dict[str, np.ndarray] = {}
-        anchors = self._anchors(origin)
-        if len(anchors) >= cfg.calibration_days + 3 and (~fallback).any():
+        fit_anchors, cal_anchors = self._anchors(origin)
+        if len(fit_anchors) * cfg.anchor_step >= 3 * DAY and cal_anchors and (~fallback).any():
             model_rows = rows[~fallback]
-            fitted = self._fit_predict(filled[model_rows], past[model_rows], index, anchors, origin)
+            fitted = self._fit_predict(filled[model_rows], past[model_rows], index, fit_anchors, cal_anchors, origin)
             for q in cfg.quantiles:
                 out[q][~fallback] = fitted.quantiles[q]
             model[~fallback] = fitted.model
@@ -92,31 +103,49 @@ class GlobalQuantileForecaster:
                 out[q][fallback] = flat[q]
         return PanelForecast(rows, out, fallback, model, candidates, selection_mae)
 
-    def _anchors(self, origin: int) -> list[int]:
+    def _anchors(self, origin: int) -> tuple[list[int], list[int]]:
+        """Training windows (start positions) whose targets end before the origin: (fit, calibration).
+
+        Calibration windows are those of the last `calibration_days` days; fit windows end before the first of them,
+        so the model that is conformalised has never seen a calibration target.
+        """
         cfg = self.config
         last = origin - cfg.horizon
         first = max(WEEK, origin - DAY * cfg.train_days)
-        return [a for a in range(last - ((last - origin) % DAY), first - 1, -DAY) if a >= WEEK][::-1]
+        anchors = list(range(last, first - 1, -cfg.anchor_step))[::-1]
+        cal = [a for a in anchors if a > last - DAY * cfg.calibration_days]
+        fit = [a for a in anchors if a + cfg.horizon <= (cal[0] if cal else origin)]
+        return fit, cal
 
     def _fit_predict(
-        self, filled: np.ndarray, raw: np.ndarray, index: pd.DatetimeIndex, anchors: list[int], origin: int
+        self,
+        filled: np.ndarray,
+        raw: np.ndarray,
+        index: pd.DatetimeIndex,
+        fit_anchors: list[int],
+        cal_anchors: list[int],
+        origin: int,
     ) -> PanelForecast:
         """Fits on all but the last calibration days, conformalises on those, refits on all, then chooses per series."""
         cfg = self.config
         levels = tuple(sorted(set(cfg.quantiles) | {0.5}))
-        fit_anchors, cal_anchors = anchors[: -cfg.calibration_days], anchors[-cfg.calibration_days :]
         x_fit, y_fit = _flatten(*self._windows(filled, raw, index, fit_anchors)[:2])
+        x_fit, y_fit = _subsample(x_fit, y_fit, cfg.max_train_rows, cfg.seed)
         x_cal, y_cal, cal_scale = self._windows(filled, raw, index, cal_anchors)
         x_seen, y_seen = _flatten(x_cal, y_cal)
         x_all, y_all = np.concatenate([x_fit, x_seen]), np.concatenate([y_fit, y_seen])
-        x_new, scale = features(filled, index, origin, cfg.horizon, self.event_days)
+        x_all, y_all = _subsample(x_all, y_all, cfg.max_train_rows, cfg.seed)
+        x_new, scale = features(filled, index, origin, cfg.horizon, self.event_days, cfg.rich)
         out, cal_median = {}, None
-        for q in levels:
-            cal_pred = self._model(q).fit(x_fit, y_fit).predict(x_cal.reshape(-1, x_cal.shape[-1])).reshape(y_cal.shape)
-            offset = _conformal_offset(y_cal - cal_pred, q)
+        for step, q in enumerate(levels, 1):
+            self._progress(f"fitting quantile {q:g} ({step}/{len(levels)}) on {len(y_all)} windows-hours")
+            first = self._model(q).fit(x_fit, y_fit)
+            cal_pred = first.predict(x_cal.reshape(-1, x_cal.shape[-1])).reshape(y_cal.shape)
+            offset = _conformal_offset(y_cal - cal_pred, q) if cfg.conformal else 0.0
             if q == 0.5:
                 cal_median = np.maximum((cal_pred + offset) * cal_scale[..., None], 0.0)
-            pred = self._model(q).fit(x_all, y_all).predict(x_new.reshape(-1, x_new.shape[-1]))
+            final_model = self._model(q).fit(x_all, y_all) if cfg.refit else first
+            pred = final_model.predict(x_new.reshape(-1, x_new.shape[-1]))
             out[q] = np.maximum((pred.reshape(len(filled), cfg.horizon) + offset) * scale[:, None], 0.0)
         out = _uncross(out)
         assert cal_median is not None
@@ -144,7 +173,7 @@ class GlobalQuantileForecaster:
         """Features (A x N x H x F), scaled targets (A x N x H, NaN where unobserved) and scales (A x N) per anchor."""
         xs, ys, scales = [], [], []
         for a in anchors:
-            x, scale = features(filled[:, :a], index, a, self.config.horizon, self.event_days)
+            x, scale = features(filled[:, :a], index, a, self.config.horizon, self.event_days, self.config.rich)
             xs.append(x)
             ys.append(raw[:, a : a + self.config.horizon] / scale[:, None])
             scales.append(scale)
@@ -178,6 +207,14 @@ def choose(mae: dict[str, np.ndarray], margin: float) -> np.ndarray:
     return np.where(better, np.array(names, dtype=object)[best], "global_gbm")
 
 
+def _subsample(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `limit` rows, drawn with a fixed seed (the same past gives the same sample)."""
+    if len(y) <= limit:
+        return x, y
+    keep = np.sort(np.random.default_rng(seed).choice(len(y), limit, replace=False))
+    return x[keep], y[keep]
+
+
 def _flatten(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Training rows where the target was observed: missing hours are never targets, never "zero load"."""
     x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1)
@@ -193,7 +230,12 @@ def _spread(values: np.ndarray, where: np.ndarray, horizon: int | None = None) -
 
 
 def features(
-    filled: np.ndarray, index: pd.DatetimeIndex, at: int, horizon: int, event_days: frozenset[date] = frozenset()
+    filled: np.ndarray,
+    index: pd.DatetimeIndex,
+    at: int,
+    horizon: int,
+    event_days: frozenset[date] = frozenset(),
+    rich: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scale-free features for forecasting hours at..at+horizon-1 from `filled[:, :at]` (N x H x F), and scales."""
     n = len(filled)
@@ -205,15 +247,16 @@ def features(
         moment = index[0] + pd.Timedelta(hours=at + h)
         same = days[:, :, h % DAY]
         calendar = [moment.hour, moment.day_of_week, float(moment.date() in event_days)]
-        out.append(
-            np.column_stack(
-                [
-                    np.full(n, h), *(np.full(n, c) for c in calendar), same, same.mean(axis=1),
-                    np.median(same, axis=1), same.std(axis=1), recent[:, -1], recent[:, -6:].mean(axis=1),
-                    recent.mean(axis=1), np.log1p(scale),
-                ]
-            )
-        )  # fmt: skip
+        columns = [
+            np.full(n, h), *(np.full(n, c) for c in calendar), same, same.mean(axis=1),
+            np.median(same, axis=1), same.std(axis=1), recent[:, -1], recent[:, -6:].mean(axis=1),
+            recent.mean(axis=1), np.log1p(scale),
+        ]  # fmt: skip
+        if rich:
+            around = (days[:, :, (h - 1) % DAY] + days[:, :, (h + 1) % DAY]) / 2
+            columns += [recent[:, -2], recent[:, -3], recent.max(axis=1), recent.min(axis=1),
+                        np.median(around, axis=1), around.mean(axis=1), recent[:, -1] - recent[:, -2]]  # fmt: skip
+        out.append(np.column_stack(columns))
     return np.stack(out, axis=1), scale
 
 

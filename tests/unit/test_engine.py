@@ -169,3 +169,28 @@ def test_choice_needs_a_margin_and_keeps_the_global_model_when_unscored() -> Non
            "seasonal_naive_24h": np.array([2.0, 0.7, 0.2, np.nan])}  # fmt: skip
     assert list(choose(mae, margin=0.1)) == ["global_gbm", "last_value", "global_gbm", "global_gbm"]
     assert list(choose(mae, margin=0.0)) == ["last_value", "last_value", "global_gbm", "global_gbm"]
+
+
+def test_evaluate_prints_the_engine_beside_each_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m forecasting evaluate` scores the engine and the three baselines on the held-out tail."""
+    data = tmp_path / "usage.csv"
+    synthetic(n=4, days=30).to_csv(data, index=False)
+    assert main(["evaluate", "--input", str(data), "--target", "cpu", "--holdout-days", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 daily origins" in out and "engine's choice" in out
+    for method in ("engine", "seasonal_naive", "naive", "holt_winters"):
+        assert f"\n{method} " in out
+    engine_row = next(line for line in out.splitlines() if line.startswith("engine "))
+    assert float(engine_row.split()[1]) < 1.0, "on clean daily cycles the engine beats seasonal naive"
+
+
+@pytest.mark.parametrize("step", [24, 6])
+def test_training_windows_end_before_the_origin_and_calibration_is_unseen(step: int) -> None:
+    """Every window's targets precede the origin; the model that is conformalised never saw a calibration target."""
+    cfg = replace(FAST, anchor_step=step)
+    origin = 24 * 28
+    fit, cal = GlobalQuantileForecaster(cfg)._anchors(origin)
+    assert fit and cal and max(cal) + cfg.horizon <= origin
+    assert max(fit) + cfg.horizon <= min(cal)
+    assert min(fit) >= 168 and (origin - min(cal)) <= 24 * cfg.calibration_days + cfg.horizon
+    assert all((origin - a) % step == 0 for a in fit + cal)
