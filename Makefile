@@ -32,7 +32,7 @@ up: install
 clean:
 	rm -rf .shadowing .pytest_cache
 
-# The forecasting benchmark of issue 3 on the shared Bitbrains trace (about 20 minutes on 2 cores).
+# The forecasting benchmark of issue 3 on the shared Bitbrains trace (about 25 minutes on 2 cores).
 TRACE ?= ../shared/data/bitbrains_rnd/usage_hourly_2013-07_2013-08.csv.gz
 bench-forecast: install
 	$(BIN)/python -W ignore -m forecasting evaluate --input $(TRACE) --target cpu_usage_mhz_mean --holdout-days 14

@@ -2,14 +2,15 @@
 
 Why global: 500 short, heterogeneous series each teach little alone; trained together on scale-free features
 (each series divided by its own recent mean) the model learns shapes shared by many (daily cycles, flat lines,
-level shifts) and fits once for all series at ~20+ forecasts per second on two cores. sklearn's
+level shifts) and fits once for all series at several forecasts per second on two cores. sklearn's
 HistGradientBoostingRegressor is used directly rather than through darts: darts' quantile regression models fit one
 model per horizon step and series layout, 10-100x slower here, and this model needs neither.
 
-Training uses only hours strictly before the origin: anchors at the origin's hour of day on earlier days whose
-whole target window ends before the origin. Quantiles are then calibrated (conformalised) on the last days
-before the origin, so that stated intervals hold on data the model did not fit.
-"""
+Training uses only hours strictly before the origin: windows every `anchor_step` hours over `train_days` whose
+whole target window ends before the origin. The last `calibration_days` days of windows are held out of a first
+fit: the per-series choice (global median or a simple candidate, on each series' own held-out days) and, when
+`conformal` is on, the quantile shifts are made from that fit's errors; the model is then refit on every window.
+""""""
 
 from __future__ import annotations
 
@@ -24,14 +25,14 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 WEEK = 168
 DAY = 24
-BASELINES = ("seasonal_naive_24h", "seasonal_naive_168h", "last_value")
+BASELINES = ("seasonal_naive_24h", "seasonal_naive_168h", "last_value", "same_hour_mean_7d", "median_24h")
 
 
 @dataclass(frozen=True)
 class GlobalConfig:
     horizon: int = 24
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
-    train_days: int = 21
+    train_days: int = 35
     calibration_days: int = 4
     max_iter: int = 200
     learning_rate: float = 0.1
@@ -39,12 +40,14 @@ class GlobalConfig:
     # Per-series choice: a simple candidate replaces the global model's median for a series only when its error on
     # that series' own calibration days is this much lower (a margin against choosing on noise).
     select: bool = True
-    selection_margin: float = 0.1
-    anchor_step: int = 24  # hours between training windows (24: one window per day, at the origin's hour)
-    max_train_rows: int = 1_000_000  # a seeded subsample beyond this bounds fit time
-    rich: bool = False
-    conformal: bool = True
-    refit: bool = True
+    selection_margin: float = 0.25
+    anchor_step: int = 6  # hours between training windows (24: one window per day, at the origin's hour)
+    max_train_rows: int = 600_000  # a seeded subsample beyond this bounds fit time
+    rich: bool = True  # recent-hour lags, 24 h range and neighbouring-hour profile on top of the base features
+    # Shift each quantile by the calibration days' residual quantile (split conformal). Off by default: on the
+    # validation origins it widened the 80% interval to 0.85 coverage where the quantile loss alone gave 0.83.
+    conformal: bool = False
+    refit: bool = True  # refit on fit + calibration windows before forecasting (else use the fit-only model)
 
 
 @dataclass(frozen=True)
@@ -190,10 +193,13 @@ def baselines(filled: np.ndarray, at: int, horizon: int) -> dict[str, np.ndarray
     """Simple candidates from `filled[:, :at]` (N x horizon): same hour yesterday, same hour last week, last value."""
     day = filled[:, at - DAY : at]
     week = filled[:, at - WEEK : at - WEEK + min(horizon, WEEK)]
+    days = np.stack([filled[:, at - DAY * d : at - DAY * d + DAY] for d in range(1, 8)], axis=1)
     return {
         "seasonal_naive_24h": np.tile(day, (1, -(-horizon // DAY)))[:, :horizon],
         "seasonal_naive_168h": np.tile(week, (1, -(-horizon // week.shape[1])))[:, :horizon],
         "last_value": np.repeat(filled[:, at - 1 : at], horizon, axis=1),
+        "same_hour_mean_7d": np.tile(days.mean(axis=1), (1, -(-horizon // DAY)))[:, :horizon],
+        "median_24h": np.repeat(np.median(day, axis=1, keepdims=True), horizon, axis=1),
     }
 
 
