@@ -10,7 +10,7 @@ Training uses only hours strictly before the origin: windows every `anchor_step`
 whole target window ends before the origin. The last `calibration_days` days of windows are held out of a first
 fit: the per-series choice (global median or a simple candidate, on each series' own held-out days) and, when
 `conformal` is on, the quantile shifts are made from that fit's errors; the model is then refit on every window.
-""""""
+"""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from forecasting.data import UsageDataError
 from forecasting.global_model import GlobalConfig, GlobalQuantileForecaster, choose
 from forecasting.panel import load_panel, panel_from_frame
 
-FAST = GlobalConfig(max_iter=40, train_days=14, calibration_days=3)
+FAST = GlobalConfig(max_iter=40, train_days=14, calibration_days=3, anchor_step=12)
 START = pd.Timestamp("2026-01-01T00:00Z")
 
 
@@ -175,7 +175,7 @@ def test_evaluate_prints_the_engine_beside_each_baseline(tmp_path: Path, capsys:
     """`python -m forecasting evaluate` scores the engine and the three baselines on the held-out tail."""
     data = tmp_path / "usage.csv"
     synthetic(n=4, days=30).to_csv(data, index=False)
-    assert main(["evaluate", "--input", str(data), "--target", "cpu", "--holdout-days", "2"]) == 0
+    assert main(["evaluate", "--input", str(data), "--target", "cpu", "--holdout-days", "2", "--max-iter", "40"]) == 0
     out = capsys.readouterr().out
     assert "2 daily origins" in out and "engine's choice" in out
     for method in ("engine", "seasonal_naive", "naive", "holt_winters"):
