@@ -108,6 +108,9 @@ class EntityPolicy(Frozen):
     target_utilisation: float = Field(0.7, gt=0.0, le=1.0)
     max_instances: int = Field(20, ge=1, le=500)
     lead_time_s: float = Field(900.0, gt=0, description="forecast and prepare this long before a slice starts")
+    prepare_s: float = Field(
+        300.0, gt=0, description="expected time to provision and warm shadows; less time left lowers readiness"
+    )
     warmup_timeout_s: float = Field(600.0, gt=0)
     watch_s: float = Field(120.0, ge=0, description="post-cutover watch window before the old fleet is retired")
 

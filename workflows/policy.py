@@ -82,8 +82,7 @@ def decide(
             return Decision(action="stay", reason=why, hourly_cost_usd=cost, **{**base, "quantity": current})
     warmups, migrations = outcomes(history)
     time_left = (slot.start - now).total_seconds() if now is not None else float("inf")
-    needed = spec.policy.lead_time_s / 2  # preparation is planned to take at most half the lead time
-    score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, needed)
+    score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, spec.policy.prepare_s)
     gate = {"readiness": score, "readiness_inputs": inputs}
     if score < spec.policy.readiness_threshold:
         weakest = min(inputs, key=inputs.__getitem__)

@@ -52,7 +52,7 @@ def register_input(aws: AwsClients, entity: str, regions: list[str], slice_s: fl
     spec = EntitySpec(
         entity_id=entity, home_region="us-east-1", instance_types=("m5.large",), initial_instances=1,
         dns_name=f"{entity}.{ZONE}", hosted_zone_id=_zone(aws("route53", "us-east-1")),
-        policy=EntityPolicy(lead_time_s=lead_s, watch_s=2, warmup_timeout_s=30),
+        policy=EntityPolicy(lead_time_s=lead_s, prepare_s=2, watch_s=2, warmup_timeout_s=30),
         demand_clock={"origin": start, "history_origin": anchor.to_pydatetime(), "seconds_per_hour": slice_s},
     )  # fmt: skip
     slices = [{"start": start + timedelta(seconds=i * slice_s), "end": start + timedelta(seconds=(i + 1) * slice_s),

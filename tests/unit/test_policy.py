@@ -106,9 +106,9 @@ def test_past_outcomes_enter_readiness_as_beta_posteriors() -> None:
 
 
 def test_too_little_time_before_the_slice_lowers_readiness() -> None:
-    """With less time left than preparation needs (half the lead time), a move is not started."""
-    lead = spec().policy.lead_time_s
-    early = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000), now=T0 - timedelta(seconds=lead))
-    late = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000), now=T0 - timedelta(seconds=lead / 20))
+    """With much less time left than preparation needs (`prepare_s`), a move is not started."""
+    need = spec().policy.prepare_s
+    early = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000), now=T0 - timedelta(seconds=need))
+    late = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000), now=T0 - timedelta(seconds=need / 10))
     assert early.action == "shadow" and early.readiness_inputs["time_left"] == 1.0
     assert late.action == "skip" and "time_left" in late.reason
