@@ -115,7 +115,10 @@ class EntityScheduleWorkflow:
         if slot.key in self._children:  # provisioned by hand while we were forecasting
             await self._finish_migration(index, self._children[slot.key])
             return
-        decision = policy.decide(self._spec, slot, self._s.active_fleet, forecast, self._s.slices, workflow.now())
+        decision = policy.decide(
+            self._spec, slot, self._s.active_fleet, forecast, self._s.slices, workflow.now(),
+            migration_gate=workflow.patched("migration-readiness-gate"),
+        )  # fmt: skip
         self._set_slice(index, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), slot.key)
         self._event("decision", f"{decision.action}: {decision.reason}", slot.key)

@@ -63,6 +63,7 @@ def decide(
     forecast: DemandForecast,
     history: tuple[SliceStatus, ...] = (),
     now: datetime | None = None,
+    migration_gate: bool = True,
 ) -> Decision:
     """Shadow when the slice needs more than the entity has where it must run, and the forecast is trusted.
 
@@ -82,7 +83,10 @@ def decide(
             return Decision(action="stay", reason=why, hourly_cost_usd=cost, **{**base, "quantity": current})
     warmups, migrations = outcomes(history)
     time_left = (slot.start - now).total_seconds() if now is not None else float("inf")
-    score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, spec.policy.prepare_s)
+    if migration_gate:
+        score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, spec.policy.prepare_s)
+    else:  # histories recorded before the migration-readiness gate: the forecast's own confidence decides
+        score, inputs = forecast.readiness, {"forecast_confidence": forecast.readiness}
     gate = {"readiness": score, "readiness_inputs": inputs}
     if score < spec.policy.readiness_threshold:
         weakest = min(inputs, key=inputs.__getitem__)

@@ -112,3 +112,11 @@ def test_too_little_time_before_the_slice_lowers_readiness() -> None:
     late = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000), now=T0 - timedelta(seconds=need / 10))
     assert early.action == "shadow" and early.readiness_inputs["time_left"] == 1.0
     assert late.action == "skip" and "time_left" in late.reason
+
+
+def test_histories_before_the_gate_keep_the_forecast_confidence_rule() -> None:
+    """Replaying workflows that started before the migration-readiness gate decides as they did then."""
+    failed = (past("failed", error="Migration failed: cutover"),) * 3
+    legacy = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.45), failed, migration_gate=False)
+    gated = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.45), failed)
+    assert legacy.action == "shadow" and gated.action == "skip"
