@@ -114,7 +114,7 @@ def test_backtest_command_writes_one_row_per_entity_origin_and_hour(tmp_path: Pa
     synthetic(n=3, days=30).to_csv(data, index=False)
     origins = "2026-01-28T00:00:00Z,2026-01-29T00:00:00Z"
     code = main(["backtest", "--input", str(data), "--target", "cpu", "--horizon", "24", "--origins", origins,
-                 "--quantiles", "0.1,0.5,0.9", "--output", str(out)])  # fmt: skip
+                 "--quantiles", "0.1,0.5,0.9", "--output", str(out), "--max-iter", "40"])  # fmt: skip
     assert code == 0
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["entity_id", "origin", "timestamp", "q0.1", "q0.5", "q0.9"]
