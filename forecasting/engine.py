@@ -62,7 +62,11 @@ def _linear_calendar() -> ForecastingModel:
 
 def _prophet() -> ForecastingModel:
     assert Prophet is not None
-    return Prophet(daily_seasonality=True, weekly_seasonality=True, yearly_seasonality=False)
+    # darts silences Prophet by pointing file descriptors 1 and 2 at /dev/null and back; two fits in parallel
+    # threads (activities) race on that and leave the process's stdout closed. Its loggers are silenced instead.
+    return Prophet(
+        daily_seasonality=True, weekly_seasonality=True, yearly_seasonality=False, suppress_stdout_stderror=False
+    )
 
 
 CANDIDATES: tuple[Candidate, ...] = (
@@ -179,7 +183,13 @@ def _fit_predict(cand: Candidate, filled: pd.Series, steps: int, events: TimeSer
         try:
             model.fit(_to_ts(filled), **covariates)
             values = model.predict(steps, **covariates).values(copy=False).ravel()
-        except (ValueError, ArithmeticError, RuntimeError, np.linalg.LinAlgError) as exc:
+        except (
+            ValueError,
+            ArithmeticError,
+            RuntimeError,
+            np.linalg.LinAlgError,
+            Warning,
+        ) as exc:  # Warning: if escalated
             raise ForecastError(f"{cand.name} failed to fit: {exc}") from exc
     return np.maximum(values, 0.0)
 

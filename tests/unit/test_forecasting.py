@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +111,16 @@ def test_calendar_candidate_learns_event_days() -> None:
     plain = _fit_predict(cand, filled, 24, _event_covariate(hours[0], len(hours) + 24, frozenset(events)))
     event = _fit_predict(cand, filled, 24, _event_covariate(hours[0], len(hours) + 24, frozenset(events | {next_day})))
     assert event.mean() > 1.5 * plain.mean()
+
+
+@pytest.mark.filterwarnings("ignore")  # warnings.catch_warnings is not thread-safe: a fit's warning may escape it
+def test_parallel_forecasts_leave_stdout_open() -> None:
+    """Two forecasts in parallel threads (as activities run) must not leave the process's stdout on /dev/null."""
+    hours = pd.date_range("2026-03-01T00:00Z", periods=24 * 15, freq="h")
+    series = pd.Series(100 + 20 * np.sin(2 * np.pi * hours.hour.to_numpy() / 24), index=hours)
+    before = os.fstat(1)
+    with ThreadPoolExecutor(2) as pool:
+        for fc in pool.map(lambda _: forecast_series(series, hours[-1] + pd.Timedelta(hours=1), 6), range(4)):
+            assert "prophet" in fc.scores
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
