@@ -36,6 +36,10 @@ with warnings.catch_warnings():
     except ImportError:  # the `prophet` extra is not installed
         Prophet = None
 
+for _name in list(logging.root.manager.loggerDict):  # darts sets a level on each of its module loggers
+    if _name.startswith(("darts", "cmdstanpy", "prophet")):
+        logging.getLogger(_name).setLevel(logging.CRITICAL if _name == "prophet.plot" else logging.ERROR)
+
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 MIN_HISTORY_HOURS = 6
 CALENDAR_LAGS = [-1, -2, -3, -24, -48, -168]
