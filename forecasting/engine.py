@@ -22,9 +22,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-for _name in ("darts", "cmdstanpy", "prophet"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
-logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)  # "Importing plotly failed": no plots are drawn here
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)  # logs "Importing plotly failed" on import; no plots here
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from darts import TimeSeries
@@ -37,8 +35,8 @@ with warnings.catch_warnings():
         Prophet = None
 
 for _name in list(logging.root.manager.loggerDict):  # darts sets a level on each of its module loggers
-    if _name.startswith(("darts", "cmdstanpy", "prophet")):
-        logging.getLogger(_name).setLevel(logging.CRITICAL if _name == "prophet.plot" else logging.ERROR)
+    if _name.startswith(("darts", "cmdstanpy", "prophet")) and _name != "prophet.plot":
+        logging.getLogger(_name).setLevel(logging.ERROR)
 
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 MIN_HISTORY_HOURS = 6

@@ -189,11 +189,16 @@ class GlobalQuantileForecaster:
         )
 
 
+def last_days(filled: np.ndarray, at: int) -> np.ndarray:
+    """The 24 hours of each of the 7 days before `at` (N x 7 x 24; index 0 is yesterday)."""
+    return np.stack([filled[:, at - DAY * d : at - DAY * d + DAY] for d in range(1, 8)], axis=1)
+
+
 def baselines(filled: np.ndarray, at: int, horizon: int) -> dict[str, np.ndarray]:
     """Simple candidates from `filled[:, :at]` (N x horizon): same hour yesterday, same hour last week, last value."""
     day = filled[:, at - DAY : at]
     week = filled[:, at - WEEK : at - WEEK + min(horizon, WEEK)]
-    days = np.stack([filled[:, at - DAY * d : at - DAY * d + DAY] for d in range(1, 8)], axis=1)
+    days = last_days(filled, at)
     return {
         "seasonal_naive_24h": np.tile(day, (1, -(-horizon // DAY)))[:, :horizon],
         "seasonal_naive_168h": np.tile(week, (1, -(-horizon // week.shape[1])))[:, :horizon],
@@ -247,7 +252,7 @@ def features(
     n = len(filled)
     scale = np.nanmean(filled[:, at - WEEK : at], axis=1) + 1.0
     recent = filled[:, at - DAY : at] / scale[:, None]
-    days = np.stack([filled[:, at - DAY * d : at - DAY * d + DAY] for d in range(1, 8)], axis=1) / scale[:, None, None]
+    days = last_days(filled, at) / scale[:, None, None]
     out = []
     for h in range(horizon):
         moment = index[0] + pd.Timedelta(hours=at + h)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from forecasting.readiness import migration_readiness
 from forecasting.refine import error_posterior, refine
+from workflows.policy import migration_readiness
 
 
 def test_observations_above_the_forecast_shift_it_up() -> None:
