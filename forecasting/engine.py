@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ for _name in list(logging.root.manager.loggerDict):  # darts sets a level on eac
         logging.getLogger(_name).setLevel(logging.ERROR)
 
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
+_BUILD_LOCK = threading.Lock()
 MIN_HISTORY_HOURS = 6
 CALENDAR_LAGS = [-1, -2, -3, -24, -48, -168]
 
@@ -178,7 +180,8 @@ def _event_covariate(first: pd.Timestamp, length: int, days: frozenset[date]) ->
 
 
 def _fit_predict(cand: Candidate, filled: pd.Series, steps: int, events: TimeSeries | None = None) -> np.ndarray:
-    model = cand.build()
+    with _BUILD_LOCK:  # darts' ModelMeta stores constructor args on the class: building is not thread-safe
+        model = cand.build()
     covariates = {"future_covariates": events} if cand.calendar and events is not None else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
