@@ -100,6 +100,18 @@ class AllocationSchedule(Frozen):
         return next((s for s in self.slices if s.same_as(time_slice)), None)
 
 
+class DegradationPolicy(Frozen):
+    """When the post-cutover watch calls the new fleet degraded (see `workflows.verdict.judge`)."""
+
+    min_samples: int = Field(20, ge=1, description="requests a signal needs before its rates are judged")
+    error_factor: float = Field(2.0, ge=1.0, description="error rate may grow to baseline x this ...")
+    error_margin: float = Field(0.01, ge=0.0, le=1.0, description="... or to baseline + this, whichever is higher")
+    latency_factor: float = Field(1.5, ge=1.0, description="p99 above baseline p99 x this is degraded ...")
+    latency_floor_ms: float = Field(50.0, ge=0.0, description="... when it is also above this absolute floor")
+    latency_ceiling_ms: float = Field(2000.0, gt=0.0, description="p99 above this is degraded whatever the baseline")
+    no_data_probes: int = Field(3, ge=1, description="consecutive signals without samples that count as degraded")
+
+
 class EntityPolicy(Frozen):
     """How cautious and how generous the product is for one entity."""
 
@@ -113,6 +125,9 @@ class EntityPolicy(Frozen):
     )
     warmup_timeout_s: float = Field(600.0, gt=0)
     watch_s: float = Field(120.0, ge=0, description="post-cutover watch window before the old fleet is retired")
+    cutover_strategy: Literal["all-at-once", "canary", "linear"] = "all-at-once"
+    record_ttl_s: int = Field(30, ge=1, le=86400, description="TTL of the weighted records the cutover writes")
+    degradation: DegradationPolicy = DegradationPolicy()
 
 
 class DemandClock(Frozen):
@@ -148,6 +163,7 @@ class EntitySpec(Frozen):
         None, pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2 country whose public holidays shape demand"
     )
     events: tuple[date, ...] = Field((), description="launches, conferences: days of the usage history's calendar")
+    listener_arn: str | None = Field(None, description="ELBv2 listener whose forward weights the cutover moves")
 
 
 class RegisterEntityInput(Frozen):
@@ -330,9 +346,132 @@ class RoutingInput(Frozen):
 
 
 class RoutingState(Frozen):
-    """Weights of the entity's weighted records, by fleet id."""
+    """Weights of the entity's weighted records, by fleet id (with the records' TTL and the last change id)."""
 
     weights: dict[str, int]
+    ttl_s: int | None = None
+    change_id: str | None = None
+
+
+class WeightsInput(Frozen):
+    """Route53: give each named fleet's weighted record its weight, in one change batch.
+
+    `fleets` supplies the addresses of every fleet named in `weights`; records of fleets not named are left alone.
+    """
+
+    hosted_zone_id: str
+    dns_name: str
+    fleets: tuple[FleetRef, ...]
+    weights: dict[str, int]
+    ttl_s: int = Field(30, ge=1, le=86400)
+    settle_timeout_s: float = Field(120.0, gt=0, description="how long to wait for Route53 to report INSYNC")
+
+
+class RestoreWeightsInput(Frozen):
+    """Route53 rollback: make the weighted records exactly `previous` again (records it lacks are deleted).
+
+    `fleets` is needed only for a fleet whose record has disappeared since `previous` was captured.
+    """
+
+    hosted_zone_id: str
+    dns_name: str
+    previous: RoutingState
+    fleets: tuple[FleetRef, ...] = ()
+    settle_timeout_s: float = Field(120.0, gt=0)
+
+
+class TargetsInput(Frozen):
+    """ELBv2: the fleet's target group (found by a name derived from the fleet id, and its tag)."""
+
+    fleet: FleetRef
+    port: int = Field(80, ge=1, le=65535)
+    protocol: Literal["HTTP", "HTTPS"] = "HTTP"
+    health_check_path: str = "/health"
+    vpc_id: str | None = Field(None, description="default: the VPC of the fleet's first instance")
+
+
+class TargetGroupRef(Frozen):
+    fleet_id: str
+    region: Region
+    target_group_arn: str
+    instance_ids: tuple[str, ...] = ()
+
+
+class TargetsResult(Frozen):
+    deregistered: int = 0
+    deleted: bool = False
+    detail: str = ""
+
+
+class ListenerRef(Frozen):
+    listener_arn: str
+
+
+class ListenerWeightsInput(Frozen):
+    """ELBv2: forward the listener's default action to these target groups (ARN -> weight 0..999)."""
+
+    listener_arn: str
+    weights: dict[str, int]
+
+
+class ListenerState(Frozen):
+    """The listener's default forward weights by target group ARN."""
+
+    listener_arn: str
+    weights: dict[str, int]
+
+
+# ---- post-cutover monitoring ------------------------------------------------------------------------------
+
+
+class ProbeInput(Frozen):
+    """`requests_per_instance` direct GETs of `path` on each instance of the fleet."""
+
+    fleet: FleetRef
+    requests_per_instance: int = Field(10, ge=1, le=1000)
+    path: str = "/work"
+    timeout_s: float = Field(2.0, gt=0)
+
+
+class MetricsInput(Frozen):
+    """CloudWatch data-plane metrics of the fleet's instances over [end - window_s, end)."""
+
+    fleet: FleetRef
+    window_s: float = Field(300.0, gt=0)
+    end: UtcDatetime | None = Field(None, description="default: now (the workflow passes workflow.now())")
+    period_s: int = Field(60, ge=1)
+    namespace: str = "Shadowing/DataPlane"
+
+
+class InstanceSignals(Frozen):
+    instance_id: str
+    samples: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    detail: str = ""
+
+
+class FleetSignals(Frozen):
+    """Health of a fleet over a window. `samples == 0` means no data: rates and latencies are then None."""
+
+    fleet_id: str
+    source: Literal["probe", "cloudwatch"]
+    samples: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    instances: tuple[InstanceSignals, ...] = ()
+    detail: str = ""
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.samples if self.samples else None
+
+
+class Verdict(Frozen):
+    degraded: bool
+    reasons: tuple[str, ...] = ()
 
 
 # ---- entity workflow state --------------------------------------------------------------------------------
