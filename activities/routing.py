@@ -1,20 +1,58 @@
-"""Route53 weighted records: one record per fleet (SetIdentifier = fleet id); the cutover moves the weight."""
+"""Cutover routing: Route53 weighted records (one per fleet, SetIdentifier = fleet id) and ELBv2 weighted forwarding.
+
+Every weight change is one atomic request, verified by reading back what AWS reports; a read-back that differs
+from what was asked is a retryable `RoutingNotApplied`. A zone or listener that does not exist is a non-retryable
+`InvalidRequest`, raised before anything changes. The steps between weights are the workflow's (it sleeps between
+them, see `workflows.verdict.cutover_steps`).
+"""
 
 from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import ClientFactory
-from shadowing.models import FleetRef, RoutingInput, RoutingState
+from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED, ClientFactory
+from shadowing.models import (
+    FleetRef,
+    ListenerRef,
+    ListenerState,
+    ListenerWeightsInput,
+    RestoreWeightsInput,
+    RoutingInput,
+    RoutingState,
+    TargetGroupRef,
+    TargetsInput,
+    TargetsResult,
+    WeightsInput,
+)
 
 TTL_S = 30
 GLOBAL_REGION = "us-east-1"  # Route53 is global; its API lives in us-east-1
+POLL_S = 1.0
+MAX_R53_WEIGHT = 255
+MAX_ELB_WEIGHT = 999
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type="InvalidRequest", non_retryable=True)
+
+
+def _not_applied(what: str, asked: dict[str, int], got: dict[str, int]) -> ApplicationError:
+    diff = {k: (asked.get(k), got.get(k)) for k in sorted(set(asked) | set(got)) if asked.get(k) != got.get(k)}
+    detail = ", ".join(f"{k}: asked {a}, reported {g}" for k, (a, g) in diff.items())
+    return ApplicationError(f"{what} not applied: {detail}", type="RoutingNotApplied")
 
 
 class RoutingActivities:
-    def __init__(self, clients: ClientFactory) -> None:
+    def __init__(self, clients: ClientFactory, poll_s: float = POLL_S) -> None:
         self._clients = clients
+        self._poll_s = poll_s
+
+    # ---- Route53: the original all-at-once cutover (the workflow uses these today) ---------------------------
 
     @activity.defn(name="switch_traffic")
     def switch_traffic(self, req: RoutingInput) -> RoutingState:
@@ -22,7 +60,7 @@ class RoutingActivities:
         changes = [_upsert(req.dns_name, req.to_fleet, 100)]
         if req.from_fleet is not None and req.from_fleet.fleet_id != req.to_fleet.fleet_id:
             changes.append(_upsert(req.dns_name, req.from_fleet, 0))
-        self._change(req, changes, f"switch {req.dns_name} to {req.to_fleet.fleet_id}")
+        self._change(req.hosted_zone_id, changes, f"switch {req.dns_name} to {req.to_fleet.fleet_id}")
         return self.routing_state(req)
 
     @activity.defn(name="restore_traffic")
@@ -31,30 +69,94 @@ class RoutingActivities:
         changes = []
         if req.from_fleet is not None:
             changes.append(_upsert(req.dns_name, req.from_fleet, 100))
-        current = self._records(req)
+        current = self._records(req.hosted_zone_id, req.dns_name)
         if req.to_fleet.fleet_id in current:
             changes.append({"Action": "DELETE", "ResourceRecordSet": current[req.to_fleet.fleet_id]})
         if changes:
-            self._change(req, changes, f"restore {req.dns_name}")
+            self._change(req.hosted_zone_id, changes, f"restore {req.dns_name}")
         return self.routing_state(req)
 
     @activity.defn(name="remove_fleet_record")
     def remove_fleet_record(self, req: RoutingInput) -> RoutingState:
         """Deletes `to_fleet`'s record if it is still there (retirement and compensation); safe to repeat."""
-        current = self._records(req)
-        record = current.get(req.to_fleet.fleet_id)
+        record = self._records(req.hosted_zone_id, req.dns_name).get(req.to_fleet.fleet_id)
         if record is not None:
-            self._change(req, [{"Action": "DELETE", "ResourceRecordSet": record}], f"remove {req.to_fleet.fleet_id}")
+            change = [{"Action": "DELETE", "ResourceRecordSet": record}]
+            self._change(req.hosted_zone_id, change, f"remove {req.to_fleet.fleet_id}")
         return self.routing_state(req)
 
     @activity.defn(name="routing_state")
     def routing_state(self, req: RoutingInput) -> RoutingState:
-        return RoutingState(weights={k: int(v.get("Weight", 0)) for k, v in self._records(req).items()})
+        """Weights (and the longest TTL) of the name's weighted records; capture it before a stepped cutover."""
+        return _state(self._records(req.hosted_zone_id, req.dns_name))
 
-    def _records(self, req: RoutingInput) -> dict[str, dict]:
+    # ---- Route53: stepped cutover ----------------------------------------------------------------------------
+
+    @activity.defn(name="set_weights")
+    def set_weights(self, req: WeightsInput) -> RoutingState:
+        """Upserts the named fleets' records with `weights` and `ttl_s` in one batch, waits INSYNC, verifies.
+
+        A weight of 0 keeps the record (clients holding its answer still reach a live fleet). Records already as
+        asked are not rewritten, so a retried attempt changes nothing and waits for the change it made before.
+        """
+        self._check_zone(req.hosted_zone_id, req.dns_name)
+        fleets = {f.fleet_id: f for f in req.fleets}
+        _check_r53_weights(req.weights, fleets)
+        current = self._records(req.hosted_zone_id, req.dns_name)
+        changes = [
+            _upsert(req.dns_name, fleets[fid], weight, req.ttl_s)
+            for fid, weight in sorted(req.weights.items())
+            if not _same(current.get(fid), fleets[fid], weight, req.ttl_s)
+        ]
+        change_id = self._apply(req.hosted_zone_id, changes, f"weights {req.dns_name}", req.settle_timeout_s)
+        after = self._records(req.hosted_zone_id, req.dns_name)
+        got = {fid: int(after[fid]["Weight"]) for fid in req.weights if fid in after}
+        if got != req.weights:
+            raise _not_applied(f"weights of {req.dns_name}", req.weights, got)
+        stale = {fid: int(after[fid]["TTL"]) for fid in got if int(after[fid]["TTL"]) != req.ttl_s}
+        if stale:
+            raise ApplicationError(f"TTL of {req.dns_name} not {req.ttl_s}s: {stale}", type="RoutingNotApplied")
+        return _state(after).model_copy(update={"ttl_s": req.ttl_s, "change_id": change_id})
+
+    @activity.defn(name="restore_weights")
+    def restore_weights(self, req: RestoreWeightsInput) -> RoutingState:
+        """Rollback: the name's weighted records become exactly `previous` (extra records deleted). Idempotent."""
+        self._check_zone(req.hosted_zone_id, req.dns_name)
+        current = self._records(req.hosted_zone_id, req.dns_name)
+        fleets = {f.fleet_id: f for f in req.fleets}
+        changes = [
+            {"Action": "DELETE", "ResourceRecordSet": rr}
+            for fid, rr in current.items()
+            if fid not in req.previous.weights
+        ]
+        for fid, weight in sorted(req.previous.weights.items()):
+            change = _restore_change(req, current.get(fid), fleets.get(fid), fid, weight)
+            changes += [change] if change else []
+        change_id = self._apply(req.hosted_zone_id, changes, f"restore {req.dns_name}", req.settle_timeout_s)
+        after = _state(self._records(req.hosted_zone_id, req.dns_name))
+        if after.weights != req.previous.weights:
+            raise _not_applied(f"restore of {req.dns_name}", req.previous.weights, after.weights)
+        return after.model_copy(update={"change_id": change_id})
+
+    # ---- Route53 plumbing ------------------------------------------------------------------------------------
+
+    def _check_zone(self, zone_id: str, dns_name: str) -> None:
         r53 = self._clients("route53", GLOBAL_REGION)
-        name = req.dns_name.rstrip(".") + "."
-        pages = r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=req.hosted_zone_id)
+        try:
+            zone_name = r53.get_hosted_zone(Id=zone_id)["HostedZone"]["Name"]
+        except r53.exceptions.NoSuchHostedZone as exc:
+            raise _invalid(f"hosted zone {zone_id} does not exist") from exc
+        name = dns_name.rstrip(".") + "."
+        if name != zone_name and not name.endswith("." + zone_name):
+            raise _invalid(f"{dns_name} is not inside hosted zone {zone_id} ({zone_name})")
+
+    def _records(self, zone_id: str, dns_name: str) -> dict[str, dict]:
+        r53 = self._clients("route53", GLOBAL_REGION)
+        name = dns_name.rstrip(".") + "."
+        try:
+            pages = list(r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id))
+        except r53.exceptions.NoSuchHostedZone as exc:
+            raise _invalid(f"hosted zone {zone_id} does not exist") from exc
         return {
             rr["SetIdentifier"]: rr
             for page in pages
@@ -62,21 +164,211 @@ class RoutingActivities:
             if rr["Name"] == name and rr["Type"] == "A" and "SetIdentifier" in rr
         }
 
-    def _change(self, req: RoutingInput, changes: list[dict], comment: str) -> None:
+    def _change(self, zone_id: str, changes: list[dict], comment: str) -> str:
         r53 = self._clients("route53", GLOBAL_REGION)
         try:
-            r53.change_resource_record_sets(
-                HostedZoneId=req.hosted_zone_id, ChangeBatch={"Comment": comment, "Changes": changes}
+            info = r53.change_resource_record_sets(
+                HostedZoneId=zone_id, ChangeBatch={"Comment": comment, "Changes": changes}
             )
         except r53.exceptions.NoSuchHostedZone as exc:
-            raise ApplicationError(
-                f"hosted zone {req.hosted_zone_id} does not exist", type="InvalidRequest", non_retryable=True
-            ) from exc
+            raise _invalid(f"hosted zone {zone_id} does not exist") from exc
+        return str(info["ChangeInfo"]["Id"])
+
+    def _apply(self, zone_id: str, changes: list[dict], comment: str, timeout_s: float) -> str | None:
+        """Submits `changes` (if any) and waits INSYNC; with none, waits for the change an earlier attempt made."""
+        details = activity.info().heartbeat_details
+        change_id = self._change(zone_id, changes, comment) if changes else (str(details[0]) if details else None)
+        if change_id is not None:
+            self._wait_insync(change_id, timeout_s)
+        return change_id
+
+    def _wait_insync(self, change_id: str, timeout_s: float) -> None:
+        r53 = self._clients("route53", GLOBAL_REGION)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status = r53.get_change(Id=change_id)["ChangeInfo"]["Status"]
+            activity.heartbeat(change_id, status)
+            if status == "INSYNC":
+                return
+            if time.monotonic() >= deadline:
+                raise ApplicationError(
+                    f"Route53 change {change_id} still {status} after {timeout_s:.0f}s", type="RoutingNotApplied"
+                )
+            time.sleep(self._poll_s)
+
+    # ---- ELBv2 weighted forwarding (fleets in the listener's region) ----------------------------------------
+
+    @activity.defn(name="register_fleet_targets")
+    def register_fleet_targets(self, req: TargetsInput) -> TargetGroupRef:
+        """Finds or creates the fleet's target group (tagged with the fleet id) and registers its instances."""
+        fleet = req.fleet
+        if not fleet.instance_ids:
+            raise _invalid(f"fleet {fleet.fleet_id} has no instances to register")
+        elb = self._clients("elbv2", fleet.region)
+        group = self._find_group(elb, fleet.fleet_id)
+        if group is None:
+            group = elb.create_target_group(
+                Name=target_group_name(fleet.fleet_id), Protocol=req.protocol, Port=req.port,
+                VpcId=req.vpc_id or self._vpc_of(fleet), TargetType="instance", HealthCheckPath=req.health_check_path,
+                Tags=[{"Key": TAG_FLEET, "Value": fleet.fleet_id}, {"Key": TAG_ENTITY, "Value": fleet.entity_id},
+                      {"Key": TAG_MANAGED, "Value": "shadowing"}],
+            )["TargetGroups"][0]  # fmt: skip
+        arn = group["TargetGroupArn"]
+        elb.register_targets(TargetGroupArn=arn, Targets=[{"Id": i, "Port": req.port} for i in fleet.instance_ids])
+        return TargetGroupRef(
+            fleet_id=fleet.fleet_id, region=fleet.region, target_group_arn=arn, instance_ids=fleet.instance_ids
+        )
+
+    @activity.defn(name="deregister_fleet_targets")
+    def deregister_fleet_targets(self, req: TargetsInput) -> TargetsResult:
+        """Compensation of `register_fleet_targets`: deregisters every target, deletes the group when unused."""
+        elb = self._clients("elbv2", req.fleet.region)
+        group = self._find_group(elb, req.fleet.fleet_id)
+        if group is None:
+            return TargetsResult(detail=f"no target group for {req.fleet.fleet_id}")
+        arn = group["TargetGroupArn"]
+        targets = [d["Target"] for d in elb.describe_target_health(TargetGroupArn=arn)["TargetHealthDescriptions"]]
+        if targets:
+            elb.deregister_targets(TargetGroupArn=arn, Targets=targets)
+        try:
+            elb.delete_target_group(TargetGroupArn=arn)
+        except elb.exceptions.ResourceInUseException as exc:
+            # Still forwarded to (weight 0 kept, or the listener restore has not run): leave it for retirement.
+            return TargetsResult(deregistered=len(targets), detail=f"{arn} left in place: {exc}")
+        return TargetsResult(deregistered=len(targets), deleted=True, detail=f"deleted {arn}")
+
+    @activity.defn(name="listener_state")
+    def listener_state(self, req: ListenerRef) -> ListenerState:
+        """The listener's default forward weights by target group ARN; capture it before a stepped cutover."""
+        elb = self._clients("elbv2", _arn_region(req.listener_arn))
+        return ListenerState(
+            listener_arn=req.listener_arn, weights=_forward_weights(self._listener(elb, req.listener_arn))
+        )
+
+    @activity.defn(name="set_listener_weights")
+    def set_listener_weights(self, req: ListenerWeightsInput) -> ListenerState:
+        """Makes the listener's default action forward to `weights` (also the rollback, with captured weights)."""
+        region = _arn_region(req.listener_arn)
+        elb = self._clients("elbv2", region)
+        listener = self._listener(elb, req.listener_arn)
+        self._check_groups(elb, region, req.weights)
+        if _forward_weights(listener) != req.weights:
+            forward: dict[str, Any] = {
+                "TargetGroups": [{"TargetGroupArn": a, "Weight": w} for a, w in sorted(req.weights.items())]
+            }
+            sticky = _forward_action(listener).get("ForwardConfig", {}).get("TargetGroupStickinessConfig")
+            if sticky:
+                forward["TargetGroupStickinessConfig"] = sticky
+            elb.modify_listener(
+                ListenerArn=req.listener_arn, DefaultActions=[{"Type": "forward", "ForwardConfig": forward}]
+            )
+        got = _forward_weights(self._listener(elb, req.listener_arn))
+        if got != req.weights:
+            raise _not_applied(f"forward weights of {req.listener_arn}", req.weights, got)
+        return ListenerState(listener_arn=req.listener_arn, weights=got)
+
+    # ---- ELBv2 plumbing --------------------------------------------------------------------------------------
+
+    def _find_group(self, elb: Any, fleet_id: str) -> dict | None:
+        try:
+            group = elb.describe_target_groups(Names=[target_group_name(fleet_id)])["TargetGroups"][0]
+        except elb.exceptions.TargetGroupNotFoundException:
+            return None
+        tags = elb.describe_tags(ResourceArns=[group["TargetGroupArn"]])["TagDescriptions"][0]["Tags"]
+        if {t["Key"]: t["Value"] for t in tags}.get(TAG_FLEET) != fleet_id:
+            raise _invalid(f"target group {group['TargetGroupName']} exists but is not tagged for fleet {fleet_id}")
+        return dict(group)
+
+    def _vpc_of(self, fleet: FleetRef) -> str:
+        ec2 = self._clients("ec2", fleet.region)
+        reservations = ec2.describe_instances(InstanceIds=[fleet.instance_ids[0]])["Reservations"]
+        vpc = reservations[0]["Instances"][0].get("VpcId") if reservations else None
+        if not vpc:
+            raise _invalid(f"instance {fleet.instance_ids[0]} of fleet {fleet.fleet_id} is in no VPC; pass vpc_id")
+        return str(vpc)
+
+    def _listener(self, elb: Any, arn: str) -> dict:
+        try:
+            return dict(elb.describe_listeners(ListenerArns=[arn])["Listeners"][0])
+        except elb.exceptions.ListenerNotFoundException as exc:
+            raise _invalid(f"listener {arn} does not exist") from exc
+
+    def _check_groups(self, elb: Any, region: str, weights: dict[str, int]) -> None:
+        if not weights or sum(weights.values()) == 0 or not all(0 <= w <= MAX_ELB_WEIGHT for w in weights.values()):
+            raise _invalid(f"listener weights must be 0..{MAX_ELB_WEIGHT} with a positive total, got {weights}")
+        foreign = [a for a in weights if _arn_region(a) != region]
+        if foreign:
+            raise _invalid(f"target groups {foreign} are not in the listener's region {region}")
+        try:
+            elb.describe_target_groups(TargetGroupArns=sorted(weights))
+        except elb.exceptions.TargetGroupNotFoundException as exc:
+            raise _invalid(f"a target group of {sorted(weights)} does not exist: {exc}") from exc
 
 
-def _upsert(dns_name: str, fleet: FleetRef, weight: int) -> dict:
+def target_group_name(fleet_id: str) -> str:
+    """A valid, stable target group name for a fleet id (32 chars max, letters, digits and '-')."""
+    return "shadow-" + hashlib.sha256(fleet_id.encode()).hexdigest()[:24]
+
+
+def _arn_region(arn: str) -> str:
+    parts = arn.split(":")
+    if len(parts) < 6 or parts[2] != "elasticloadbalancing":
+        raise _invalid(f"{arn!r} is not an ELBv2 ARN")
+    return parts[3]
+
+
+def _forward_action(listener: dict) -> dict:
+    return next((a for a in listener.get("DefaultActions", []) if a["Type"] == "forward"), {})
+
+
+def _forward_weights(listener: dict) -> dict[str, int]:
+    action = _forward_action(listener)
+    groups = action.get("ForwardConfig", {}).get("TargetGroups")
+    if groups:
+        return {g["TargetGroupArn"]: int(g.get("Weight", 1)) for g in groups}
+    return {action["TargetGroupArn"]: 1} if "TargetGroupArn" in action else {}
+
+
+def _check_r53_weights(weights: dict[str, int], fleets: dict[str, FleetRef]) -> None:
+    if not weights or sum(weights.values()) == 0:
+        raise _invalid(f"weights must name at least one fleet with a positive weight, got {weights}")
+    for fid, weight in weights.items():
+        if not 0 <= weight <= MAX_R53_WEIGHT:
+            raise _invalid(f"weight of {fid} must be 0..{MAX_R53_WEIGHT}, got {weight}")
+        if fid not in fleets:
+            raise _invalid(f"weights name fleet {fid} but fleets does not describe it")
+
+
+def _same(record: dict | None, fleet: FleetRef, weight: int, ttl_s: int) -> bool:
+    if record is None:
+        return False
+    values = sorted(r["Value"] for r in record.get("ResourceRecords", []))
+    return int(record["Weight"]) == weight and int(record["TTL"]) == ttl_s and values == sorted(fleet.addresses)
+
+
+def _restore_change(
+    req: RestoreWeightsInput, record: dict | None, fleet: FleetRef | None, fid: str, weight: int
+) -> dict | None:
+    ttl = req.previous.ttl_s
+    if record is not None:
+        if int(record["Weight"]) == weight and (ttl is None or int(record["TTL"]) == ttl):
+            return None
+        return {"Action": "UPSERT", "ResourceRecordSet": {**record, "Weight": weight, "TTL": ttl or record["TTL"]}}
+    if fleet is None:
+        raise _invalid(f"record of fleet {fid} is gone and fleets does not describe it: cannot restore it")
+    return _upsert(req.dns_name, fleet, weight, ttl or TTL_S)
+
+
+def _state(records: dict[str, dict]) -> RoutingState:
+    ttls = [int(rr["TTL"]) for rr in records.values() if "TTL" in rr]
+    return RoutingState(
+        weights={k: int(v.get("Weight", 0)) for k, v in records.items()}, ttl_s=max(ttls) if ttls else None
+    )
+
+
+def _upsert(dns_name: str, fleet: FleetRef, weight: int, ttl_s: int = TTL_S) -> dict:
     if not fleet.addresses:
-        raise ApplicationError(f"fleet {fleet.fleet_id} has no addresses to route to", non_retryable=True)
+        raise _invalid(f"fleet {fleet.fleet_id} has no addresses to route to")
     return {
         "Action": "UPSERT",
         "ResourceRecordSet": {
@@ -84,7 +376,7 @@ def _upsert(dns_name: str, fleet: FleetRef, weight: int) -> dict:
             "Type": "A",
             "SetIdentifier": fleet.fleet_id,
             "Weight": weight,
-            "TTL": TTL_S,
+            "TTL": ttl_s,
             "ResourceRecords": [{"Value": a} for a in fleet.addresses],
         },
     }
