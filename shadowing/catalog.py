@@ -1,14 +1,16 @@
 """What the product knows about AWS without asking it: regions and instance types.
 
-moto has no Pricing API, so sizes and on-demand prices are shipped here.
-Source: AWS EC2 On-Demand pricing page, Linux, us-east-1, read 2026-11; other regions are scaled by the
-region factor below (the usual ratio of their list prices to us-east-1). The price table proper (spot history,
-per-region lists) belongs to the data-plane issue; this is the minimum the foundation's sizing needs.
+moto has no Pricing API, so sizes and prices are shipped. Per-region on-demand and typical spot prices come
+from the price table `shadowing/data/prices.json` (see `shadowing.prices`, which names its source and date);
+`InstanceType.on_demand_usd_hour` is the us-east-1 list price, and a region the table lacks is priced by
+scaling it with the region factor below (the usual ratio of that region's list prices to us-east-1).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from shadowing import prices
 
 #: Commercial AWS regions an entity may run in.
 REGIONS: frozenset[str] = frozenset(
@@ -53,6 +55,9 @@ class InstanceType:
         return self.network_gbps * 1e6 / 8
 
     def price(self, region: str) -> float:
+        """On-demand USD/hour in `region`: the price table's, else the us-east-1 price x the region factor."""
+        if PRICES.has(self.name, region):
+            return PRICES.on_demand(self.name, region)
         return round(self.on_demand_usd_hour * REGION_PRICE_FACTOR.get(region, 1.0), 5)
 
 
@@ -71,3 +76,7 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
         InstanceType("r5.xlarge", 4, 32, 10, 0.252),
     ]
 }
+
+#: Loaded when the catalogue is imported (outside any workflow sandbox), and checked against it for typos.
+PRICES = prices.default_table()
+PRICES.check_names(INSTANCE_TYPES, REGIONS)

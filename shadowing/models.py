@@ -16,6 +16,8 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from shadowing.catalog import INSTANCE_TYPES, REGIONS
 
 _ENTITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+#: A registry/repository[:tag][@digest] reference; no characters a boot script would have to quote.
+_CONTAINER_IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
 
 
 def _check_region(value: str) -> str:
@@ -128,6 +130,11 @@ class EntityPolicy(Frozen):
     cutover_strategy: Literal["all-at-once", "canary", "linear"] = "all-at-once"
     record_ttl_s: int = Field(30, ge=1, le=86400, description="TTL of the weighted records the cutover writes")
     degradation: DegradationPolicy = DegradationPolicy()
+    spot: bool = Field(False, description="ask for spot capacity for shadows; the unfilled part runs on-demand")
+    spot_max_price_ratio: float = Field(
+        1.0, gt=0.0, le=10.0, description="highest spot price to pay, as a fraction of the on-demand price"
+    )
+    spot_deadline_s: float = Field(120.0, gt=0, description="how long to wait for spot capacity before on-demand")
 
 
 class DemandClock(Frozen):
@@ -164,6 +171,13 @@ class EntitySpec(Frozen):
     )
     events: tuple[date, ...] = Field((), description="launches, conferences: days of the usage history's calendar")
     listener_arn: str | None = Field(None, description="ELBv2 listener whose forward weights the cutover moves")
+    image_id: str | None = Field(
+        None, pattern=r"^ami-[0-9a-f]{8,17}$", description="the entity's AMI in home_region (copied where needed)"
+    )
+    user_data: str | None = Field(None, max_length=16384, description="cloud-init script run at instance boot")
+    container_image: str | None = Field(
+        None, pattern=_CONTAINER_IMAGE, description="image the instances pull and run at boot (instead of user_data)"
+    )
 
 
 class RegisterEntityInput(Frozen):
@@ -183,6 +197,10 @@ class FleetRef(Frozen):
     instance_ids: tuple[str, ...] = ()
     addresses: tuple[str, ...] = ()
     role: Literal["active", "shadow", "retired"] = "shadow"
+    spot_instance_ids: tuple[str, ...] = Field((), description="the subset of instance_ids that run on spot")
+    availability_zones: tuple[str, ...] = Field((), description="AZ of each instance, in instance_ids order")
+    image_id: str | None = Field(None, description="AMI the fleet was launched from (in its region)")
+    launch_template: str | None = Field(None, description="name of the launch template the fleet used")
 
     @property
     def size(self) -> int:
@@ -303,6 +321,8 @@ class MigrationProgress(Frozen):
 
 
 class ProvisionInput(Frozen):
+    """`provision_fleet`: make the fleet have `quantity` live instances, spread over the region's AZs."""
+
     entity_id: str
     fleet_id: str
     slice_key: str
@@ -310,6 +330,31 @@ class ProvisionInput(Frozen):
     instance_type: InstanceTypeName
     quantity: int = Field(gt=0, le=500)
     role: Literal["active", "shadow"] = "shadow"
+    source_image_id: str | None = Field(
+        None, pattern=r"^ami-[0-9a-f]{8,17}$", description="entity AMI; default: latest Amazon Linux 2023"
+    )
+    source_region: Region | None = Field(None, description="region of source_image_id; default: `region`")
+    user_data: str | None = Field(None, max_length=16384, description="cloud-init script run at boot")
+    container_image: str | None = Field(
+        None, pattern=_CONTAINER_IMAGE, description="pulled and run at boot by a generated script"
+    )
+    market: Literal["on-demand", "spot"] = "on-demand"
+    max_price_usd: float | None = Field(None, gt=0, description="spot: highest USD/hour; default the on-demand price")
+    spot_deadline_s: float = Field(120.0, gt=0, description="spot: wait this long, then launch the rest on-demand")
+    image_timeout_s: float = Field(1800.0, gt=0, description="how long one attempt waits for an AMI copy")
+
+    @model_validator(mode="after")
+    def _one_boot_payload(self) -> ProvisionInput:
+        if self.user_data and self.container_image:
+            raise ValueError("give user_data or container_image, not both")
+        return self
+
+
+class TemplatesInput(Frozen):
+    """`delete_launch_templates`: the entity's launch templates in one region."""
+
+    entity_id: str
+    region: Region
 
 
 class FleetInput(Frozen):
