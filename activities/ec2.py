@@ -36,12 +36,12 @@ LIVE_STATES = ["pending", "running"]
 TAG_MARKET = "shadowing:market"
 TAG_AZ = "shadowing:az"
 TAG_SOURCE_IMAGE = "shadowing:source-image"
+AZ_TYPE = "availability-zone"  # not local zones / wavelength zones
 #: Spot request failures that mean "no spot capacity at this price now": fall back to on-demand.
 SPOT_UNAVAILABLE = {
     "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded",
     "InsufficientFreeAddressesInSubnet", "Unsupported",
 }  # fmt: skip
-ImageWaitError = "ImageNotReady"
 
 Ec2 = Any  # a boto3 EC2 client
 
@@ -155,7 +155,7 @@ class Ec2Activities:
                 raise ApplicationError(f"AMI copy {image_id} ended in state {state!r}", type="ImageCopyFailed")
             if self._clock() >= deadline:
                 raise ApplicationError(
-                    f"AMI copy {image_id} not available after {timeout_s:.0f} s", type=ImageWaitError
+                    f"AMI copy {image_id} not available after {timeout_s:.0f} s", type="ImageNotReady"
                 )
             activity.heartbeat({"phase": "image", "image_id": image_id})
             self._sleep(self._poll_s)
