@@ -64,6 +64,7 @@ NON_RETRYABLE: tuple[str, ...] = (
     "DataSyncFailed",
     "MigrationFailed",
     "InstanceNeverHealthy",
+    "FleetNotWarm",
 )
 
 #: ApplicationError type -> exception the client SDK raises for it.

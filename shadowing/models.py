@@ -135,6 +135,9 @@ class EntityPolicy(Frozen):
         1.0, gt=0.0, le=10.0, description="highest spot price to pay, as a fraction of the on-demand price"
     )
     spot_deadline_s: float = Field(120.0, gt=0, description="how long to wait for spot capacity before on-demand")
+    max_replication_lag_s: float = Field(
+        5.0, ge=0.0, description="the final sync check fails when the target's data is further behind than this"
+    )
 
 
 class DemandClock(Frozen):
@@ -171,6 +174,8 @@ class EntitySpec(Frozen):
     )
     events: tuple[date, ...] = Field((), description="launches, conferences: days of the usage history's calendar")
     listener_arn: str | None = Field(None, description="ELBv2 listener whose forward weights the cutover moves")
+    rds_instance: str | None = Field(None, description="RDS instance (id or ARN) in home_region to read-replicate")
+    sqs_queues: tuple[str, ...] = Field((), description="SQS queue names whose messages move with the entity")
     image_id: str | None = Field(
         None, pattern=r"^ami-[0-9a-f]{8,17}$", description="the entity's AMI in home_region (copied where needed)"
     )
@@ -362,18 +367,83 @@ class FleetInput(Frozen):
     timeout_s: float = 600.0
 
 
+class WarmupInput(FleetInput):
+    """Warm-up of a fleet by synthetic traffic; a plain `FleetInput` decodes into it with these defaults.
+
+    An instance is warm when the p99 of its last round of `window` requests is under `p99_threshold_ms` and its
+    p50 and p99 moved less than `stable_ratio` (relative, or of the threshold) from the round before.
+    """
+
+    p99_threshold_ms: float = Field(25.0, gt=0)
+    stable_ratio: float = Field(0.2, gt=0, lt=1)
+    window: int = Field(50, ge=2, le=10_000)
+    keys: int = Field(200, ge=1)
+    concurrency: int = Field(4, ge=1, le=64)
+    request_timeout_s: float = Field(2.0, gt=0)
+
+
+class InstanceWarmup(Frozen):
+    """One instance's warm-up: its last round's latencies (client-side, ms) and whether it is warm."""
+
+    instance_id: str
+    rounds: int = 0
+    requests: int = 0
+    errors: int = 0
+    first_p99_ms: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    warm: bool = False
+
+
 class HealthReport(Frozen):
     healthy: bool
     healthy_count: int
     total: int
     detail: str = ""
+    #: Filled by `warm_fleet` with a data plane: per-instance warm-up rounds (empty for EC2-only probes).
+    instances: tuple[InstanceWarmup, ...] = ()
+
+
+class ShardPosition(Frozen):
+    """Where catch-up resumes in one stream shard: after `sequence_number`, or at TRIM_HORIZON when None."""
+
+    shard_id: str
+    sequence_number: str | None = None
+
+
+class TableCheckpoint(Frozen):
+    """A table's DynamoDB Streams position: every record up to it is in the target (or superseded there)."""
+
+    table: str
+    stream_arn: str
+    shards: tuple[ShardPosition, ...] = ()
+
+
+class ReplicationConflict(Frozen):
+    """One write the conflict rule rejected: `key` is the item key as JSON, `winner` the side that kept its item."""
+
+    table: str
+    key: str
+    winner: Literal["source", "target"] = "target"
 
 
 class ReplicationInput(Frozen):
+    """Replication activities' input. `checkpoint` comes from the previous `replicate_tables` / `catch_up`."""
+
     entity_id: str
     tables: tuple[str, ...]
     source_region: Region
     target_region: Region
+    checkpoint: tuple[TableCheckpoint, ...] = ()
+    max_lag_s: float = Field(5.0, ge=0.0, description="check_sync: in sync only when lag_s <= this")
+    max_records: int = Field(10000, ge=1, description="catch-up: stream records applied per table and pass")
+    mode: Literal["copy", "global-table"] = Field(
+        "copy", description="copy: scan + Streams catch-up (works on moto); global-table: DynamoDB replicas (AWS)"
+    )
+    timeout_s: float = Field(1800.0, gt=0, description="global-table: how long to wait for the replica ACTIVE")
+    queues: tuple[str, ...] = ()
+    visibility_timeout_s: int = Field(30, ge=0, le=43200, description="forward_queue: receive visibility timeout")
+    rds_instance: str | None = Field(None, description="source RDS instance id or ARN (source_region)")
 
 
 class ReplicationStatus(Frozen):
@@ -381,6 +451,33 @@ class ReplicationStatus(Frozen):
     items: int = 0
     detail: str = ""
     created_tables: tuple[str, ...] = ()
+    checkpoint: tuple[TableCheckpoint, ...] = ()
+    applied: int = Field(0, description="stream records written to the target in this pass")
+    conflicts: int = Field(0, description="stream records the conflict rule rejected (target had a newer item)")
+    conflict_report: tuple[ReplicationConflict, ...] = Field((), description="the first conflicts (capped)")
+    lag_s: float = Field(0.0, description="age of the oldest stream record not yet applied; 0 when caught up")
+    pending: int = Field(0, description="stream records not yet applied")
+
+
+class QueueForwardResult(Frozen):
+    """`forward_queue`: messages moved per queue name, and what a retry skipped as already sent."""
+
+    moved: dict[str, int] = {}
+    skipped_duplicates: int = 0
+    created_queues: tuple[str, ...] = ()
+    in_flight: int = Field(0, description="source messages invisible (held by consumers) when forwarding stopped")
+
+
+class ReadReplicaResult(Frozen):
+    """`create_read_replica` / `promote_read_replica` / `delete_read_replica`."""
+
+    db_instance_identifier: str = ""
+    db_instance_arn: str = ""
+    region: str = ""
+    created: bool = False
+    promoted: bool = False
+    deleted: bool = False
+    status: str = ""
 
 
 class RoutingInput(Frozen):

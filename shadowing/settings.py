@@ -7,6 +7,7 @@ The ecosystem's own variables come first: `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPAC
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,15 @@ class Settings(BaseSettings):
     log_format: str | None = Field(None, description="'console' or 'json'; default: console on a TTY")
     log_level: str = "INFO"
     max_concurrent_activities: int = 8
+    # How the product reaches an instance's HTTP endpoint (see shadowing/endpoints.py). None: "local" when AWS is
+    # embedded or AWS_ENDPOINT_URL is on loopback (instances are stand-ins run by the data-plane agent),
+    # "direct" (http://<private ip>:<data_plane_port>) otherwise.
+    data_plane: Literal["local", "direct"] | None = None
+    data_plane_port: int = 80
+    data_plane_scheme: Literal["http", "https"] = "http"
+    data_plane_registry: Path | None = Field(None, description="default: <state_dir>/dataplane.json")
+    data_plane_regions: tuple[str, ...] | None = Field(None, description="regions the agent watches; default: all")
+    data_plane_poll_s: float = 0.5
 
     @field_validator("temporal_address", "aws_endpoint_url", "aws_profile", mode="before")
     @classmethod
