@@ -88,7 +88,12 @@ class FakeClock:
 
 def test_launch_template_is_created_once_reused_and_carries_the_boot_payload(aws: AwsClients) -> None:
     """Two fleets of one entity and type share `shadowing-shop-m5.large`; it holds the image and the boot script."""
-    ec2 = Ec2Activities(aws)
+    launches: list[dict] = []
+
+    def recording(real: Any) -> Any:
+        return Proxy(real, run_instances=lambda **kw: launches.append(kw) or real.run_instances(**kw))
+
+    ec2 = Ec2Activities(with_ec2(aws, recording))
     env = ActivityEnvironment()
     first = env.run(ec2.provision_fleet, req("shop:a", 1, container_image="registry.example/shop:1.2"))
     second = env.run(ec2.provision_fleet, req("shop:b", 1, container_image="registry.example/shop:1.2"))
@@ -103,6 +108,10 @@ def test_launch_template_is_created_once_reused_and_carries_the_boot_payload(aws
     assert "docker pull registry.example/shop:1.2" in base64.b64decode(data["UserData"]).decode()
     for inst in fleet_instances(aws, "shop:a") + fleet_instances(aws, "shop:b"):
         assert inst["ImageId"] == first.image_id and inst["InstanceType"] == "m5.large"
+    for launch in launches:  # explicit too: moto may drop what a template launch should inherit
+        assert launch["LaunchTemplate"]["LaunchTemplateName"] == "shadowing-shop-m5.large"
+        assert launch["ImageId"] == first.image_id and launch["InstanceType"] == "m5.large"
+        assert {t["Key"] for t in launch["TagSpecifications"][0]["Tags"]} >= {TAG_FLEET, "shadowing:market"}
 
 
 def test_changed_boot_payload_makes_a_new_template_version(aws: AwsClients) -> None:
