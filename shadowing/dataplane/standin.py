@@ -184,32 +184,31 @@ class Publisher(threading.Thread):
             log.warning("publishing %d datapoints to %s failed: %s", len(latencies), self._endpoint, exc)
 
     def _data(self, latencies: list[float], errors: int) -> list[dict[str, Any]]:
-        # fleet_metrics reads the InstanceId-only series; dashboards slice by region: CloudWatch matches
-        # dimension sets exactly, so both are written.
-        inst = [{"Name": "InstanceId", "Value": self._app.instance_id}]
-        sets = (inst, [*inst, {"Name": "Region", "Value": self._app.region}])
+        # One series per instance. moto matches a query's dimensions as a subset, so `fleet_metrics` (which asks
+        # by InstanceId alone) finds it; real CloudWatch matches exactly, and a second InstanceId-only series
+        # would be counted twice here.
+        dims = [{"Name": "InstanceId", "Value": self._app.instance_id}, {"Name": "Region", "Value": self._app.region}]
         values: dict[float, int] = {}
         for ms in latencies:
             values[round(ms, 1)] = values.get(round(ms, 1), 0) + 1
         vals = list(values.items())[:150]  # PutMetricData takes at most 150 distinct values per datum
-        data = []
-        for dims in sets:
-            data += [
-                {"MetricName": "Requests", "Dimensions": dims, "Value": float(len(latencies)), "Unit": "Count"},
-                {"MetricName": "Errors", "Dimensions": dims, "Value": float(errors), "Unit": "Count"},
-                {"MetricName": "LatencyMs", "Dimensions": dims, "Values": [v for v, _ in vals],
-                 "Counts": [float(c) for _, c in vals], "Unit": "Milliseconds"},
-            ]  # fmt: skip
-        return data
+        return [
+            {"MetricName": "Requests", "Dimensions": dims, "Value": float(len(latencies)), "Unit": "Count"},
+            {"MetricName": "Errors", "Dimensions": dims, "Value": float(errors), "Unit": "Count"},
+            {"MetricName": "LatencyMs", "Dimensions": dims, "Values": [v for v, _ in vals],
+             "Counts": [float(c) for _, c in vals], "Unit": "Milliseconds"},
+        ]  # fmt: skip
 
     def _cloudwatch(self) -> Any:
         if self._client is None:
             import boto3  # only when publishing: keeps the stand-in's start-up fast
+            from botocore.config import Config
 
             key = os.environ.get("AWS_ACCESS_KEY_ID") or "testing"
             secret = os.environ.get("AWS_SECRET_ACCESS_KEY") or "testing"
+            once = Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5)  # the next period retries
             self._client = boto3.client("cloudwatch", region_name=self._app.region, endpoint_url=self._endpoint,
-                                        aws_access_key_id=key, aws_secret_access_key=secret)  # fmt: skip
+                                        aws_access_key_id=key, aws_secret_access_key=secret, config=once)  # fmt: skip
         return self._client
 
 

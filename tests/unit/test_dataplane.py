@@ -1,0 +1,251 @@
+"""The local data plane: stand-in app (as a real subprocess), agent (against moto's mock) and endpoint lookup."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from temporalio.testing import ActivityEnvironment
+
+from activities.monitoring import MonitoringActivities
+from shadowing.dataplane.agent import Agent, stop_process, write_atomically
+from shadowing.dataplane.standin import App, Publisher
+from shadowing.endpoints import DirectEndpoints, LocalEndpoints, data_plane_mode, endpoints_for, registry_path
+from shadowing.local import free_port
+from shadowing.models import FleetRef, MetricsInput
+from shadowing.settings import Settings
+
+HOST = "127.0.0.1"
+
+
+def call(url: str, body: dict | None = None, timeout: float = 5.0) -> tuple[int, dict[str, Any], float]:
+    """(status, JSON body, elapsed ms) of a GET, or a POST when `body` is given."""
+    data = json.dumps(body).encode() if body is not None else None
+    started = time.perf_counter()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=timeout) as resp:
+            status, payload = int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    return status, json.loads(payload), (time.perf_counter() - started) * 1000
+
+
+def wait_until(check: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        time.sleep(0.05)
+
+
+def answers(url: str) -> bool:
+    try:
+        return call(f"{url}/health", timeout=0.5)[0] == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def standin() -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "shadowing.dataplane.standin", "--port", str(port), "--instance-id", "i-abc",
+           "--region", "eu-west-1", "--cold-ms", "60", "--warm-ms", "1", "--keys", "3"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://{HOST}:{port}"
+    try:
+        wait_until(lambda: answers(url) or proc.poll() is not None)
+        assert proc.poll() is None, "stand-in exited at start-up"
+        yield url, proc
+    finally:
+        stop_process(proc)
+
+
+def test_standin_is_slow_until_a_key_is_cached_and_evicts_the_least_recent(standin: tuple) -> None:
+    """A key's first request takes the cold latency, the next ones the warm one; the cache holds `keys` keys."""
+    url, _ = standin
+    cold = call(f"{url}/work?key=a")[2]
+    warm = min(call(f"{url}/work?key=a")[2] for _ in range(3))
+    assert cold >= 55 and warm < 30, (cold, warm)
+    for key in ("b", "c", "d"):  # capacity 3: "a" is evicted
+        call(f"{url}/work?key={key}")
+    status, health, _ = call(f"{url}/health")
+    assert status == 200 and health == {"instance_id": "i-abc", "region": "eu-west-1", "cached_keys": 3, "served": 7}
+    assert call(f"{url}/work?key=a")[2] >= 55
+
+
+def test_standin_fault_injection_and_stats(standin: tuple) -> None:
+    """`errors` makes /work answer 500, `slow` adds 200 ms, `none` heals; /stats counts it all."""
+    url, _ = standin
+    call(f"{url}/work?key=k")
+    assert call(f"{url}/fault", {"mode": "errors"})[:2] == (200, {"fault": "errors"})
+    assert call(f"{url}/work?key=k")[0] == 500
+    call(f"{url}/fault", {"mode": "slow"})
+    status, _, slow_ms = call(f"{url}/work?key=k")
+    assert status == 200 and slow_ms >= 200
+    call(f"{url}/fault", {"mode": "none"})
+    assert call(f"{url}/work?key=k")[2] < 100
+    assert call(f"{url}/fault", {"mode": "melt"})[0] == 400
+    stats = call(f"{url}/stats")[1]
+    assert (stats["requests"], stats["errors"], stats["window"]) == (4, 1, 4)
+    assert stats["p50_ms"] < stats["p99_ms"] and stats["p99_ms"] >= 200
+
+
+def test_standin_stops_on_sigterm(standin: tuple) -> None:
+    """SIGTERM ends the stand-in with exit code 0 and frees its port."""
+    url, proc = standin
+    proc.terminate()
+    assert proc.wait(5) == 0
+    assert not answers(url)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield lambda service, region: boto3.client(service, region_name=region)
+
+
+def test_standin_metrics_reach_cloudwatch_where_monitoring_reads_them(aws: Any) -> None:
+    """Requests, Errors and LatencyMs land in Shadowing/DataPlane (InstanceId, Region), and fleet_metrics reads them."""
+    app = App("i-123", "eu-west-1", cold_ms=0, warm_ms=0, keys=10)
+    app.work("a")
+    app.set_fault("errors")
+    app.work("a")
+    publisher = Publisher(app, "http://unused", 5, stop=None)  # type: ignore[arg-type]
+    publisher._client = aws("cloudwatch", "eu-west-1")
+    publisher.publish()
+    cw = aws("cloudwatch", "eu-west-1")
+    now = datetime.now(UTC)
+
+    def total(metric: str, dims: list[dict]) -> float:
+        points = cw.get_metric_statistics(Namespace="Shadowing/DataPlane", MetricName=metric, Dimensions=dims,
+                                          StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=1),
+                                          Period=60, Statistics=["Sum", "SampleCount"])["Datapoints"]  # fmt: skip
+        return sum(p["Sum"] for p in points)
+
+    inst = [{"Name": "InstanceId", "Value": "i-123"}]
+    assert total("Requests", inst) == 2 and total("Errors", inst) == 1
+    assert total("Requests", [*inst, {"Name": "Region", "Value": "eu-west-1"}]) == 2
+    assert app.drain() == ([], 0), "published datapoints are not published again"
+    fleet = FleetRef(fleet_id="f", entity_id="shop", region="eu-west-1", instance_type="m5.large",
+                     instance_ids=("i-123",))  # fmt: skip
+    monitoring = MonitoringActivities(aws, DirectEndpoints())
+    # moto compares whole seconds: a window ending "now" misses a datapoint put this very second.
+    req = MetricsInput(fleet=fleet, window_s=600, end=now + timedelta(seconds=2))
+    signals = ActivityEnvironment().run(monitoring.fleet_metrics, req)
+    assert (signals.samples, signals.errors) == (2, 1) and signals.p99_ms is not None, signals
+
+
+def test_standin_publishing_failure_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    """An unreachable CloudWatch endpoint costs a warning, never the stand-in."""
+    app = App("i-123", "eu-west-1", cold_ms=0, warm_ms=0, keys=10)
+    app.work("a")
+    with caplog.at_level(logging.WARNING):
+        Publisher(app, f"http://{HOST}:{free_port()}", 5, stop=None).publish()  # type: ignore[arg-type]
+    assert "publishing 1 datapoints" in caplog.text
+
+
+def launch(aws: Any, region: str, managed: bool = True) -> str:
+    tags = [{"Key": "shadowing:managed-by", "Value": "shadowing" if managed else "someone-else"}]
+    return str(
+        aws("ec2", region).run_instances(
+            ImageId="ami-12c6146b", MinCount=1, MaxCount=1, InstanceType="m5.large",
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+        )["Instances"][0]["InstanceId"]
+    )  # fmt: skip
+
+
+@pytest.fixture
+def agent(aws: Any, tmp_path: Path) -> Iterator[Agent]:
+    agent = Agent(aws, ["us-east-1", "eu-west-1"], tmp_path / "dataplane.json", log_dir=tmp_path / "logs")
+    try:
+        yield agent
+    finally:
+        agent.stop_all()
+
+
+def test_agent_runs_one_standin_per_managed_instance_and_stops_it_on_terminate(aws: Any, agent: Agent,
+                                                                              tmp_path: Path) -> None:  # fmt: skip
+    """Launching a managed instance boots a stand-in listed in the registry; terminating it stops the process."""
+    eu, us = launch(aws, "eu-west-1"), launch(aws, "us-east-1")
+    launch(aws, "eu-west-1", managed=False)
+    agent.sync()
+    endpoints = LocalEndpoints(tmp_path / "dataplane.json")
+    assert set(endpoints.instances()) == {eu, us}
+    url = endpoints.url(eu, None)
+    assert url and call(f"{url}/health")[1]["instance_id"] == eu
+    entry = endpoints.instances()[eu]
+    # moto may give both regions the same private IP: by_ip then names one of them.
+    assert entry["region"] == "eu-west-1"
+    assert endpoints.resolve_ip(entry["private_ip"]) in (url, endpoints.url(us, None))
+    proc = agent.children[eu].process
+    aws("ec2", "eu-west-1").terminate_instances(InstanceIds=[eu])
+    agent.sync()
+    assert proc.poll() is not None, "the terminated instance's stand-in still runs"
+    assert endpoints.url(eu, None) is None and endpoints.url(us, None) is not None
+    survivor = agent.children[us].process
+    agent.stop_all()
+    assert survivor.poll() is not None and LocalEndpoints(tmp_path / "dataplane.json").instances() == {}
+
+
+def test_agent_restarts_a_standin_that_died(aws: Any, agent: Agent) -> None:
+    """A stand-in that crashed is replaced on the next pass while its instance still runs."""
+    iid = launch(aws, "us-east-1")
+    agent.sync()
+    first = agent.children[iid].process
+    first.kill()
+    first.wait(5)
+    agent.sync()
+    assert agent.children[iid].process.pid != first.pid and answers(agent.children[iid].url)
+
+
+def test_local_endpoints_follow_the_registry_file(tmp_path: Path) -> None:
+    """Lookups re-read the registry when it changes; a missing file or instance means "not booted"."""
+    path = tmp_path / "dataplane.json"
+    endpoints = LocalEndpoints(path)
+    assert endpoints.url("i-1", "10.0.0.1") is None
+    write_atomically(path, {"instances": {"i-1": {"url": "http://127.0.0.1:9001"}},
+                            "by_ip": {"10.0.0.1": "http://127.0.0.1:9001"}})  # fmt: skip
+    assert endpoints.url("i-1", None) == "http://127.0.0.1:9001"
+    assert endpoints.resolve_ip("10.0.0.1") == "http://127.0.0.1:9001" and endpoints.url("i-2", None) is None
+    write_atomically(path, {"instances": {"i-2": {"url": "http://127.0.0.1:9002"}}, "by_ip": {}})
+    assert endpoints.url("i-1", None) is None and endpoints.url("i-2", None) == "http://127.0.0.1:9002"
+
+
+def test_direct_endpoints_use_the_private_ip() -> None:
+    """Direct mode is scheme://private-ip:port; no IP, no endpoint."""
+    direct = DirectEndpoints(8080, "https")
+    assert direct.url("i-1", "10.1.2.3") == "https://10.1.2.3:8080"
+    assert direct.url("i-1", None) is None and direct.resolve_ip("fd00::1") == "https://[fd00::1]:8080"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "mode"),
+    [
+        ({}, "local"),
+        ({"aws_endpoint_url": "http://127.0.0.1:5055"}, "local"),
+        ({"aws_endpoint_url": "http://localhost:4566"}, "local"),
+        ({"aws_endpoint_url": "https://ec2.eu-west-1.amazonaws.com"}, "direct"),
+        ({"aws_endpoint_url": "http://127.0.0.1:5055", "data_plane": "direct"}, "direct"),
+    ],
+)
+def test_data_plane_mode_defaults_to_local_for_an_emulator(overrides: dict, mode: str, tmp_path: Path) -> None:
+    """Embedded or loopback AWS means the local data plane, anything else direct, unless the setting says."""
+    settings = Settings(aws_endpoint_url=None, state_dir=tmp_path).model_copy(update=overrides)
+    assert data_plane_mode(settings) == mode
+    expected = LocalEndpoints if mode == "local" else DirectEndpoints
+    assert isinstance(endpoints_for(settings), expected)
+    assert registry_path(settings) == tmp_path / "dataplane.json"
