@@ -44,6 +44,7 @@ SPOT_UNAVAILABLE = {
 }  # fmt: skip
 
 Ec2 = Any  # a boto3 EC2 client
+Json = dict[str, Any]  # one resource as boto3 returns it
 
 
 def _invalid(message: str) -> ApplicationError:
@@ -206,7 +207,7 @@ def _check_spot_price(req: ProvisionInput) -> None:
 
 
 def _plan(
-    zones: dict[str, str | None], quantity: int, live: list[dict], pending: Counter[str] | None = None
+    zones: dict[str, str | None], quantity: int, live: list[Json], pending: Counter[str] | None = None
 ) -> dict[str, int]:
     """How many to launch per AZ so the fleet reaches `quantity`, evening the AZs out (round-robin targets)."""
     azs = sorted(zones)
@@ -243,7 +244,7 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _tag(resource: dict, key: str) -> str:
+def _tag(resource: Json, key: str) -> str:
     return next((t["Value"] for t in resource.get("Tags", []) if t["Key"] == key), "")
 
 
@@ -262,11 +263,11 @@ def _tags(req: ProvisionInput, market: str | None = None) -> list[dict[str, str]
     return tags + ([{"Key": TAG_MARKET, "Value": market}] if market else [])
 
 
-def _is_spot(instance: dict) -> bool:
+def _is_spot(instance: Json) -> bool:
     return instance.get("InstanceLifecycle") == "spot" or _tag(instance, TAG_MARKET) == "spot"
 
 
-def _fleet(req: ProvisionInput, instances: list[dict], image: str, template: str) -> FleetRef:
+def _fleet(req: ProvisionInput, instances: list[Json], image: str, template: str) -> FleetRef:
     return FleetRef(
         fleet_id=req.fleet_id,
         entity_id=req.entity_id,
@@ -285,7 +286,7 @@ def _fleet(req: ProvisionInput, instances: list[dict], image: str, template: str
 # ---- AWS helpers --------------------------------------------------------------------------------------------
 
 
-def _live_instances(ec2: Ec2, fleet_id: str, states: list[str] | None = None) -> list[dict]:
+def _live_instances(ec2: Ec2, fleet_id: str, states: list[str] | None = None) -> list[Json]:
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[
             {"Name": f"tag:{TAG_FLEET}", "Values": [fleet_id]},
@@ -296,7 +297,7 @@ def _live_instances(ec2: Ec2, fleet_id: str, states: list[str] | None = None) ->
     return sorted(found, key=lambda i: (i["LaunchTime"], i["InstanceId"]))
 
 
-def _instances(ec2: Ec2, ids: list[str]) -> list[dict]:
+def _instances(ec2: Ec2, ids: list[str]) -> list[Json]:
     if not ids:
         return []
     pages = ec2.get_paginator("describe_instances").paginate(
@@ -312,7 +313,7 @@ def _amazon_linux(ssm: Any, region: str) -> str:
         raise _invalid(f"no Amazon Linux AMI parameter in {region}") from exc
 
 
-def _describe_image(ec2: Ec2, image_id: str, region: str) -> dict:
+def _describe_image(ec2: Ec2, image_id: str, region: str) -> Json:
     try:
         images = ec2.describe_images(ImageIds=[image_id])["Images"]
     except ClientError as exc:
@@ -342,7 +343,7 @@ def _copy_name(source_image_id: str, source_region: str) -> str:
     return f"shadowing-{source_image_id}-from-{source_region}"
 
 
-def _copy_image(ec2: Ec2, req: ProvisionInput, source: dict, source_region: str) -> str:
+def _copy_image(ec2: Ec2, req: ProvisionInput, source: Json, source_region: str) -> str:
     copied = ec2.copy_image(
         SourceImageId=source["ImageId"],
         SourceRegion=source_region,
@@ -423,7 +424,7 @@ def _where(subnet: str | None, az: str) -> dict[str, Any]:
 
 def _run_on_demand(
     ec2: Ec2, req: ProvisionInput, image: str, template: tuple[str, str], subnet: str | None, az: str, count: int,
-    live: list[dict],
+    live: list[Json],
 ) -> None:  # fmt: skip
     """One RunInstances in `az`. ImageId, type and tags are also given explicitly: moto drops the template's."""
     already = sum(1 for i in live if i["Placement"]["AvailabilityZone"] == az)
@@ -443,7 +444,7 @@ def _run_on_demand(
     )
 
 
-def _spot_requests(ec2: Ec2, fleet_id: str, states: list[str]) -> list[dict]:
+def _spot_requests(ec2: Ec2, fleet_id: str, states: list[str]) -> list[Json]:
     found = ec2.describe_spot_instance_requests(
         Filters=[{"Name": f"tag:{TAG_FLEET}", "Values": [fleet_id]}, {"Name": "state", "Values": states}]
     )["SpotInstanceRequests"]
