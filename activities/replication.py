@@ -1,103 +1,468 @@
-"""DynamoDB data for the target region: a copy of each of the entity's tables, and a check that they agree.
+"""The entity's data in the target region: DynamoDB tables, an RDS read replica, SQS messages.
 
-The foundation copies the tables (scan, batch write); the data-plane issue adds Streams catch-up, global tables
-on real AWS, RDS and SQS. Tables the product creates in the target region are reported so that the saga can
-drop them again on failure.
+DynamoDB has two paths (`ReplicationInput.mode`):
+
+* ``copy`` (default; the only one moto can run, since moto ignores global-table replicas): `replicate_tables`
+  makes sure the source table has a NEW_AND_OLD_IMAGES stream, records the stream position *before* it scans,
+  copies every item, and returns that position as the checkpoint. `catch_up` replays the stream from the
+  checkpoint into the target, so writes made during or after the scan are not lost, and returns the next
+  checkpoint. Replaying from any earlier position converges to the same state, so a re-run is harmless.
+* ``global-table`` (real AWS): `update_table(ReplicaUpdates=[Create])` on the source and a wait for the replica
+  to be ACTIVE. moto accepts nothing of it beyond the API call, so tests drive it through a fake client.
+
+Conflict rule (symmetric, so the same `catch_up` with the regions swapped replays a rollback's writes back):
+  writers may give items a version ``_v`` (number, incremented on each write), a hybrid timestamp ``_ts``
+  (ms) and a writer region ``_r``. A replicated write wins when its ``(_v, _ts, _r)`` is greater than the
+  stored item's; a versioned write always beats an unversioned item. Items without ``_v`` fall back to
+  last-writer-wins on the stream record's ApproximateCreationDateTime, which the replica stores in ``_ts``
+  (so ``_ts`` on an unversioned item is replication metadata, and the digest ignores it). A REMOVE wins when the
+  stored item is not newer than the deleted image (or than the delete's time, unversioned). Each write is a
+  conditional put/delete (`attribute_not_exists(<hash key>) OR #v < :v OR (#v = :v AND #ts < :ts) ...`), so the
+  rule holds against concurrent writers in the target too. A failed condition means the target holds a newer
+  item: when that key's newest record of the pass lost, it is a conflict resolved for the target, reported as
+  (table, key, winner). Writers must keep ``(_v, _ts, _r)`` unique per item; an exact tie without ``_r`` keeps
+  each side's own item and `check_sync` reports the difference.
+
+RDS: a cross-region read replica (`create_read_replica`), promoted at cutover, deleted as compensation while it
+is still a replica. SQS: `forward_queue` moves messages at cutover (and back, as compensation).
+Everything the product creates carries the managed-by/entity tags, and only such resources are ever deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities import TAG_ENTITY, TAG_MANAGED, ClientFactory
-from shadowing.models import ReplicationInput, ReplicationStatus
+from activities import TAG_ENTITY, TAG_MANAGED, TAG_ROLE, ClientFactory
+from shadowing.models import (
+    QueueForwardResult,
+    ReadReplicaResult,
+    ReplicationConflict,
+    ReplicationInput,
+    ReplicationStatus,
+    ShardPosition,
+    TableCheckpoint,
+)
+
+V, TS, R = "_v", "_ts", "_r"
+MANAGED = "shadowing"
+CONFLICT_REPORT_CAP = 50
+#: Stream ids a standard-queue forward remembers in its heartbeat (at-least-once dedupe across retries).
+SENT_IDS_CAP = 10000
+SOURCE_ID_ATTR = "shadowing-source-id"
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type="InvalidRequest", non_retryable=True)
+
+
+def _tags(entity_id: str) -> list[dict[str, str]]:
+    return [{"Key": TAG_ENTITY, "Value": entity_id}, {"Key": TAG_MANAGED, "Value": MANAGED}]
+
+
+def _ours(tags: dict[str, str], entity_id: str) -> bool:
+    return tags.get(TAG_MANAGED) == MANAGED and tags.get(TAG_ENTITY) == entity_id
 
 
 class ReplicationActivities:
-    def __init__(self, clients: ClientFactory) -> None:
+    def __init__(self, clients: ClientFactory, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._clients = clients
+        self._now = now
+
+    # ---- DynamoDB ---------------------------------------------------------------------------------------
 
     @activity.defn(name="replicate_tables")
     def replicate_tables(self, req: ReplicationInput) -> ReplicationStatus:
-        """Creates missing target tables (same keys) and copies every item; idempotent (puts overwrite)."""
+        """Initial copy: stream on, position recorded, target created (tagged), every item copied.
+
+        Returns the checkpoint `catch_up` starts from. Resumes per table from heartbeat details.
+        """
         if req.source_region == req.target_region or not req.tables:
             return ReplicationStatus(in_sync=True, detail="nothing to replicate")
         src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
-        created, copied = [], 0
+        _require_tables(src, req.tables, req.source_region)
+        if req.mode == "global-table":
+            return self._global_tables(req, src)
+        streams = self._clients("dynamodbstreams", req.source_region)
+        done = _resume()
         for table in req.tables:
-            if self._ensure_table(src, dst, table, req.entity_id):
-                created.append(table)
-            for page in src.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
-                items = page["Items"]
-                for i in range(0, len(items), 25):
-                    _write_batch(dst, table, items[i : i + 25])
-                copied += len(items)
-                activity.heartbeat(copied)
-        return ReplicationStatus(in_sync=True, items=copied, created_tables=tuple(created))
+            if table in done["checkpoints"]:
+                continue
+            checkpoint = _stream_position(src, streams, table)
+            if _ensure_table(src, dst, table, req.entity_id):
+                done["created"].append(table)
+            done["copied"] += _copy(src, dst, table, done)
+            done["checkpoints"][table] = checkpoint.model_dump()
+            activity.heartbeat(done)
+        checkpoints = tuple(TableCheckpoint.model_validate(done["checkpoints"][t]) for t in req.tables)
+        return ReplicationStatus(
+            in_sync=False,
+            items=done["copied"],
+            created_tables=tuple(done["created"]),
+            checkpoint=checkpoints,
+            detail=f"copied {done['copied']} items; catch_up replays writes since the checkpoint",
+        )
+
+    @activity.defn(name="catch_up")
+    def catch_up(self, req: ReplicationInput) -> ReplicationStatus:
+        """Replays source stream records from `req.checkpoint` into the target under the conflict rule.
+
+        Idempotent: a re-run from the same checkpoint applies nothing new. `in_sync` means nothing is pending.
+        """
+        if req.source_region == req.target_region or not req.tables:
+            return ReplicationStatus(in_sync=True, detail="nothing to replicate")
+        _require_tables(self._clients("dynamodb", req.source_region), req.tables, req.source_region)
+        return self._catch_up(req)
 
     @activity.defn(name="check_sync")
     def check_sync(self, req: ReplicationInput) -> ReplicationStatus:
-        """Compares every table's item digest in both regions."""
+        """Final sync check: a catch-up pass (when a checkpoint is given), then per-item digests and the lag.
+
+        `in_sync` = every table's items equal in both regions and `lag_s <= req.max_lag_s`; `detail` says what is
+        off, e.g. "table orders: 3 items differ; lag 12.0s > 5.0s".
+        """
         if req.source_region == req.target_region or not req.tables:
             return ReplicationStatus(in_sync=True, detail="nothing to replicate")
         src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
-        total, differ = 0, []
+        _require_tables(src, req.tables, req.source_region)
+        caught = self._catch_up(req) if req.checkpoint else ReplicationStatus(in_sync=True)
+        problems, total = [], 0
         for table in req.tables:
-            a, count = _digest(src, table)
+            a = _item_digests(src, table)
             try:
-                b, _ = _digest(dst, table)
+                b = _item_digests(dst, table)
             except dst.exceptions.ResourceNotFoundException:
-                b = "absent"
-            total += count
-            if a != b:
-                differ.append(table)
-        detail = f"tables differ: {', '.join(differ)}" if differ else f"{total} items equal in both regions"
-        return ReplicationStatus(in_sync=not differ, items=total, detail=detail)
+                problems.append(f"table {table}: missing in {req.target_region}")
+                continue
+            total += len(a)
+            differ = sum(1 for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            if differ:
+                problems.append(f"table {table}: {differ} items differ")
+        if caught.lag_s > req.max_lag_s:
+            problems.append(f"lag {caught.lag_s:.1f}s > {req.max_lag_s:.1f}s ({caught.pending} records pending)")
+        detail = "; ".join(problems) or f"{total} items equal in both regions; lag {caught.lag_s:.1f}s"
+        return caught.model_copy(update={"in_sync": not problems, "items": total, "detail": detail})
 
     @activity.defn(name="drop_replicas")
     def drop_replicas(self, req: ReplicationInput) -> int:
-        """Compensation: deletes the replicas this product created in the target region; returns how many.
+        """Compensation: deletes what this product created in the target region; returns how many.
 
-        Only tables tagged as the entity's and managed by shadowing go: a table someone else made, or the
-        source itself, is never touched.
+        Tables, the RDS read replica (while still a replica) and empty queues go only when tagged as the
+        entity's and managed by shadowing: the source, or anything someone else made, is never touched.
         """
         if req.source_region == req.target_region:
             return 0
-        dst = self._clients("dynamodb", req.target_region)
+        dropped = self._drop_tables(req)
+        if req.rds_instance and self._delete_replica(req).deleted:
+            dropped += 1
+        sqs = self._clients("sqs", req.target_region)
+        for name in req.queues:
+            dropped += _delete_queue_if_ours_and_empty(sqs, name, req.entity_id)
+        return dropped
+
+    def _drop_tables(self, req: ReplicationInput) -> int:
+        src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
         dropped = 0
         for table in req.tables:
+            if req.mode == "global-table":
+                dropped += _drop_global_replica(src, table, req.target_region)
+                continue
             try:
                 arn = dst.describe_table(TableName=table)["Table"]["TableArn"]
                 tags = {t["Key"]: t["Value"] for t in dst.list_tags_of_resource(ResourceArn=arn).get("Tags", [])}
-                if tags.get(TAG_MANAGED) == "shadowing" and tags.get(TAG_ENTITY) == req.entity_id:
+                if _ours(tags, req.entity_id):
                     dst.delete_table(TableName=table)
                     dropped += 1
             except dst.exceptions.ResourceNotFoundException:
                 pass
         return dropped
 
-    @staticmethod
-    def _ensure_table(src: Any, dst: Any, table: str, entity_id: str) -> bool:
-        try:
-            dst.describe_table(TableName=table)
-            return False
-        except dst.exceptions.ResourceNotFoundException:
-            pass
-        desc = src.describe_table(TableName=table)["Table"]
-        keys = {k["AttributeName"] for k in desc["KeySchema"]}
-        dst.create_table(
-            TableName=table,
-            KeySchema=desc["KeySchema"],
-            AttributeDefinitions=[a for a in desc["AttributeDefinitions"] if a["AttributeName"] in keys],
-            BillingMode="PAY_PER_REQUEST",
-            Tags=[{"Key": TAG_ENTITY, "Value": entity_id}, {"Key": TAG_MANAGED, "Value": "shadowing"}],
+    def _global_tables(self, req: ReplicationInput, src: Any) -> ReplicationStatus:
+        deadline = time.monotonic() + req.timeout_s
+        for table in req.tables:
+            _ensure_stream(src, table)
+            if _replica_status(src, table, req.target_region) is None:
+                src.update_table(TableName=table, ReplicaUpdates=[{"Create": {"RegionName": req.target_region}}])
+            while (status := _replica_status(src, table, req.target_region)) != "ACTIVE":
+                activity.heartbeat(f"{table}: replica {status}")
+                if time.monotonic() > deadline:
+                    raise ApplicationError(
+                        f"global table {table}: replica in {req.target_region} not ACTIVE after {req.timeout_s}s "
+                        f"(status {status})",
+                        type="ReplicaNotActive",
+                    )
+                time.sleep(5)
+        return ReplicationStatus(in_sync=True, detail=f"global-table replicas ACTIVE in {req.target_region}")
+
+    def _catch_up(self, req: ReplicationInput) -> ReplicationStatus:
+        src = self._clients("dynamodb", req.source_region)
+        dst = self._clients("dynamodb", req.target_region)
+        streams = self._clients("dynamodbstreams", req.source_region)
+        given = {c.table: c for c in req.checkpoint}
+        now_ms = self._now().timestamp() * 1000
+        applied, pending, oldest_ms = 0, 0, None
+        conflicts: list[ReplicationConflict] = []
+        checkpoints = []
+        for table in req.tables:
+            pass_ = _TablePass(src, dst, streams, table, given.get(table), req.max_records)
+            pass_.run()
+            applied += pass_.applied
+            pending += pass_.pending
+            if pass_.oldest_pending_ms is not None:
+                oldest_ms = min(oldest_ms or pass_.oldest_pending_ms, pass_.oldest_pending_ms)
+            conflicts += pass_.conflicts()
+            checkpoints.append(pass_.checkpoint())
+            activity.heartbeat(applied)
+        lag = max(0.0, (now_ms - oldest_ms) / 1000) if oldest_ms is not None else 0.0
+        return ReplicationStatus(
+            in_sync=pending == 0,
+            items=applied,
+            applied=applied,
+            conflicts=len(conflicts),
+            conflict_report=tuple(conflicts[:CONFLICT_REPORT_CAP]),
+            checkpoint=tuple(checkpoints),
+            lag_s=round(lag, 3),
+            pending=pending,
+            detail=f"applied {applied}, {len(conflicts)} conflicts kept the target's item, {pending} pending",
         )
-        dst.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-        return True
+
+    # ---- RDS --------------------------------------------------------------------------------------------
+
+    @activity.defn(name="create_read_replica")
+    def create_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
+        """A cross-region read replica of `req.rds_instance`, same identifier, tagged; waits for `available`.
+
+        Idempotent: an existing replica of ours is reused; a same-named instance not ours is an InvalidRequest.
+        """
+        if not req.rds_instance or req.source_region == req.target_region:
+            return ReadReplicaResult(status="no RDS instance to replicate")
+        source = _source_db(self._clients("rds", req.source_region), req)
+        rds = self._clients("rds", req.target_region)
+        name = source["DBInstanceIdentifier"]
+        existing = _describe_db(rds, name)
+        if existing is None:
+            rds.create_db_instance_read_replica(
+                DBInstanceIdentifier=name,
+                SourceDBInstanceIdentifier=source["DBInstanceArn"],
+                DBInstanceClass=source["DBInstanceClass"],
+                SourceRegion=req.source_region,
+                Tags=_tags(req.entity_id),
+            )
+        elif not _ours(_db_tags(rds, existing), req.entity_id):
+            raise _invalid(f"rds_instance: {name!r} already exists in {req.target_region} and is not ours")
+        db = _wait_db_available(rds, name, req.timeout_s)
+        return _replica_result(db, req.target_region, created=existing is None)
+
+    @activity.defn(name="promote_read_replica")
+    def promote_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
+        """Cutover: the target replica becomes a stand-alone primary (tagged role=promoted); idempotent."""
+        if not req.rds_instance or req.source_region == req.target_region:
+            return ReadReplicaResult(status="no RDS instance to promote")
+        rds = self._clients("rds", req.target_region)
+        name = _db_name(req.rds_instance)
+        db = _describe_db(rds, name)
+        tags = _db_tags(rds, db) if db else {}
+        if db is None or not _ours(tags, req.entity_id):
+            raise _invalid(f"rds_instance: no read replica {name!r} of ours in {req.target_region}")
+        if tags.get(TAG_ROLE) != "promoted":
+            rds.promote_read_replica(DBInstanceIdentifier=name)
+            rds.add_tags_to_resource(ResourceName=db["DBInstanceArn"], Tags=[{"Key": TAG_ROLE, "Value": "promoted"}])
+        db = _wait_db_available(rds, name, req.timeout_s)
+        return _replica_result(db, req.target_region, promoted=True)
+
+    @activity.defn(name="delete_read_replica")
+    def delete_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
+        """Compensation of `create_read_replica`: deletes our replica unless it was promoted; idempotent."""
+        if not req.rds_instance or req.source_region == req.target_region:
+            return ReadReplicaResult(status="no RDS instance")
+        return self._delete_replica(req)
+
+    def _delete_replica(self, req: ReplicationInput) -> ReadReplicaResult:
+        rds = self._clients("rds", req.target_region)
+        name = _db_name(req.rds_instance or "")
+        db = _describe_db(rds, name)
+        if db is None:
+            return ReadReplicaResult(db_instance_identifier=name, region=req.target_region, status="absent")
+        tags = _db_tags(rds, db)
+        if not _ours(tags, req.entity_id) or tags.get(TAG_ROLE) == "promoted":
+            why = "promoted (now a primary)" if _ours(tags, req.entity_id) else "not managed by shadowing"
+            return _replica_result(db, req.target_region, status=f"kept: {why}")
+        if db.get("DBInstanceStatus") != "deleting":
+            rds.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
+        return _replica_result(db, req.target_region, deleted=True, status="deleting")
+
+    # ---- SQS --------------------------------------------------------------------------------------------
+
+    @activity.defn(name="forward_queue")
+    def forward_queue(self, req: ReplicationInput) -> QueueForwardResult:
+        """Cutover: moves every visible message of each source queue to the same-named target queue.
+
+        The target queue is created when missing (FIFO like the source, tagged). A message is deleted from the
+        source only after its send succeeded. FIFO sends carry MessageDeduplicationId = the source MessageId and
+        the source MessageGroupId, so a retry within SQS's 5-minute window cannot duplicate. Standard queues are
+        at-least-once: sent ids ride in the heartbeat details (a retry skips them) and every forwarded message
+        carries the attribute `shadowing-source-id` for consumers to dedupe. Compensation: the same activity
+        with the regions swapped.
+        """
+        if req.source_region == req.target_region or not req.queues:
+            return QueueForwardResult()
+        src, dst = self._clients("sqs", req.source_region), self._clients("sqs", req.target_region)
+        urls = {name: _queue_url(src, name, req.source_region) for name in req.queues}
+        sent: list[str] = list(_resume_ids())
+        moved: dict[str, int] = {}
+        created, skipped, in_flight = [], 0, 0
+        for name, url in urls.items():
+            attrs = src.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+            target, made = _ensure_queue(dst, name, attrs, req.entity_id)
+            if made:
+                created.append(name)
+            mover = _QueueMover(src, dst, url, target, attrs.get("FifoQueue") == "true", sent)
+            moved[name], dup = mover.run(req.visibility_timeout_s)
+            skipped += dup
+            counts = src.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+            in_flight += int(counts["Attributes"].get("ApproximateNumberOfMessagesNotVisible", 0))
+        return QueueForwardResult(
+            moved=moved, skipped_duplicates=skipped, created_queues=tuple(created), in_flight=in_flight
+        )
+
+
+# ---- DynamoDB helpers ---------------------------------------------------------------------------------
+
+
+def _require_tables(src: Any, tables: tuple[str, ...], region: str) -> None:
+    """Fails before anything is created when a table is absent or its stream cannot carry images."""
+    for table in tables:
+        try:
+            spec = src.describe_table(TableName=table)["Table"].get("StreamSpecification") or {}
+        except src.exceptions.ResourceNotFoundException:
+            raise _invalid(f"tables: DynamoDB table {table!r} does not exist in {region}") from None
+        view = spec.get("StreamViewType")
+        if spec.get("StreamEnabled") and view not in ("NEW_AND_OLD_IMAGES", "NEW_IMAGE"):
+            raise _invalid(f"tables: the stream of {table!r} in {region} is {view}; replication needs its images")
+
+
+def _resume() -> dict[str, Any]:
+    details = activity.info().heartbeat_details
+    if details and isinstance(details[-1], dict) and "checkpoints" in details[-1]:
+        return dict(details[-1])
+    return {"checkpoints": {}, "created": [], "copied": 0}
+
+
+def _ensure_stream(src: Any, table: str) -> str:
+    desc = src.describe_table(TableName=table)["Table"]
+    if not (desc.get("StreamSpecification") or {}).get("StreamEnabled"):
+        src.update_table(
+            TableName=table, StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+        )
+        desc = src.describe_table(TableName=table)["Table"]
+    return str(desc["LatestStreamArn"])
+
+
+def _stream_position(src: Any, streams: Any, table: str) -> TableCheckpoint:
+    """The stream's current end: records after it are replayed by `catch_up` (taken before the scan)."""
+    arn = _ensure_stream(src, table)
+    _wait_stream_enabled(streams, arn)
+    positions = []
+    for shard in _shards(streams, arn):
+        ending = shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
+        last = ending or _shard_tail(streams, arn, shard["ShardId"])
+        positions.append(ShardPosition(shard_id=shard["ShardId"], sequence_number=last))
+    return TableCheckpoint(table=table, stream_arn=arn, shards=tuple(positions))
+
+
+def _wait_stream_enabled(streams: Any, arn: str) -> None:
+    deadline = time.monotonic() + 120
+    while streams.describe_stream(StreamArn=arn)["StreamDescription"]["StreamStatus"] != "ENABLED":
+        if time.monotonic() > deadline:
+            raise ApplicationError(f"stream {arn} not ENABLED after 120s", type="StreamNotEnabled")
+        activity.heartbeat("stream enabling")
+        time.sleep(1)
+
+
+def _shards(streams: Any, arn: str) -> list[dict[str, Any]]:
+    """All shards, parents before children (a key's records must be replayed in order)."""
+    shards: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"StreamArn": arn}
+    while True:
+        desc = streams.describe_stream(**kwargs)["StreamDescription"]
+        shards += desc.get("Shards", [])
+        if not desc.get("LastEvaluatedShardId"):
+            break
+        kwargs["ExclusiveStartShardId"] = desc["LastEvaluatedShardId"]
+    ids, ordered, seen = {s["ShardId"] for s in shards}, [], set()
+
+    def visit(shard: dict[str, Any]) -> None:
+        if shard["ShardId"] in seen:
+            return
+        seen.add(shard["ShardId"])
+        parent = next((s for s in shards if s["ShardId"] == shard.get("ParentShardId")), None)
+        if parent is not None and parent["ShardId"] in ids:
+            visit(parent)
+        ordered.append(shard)
+
+    for shard in shards:
+        visit(shard)
+    return ordered
+
+
+def _records(streams: Any, arn: str, shard_id: str, after: str | None) -> Iterator[dict[str, Any]]:
+    kwargs = {"StreamArn": arn, "ShardId": shard_id}
+    if after:
+        kwargs |= {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": after}
+    else:
+        kwargs["ShardIteratorType"] = "TRIM_HORIZON"
+    iterator = streams.get_shard_iterator(**kwargs)["ShardIterator"]
+    while iterator:
+        page = streams.get_records(ShardIterator=iterator, Limit=1000)
+        if not page["Records"]:
+            return  # an open shard's end, for now
+        yield from page["Records"]
+        iterator = page.get("NextShardIterator")
+
+
+def _shard_tail(streams: Any, arn: str, shard_id: str) -> str | None:
+    last = None
+    for record in _records(streams, arn, shard_id, None):
+        last = record["dynamodb"]["SequenceNumber"]
+    return last
+
+
+def _ensure_table(src: Any, dst: Any, table: str, entity_id: str) -> bool:
+    try:
+        dst.describe_table(TableName=table)
+        return False
+    except dst.exceptions.ResourceNotFoundException:
+        pass
+    desc = src.describe_table(TableName=table)["Table"]
+    keys = {k["AttributeName"] for k in desc["KeySchema"]}
+    dst.create_table(
+        TableName=table,
+        KeySchema=desc["KeySchema"],
+        AttributeDefinitions=[a for a in desc["AttributeDefinitions"] if a["AttributeName"] in keys],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        Tags=_tags(entity_id),
+    )
+    dst.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    return True
+
+
+def _copy(src: Any, dst: Any, table: str, progress: dict[str, Any]) -> int:
+    copied = 0
+    for page in src.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        items = page["Items"]
+        for i in range(0, len(items), 25):
+            _write_batch(dst, table, items[i : i + 25])
+        copied += len(items)
+        activity.heartbeat(progress | {"copying": table, "copied_in_table": copied})
+    return copied
 
 
 def _write_batch(dst: Any, table: str, items: list[dict]) -> None:
@@ -106,10 +471,292 @@ def _write_batch(dst: Any, table: str, items: list[dict]) -> None:
         pending = dst.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
 
-def _digest(client: Any, table: str) -> tuple[str, int]:
-    lines = sorted(
-        json.dumps(item, sort_keys=True)
-        for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
-        for item in page["Items"]
+def _key_json(key: dict[str, Any]) -> str:
+    return json.dumps(key, sort_keys=True)
+
+
+def _item_digests(client: Any, table: str) -> dict[str, str]:
+    """key -> digest of the item; `_ts` of unversioned items is replication metadata and left out."""
+    keys = [k["AttributeName"] for k in client.describe_table(TableName=table)["Table"]["KeySchema"]]
+    out = {}
+    for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for item in page["Items"]:
+            body = item if V in item else {k: v for k, v in item.items() if k != TS}
+            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+            out[_key_json({k: item[k] for k in keys})] = digest
+    return out
+
+
+def _version_condition(hash_key: str, image: dict[str, Any], at_ms: int, delete: bool) -> tuple[str, dict, dict]:
+    """ConditionExpression under which `image` (or the delete of it) beats the stored item."""
+    names = {"#pk": hash_key, "#v": V, "#ts": TS}
+    lt = "<=" if delete else "<"  # a delete also removes the very version it deleted
+    if V in image:
+        values: dict[str, Any] = {":v": image[V]}
+        terms = ["attribute_not_exists(#pk)", "attribute_not_exists(#v)", "#v < :v"]
+        if TS in image:
+            values[":ts"] = image[TS]
+            terms.append(f"(#v = :v AND (attribute_not_exists(#ts) OR #ts {lt} :ts))")
+            if R in image and not delete:
+                names["#r"], values[":r"] = R, image[R]
+                terms.append("(#v = :v AND #ts = :ts AND #r < :r)")
+        elif delete:
+            terms.append("#v = :v")
+        return " OR ".join(terms), names, values
+    ts = {"N": str(at_ms)} if delete or TS not in image else image[TS]
+    cond = f"attribute_not_exists(#pk) OR (attribute_not_exists(#v) AND (attribute_not_exists(#ts) OR #ts {lt} :ts))"
+    return cond, names, {":ts": ts}
+
+
+def _apply(dst: Any, table: str, hash_key: str, record: dict[str, Any]) -> str:
+    """One stream record into the target: 'applied', 'already' (the target holds exactly it) or 'conflict'."""
+    d = record["dynamodb"]
+    at_ms = _record_ms(record)
+    failed = dst.exceptions.ConditionalCheckFailedException
+    if record["eventName"] == "REMOVE":
+        cond, names, values = _version_condition(hash_key, d.get("OldImage") or d["Keys"], at_ms, delete=True)
+        try:
+            old = dst.delete_item(
+                TableName=table, Key=d["Keys"], ConditionExpression=cond, ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values, ReturnValues="ALL_OLD",
+            )  # fmt: skip
+        except failed:
+            return "conflict"
+        return "applied" if old.get("Attributes") else "already"
+    item = dict(d["NewImage"])
+    if V not in item:
+        item.setdefault(TS, {"N": str(at_ms)})
+    cond, names, values = _version_condition(hash_key, item, at_ms, delete=False)
+    try:
+        dst.put_item(
+            TableName=table, Item=item, ConditionExpression=cond, ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )  # fmt: skip
+        return "applied"
+    except failed:
+        current = dst.get_item(TableName=table, Key=d["Keys"], ConsistentRead=True).get("Item")
+        if current == item:
+            return "already"
+        if current and V not in item and V not in current and current.get(TS) == item[TS]:
+            # an unversioned tie: the later record of the stream wins (its own order is the truth)
+            dst.put_item(TableName=table, Item=item)
+            return "applied"
+        return "conflict"
+
+
+def _record_ms(record: dict[str, Any]) -> int:
+    at = record["dynamodb"].get("ApproximateCreationDateTime")
+    if isinstance(at, datetime):
+        return int(at.timestamp() * 1000)
+    return int(float(at) * 1000) if at is not None else 0
+
+
+class _TablePass:
+    """One catch-up pass over one table's stream, from its checkpoint, applying at most `budget` records."""
+
+    def __init__(self, src: Any, dst: Any, streams: Any, table: str, cp: TableCheckpoint | None, budget: int):
+        self.dst, self.streams, self.table, self.budget = dst, streams, table, budget
+        self.arn = _ensure_stream(src, table)
+        if cp is not None and cp.stream_arn != self.arn:
+            raise ApplicationError(
+                f"table {table}: its stream changed since the checkpoint ({cp.stream_arn}); run replicate_tables again",
+                type="StreamChanged",
+                non_retryable=True,
+            )
+        self.positions = {p.shard_id: p.sequence_number for p in (cp.shards if cp else ())}
+        self.hash_key = next(
+            k["AttributeName"]
+            for k in src.describe_table(TableName=table)["Table"]["KeySchema"]
+            if k["KeyType"] == "HASH"
+        )
+        self.applied = self.pending = 0
+        self.oldest_pending_ms: int | None = None
+        self.last_outcome: dict[str, str] = {}
+
+    def run(self) -> None:
+        for shard in _shards(self.streams, self.arn):
+            sid = shard["ShardId"]
+            for record in _records(self.streams, self.arn, sid, self.positions.get(sid)):
+                if self.budget <= 0:
+                    self.pending += 1
+                    ms = _record_ms(record)
+                    self.oldest_pending_ms = ms if self.oldest_pending_ms is None else min(self.oldest_pending_ms, ms)
+                    continue
+                outcome = _apply(self.dst, self.table, self.hash_key, record)
+                self.budget -= 1
+                self.applied += outcome == "applied"
+                self.last_outcome[_key_json(record["dynamodb"]["Keys"])] = outcome
+                self.positions[sid] = record["dynamodb"]["SequenceNumber"]
+            self.positions.setdefault(sid, None)
+
+    def conflicts(self) -> list[ReplicationConflict]:
+        return [ReplicationConflict(table=self.table, key=k) for k, o in self.last_outcome.items() if o == "conflict"]
+
+    def checkpoint(self) -> TableCheckpoint:
+        shards = tuple(ShardPosition(shard_id=s, sequence_number=n) for s, n in self.positions.items())
+        return TableCheckpoint(table=self.table, stream_arn=self.arn, shards=shards)
+
+
+def _replica_status(src: Any, table: str, region: str) -> str | None:
+    for replica in src.describe_table(TableName=table)["Table"].get("Replicas", []):
+        if replica.get("RegionName") == region:
+            return str(replica.get("ReplicaStatus", "CREATING"))
+    return None
+
+
+def _drop_global_replica(src: Any, table: str, region: str) -> int:
+    try:
+        if _replica_status(src, table, region) in (None, "DELETING"):
+            return 0
+    except src.exceptions.ResourceNotFoundException:
+        return 0
+    src.update_table(TableName=table, ReplicaUpdates=[{"Delete": {"RegionName": region}}])
+    return 1
+
+
+# ---- RDS helpers --------------------------------------------------------------------------------------
+
+
+def _db_name(ref: str) -> str:
+    return ref.split(":")[-1] if ref.startswith("arn:") else ref
+
+
+def _describe_db(rds: Any, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(rds.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0])
+    except rds.exceptions.DBInstanceNotFoundFault:
+        return None
+
+
+def _db_tags(rds: Any, db: dict[str, Any]) -> dict[str, str]:
+    tags = rds.list_tags_for_resource(ResourceName=db["DBInstanceArn"]).get("TagList", [])
+    return {t["Key"]: t["Value"] for t in tags}
+
+
+def _source_db(rds: Any, req: ReplicationInput) -> dict[str, Any]:
+    ref = req.rds_instance or ""
+    if ref.startswith("arn:") and ref.split(":")[3] != req.source_region:
+        raise _invalid(f"rds_instance: {ref} is not in the source region {req.source_region}")
+    db = _describe_db(rds, _db_name(ref))
+    if db is None:
+        raise _invalid(f"rds_instance: DB instance {ref!r} does not exist in {req.source_region}")
+    return db
+
+
+def _wait_db_available(rds: Any, name: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while (db := _describe_db(rds, name)) is None or db["DBInstanceStatus"] != "available":
+        status = db["DBInstanceStatus"] if db else "absent"
+        activity.heartbeat(f"{name}: {status}")
+        if time.monotonic() > deadline:
+            raise ApplicationError(f"DB instance {name} not available after {timeout_s}s ({status})", type="DbNotReady")
+        time.sleep(10)
+    return db
+
+
+def _replica_result(db: dict[str, Any], region: str, **fields: Any) -> ReadReplicaResult:
+    fields.setdefault("status", db.get("DBInstanceStatus", ""))
+    return ReadReplicaResult(
+        db_instance_identifier=db["DBInstanceIdentifier"], db_instance_arn=db["DBInstanceArn"], region=region, **fields
     )
-    return hashlib.sha256("\n".join(lines).encode()).hexdigest(), len(lines)
+
+
+# ---- SQS helpers --------------------------------------------------------------------------------------
+
+
+def _queue_url(sqs: Any, name: str, region: str) -> str:
+    try:
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+    except sqs.exceptions.QueueDoesNotExist:
+        raise _invalid(f"queues: SQS queue {name!r} does not exist in {region}") from None
+
+
+def _ensure_queue(sqs: Any, name: str, source_attrs: dict[str, str], entity_id: str) -> tuple[str, bool]:
+    try:
+        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"]), False
+    except sqs.exceptions.QueueDoesNotExist:
+        pass
+    copy = ("FifoQueue", "ContentBasedDeduplication", "VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds")
+    attrs = {k: source_attrs[k] for k in copy if k in source_attrs}
+    tags = {t["Key"]: t["Value"] for t in _tags(entity_id)}
+    return str(sqs.create_queue(QueueName=name, Attributes=attrs, tags=tags)["QueueUrl"]), True
+
+
+def _delete_queue_if_ours_and_empty(sqs: Any, name: str, entity_id: str) -> int:
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        return 0
+    if not _ours(sqs.list_queue_tags(QueueUrl=url).get("Tags", {}), entity_id):
+        return 0
+    counts = (
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    )
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=list(counts))["Attributes"]
+    if any(int(attrs.get(c, 0)) for c in counts):
+        return 0  # messages would be lost: forward them back first
+    sqs.delete_queue(QueueUrl=url)
+    return 1
+
+
+def _resume_ids() -> list[str]:
+    details = activity.info().heartbeat_details
+    if details and isinstance(details[-1], dict):
+        return list(details[-1].get("sent", []))
+    return []
+
+
+def _message_attributes(message: dict[str, Any]) -> dict[str, Any]:
+    attrs = {
+        k: {f: v for f, v in a.items() if v not in ([], None)} for k, a in message.get("MessageAttributes", {}).items()
+    }
+    attrs.setdefault(SOURCE_ID_ATTR, {"DataType": "String", "StringValue": message["MessageId"]})
+    return attrs
+
+
+class _QueueMover:
+    """Receive -> send (batch) -> heartbeat the sent ids -> delete the sent ones from the source."""
+
+    def __init__(self, src: Any, dst: Any, url: str, target: str, fifo: bool, sent: list[str]) -> None:
+        self.src, self.dst, self.url, self.target, self.fifo, self.sent = src, dst, url, target, fifo, sent
+
+    def run(self, visibility_timeout_s: int) -> tuple[int, int]:
+        moved = skipped = 0
+        seen: set[str] = set()
+        while True:
+            messages = self.src.receive_message(
+                QueueUrl=self.url, MaxNumberOfMessages=10, VisibilityTimeout=visibility_timeout_s,
+                WaitTimeSeconds=0, AttributeNames=["All"], MessageAttributeNames=["All"],
+            ).get("Messages", [])  # fmt: skip
+            fresh = [m for m in messages if m["MessageId"] not in seen]
+            if not fresh:
+                return moved, skipped
+            seen.update(m["MessageId"] for m in fresh)
+            done = [m for m in fresh if m["MessageId"] in self.sent]
+            skipped += len(done)
+            sent_now = self._send([m for m in fresh if m["MessageId"] not in self.sent])
+            moved += len(sent_now)
+            self.sent[:] = (self.sent + [m["MessageId"] for m in sent_now])[-SENT_IDS_CAP:]
+            activity.heartbeat({"sent": self.sent})
+            self._delete(done + sent_now)
+
+    def _send(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not messages:
+            return []
+        entries = []
+        for i, m in enumerate(messages):
+            entry = {"Id": str(i), "MessageBody": m["Body"], "MessageAttributes": _message_attributes(m)}
+            if self.fifo:
+                entry["MessageDeduplicationId"] = m["MessageId"]
+                entry["MessageGroupId"] = m["Attributes"]["MessageGroupId"]
+            entries.append(entry)
+        result = self.dst.send_message_batch(QueueUrl=self.target, Entries=entries)
+        ok = {int(e["Id"]) for e in result.get("Successful", [])}
+        return [m for i, m in enumerate(messages) if i in ok]
+
+    def _delete(self, messages: list[dict[str, Any]]) -> None:
+        if messages:
+            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+            self.src.delete_message_batch(QueueUrl=self.url, Entries=entries)
