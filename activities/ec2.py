@@ -92,9 +92,9 @@ class Ec2Activities:
     def terminate_fleet(self, fleet: FleetRef) -> int:
         """Cancels the fleet's open spot requests and terminates its live instances; returns how many. Repeatable."""
         ec2 = self._clients("ec2", fleet.region)
-        requests = _spot_requests(ec2, fleet.fleet_id, ["open", "active"])
-        if requests:
-            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[r["SpotInstanceRequestId"] for r in requests])
+        requests = _spot_requests(ec2, fleet.fleet_id, ["open", "active", "closed", "cancelled"])
+        if cancel := [r["SpotInstanceRequestId"] for r in requests if r["State"] in ("open", "active")]:
+            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=cancel)
         states = [*LIVE_STATES, "stopping", "stopped"]
         ids = {i["InstanceId"] for i in _live_instances(ec2, fleet.fleet_id, states)}
         # A spot instance whose request filled just before a crash may not carry the fleet tag yet.
