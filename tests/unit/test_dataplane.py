@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from activities.monitoring import MonitoringActivities
 from shadowing.dataplane.agent import Agent, stop_process, write_atomically
 from shadowing.dataplane.standin import App, Publisher
 from shadowing.endpoints import DirectEndpoints, LocalEndpoints, data_plane_mode, endpoints_for, registry_path
-from shadowing.local import free_port
+from shadowing.local import dataplane_agent, free_port, start_moto, wait_http
 from shadowing.models import FleetRef, MetricsInput
 from shadowing.settings import Settings
 
@@ -249,3 +250,48 @@ def test_data_plane_mode_defaults_to_local_for_an_emulator(overrides: dict, mode
     expected = LocalEndpoints if mode == "local" else DirectEndpoints
     assert isinstance(endpoints_for(settings), expected)
     assert registry_path(settings) == tmp_path / "dataplane.json"
+
+
+@pytest.fixture
+def moto_server(tmp_path: Path) -> Iterator[str]:
+    started = start_moto(Settings(aws_endpoint_url=None, state_dir=tmp_path), port=free_port())
+    url = f"http://{HOST}:{started.process.args[-1]}"
+    try:
+        wait_http(f"{url}/moto-api/", 30, started)
+        yield url
+    finally:
+        stop_process(started.process)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_agent_process_against_a_moto_server_end_to_end(moto_server: str, tmp_path: Path) -> None:
+    """The agent CLI boots a stand-in per launched instance, which publishes metrics; terminate and exit stop them."""
+    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    ec2 = session.client("ec2", region_name="eu-west-1", endpoint_url=moto_server)
+    cw = session.client("cloudwatch", region_name="eu-west-1", endpoint_url=moto_server)
+    registry = tmp_path / "dataplane.json"
+    endpoints = LocalEndpoints(registry)
+    with dataplane_agent(moto_server, registry, ["eu-west-1"], poll_s=0.1, standin_args=["--publish-s", "0.2"]):
+        iid = launch(lambda *_: ec2, "eu-west-1")
+        wait_until(lambda: endpoints.url(iid, None) is not None)
+        url, pid = endpoints.url(iid, None), endpoints.instances()[iid]["pid"]
+        for key in ("a", "a", "b"):
+            assert call(f"{url}/work?key={key}")[0] == 200
+        dims = [{"Name": "InstanceId", "Value": iid}, {"Name": "Region", "Value": "eu-west-1"}]
+        listed = lambda: cw.list_metrics(Namespace="Shadowing/DataPlane", Dimensions=dims[:1])["Metrics"]  # noqa: E731
+        wait_until(lambda: {m["MetricName"] for m in listed()} == {"Requests", "Errors", "LatencyMs"})
+        ec2.terminate_instances(InstanceIds=[iid])
+        wait_until(lambda: endpoints.url(iid, None) is None and not pid_alive(pid))
+        second = launch(lambda *_: ec2, "eu-west-1")
+        wait_until(lambda: endpoints.url(second, None) is not None)
+        pid = endpoints.instances()[second]["pid"]
+    wait_until(lambda: not pid_alive(pid), timeout_s=5)
+    assert endpoints.instances() == {}, "the agent empties the registry when it stops"
