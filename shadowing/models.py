@@ -136,7 +136,7 @@ class EntityPolicy(Frozen):
     )
     spot_deadline_s: float = Field(120.0, gt=0, description="how long to wait for spot capacity before on-demand")
     max_replication_lag_s: float = Field(
-        5.0, ge=0.0, description="the final sync check fails when the target's data is further behind than this"
+        default=5.0, ge=0.0, description="the final sync check fails when the target's data lags more than this"
     )
 
 
@@ -174,8 +174,8 @@ class EntitySpec(Frozen):
     )
     events: tuple[date, ...] = Field((), description="launches, conferences: days of the usage history's calendar")
     listener_arn: str | None = Field(None, description="ELBv2 listener whose forward weights the cutover moves")
-    rds_instance: str | None = Field(None, description="RDS instance (id or ARN) in home_region to read-replicate")
-    sqs_queues: tuple[str, ...] = Field((), description="SQS queue names whose messages move with the entity")
+    rds_instance: str | None = Field(default=None, description="RDS instance id/ARN in home_region to replicate")
+    sqs_queues: tuple[str, ...] = Field(default=(), description="SQS queue names whose messages move with the entity")
     image_id: str | None = Field(
         None, pattern=r"^ami-[0-9a-f]{8,17}$", description="the entity's AMI in home_region (copied where needed)"
     )
@@ -435,15 +435,15 @@ class ReplicationInput(Frozen):
     source_region: Region
     target_region: Region
     checkpoint: tuple[TableCheckpoint, ...] = ()
-    max_lag_s: float = Field(5.0, ge=0.0, description="check_sync: in sync only when lag_s <= this")
-    max_records: int = Field(10000, ge=1, description="catch-up: stream records applied per table and pass")
+    max_lag_s: float = Field(default=5.0, ge=0.0, description="check_sync: in sync only when lag_s <= this")
+    max_records: int = Field(default=10000, ge=1, description="catch-up: stream records applied per table and pass")
     mode: Literal["copy", "global-table"] = Field(
-        "copy", description="copy: scan + Streams catch-up (works on moto); global-table: DynamoDB replicas (AWS)"
+        default="copy", description="copy: scan + Streams catch-up (moto too); global-table: DynamoDB replicas (AWS)"
     )
-    timeout_s: float = Field(1800.0, gt=0, description="global-table: how long to wait for the replica ACTIVE")
+    timeout_s: float = Field(default=1800.0, gt=0, description="global-table / RDS: how long to wait for ACTIVE")
     queues: tuple[str, ...] = ()
-    visibility_timeout_s: int = Field(30, ge=0, le=43200, description="forward_queue: receive visibility timeout")
-    rds_instance: str | None = Field(None, description="source RDS instance id or ARN (source_region)")
+    visibility_timeout_s: int = Field(default=30, ge=0, le=43200, description="forward_queue: visibility timeout")
+    rds_instance: str | None = Field(default=None, description="source RDS instance id or ARN (source_region)")
 
 
 class ReplicationStatus(Frozen):
@@ -452,11 +452,11 @@ class ReplicationStatus(Frozen):
     detail: str = ""
     created_tables: tuple[str, ...] = ()
     checkpoint: tuple[TableCheckpoint, ...] = ()
-    applied: int = Field(0, description="stream records written to the target in this pass")
-    conflicts: int = Field(0, description="stream records the conflict rule rejected (target had a newer item)")
-    conflict_report: tuple[ReplicationConflict, ...] = Field((), description="the first conflicts (capped)")
-    lag_s: float = Field(0.0, description="age of the oldest stream record not yet applied; 0 when caught up")
-    pending: int = Field(0, description="stream records not yet applied")
+    applied: int = Field(default=0, description="stream records written to the target in this pass")
+    conflicts: int = Field(default=0, description="keys whose newest replayed write lost to a newer target item")
+    conflict_report: tuple[ReplicationConflict, ...] = Field(default=(), description="the first conflicts (capped)")
+    lag_s: float = Field(default=0.0, description="age of the oldest record not yet applied; 0 when caught up")
+    pending: int = Field(default=0, description="stream records not yet applied")
 
 
 class QueueForwardResult(Frozen):
@@ -465,7 +465,7 @@ class QueueForwardResult(Frozen):
     moved: dict[str, int] = {}
     skipped_duplicates: int = 0
     created_queues: tuple[str, ...] = ()
-    in_flight: int = Field(0, description="source messages invisible (held by consumers) when forwarding stopped")
+    in_flight: int = Field(default=0, description="source messages held by consumers when forwarding stopped")
 
 
 class ReadReplicaResult(Frozen):
