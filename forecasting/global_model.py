@@ -62,6 +62,8 @@ class PanelForecast:
     # (NaN for fallback rows): what the choice was made from, kept for reports and tests.
     candidates: dict[str, np.ndarray] = field(default_factory=dict)
     selection_mae: dict[str, np.ndarray] = field(default_factory=dict)
+    # Each candidate's median on the calibration windows (windows x rows x horizon) and the actuals ("actual").
+    calibration: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class GlobalQuantileForecaster:
@@ -88,6 +90,7 @@ class GlobalQuantileForecaster:
         model = np.full(len(rows), "fallback", dtype=object)
         candidates: dict[str, np.ndarray] = {}
         selection_mae: dict[str, np.ndarray] = {}
+        calibration: dict[str, np.ndarray] = {}
         fit_anchors, cal_anchors = self._anchors(origin)
         if len(fit_anchors) * cfg.anchor_step >= 3 * DAY and cal_anchors and (~fallback).any():
             model_rows = rows[~fallback]
@@ -98,13 +101,16 @@ class GlobalQuantileForecaster:
             for name, median in fitted.candidates.items():
                 candidates[name] = _spread(median, ~fallback, cfg.horizon)
                 selection_mae[name] = _spread(fitted.selection_mae[name], ~fallback)
+            for name, points in fitted.calibration.items():  # windows x rows x horizon
+                calibration[name] = np.full((len(points), len(rows), cfg.horizon), np.nan)
+                calibration[name][:, ~fallback] = points
         else:
             fallback = np.ones(len(rows), dtype=bool)
         if fallback.any():
             flat = flat_fallback(past[rows[fallback]], cfg.horizon, cfg.quantiles)
             for q in cfg.quantiles:
                 out[q][fallback] = flat[q]
-        return PanelForecast(rows, out, fallback, model, candidates, selection_mae)
+        return PanelForecast(rows, out, fallback, model, candidates, selection_mae, calibration)
 
     def _anchors(self, origin: int) -> tuple[list[int], list[int]]:
         """Training windows (start positions) whose targets end before the origin: (fit, calibration).
@@ -168,7 +174,7 @@ class GlobalQuantileForecaster:
             for q in cfg.quantiles:  # the candidate's median with the global model's calibrated spread around it
                 final[q][pick] = np.maximum(candidates[name][pick] + out[q][pick] - out[0.5][pick], 0.0)
         return PanelForecast(np.arange(len(filled)), _uncross(final), np.zeros(len(filled), bool), chosen,
-                             candidates, mae)  # fmt: skip
+                             candidates, mae, {**cal_points, "actual": actual})  # fmt: skip
 
     def _windows(
         self, filled: np.ndarray, raw: np.ndarray, index: pd.DatetimeIndex, anchors: list[int]
