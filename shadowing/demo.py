@@ -123,7 +123,8 @@ def registrations(
             entity_id=ent.entity_id, home_region=ent.home, instance_types=ent.instance_types,
             initial_instances=ent.initial, dns_name=f"{ent.entity_id}.{ZONE}", hosted_zone_id=zone_id,
             dynamodb_tables=ent.tables,
-            policy=EntityPolicy(lead_time_s=lead_s, prepare_s=3, warmup_timeout_s=60, watch_s=max(3.0, slice_s / 5)),
+            policy=EntityPolicy(lead_time_s=lead_s, prepare_s=3, warmup_timeout_s=60, watch_s=max(3.0, slice_s / 5),
+                                record_ttl_s=max(1, round(slice_s / 10))),
             demand_clock={"origin": start, "history_origin": real_anchor.to_pydatetime(), "seconds_per_hour": slice_s},
         )  # fmt: skip
         regs.append({"spec": spec, "schedule": {"slices": slices}})

@@ -132,11 +132,13 @@ def embedded_services(settings: Settings) -> Iterator[Services]:
             services.started.append(start_moto(settings))
             services.aws_endpoint_url = f"http://{HOST}:{settings.moto_port}"
             wait_http(f"{services.aws_endpoint_url}/moto-api/", settings.startup_timeout_s, services.started[-1])
-            if data_plane_mode(settings) == "local":
-                registry, regions = registry_path(settings), settings.data_plane_regions
-                agent = start_dataplane_agent(services.aws_endpoint_url, registry, regions, settings.data_plane_poll_s)
-                services.data_plane = agent
-                wait_file(registry, settings.startup_timeout_s, agent)
+        if data_plane_mode(settings) == "local" and services.aws_endpoint_url:
+            # Emulated instances need their stand-ins whether this process started the emulator or was pointed
+            # at one (AWS_ENDPOINT_URL on loopback): the agent is part of the local data plane, not of AWS.
+            registry, regions = registry_path(settings), settings.data_plane_regions
+            agent = start_dataplane_agent(services.aws_endpoint_url, registry, regions, settings.data_plane_poll_s)
+            services.data_plane = agent
+            wait_file(registry, settings.startup_timeout_s, agent)
         if settings.embedded_temporal:
             services.started.append(start_temporal(settings))
             services.temporal_address = f"{HOST}:{settings.temporal_port}"

@@ -138,6 +138,12 @@ class EntityPolicy(Frozen):
     max_replication_lag_s: float = Field(
         default=5.0, ge=0.0, description="the final sync check fails when the target's data lags more than this"
     )
+    warm_up: bool = Field(
+        default=True, description="warm shadows with synthetic traffic before cutover (False: only wait for health)"
+    )
+    catch_up_interval_s: float = Field(
+        default=60.0, gt=0, description="while shadows wait for the slice, replay the source's writes this often"
+    )
 
 
 class DemandClock(Frozen):

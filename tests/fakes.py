@@ -14,15 +14,30 @@ from shadowing.models import (
     EntitySpec,
     FleetInput,
     FleetRef,
+    FleetSignals,
     ForecastInput,
     HealthReport,
     HourQuantiles,
+    ListenerRef,
+    ListenerState,
+    ListenerWeightsInput,
     MetricForecast,
+    ProbeInput,
     ProvisionInput,
+    QueueForwardResult,
+    ReadReplicaResult,
     ReplicationInput,
     ReplicationStatus,
+    RestoreWeightsInput,
     RoutingInput,
     RoutingState,
+    ShardPosition,
+    TableCheckpoint,
+    TargetGroupRef,
+    TargetsInput,
+    TargetsResult,
+    WarmupInput,
+    WeightsInput,
 )
 
 
@@ -39,6 +54,11 @@ class FakeCloud:
     live: dict[str, FleetRef] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
     specs: dict[str, EntitySpec] = field(default_factory=dict)
+    provisioned: set[str] = field(default_factory=set)
+    listener: dict[str, int] = field(default_factory=dict)
+    target_groups: dict[str, str] = field(default_factory=dict)
+    replicas: set[str] = field(default_factory=set)
+    provision_inputs: list[ProvisionInput] = field(default_factory=list)
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -51,12 +71,14 @@ class FakeCloud:
     @activity.defn(name="provision_fleet")
     def provision_fleet(self, req: ProvisionInput) -> FleetRef:
         self._record("provision_fleet", req.fleet_id)
+        self.provision_inputs.append(req)
         fleet = FleetRef(
             fleet_id=req.fleet_id, entity_id=req.entity_id, region=req.region, instance_type=req.instance_type,
             instance_ids=tuple(f"i-{req.slice_key}-{n}" for n in range(req.quantity)),
             addresses=tuple(f"10.0.0.{n}" for n in range(req.quantity)), role=req.role,
         )  # fmt: skip
         self.live[req.fleet_id] = fleet
+        self.provisioned.add(req.fleet_id)
         return fleet
 
     @activity.defn(name="terminate_fleet")
@@ -70,7 +92,7 @@ class FakeCloud:
         return fleet
 
     @activity.defn(name="warm_fleet")
-    def warm_fleet(self, req: FleetInput) -> HealthReport:
+    def warm_fleet(self, req: WarmupInput) -> HealthReport:
         self._record("warm_fleet", req.fleet.fleet_id)
         return HealthReport(healthy=True, healthy_count=req.fleet.size, total=req.fleet.size)
 
@@ -83,7 +105,34 @@ class FakeCloud:
     @activity.defn(name="replicate_tables")
     def replicate_tables(self, req: ReplicationInput) -> ReplicationStatus:
         self._record("replicate_tables", req.target_region)
-        return ReplicationStatus(in_sync=True, items=3)
+        self.replicas.add(req.target_region)
+        return ReplicationStatus(in_sync=False, items=3, checkpoint=_checkpoint(req, 0))
+
+    @activity.defn(name="catch_up")
+    def catch_up(self, req: ReplicationInput) -> ReplicationStatus:
+        self._record("catch_up", f"{req.source_region}->{req.target_region}")
+        seq = int(req.checkpoint[0].shards[0].sequence_number or 0) + 1 if req.checkpoint else 0
+        return ReplicationStatus(in_sync=True, applied=1, checkpoint=_checkpoint(req, seq) if req.checkpoint else ())
+
+    @activity.defn(name="create_read_replica")
+    def create_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
+        self._record("create_read_replica", req.target_region)
+        return ReadReplicaResult(db_instance_identifier=req.rds_instance or "", created=True, status="available")
+
+    @activity.defn(name="promote_read_replica")
+    def promote_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
+        self._record("promote_read_replica", req.target_region)
+        return ReadReplicaResult(db_instance_identifier=req.rds_instance or "", promoted=True, status="available")
+
+    @activity.defn(name="delete_read_replica")
+    def delete_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
+        self._record("delete_read_replica", req.target_region)
+        return ReadReplicaResult(db_instance_identifier=req.rds_instance or "", deleted=True)
+
+    @activity.defn(name="forward_queue")
+    def forward_queue(self, req: ReplicationInput) -> QueueForwardResult:
+        self._record("forward_queue", f"{req.source_region}->{req.target_region}")
+        return QueueForwardResult(moved={q: 1 for q in req.queues})
 
     @activity.defn(name="check_sync")
     def check_sync(self, req: ReplicationInput) -> ReplicationStatus:
@@ -93,7 +142,10 @@ class FakeCloud:
     @activity.defn(name="drop_replicas")
     def drop_replicas(self, req: ReplicationInput) -> int:
         self._record("drop_replicas", req.target_region)
-        return 0
+        if req.target_region not in self.replicas:
+            return 0
+        self.replicas.discard(req.target_region)
+        return 1
 
     @activity.defn(name="switch_traffic")
     def switch_traffic(self, req: RoutingInput) -> RoutingState:
@@ -116,6 +168,55 @@ class FakeCloud:
         self._record("remove_fleet_record", req.to_fleet.fleet_id)
         self.weights.pop(req.to_fleet.fleet_id, None)
         return RoutingState(weights=dict(self.weights))
+
+    @activity.defn(name="routing_state")
+    def routing_state(self, req: RoutingInput) -> RoutingState:
+        self._record("routing_state", req.dns_name)
+        return RoutingState(weights=dict(self.weights))
+
+    @activity.defn(name="set_weights")
+    def set_weights(self, req: WeightsInput) -> RoutingState:
+        self._record("set_weights", ",".join(f"{k}={v}" for k, v in sorted(req.weights.items())))
+        self.weights.update(req.weights)
+        return RoutingState(weights=dict(self.weights), ttl_s=req.ttl_s)
+
+    @activity.defn(name="restore_weights")
+    def restore_weights(self, req: RestoreWeightsInput) -> RoutingState:
+        self._record("restore_weights", req.dns_name)
+        self.weights = dict(req.previous.weights)
+        return RoutingState(weights=dict(self.weights))
+
+    @activity.defn(name="register_fleet_targets")
+    def register_fleet_targets(self, req: TargetsInput) -> TargetGroupRef:
+        self._record("register_fleet_targets", req.fleet.fleet_id)
+        arn = self.target_groups.setdefault(req.fleet.fleet_id, f"arn:tg/{req.fleet.fleet_id}")
+        return TargetGroupRef(fleet_id=req.fleet.fleet_id, region=req.fleet.region, target_group_arn=arn)
+
+    @activity.defn(name="deregister_fleet_targets")
+    def deregister_fleet_targets(self, req: TargetsInput) -> TargetsResult:
+        self._record("deregister_fleet_targets", req.fleet.fleet_id)
+        return TargetsResult(deleted=self.target_groups.pop(req.fleet.fleet_id, None) is not None)
+
+    @activity.defn(name="listener_state")
+    def listener_state(self, req: ListenerRef) -> ListenerState:
+        self._record("listener_state", req.listener_arn)
+        return ListenerState(listener_arn=req.listener_arn, weights=dict(self.listener))
+
+    @activity.defn(name="set_listener_weights")
+    def set_listener_weights(self, req: ListenerWeightsInput) -> ListenerState:
+        self._record("set_listener_weights", ",".join(f"{k}={v}" for k, v in sorted(req.weights.items())))
+        self.listener = dict(req.weights)
+        return ListenerState(listener_arn=req.listener_arn, weights=dict(self.listener))
+
+    @activity.defn(name="probe_fleet")
+    def probe_fleet(self, req: ProbeInput) -> FleetSignals:
+        """Old fleets answer well; shadows too, unless `unhealthy_after_cutover` (then every request fails)."""
+        fleet = req.fleet
+        self._record("probe_fleet", fleet.fleet_id)
+        n = req.requests_per_instance * fleet.size
+        bad = self.unhealthy_after_cutover and fleet.fleet_id in self.provisioned
+        return FleetSignals(fleet_id=fleet.fleet_id, source="probe", samples=n, errors=n if bad else 0,
+                            p50_ms=None if bad else 5.0, p99_ms=None if bad else 9.0)  # fmt: skip
 
     @activity.defn(name="forecast_demand")
     def forecast_demand(self, req: ForecastInput) -> DemandForecast:
@@ -143,5 +244,18 @@ class FakeCloud:
             self.provision_fleet, self.terminate_fleet, self.mark_fleet_role, self.warm_fleet,
             self.check_fleet_health, self.replicate_tables, self.check_sync, self.drop_replicas,
             self.switch_traffic, self.restore_traffic, self.remove_fleet_record, self.forecast_demand,
-            self.lookup_entity,
+            self.lookup_entity, self.catch_up, self.create_read_replica, self.promote_read_replica,
+            self.delete_read_replica, self.forward_queue, self.routing_state, self.set_weights, self.restore_weights,
+            self.register_fleet_targets, self.deregister_fleet_targets, self.listener_state,
+            self.set_listener_weights, self.probe_fleet,
         ]  # fmt: skip
+
+
+def _checkpoint(req: ReplicationInput, seq: int) -> tuple[TableCheckpoint, ...]:
+    """A stand-in stream position per table whose sequence number counts catch-up passes."""
+    return tuple(
+        TableCheckpoint(
+            table=t, stream_arn=f"arn:stream/{t}", shards=(ShardPosition(shard_id="s0", sequence_number=str(seq)),)
+        )
+        for t in req.tables
+    )

@@ -14,10 +14,12 @@ from temporalio.worker import Worker
 from activities import ClientFactory
 from activities.ec2 import Ec2Activities
 from activities.forecast import ForecastActivities
+from activities.monitoring import MonitoringActivities
 from activities.registry import RegistryActivities
 from activities.replication import ReplicationActivities
 from activities.routing import RoutingActivities
 from activities.warmup import WarmupActivities
+from shadowing.endpoints import Endpoints, endpoints_for
 from shadowing.errors import ServiceUnavailable
 from shadowing.settings import Settings
 from workflows.entity import EntityScheduleWorkflow
@@ -37,16 +39,22 @@ async def connect(address: str, namespace: str = "default", timeout_s: float = 1
         raise ServiceUnavailable(f"cannot reach Temporal at {address}: {exc}") from exc
 
 
-def activities(client: Client, clients: ClientFactory) -> list:
-    ec2, warm = Ec2Activities(clients), WarmupActivities(clients)
+def activities(client: Client, clients: ClientFactory, endpoints: Endpoints) -> list:
+    """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct)."""
+    ec2, warm = Ec2Activities(clients), WarmupActivities(clients, endpoints)
     repl, route = ReplicationActivities(clients), RoutingActivities(clients)
+    watch = MonitoringActivities(clients, endpoints)
     return [
         ForecastActivities(clients).forecast_demand,
         RegistryActivities(client).lookup_entity,
-        ec2.provision_fleet, ec2.terminate_fleet, ec2.mark_fleet_role,
+        ec2.provision_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.delete_launch_templates,
         warm.warm_fleet, warm.check_fleet_health,
-        repl.replicate_tables, repl.check_sync, repl.drop_replicas,
+        repl.replicate_tables, repl.catch_up, repl.check_sync, repl.drop_replicas, repl.create_read_replica,
+        repl.promote_read_replica, repl.delete_read_replica, repl.forward_queue,
         route.switch_traffic, route.restore_traffic, route.remove_fleet_record, route.routing_state,
+        route.set_weights, route.restore_weights, route.register_fleet_targets, route.deregister_fleet_targets,
+        route.listener_state, route.set_listener_weights,
+        watch.probe_fleet, watch.fleet_metrics,
     ]  # fmt: skip
 
 
@@ -57,7 +65,7 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=activities(client, clients),
+        activities=activities(client, clients, endpoints_for(settings)),
         activity_executor=pool,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=5),

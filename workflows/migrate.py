@@ -1,36 +1,60 @@
 """ShadowMigration: the saga that moves one entity onto a shadow fleet for one time slice.
 
-provision -> warm -> replicate -> [wait for the slice start, or MigrateInstances] -> final sync check
--> cutover -> post-cutover watch -> retire the old fleet. Each step registers its compensation before it runs;
-on failure, cancellation or release they run in reverse, and the workflow re-raises so Temporal shows it.
+provision (spot or on-demand, from the entity's image) -> load-balancer targets -> warm with synthetic traffic
+-> replicate tables (copy + stream checkpoint) and the RDS read replica -> [wait for the slice start or
+MigrateInstances, replaying the source's writes meanwhile] -> final sync check (lag and digests) -> promote the
+RDS replica -> old fleet's baseline -> stepped traffic switch (Route53 weights, ELB forward weights), each step
+judged -> queues forwarded -> post-cutover watch judged against the baseline -> wait out the record TTL -> retire
+the old fleet.
+
+Each step registers its compensation before it runs; on failure, cancellation or release they run in reverse
+(traffic back to exactly the captured weights, the rollback's writes replayed back to the source, queues
+returned, replicas dropped, shadows terminated) and the workflow re-raises so Temporal shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import math
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from shadowing.catalog import INSTANCE_TYPES
     from shadowing.errors import NON_RETRYABLE, DataSyncFailed, MigrationFailed, TimeSliceNotActive
     from shadowing.models import (
         FleetInput,
         FleetRef,
+        FleetSignals,
         HealthReport,
+        ListenerRef,
+        ListenerState,
+        ListenerWeightsInput,
         MigrationInput,
         MigrationProgress,
         MigrationResult,
+        ProbeInput,
         ProvisionInput,
+        QueueForwardResult,
+        ReadReplicaResult,
         ReplicationInput,
         ReplicationStatus,
+        RestoreWeightsInput,
         RoutingInput,
         RoutingState,
+        TableCheckpoint,
+        TargetGroupRef,
+        TargetsInput,
+        TargetsResult,
+        WarmupInput,
+        WeightsInput,
     )
     from workflows.policy import fleet_id
     from workflows.saga import Saga
+    from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
 
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -38,6 +62,9 @@ RETRY = RetryPolicy(
     non_retryable_error_types=list(NON_RETRYABLE),
 )
 STEP = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RETRY}
+#: Long steps heartbeat; a worker crash is noticed after this, not after the whole step's timeout.
+HEARTBEAT = timedelta(seconds=60)
+IMAGE_TIMEOUT_S = 1800.0
 WATCH_PROBES = 3
 UNHEALTHY_PROBES_TO_ROLL_BACK = 2
 
@@ -48,6 +75,8 @@ class ShadowMigrationWorkflow:
         self._progress = MigrationProgress(phase="starting")
         self._proceed = False
         self._release = False
+        self._checkpoint: tuple[TableCheckpoint, ...] = ()
+        self._target_group: str | None = None  # the shadows' ELB target group, when the listener is in their region
 
     @workflow.signal(name="proceed")
     def proceed(self) -> None:
@@ -92,93 +121,250 @@ class ShadowMigrationWorkflow:
             return MigrationResult(outcome="released", compensations_run=tuple(ran))
         return await self._cut_over(req, shadows, saga)
 
+    # ---- before the slice ----------------------------------------------------------------------------------
+
     async def _prepare(self, req: MigrationInput, shadows: FleetRef, saga: Saga) -> FleetRef:
-        slot, spec = req.time_slice, req.spec
-        await self._report(req, "provisioning", f"{req.quantity} x {req.instance_type} in {slot.region}")
+        slot, spec, policy = req.time_slice, req.spec, req.spec.policy
+        market = "spot" if policy.spot else "on-demand"
+        await self._report(req, "provisioning", f"{req.quantity} x {req.instance_type} ({market}) in {slot.region}")
         provision = ProvisionInput(
-            entity_id=spec.entity_id, fleet_id=shadows.fleet_id, slice_key=slot.key,
-            region=slot.region, instance_type=req.instance_type, quantity=req.quantity,
+            entity_id=spec.entity_id, fleet_id=shadows.fleet_id, slice_key=slot.key, region=slot.region,
+            instance_type=req.instance_type, quantity=req.quantity, source_image_id=spec.image_id,
+            source_region=spec.home_region if spec.image_id else None, user_data=spec.user_data,
+            container_image=spec.container_image, market=market, spot_deadline_s=policy.spot_deadline_s,
+            max_price_usd=self._max_price(req) if policy.spot else None, image_timeout_s=IMAGE_TIMEOUT_S,
         )  # fmt: skip
-        shadows = await self._act("provision_fleet", provision, FleetRef)
-        await self._report(req, "warming", ", ".join(shadows.instance_ids), shadows)
-        warm_timeout = spec.policy.warmup_timeout_s
-        await workflow.execute_activity(
-            "warm_fleet", FleetInput(fleet=shadows, timeout_s=warm_timeout), result_type=HealthReport,
-            start_to_close_timeout=timedelta(seconds=warm_timeout + 60), heartbeat_timeout=timedelta(seconds=30),
-            retry_policy=RETRY,
-        )  # fmt: skip
-        repl = self._replication(req)
-        saga.add("drop replicas", lambda: self._act("drop_replicas", repl, int))
-        status = await self._act("replicate_tables", repl, ReplicationStatus)
-        await self._report(req, "ready", f"warm; {status.items} items replicated", shadows)
+        shadows = await self._long(
+            "provision_fleet", provision, FleetRef, IMAGE_TIMEOUT_S + policy.spot_deadline_s + 300
+        )
+        if self._listener_region(req) == shadows.region:
+            targets = TargetsInput(fleet=shadows)
+            saga.add("deregister shadow targets", lambda: self._act("deregister_fleet_targets", targets, TargetsResult))
+            group = await self._act("register_fleet_targets", targets, TargetGroupRef)
+            self._target_group = group.target_group_arn
+        await self._report(req, "warming" if policy.warm_up else "booting", ", ".join(shadows.instance_ids), shadows)
+        warm = WarmupInput(fleet=shadows, timeout_s=policy.warmup_timeout_s)
+        if policy.warm_up:
+            await self._long("warm_fleet", warm, HealthReport, policy.warmup_timeout_s + 60)
+        else:
+            await self._wait_healthy(req, shadows)
+        detail = await self._replicate(req, saga)
+        await self._report(req, "ready", f"{'warm' if policy.warm_up else 'cold'}; {detail}", shadows)
         return shadows
 
+    async def _wait_healthy(self, req: MigrationInput, fleet: FleetRef) -> None:
+        """Without warm-up the shadows must still answer: poll EC2's view until healthy, up to the warm-up timeout."""
+        deadline = workflow.now() + timedelta(seconds=req.spec.policy.warmup_timeout_s)
+        while True:
+            report = await self._act("check_fleet_health", FleetInput(fleet=fleet), HealthReport)
+            if report.healthy:
+                return
+            if workflow.now() >= deadline:
+                raise ApplicationError(
+                    f"fleet {fleet.fleet_id} never healthy: {report.detail}", type="InstanceNeverHealthy",
+                    non_retryable=True,
+                )  # fmt: skip
+            await workflow.sleep(5)
+
+    async def _replicate(self, req: MigrationInput, saga: Saga) -> str:
+        spec = req.spec
+        parts = []
+        repl = self._replication(req)
+        if spec.dynamodb_tables or spec.rds_instance or spec.sqs_queues:
+            saga.add("drop replicas", lambda: self._act("drop_replicas", repl, int))
+        if spec.dynamodb_tables:
+            status = await self._long("replicate_tables", repl, ReplicationStatus, 3600)
+            self._checkpoint = status.checkpoint
+            parts.append(f"{status.items} items copied")
+        if spec.rds_instance and repl.source_region != repl.target_region:
+            saga.add("delete read replica", lambda: self._act("delete_read_replica", repl, ReadReplicaResult))
+            replica = await self._long("create_read_replica", repl, ReadReplicaResult, 3600)
+            parts.append(f"read replica {replica.db_instance_identifier} {replica.status}")
+        return "; ".join(parts) or "no data to replicate"
+
     async def _wait_for_go(self, req: MigrationInput) -> bool:
-        """True to cut over, False to release. Auto mode goes at the slice start; manual waits for a call."""
+        """True to cut over, False to release. Auto mode goes at the slice start; manual waits for a call.
+
+        While waiting, the source's newest writes are replayed every `catch_up_interval_s`, so the final check
+        before cutover has little left to apply.
+        """
         slot = req.time_slice
         until = slot.start if req.mode == "auto" else slot.end
-        timeout = max((until - workflow.now()).total_seconds(), 0.0)
-        try:
-            await workflow.wait_condition(lambda: self._proceed or self._release, timeout=timeout)
-        except TimeoutError:
-            return req.mode == "auto"
-        return not self._release
+        while True:
+            left = (until - workflow.now()).total_seconds()
+            if left <= 0:
+                return req.mode == "auto"
+            step = min(left, req.spec.policy.catch_up_interval_s) if self._checkpoint else left
+            try:
+                await workflow.wait_condition(lambda: self._proceed or self._release, timeout=step)
+                return not self._release
+            except TimeoutError:
+                pass
+            if self._checkpoint and (until - workflow.now()).total_seconds() > 0:
+                status = await self._act("catch_up", self._replication(req), ReplicationStatus)
+                self._checkpoint = status.checkpoint or self._checkpoint
+
+    # ---- at the slice start --------------------------------------------------------------------------------
 
     async def _cut_over(self, req: MigrationInput, shadows: FleetRef, saga: Saga) -> MigrationResult:
-        slot, spec = req.time_slice, req.spec
+        slot, spec, policy = req.time_slice, req.spec, req.spec.policy
         if not slot.contains(workflow.now()):
             raise ApplicationError(TimeSliceNotActive.MESSAGE, type="TimeSliceNotActive", non_retryable=True)
-        sync = await self._act("check_sync", self._replication(req), ReplicationStatus)
+        await self._report(req, "sync-check", f"lag bound {policy.max_replication_lag_s:g}s", shadows)
+        sync = await self._long("check_sync", self._replication(req), ReplicationStatus, 1800)
         if not sync.in_sync:
             raise ApplicationError(
                 f"{DataSyncFailed.MESSAGE}: {sync.detail}", type="DataSyncFailed", non_retryable=True
             )
-        routing = RoutingInput(
-            hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=shadows, from_fleet=req.source
-        )
-        saga.add("restore routing", lambda: self._act("restore_traffic", routing, RoutingState))
-        await self._report(req, "cutover", f"{spec.dns_name} -> {shadows.fleet_id}", shadows)
-        await self._act("switch_traffic", routing, RoutingState)
-        cutover_at = workflow.now()
+        self._checkpoint = sync.checkpoint or self._checkpoint
+        repl = self._replication(req)
+        if self._checkpoint:  # rollback: first the source's last writes, then the new side's writes replayed back
+            saga.add("replay writes back", lambda: self._reconcile(req))
+        if spec.rds_instance and repl.source_region != repl.target_region:
+            await self._long("promote_read_replica", repl, ReadReplicaResult, 3600)
+        baseline = await self._signals(req, req.source) if req.source is not None else None
+        last_switch = await self._switch(req, shadows, saga, baseline)
+        if spec.sqs_queues and repl.source_region != repl.target_region:
+            back = repl.model_copy(update={"source_region": repl.target_region, "target_region": repl.source_region})
+            saga.add("return queued messages", lambda: self._long("forward_queue", back, QueueForwardResult, 900))
+            await self._long("forward_queue", repl, QueueForwardResult, 900)
         active = shadows.model_copy(update={"role": "active"})
         await self._act("mark_fleet_role", active, FleetRef)
-        await self._watch(req, active)
+        await self._watch(req, active, baseline)
+        wait = retire_after_s(policy.record_ttl_s, last_switch, workflow.now())
+        if wait > 0:  # resolvers may still hand out the old fleet's address until its TTL runs out
+            await self._report(req, "draining", f"{wait:.0f}s for cached DNS answers", active)
+            await workflow.sleep(wait)
         saga.commit()  # past the watch the new fleet is trusted: retiring the old one is not undone
         if req.source is not None:
             await self._retire(req, req.source)
         await self._report(req, "done", f"serving from {active.region}", active)
-        return MigrationResult(outcome="migrated", fleet=active, retired=req.source, cutover_at=cutover_at)
+        return MigrationResult(outcome="migrated", fleet=active, retired=req.source, cutover_at=last_switch)
 
-    async def _watch(self, req: MigrationInput, fleet: FleetRef) -> None:
-        """Probes the new fleet through the watch window; rolls back (by raising) when it degrades."""
-        await self._report(req, "watching", f"{req.spec.policy.watch_s:.0f}s", fleet)
-        interval = req.spec.policy.watch_s / WATCH_PROBES
+    async def _switch(
+        self, req: MigrationInput, shadows: FleetRef, saga: Saga, baseline: FleetSignals | None
+    ) -> datetime:
+        """Moves the traffic in the policy's steps; each step short of 100% is watched before the next."""
+        spec, policy = req.spec, req.spec.policy
+        routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=shadows)
+        before = await self._act("routing_state", routing, RoutingState)
+        fleets = (shadows,) if req.source is None else (shadows, req.source)
+        restore = RestoreWeightsInput(
+            hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, previous=before, fleets=fleets
+        )
+        saga.add("restore routing", lambda: self._long("restore_weights", restore, RoutingState, 300))
+        listener = await self._listener_before(req, shadows, saga)
+        old = req.source.fleet_id if req.source is not None else None
+        last_switch = workflow.now()
+        steps = cutover_steps(policy.cutover_strategy)
+        for n, weight in enumerate(steps, 1):
+            weights = step_weights(shadows.fleet_id, old, weight)
+            await self._report(req, "cutover", f"step {n}/{len(steps)}: {weights}", shadows)
+            ask = WeightsInput(
+                hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, fleets=fleets, weights=weights,
+                ttl_s=policy.record_ttl_s,
+            )  # fmt: skip
+            await self._long("set_weights", ask, RoutingState, 300)
+            if listener is not None:
+                before_lb, group = listener
+                lb = ListenerWeightsInput(
+                    listener_arn=before_lb.listener_arn, weights=listener_weights(before_lb.weights, group, weight)
+                )
+                await self._act("set_listener_weights", lb, ListenerState)
+            last_switch = workflow.now()
+            if weight < 100:
+                await self._watch(req, shadows, baseline, probes=1)
+        return last_switch
+
+    async def _listener_before(
+        self, req: MigrationInput, shadows: FleetRef, saga: Saga
+    ) -> tuple[ListenerState, str] | None:
+        """Same-region moves also shift the entity's ELB listener; its weights are captured and restored."""
+        arn = req.spec.listener_arn
+        if arn is None or self._target_group is None:
+            return None
+        before = await self._act("listener_state", ListenerRef(listener_arn=arn), ListenerState)
+        undo = ListenerWeightsInput(listener_arn=arn, weights=before.weights)
+        saga.add("restore listener", lambda: self._act("set_listener_weights", undo, ListenerState))
+        return before, self._target_group
+
+    async def _watch(
+        self, req: MigrationInput, fleet: FleetRef, baseline: FleetSignals | None, probes: int = WATCH_PROBES
+    ) -> None:
+        """Judges the new fleet against the old one's baseline; rolls back (by raising) when it degrades."""
+        policy = req.spec.policy
+        await self._report(req, "watching", f"{policy.watch_s * probes / WATCH_PROBES:.0f}s", fleet)
+        interval = policy.watch_s / WATCH_PROBES
+        reference = baseline or FleetSignals(fleet_id="none", source="probe")
+        earlier: list[FleetSignals] = []
         bad = 0
-        for _ in range(WATCH_PROBES):
-            report = await self._act("check_fleet_health", FleetInput(fleet=fleet), HealthReport)
-            bad = 0 if report.healthy else bad + 1
-            if bad >= UNHEALTHY_PROBES_TO_ROLL_BACK:
+        for _ in range(probes):
+            current = await self._signals(req, fleet)
+            verdict = judge(reference, current, policy.degradation, earlier)
+            earlier.append(current)
+            bad = bad + 1 if verdict.degraded else 0
+            if bad >= min(UNHEALTHY_PROBES_TO_ROLL_BACK, probes):
                 raise ApplicationError(
-                    f"{MigrationFailed.MESSAGE}: new fleet degraded ({report.detail}); traffic rolled back",
+                    f"{MigrationFailed.MESSAGE}: new fleet degraded ({'; '.join(verdict.reasons)}); "
+                    "traffic rolled back",
                     type="MigrationFailed", non_retryable=True,
                 )  # fmt: skip
             await workflow.sleep(interval)
 
+    async def _signals(self, req: MigrationInput, fleet: FleetRef) -> FleetSignals:
+        """Direct probes: enough requests per instance for the verdict to judge rates at all."""
+        per_instance = math.ceil(req.spec.policy.degradation.min_samples / max(fleet.size, 1))
+        probe = ProbeInput(fleet=fleet, requests_per_instance=min(max(10, per_instance), 1000))
+        return await self._long("probe_fleet", probe, FleetSignals, 120)
+
+    async def _reconcile(self, req: MigrationInput) -> None:
+        """Rollback of data: the source's last writes forward, then what the new side took replayed back."""
+        forward = self._replication(req)
+        await self._long("catch_up", forward, ReplicationStatus, 1800)
+        back = forward.model_copy(
+            update={"source_region": forward.target_region, "target_region": forward.source_region, "checkpoint": ()}
+        )
+        status = await self._long("catch_up", back, ReplicationStatus, 1800)
+        if status.conflicts:
+            workflow.logger.warning("rollback resolved %d conflicts: %s", status.conflicts, status.conflict_report)
+
     async def _retire(self, req: MigrationInput, old: FleetRef) -> None:
         routing = RoutingInput(hosted_zone_id=req.spec.hosted_zone_id, dns_name=req.spec.dns_name, to_fleet=old)
         await self._act("remove_fleet_record", routing, RoutingState)
+        if req.spec.listener_arn is not None and self._listener_region(req) == old.region:
+            await self._act("deregister_fleet_targets", TargetsInput(fleet=old), TargetsResult)
         count = await self._act("terminate_fleet", old, int)
         await self._report(req, "retired", f"{count} instance(s) of {old.fleet_id} terminated in {old.region}")
+
+    # ---- helpers -------------------------------------------------------------------------------------------
 
     def _replication(self, req: MigrationInput) -> ReplicationInput:
         source = req.source.region if req.source else req.spec.home_region
         return ReplicationInput(
-            entity_id=req.spec.entity_id, tables=req.spec.dynamodb_tables,
-            source_region=source, target_region=req.time_slice.region,
+            entity_id=req.spec.entity_id, tables=req.spec.dynamodb_tables, source_region=source,
+            target_region=req.time_slice.region, checkpoint=self._checkpoint,
+            max_lag_s=req.spec.policy.max_replication_lag_s, rds_instance=req.spec.rds_instance,
+            queues=req.spec.sqs_queues,
         )  # fmt: skip
+
+    @staticmethod
+    def _max_price(req: MigrationInput) -> float:
+        on_demand = INSTANCE_TYPES[req.instance_type].price(req.time_slice.region)
+        return round(on_demand * req.spec.policy.spot_max_price_ratio, 5)
+
+    @staticmethod
+    def _listener_region(req: MigrationInput) -> str | None:
+        arn = req.spec.listener_arn
+        return arn.split(":")[3] if arn and arn.count(":") >= 4 else None
 
     async def _act(self, name: str, arg: object, result_type: type) -> object:
         return await workflow.execute_activity(name, arg, result_type=result_type, **STEP)  # type: ignore[arg-type]
+
+    async def _long(self, name: str, arg: object, result_type: type, timeout_s: float) -> object:
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout_s),
+            heartbeat_timeout=HEARTBEAT, retry_policy=RETRY,
+        )  # fmt: skip
 
     async def _report(self, req: MigrationInput, phase: str, detail: str, shadows: FleetRef | None = None) -> None:
         """Keeps the progress query current and tells the parent entity (if any) by signal."""

@@ -44,6 +44,22 @@ def step_weights(new_fleet: str, old_fleet: str | None, new_weight: int) -> dict
     return {new_fleet: new_weight, old_fleet: 100 - new_weight}
 
 
+def listener_weights(previous: dict[str, int], new_group: str, new_weight: int) -> dict[str, int]:
+    """ELB forward weights of one step: the new target group gets `new_weight` of 100, the groups the listener
+    forwarded to before share the rest in their previous proportions (all of it to the first when they had none).
+
+    >>> listener_weights({"a": 1, "b": 3}, "n", 20)
+    {'a': 20, 'b': 60, 'n': 20}
+    """
+    old = {arn: w for arn, w in previous.items() if arn != new_group}
+    rest, total = 100 - new_weight, sum(old.values())
+    shares = {arn: (rest * w // total if total else 0) for arn, w in old.items()}
+    if old and rest - sum(shares.values()):  # integer rounding: the remainder goes to the heaviest old group
+        heaviest = max(old, key=old.__getitem__)  # the first of the heaviest, in the listener's order
+        shares[heaviest] += rest - sum(shares.values())
+    return {**shares, new_group: new_weight}
+
+
 def retire_after_s(ttl_s: float, last_switch: datetime, now: datetime, margin_s: float = RETIRE_MARGIN_S) -> float:
     """Seconds still to wait before the old fleet may be retired (0 when it may go now).
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from shadowing.local import HOST, free_port, start_moto, stop_process, wait_http
+from shadowing.local import HOST, dataplane_agent, free_port, start_moto, stop_process, wait_http
 from shadowing.settings import Settings
 from tests.conftest import BIN
 
@@ -35,3 +36,14 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop_process(started.process)
+
+
+@pytest.fixture(scope="session")
+def data_plane(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The local data-plane agent on the moto server: every managed instance gets a real HTTP stand-in.
+
+    Yields the registry path; pass it as `Settings(data_plane_registry=...)` (or SHADOWING_DATA_PLANE_REGISTRY).
+    """
+    registry = tmp_path_factory.mktemp("dataplane") / "dataplane.json"
+    with dataplane_agent(moto_url, registry, poll_s=0.2):
+        yield registry

@@ -52,7 +52,7 @@ def register_input(aws: AwsClients, entity: str, regions: list[str], slice_s: fl
     spec = EntitySpec(
         entity_id=entity, home_region="us-east-1", instance_types=("m5.large",), initial_instances=1,
         dns_name=f"{entity}.{ZONE}", hosted_zone_id=_zone(aws("route53", "us-east-1")),
-        policy=EntityPolicy(lead_time_s=lead_s, prepare_s=2, watch_s=2, warmup_timeout_s=30),
+        policy=EntityPolicy(lead_time_s=lead_s, prepare_s=2, watch_s=2, warmup_timeout_s=30, record_ttl_s=1),
         demand_clock={"origin": start, "history_origin": anchor.to_pydatetime(), "seconds_per_hour": slice_s},
     )  # fmt: skip
     slices = [{"start": start + timedelta(seconds=i * slice_s), "end": start + timedelta(seconds=(i + 1) * slice_s),
@@ -68,9 +68,11 @@ def instances(aws: AwsClients, region: str, fleet: str | None = None, states: tu
     return [i for p in pages for r in p["Reservations"] for i in r["Instances"]]
 
 
-async def test_entity_slice_runs_end_to_end(dev_env: WorkflowEnvironment, moto_url: str) -> None:
+async def test_entity_slice_runs_end_to_end(dev_env: WorkflowEnvironment, moto_url: str, data_plane: Path) -> None:
     """An entity forecasts from CloudWatch, shadows into eu-west-1, cuts Route53 over and retires its old fleet."""
-    settings = Settings(temporal_address="x", aws_endpoint_url=moto_url, task_queue=f"it-{uuid.uuid4()}")
+    settings = Settings(
+        temporal_address="x", aws_endpoint_url=moto_url, task_queue=f"it-{uuid.uuid4()}", data_plane_registry=data_plane
+    )
     aws = AwsClients(settings)
     entity = f"it-{uuid.uuid4().hex[:6]}"
     spec, schedule = register_input(aws, entity, ["eu-west-1"], slice_s=20, lead_s=10)
@@ -93,7 +95,7 @@ async def test_entity_slice_runs_end_to_end(dev_env: WorkflowEnvironment, moto_u
 
 
 async def test_worker_killed_mid_migration_completes_once_without_duplicates(
-    dev_env: WorkflowEnvironment, moto_url: str
+    dev_env: WorkflowEnvironment, moto_url: str, data_plane: Path
 ) -> None:
     """SIGKILL the worker while the migration waits for its slice; a new worker finishes it exactly once."""
     queue = f"kill-{uuid.uuid4()}"
@@ -102,7 +104,7 @@ async def test_worker_killed_mid_migration_completes_once_without_duplicates(
     entity = f"kill-{uuid.uuid4().hex[:6]}"
     spec, schedule = register_input(aws, entity, ["eu-west-1"], slice_s=20, lead_s=12)
     address = dev_env.client.service_client.config.target_host
-    first = _worker_process(address, moto_url, queue)
+    first = _worker_process(address, moto_url, queue, data_plane)
     try:
         client = ShadowingClient(dev_env.client, queue)
         await client.register_entity(spec, schedule)
@@ -110,7 +112,7 @@ async def test_worker_killed_mid_migration_completes_once_without_duplicates(
         assert first.poll() is None
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        second = _worker_process(address, moto_url, queue)
+        second = _worker_process(address, moto_url, queue, data_plane)
         try:
             handle = dev_env.client.get_workflow_handle(f"entity/{entity}", result_type=EntityStatus)
             final = await asyncio.wait_for(handle.result(), 120)
@@ -131,9 +133,9 @@ async def test_worker_killed_mid_migration_completes_once_without_duplicates(
     assert len(instances(aws, "eu-west-1", fleet.fleet_id)) == fleet.size
 
 
-def _worker_process(address: str, moto_url: str, queue: str) -> subprocess.Popen:
+def _worker_process(address: str, moto_url: str, queue: str, registry: Path) -> subprocess.Popen:
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "AWS_ENDPOINT_URL": moto_url, "SHADOWING_TASK_QUEUE": queue,
-           "SHADOWING_LOG_LEVEL": "WARNING"}  # fmt: skip
+           "SHADOWING_LOG_LEVEL": "WARNING", "SHADOWING_DATA_PLANE_REGISTRY": str(registry)}  # fmt: skip
     return subprocess.Popen([sys.executable, "-m", "shadowing.cli", "worker"], env=env, stdin=subprocess.DEVNULL)
 
 

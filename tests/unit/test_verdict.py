@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shadowing.models import DegradationPolicy, FleetSignals
-from workflows.verdict import cutover_steps, judge, retire_after_s, step_weights
+from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
 
 POLICY = DegradationPolicy()  # min 20 samples, errors x2 or +1%, p99 x1.5 above 50 ms, 2 s ceiling, 3 empty probes
 
@@ -103,3 +103,23 @@ def test_no_data_for_k_consecutive_signals_is_degraded() -> None:
 def test_several_reasons_are_all_reported() -> None:
     """An error spike and a latency spike together give two reasons."""
     assert len(judge(BASE, sig(errors=100, p99=300.0), POLICY).reasons) == 2
+
+
+@pytest.mark.parametrize(
+    ("previous", "weight", "expected"),
+    [
+        ({"a": 1, "b": 3}, 20, {"a": 20, "b": 60, "n": 20}),  # old groups keep their proportions
+        ({"a": 1, "b": 1, "c": 1}, 0, {"a": 34, "b": 33, "c": 33, "n": 0}),  # rounding remainder to one group
+        ({"a": 5}, 100, {"a": 0, "n": 100}),  # the last step keeps the old group at weight 0
+        ({"a": 0, "b": 0}, 50, {"a": 50, "b": 0, "n": 50}),  # no weights before: the rest to one group
+        ({}, 10, {"n": 10}),  # nothing forwarded before
+        ({"a": 2, "n": 7}, 25, {"a": 75, "n": 25}),  # a retried step: the new group's old weight is ignored
+    ],
+)
+def test_listener_weights_share_the_rest_in_previous_proportions(
+    previous: dict[str, int], weight: int, expected: dict[str, int]
+) -> None:
+    """ELB steps: the new target group gets the step's weight; the groups before share the rest; sums stay 100."""
+    got = listener_weights(previous, "n", weight)
+    assert got == expected
+    assert sum(got.values()) == (100 if previous else weight)

@@ -11,20 +11,30 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from shadowing.models import MigrationProgress, MigrationResult
+from shadowing.models import MigrationInput, MigrationProgress, MigrationResult
 from tests.fakes import FakeCloud
 from tests.workflows.helpers import migration, worker
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"
-COMPENSATIONS = {"restore_traffic", "drop_replicas", "terminate_fleet"}
+COMPENSATIONS = {"restore_weights", "drop_replicas", "terminate_fleet"}
+OLD = "shop:initial"
+
+
+def steps(cloud: FakeCloud) -> list[str]:
+    """The calls without the periodic catch-up passes and probes, which depend on timing."""
+    return [n for n in cloud.names() if n not in {"catch_up", "probe_fleet"}]
 
 
 async def run(env: WorkflowEnvironment, cloud: FakeCloud, mode: str = "auto", record: str | None = None):
+    return await run_input(env, cloud, migration(await env.get_current_time(), mode), record)
+
+
+async def run_input(env: WorkflowEnvironment, cloud: FakeCloud, req: MigrationInput, record: str | None = None):
     w, queue = worker(env.client, cloud, max_cached_workflows=0)  # replay from history on every task
-    now = await env.get_current_time()
+    cloud.weights.setdefault(OLD, 100)  # the old fleet serves the name before the migration
     async with w:
         handle = await env.client.start_workflow(
-            "ShadowMigration", migration(now, mode), id=f"migration-{uuid.uuid4()}", task_queue=queue,
+            "ShadowMigration", req, id=f"migration-{uuid.uuid4()}", task_queue=queue,
             result_type=MigrationResult,
         )  # fmt: skip
         try:
@@ -41,13 +51,18 @@ async def test_success_runs_steps_in_order_and_retires_old_fleet(time_env: Workf
     result = await run(time_env, cloud, record=None)
     assert result.outcome == "migrated"
     assert result.fleet is not None and result.fleet.role == "active" and result.fleet.size == 3
-    assert cloud.names() == [
-        "provision_fleet", "warm_fleet", "replicate_tables", "check_sync", "switch_traffic", "mark_fleet_role",
-        "check_fleet_health", "check_fleet_health", "check_fleet_health", "remove_fleet_record", "terminate_fleet",
+    assert steps(cloud) == [
+        "provision_fleet", "warm_fleet", "replicate_tables", "check_sync", "routing_state", "set_weights",
+        "mark_fleet_role", "remove_fleet_record", "terminate_fleet",
     ]  # fmt: skip
-    assert ("terminate_fleet", "shop:initial") in cloud.calls
+    assert ("terminate_fleet", OLD) in cloud.calls
     assert set(cloud.live) == {result.fleet.fleet_id}
     assert cloud.weights == {result.fleet.fleet_id: 100}
+    # The old fleet's baseline is probed before the switch, the new fleet WATCH_PROBES times after it.
+    probes = [key for name, key in cloud.calls if name == "probe_fleet"]
+    assert probes == [OLD, result.fleet.fleet_id, result.fleet.fleet_id, result.fleet.fleet_id]
+    # While the shadows waited 10 minutes for the slice, the source's writes were replayed every minute.
+    assert cloud.names().count("catch_up") >= 5
 
 
 FAILURES = [
@@ -56,10 +71,10 @@ FAILURES = [
     ({"fail": {"warm_fleet"}}, "MigrationFailed", "Migration failed", ["terminate_fleet"]),
     ({"fail": {"replicate_tables"}}, "MigrationFailed", "Migration failed", ["drop_replicas", "terminate_fleet"]),
     ({"out_of_sync": True}, "DataSyncFailed", "Data synchronization failed", ["drop_replicas", "terminate_fleet"]),
-    ({"fail": {"switch_traffic"}}, "MigrationFailed", "Migration failed",
-     ["restore_traffic", "drop_replicas", "terminate_fleet"]),
+    ({"fail": {"set_weights"}}, "MigrationFailed", "Migration failed",
+     ["restore_weights", "drop_replicas", "terminate_fleet"]),
     ({"unhealthy_after_cutover": True}, "MigrationFailed", "Migration failed: new fleet degraded",
-     ["restore_traffic", "drop_replicas", "terminate_fleet"]),
+     ["restore_weights", "drop_replicas", "terminate_fleet"]),
 ]  # fmt: skip
 
 
@@ -81,9 +96,11 @@ async def test_failure_compensates_in_reverse_and_fails_the_workflow(
     assert cause.type == kind and cause.message.startswith(message)
     assert [n for n in cloud.names() if n in COMPENSATIONS] == undo
     assert cloud.live == {}, "shadows left running"
-    assert ("terminate_fleet", "shop:initial") not in cloud.calls, "the old fleet must survive a failed migration"
-    if "switch_traffic" in cloud.names():
-        assert cloud.weights == {"shop:initial": 100}, "traffic must be back on the old fleet"
+    assert ("terminate_fleet", OLD) not in cloud.calls, "the old fleet must survive a failed migration"
+    assert cloud.weights == {OLD: 100}, "traffic must be back on the old fleet"
+    if "set_weights" in cloud.names():  # rollback after the switch: the new side's writes go back to the source
+        back = [key for name, key in cloud.calls if name == "catch_up"][-1]
+        assert back == "eu-west-1->us-east-1"
 
 
 async def test_manual_release_undoes_shadows_without_touching_traffic(time_env: WorkflowEnvironment) -> None:
@@ -101,7 +118,7 @@ async def test_manual_release_undoes_shadows_without_touching_traffic(time_env: 
         await handle.signal("release")
         result = await handle.result()
     assert result.outcome == "released"
-    assert "switch_traffic" not in cloud.names()
+    assert "set_weights" not in cloud.names()
     assert cloud.live == {}
     assert result.compensations_run == ("drop replicas", "terminate shadows")
 
@@ -141,3 +158,59 @@ async def _wait_phase(handle, phase: str, attempts: int = 200) -> None:  # type:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"migration never reached {phase!r}")
+
+
+async def test_every_option_runs_in_order(time_env: WorkflowEnvironment) -> None:
+    """Spot shadows, no warm-up, a canary cutover on Route53 and the ELB listener, RDS and SQS move along."""
+    cloud = FakeCloud()
+    now = await time_env.get_current_time()
+    req = migration(now)
+    listener = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/1/2"
+    policy = req.spec.policy.model_copy(
+        update={"cutover_strategy": "canary", "warm_up": False, "spot": True, "spot_max_price_ratio": 0.5}
+    )
+    spec = req.spec.model_copy(
+        update={"policy": policy, "listener_arn": listener, "rds_instance": "shop-db", "sqs_queues": ("jobs",)}
+    )
+    cloud.listener = {"arn:tg/old-a": 1, "arn:tg/old-b": 1}
+    result = await run_input(time_env, cloud, req.model_copy(update={"spec": spec}))
+    assert result.outcome == "migrated" and result.fleet is not None
+    new = result.fleet.fleet_id
+    assert steps(cloud) == [
+        "provision_fleet", "register_fleet_targets", "check_fleet_health", "replicate_tables",
+        "create_read_replica", "check_sync", "promote_read_replica", "routing_state", "listener_state",
+        "set_weights", "set_listener_weights", "set_weights", "set_listener_weights",
+        "forward_queue", "mark_fleet_role", "remove_fleet_record", "terminate_fleet",
+    ]  # fmt: skip
+    [asked] = cloud.provision_inputs
+    assert asked.market == "spot" and asked.spot_deadline_s == policy.spot_deadline_s
+    assert asked.max_price_usd is not None and 0 < asked.max_price_usd < 0.2  # half of m5.large's on-demand price
+    weights = [key for name, key in cloud.calls if name == "set_weights"]
+    assert weights == [f"{new}=10,{OLD}=90", f"{new}=100,{OLD}=0"]
+    assert cloud.listener == {"arn:tg/old-a": 0, "arn:tg/old-b": 0, f"arn:tg/{new}": 100}
+    # The canary step is judged once before the full switch, then the watch probes WATCH_PROBES times.
+    assert [key for name, key in cloud.calls if name == "probe_fleet"] == [OLD] + [new] * 4
+
+
+async def test_rollback_after_the_switch_restores_everything(time_env: WorkflowEnvironment) -> None:
+    """A degraded new fleet: traffic, listener, queues and data go back; shadows and replicas go away."""
+    cloud = FakeCloud(unhealthy_after_cutover=True)
+    now = await time_env.get_current_time()
+    req = migration(now)
+    listener = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/1/2"
+    spec = req.spec.model_copy(update={"listener_arn": listener, "rds_instance": "shop-db", "sqs_queues": ("jobs",)})
+    cloud.listener = {"arn:tg/old": 1}
+    with pytest.raises(WorkflowFailureError):
+        await run_input(time_env, cloud, req.model_copy(update={"spec": spec}))
+    after = cloud.names()[cloud.names().index("mark_fleet_role") + 1 :]
+    assert [n for n in after if n != "probe_fleet"] == [
+        "forward_queue", "set_listener_weights", "restore_weights", "catch_up", "catch_up", "delete_read_replica",
+        "drop_replicas", "deregister_fleet_targets", "terminate_fleet",
+    ]  # fmt: skip
+    queues = [key for name, key in cloud.calls if name == "forward_queue"]
+    assert queues == ["us-east-1->eu-west-1", "eu-west-1->us-east-1"]
+    replays = [key for name, key in cloud.calls if name == "catch_up"][-2:]
+    assert replays == ["us-east-1->eu-west-1", "eu-west-1->us-east-1"]  # the source's last writes, then back
+    assert cloud.listener == {"arn:tg/old": 1}
+    assert cloud.weights == {OLD: 100}
+    assert cloud.live == {} and cloud.target_groups == {}
