@@ -57,9 +57,10 @@ class RoutingActivities:
     @activity.defn(name="switch_traffic")
     def switch_traffic(self, req: RoutingInput) -> RoutingState:
         """Atomically gives `to_fleet` all the weight and `from_fleet` none (one change batch)."""
-        changes = [_upsert(req.dns_name, req.to_fleet, 100)]
+        ttl = req.ttl_s or TTL_S
+        changes = [_upsert(req.dns_name, req.to_fleet, 100, ttl)]
         if req.from_fleet is not None and req.from_fleet.fleet_id != req.to_fleet.fleet_id:
-            changes.append(_upsert(req.dns_name, req.from_fleet, 0))
+            changes.append(_upsert(req.dns_name, req.from_fleet, 0, ttl))
         self._change(req.hosted_zone_id, changes, f"switch {req.dns_name} to {req.to_fleet.fleet_id}")
         return self.routing_state(req)
 

@@ -491,6 +491,7 @@ class RoutingInput(Frozen):
     dns_name: str
     to_fleet: FleetRef
     from_fleet: FleetRef | None = None
+    ttl_s: int | None = Field(default=None, ge=1, le=86400, description="TTL of the records written; default 30 s")
 
 
 class RoutingState(Frozen):

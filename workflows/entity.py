@@ -77,14 +77,17 @@ class EntityScheduleWorkflow:
         provision = ProvisionInput(
             entity_id=spec.entity_id, fleet_id=policy.fleet_id(spec.entity_id, "initial"), slice_key="initial",
             region=spec.home_region, instance_type=spec.instance_types[0], quantity=spec.initial_instances,
-            role="active",
+            role="active", source_image_id=spec.image_id, source_region=spec.home_region if spec.image_id else None,
+            user_data=spec.user_data, container_image=spec.container_image,
         )  # fmt: skip
         fleet = await workflow.execute_activity("provision_fleet", provision, result_type=FleetRef, **STEP)
         await workflow.execute_activity(
             "warm_fleet", FleetInput(fleet=fleet, timeout_s=spec.policy.warmup_timeout_s), result_type=HealthReport,
             start_to_close_timeout=timedelta(seconds=spec.policy.warmup_timeout_s + 60), retry_policy=RETRY,
         )  # fmt: skip
-        routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet)
+        routing = RoutingInput(
+            hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet, ttl_s=spec.policy.record_ttl_s
+        )
         await workflow.execute_activity("switch_traffic", routing, result_type=RoutingState, **STEP)
         self._update(active_fleet=fleet)
         self._event("fleet", f"initial fleet {fleet.size} x {fleet.instance_type} in {fleet.region}")

@@ -223,7 +223,7 @@ class ShadowMigrationWorkflow:
         if spec.rds_instance and repl.source_region != repl.target_region:
             await self._long("promote_read_replica", repl, ReadReplicaResult, 3600)
         baseline = await self._signals(req, req.source) if req.source is not None else None
-        last_switch = await self._switch(req, shadows, saga, baseline)
+        last_switch, ttl_s = await self._switch(req, shadows, saga, baseline)
         if spec.sqs_queues and repl.source_region != repl.target_region:
             back = repl.model_copy(update={"source_region": repl.target_region, "target_region": repl.source_region})
             saga.add("return queued messages", lambda: self._long("forward_queue", back, QueueForwardResult, 900))
@@ -231,7 +231,7 @@ class ShadowMigrationWorkflow:
         active = shadows.model_copy(update={"role": "active"})
         await self._act("mark_fleet_role", active, FleetRef)
         await self._watch(req, active, baseline)
-        wait = retire_after_s(policy.record_ttl_s, last_switch, workflow.now())
+        wait = retire_after_s(ttl_s, last_switch, workflow.now())
         if wait > 0:  # resolvers may still hand out the old fleet's address until its TTL runs out
             await self._report(req, "draining", f"{wait:.0f}s for cached DNS answers", active)
             await workflow.sleep(wait)
@@ -243,8 +243,12 @@ class ShadowMigrationWorkflow:
 
     async def _switch(
         self, req: MigrationInput, shadows: FleetRef, saga: Saga, baseline: FleetSignals | None
-    ) -> datetime:
-        """Moves the traffic in the policy's steps; each step short of 100% is watched before the next."""
+    ) -> tuple[datetime, int]:
+        """Moves the traffic in the policy's steps; each step short of 100% is watched before the next.
+
+        Returns when the last weight change happened and the longest TTL a resolver may hold an answer from
+        before it (the records' previous TTL may be longer than the policy's).
+        """
         spec, policy = req.spec, req.spec.policy
         routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=shadows)
         before = await self._act("routing_state", routing, RoutingState)
@@ -274,7 +278,7 @@ class ShadowMigrationWorkflow:
             last_switch = workflow.now()
             if weight < 100:
                 await self._watch(req, shadows, baseline, probes=1)
-        return last_switch
+        return last_switch, max(before.ttl_s or 0, policy.record_ttl_s)
 
     async def _listener_before(
         self, req: MigrationInput, shadows: FleetRef, saga: Saga
