@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint up clean bench-forecast
+.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover
 
 install: $(STAMP)
 
@@ -36,3 +36,7 @@ clean:
 TRACE ?= ../shared/data/bitbrains_rnd/usage_hourly_2013-07_2013-08.csv.gz
 bench-forecast: install
 	$(BIN)/python -W ignore -m forecasting evaluate --input $(TRACE) --target cpu_usage_mhz_mean --holdout-days 14
+
+# The cutover benchmark of issue 4: a migration under steady load, warmed vs cold shadows (a few minutes).
+bench-cutover: install
+	$(BIN)/python -m benchmarks.cutover --json .shadowing/bench-cutover.json

@@ -267,6 +267,11 @@ def _is_spot(instance: Json) -> bool:
     return instance.get("InstanceLifecycle") == "spot" or _tag(instance, TAG_MARKET) == "spot"
 
 
+def advertised_address(instance: Json) -> str:
+    """The address clients reach an instance at: public IP when it has one, else private."""
+    return str(instance.get("PublicIpAddress") or instance.get("PrivateIpAddress") or "")
+
+
 def _fleet(req: ProvisionInput, instances: list[Json], image: str, template: str) -> FleetRef:
     return FleetRef(
         fleet_id=req.fleet_id,
@@ -274,7 +279,8 @@ def _fleet(req: ProvisionInput, instances: list[Json], image: str, template: str
         region=req.region,
         instance_type=req.instance_type,
         instance_ids=tuple(i["InstanceId"] for i in instances),
-        addresses=tuple(i.get("PrivateIpAddress", "") for i in instances if i.get("PrivateIpAddress")),
+        # What DNS records point at: the public IP when there is one (private IPs repeat across regions).
+        addresses=tuple(a for a in (advertised_address(i) for i in instances) if a),
         role=req.role,
         spot_instance_ids=tuple(i["InstanceId"] for i in instances if _is_spot(i)),
         availability_zones=tuple(i["Placement"]["AvailabilityZone"] for i in instances),

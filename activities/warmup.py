@@ -21,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import ClientFactory
+from activities.ec2 import advertised_address
 from activities.monitoring import percentile
 from shadowing.models import FleetInput, HealthReport, InstanceWarmup, WarmupInput
 
@@ -120,7 +121,7 @@ class WarmupActivities:
         for iid in ids:
             inst = seen.get(iid)
             state = inst["State"]["Name"] if inst else "not found"
-            url = self._endpoints.url(iid, inst.get("PrivateIpAddress")) if inst else None
+            url = self._endpoints.url(iid, advertised_address(inst)) if inst else None
             if state != "running":
                 problems[iid] = f"state {state}"
             elif url is None:

@@ -4,8 +4,8 @@ On real AWS a worker in the VPC talks to `http://<private ip>:<port>`. Under an 
 run anything, so the data-plane agent (`python -m shadowing.dataplane.agent`) runs one stand-in process per
 instance on 127.0.0.1 and publishes where each one listens in a registry file, written atomically:
 
-    {"instances": {instance_id: {"url": "http://127.0.0.1:PORT", "private_ip": ..., "region": ..., "pid": ...}},
-     "by_ip": {private_ip: url}, "updated_at": unix seconds}
+    {"instances": {instance_id: {"url": "http://127.0.0.1:PORT", "address": ..., "region": ..., "pid": ...}},
+     "by_ip": {address: url}, "updated_at": unix seconds}
 
 Only instances whose stand-in answered `/health` are listed, so "listed" means "booted". This module only reads
 that file; it never imports the agent or the stand-in.

@@ -30,13 +30,22 @@ WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkf
 
 
 async def connect(address: str, namespace: str = "default", timeout_s: float = 10.0) -> Client:
-    """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers."""
-    try:
-        return await asyncio.wait_for(
-            Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter), timeout_s
-        )
-    except (RuntimeError, TimeoutError, OSError) as exc:
-        raise ServiceUnavailable(f"cannot reach Temporal at {address}: {exc}") from exc
+    """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers within `timeout_s`.
+
+    A server that accepts connections but is still starting ("Frontend is not healthy yet") is retried.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            return await asyncio.wait_for(
+                Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter),
+                max(deadline - loop.time(), 0.1),
+            )
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            if "not healthy yet" not in str(exc) or loop.time() >= deadline:
+                raise ServiceUnavailable(f"cannot reach Temporal at {address}: {exc}") from exc
+            await asyncio.sleep(0.2)
 
 
 def activities(client: Client, clients: ClientFactory, endpoints: Endpoints) -> list:

@@ -41,7 +41,7 @@ ClientFactory = Callable[[str, str], Any]
 class Child:
     instance_id: str
     region: str
-    private_ip: str
+    address: str
     port: int
     process: subprocess.Popen
     booted: bool = False
@@ -104,7 +104,7 @@ class Agent:
             if iid not in self.children:
                 self._start(iid, region, ip)
 
-    def _start(self, instance_id: str, region: str, private_ip: str) -> None:
+    def _start(self, instance_id: str, region: str, address: str) -> None:
         port = _free_port()
         cmd = [sys.executable, "-m", "shadowing.dataplane.standin", "--port", str(port), "--instance-id",
                instance_id, "--region", region, "--parent-pid", str(os.getpid()), *self._standin_args]  # fmt: skip
@@ -118,7 +118,7 @@ class Agent:
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
-        self.children[instance_id] = Child(instance_id, region, private_ip, port, proc)
+        self.children[instance_id] = Child(instance_id, region, address, port, proc)
         log.info("started stand-in for %s (%s) on port %d, pid %d", instance_id, region, port, proc.pid)
 
     def _stop(self, children: list[Child]) -> None:
@@ -143,10 +143,10 @@ class Agent:
     def _write(self) -> None:
         booted = {c.instance_id: c for c in self.children.values() if c.booted}
         instances = {
-            iid: {"url": c.url, "private_ip": c.private_ip, "region": c.region, "pid": c.process.pid}
+            iid: {"url": c.url, "address": c.address, "region": c.region, "pid": c.process.pid}
             for iid, c in sorted(booted.items())
         }
-        body = {"instances": instances, "by_ip": {c.private_ip: c.url for c in booted.values() if c.private_ip}}
+        body = {"instances": instances, "by_ip": {c.address: c.url for c in booted.values() if c.address}}
         if body == self._written and self._registry.exists():
             return
         write_atomically(self._registry, {**body, "updated_at": time.time()})
@@ -159,7 +159,14 @@ def _managed_instances(ec2: Any) -> Iterable[tuple[str, str]]:
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for reservation in page["Reservations"]:
             for inst in reservation["Instances"]:
-                yield inst["InstanceId"], inst.get("PrivateIpAddress", "")
+                yield inst["InstanceId"], advertised_address(inst)
+
+
+def advertised_address(inst: dict[str, Any]) -> str:
+    """Mirrors activities.ec2.advertised_address (the agent imports nothing of the product): the public IP when it
+    has one, else the private one. Private IPs repeat across regions (every default VPC is 172.31.0.0/16), so
+    they cannot tell a cross-region fleet apart."""
+    return str(inst.get("PublicIpAddress") or inst.get("PrivateIpAddress") or "")
 
 
 def write_atomically(path: Path, payload: dict[str, Any]) -> None:
