@@ -13,4 +13,8 @@ TAG_SLICE = "shadowing:slice"
 TAG_ROLE = "shadowing:role"
 TAG_MANAGED = "shadowing:managed-by"
 
-__all__ = ["TAG_ENTITY", "TAG_FLEET", "TAG_MANAGED", "TAG_ROLE", "TAG_SLICE", "ClientFactory"]
+#: Keys of synthetic traffic (`/work?key=<prefix><n>`): warm-up sweeps them to fill caches, probes reuse them so
+#: that measuring a fleet does not evict what warm-up (or real traffic on the same hot set) put there.
+SYNTHETIC_KEY_PREFIX = "warm-"
+
+__all__ = ["SYNTHETIC_KEY_PREFIX", "TAG_ENTITY", "TAG_FLEET", "TAG_MANAGED", "TAG_ROLE", "TAG_SLICE", "ClientFactory"]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from temporalio import activity
 
-from activities import ClientFactory
+from activities import SYNTHETIC_KEY_PREFIX, ClientFactory
 from shadowing.models import FleetSignals, InstanceSignals, MetricsInput, ProbeInput
 
 MAX_PARALLEL = 8
@@ -97,7 +97,7 @@ class MonitoringActivities:
         latencies: list[float] = []
         errors, last_error = 0, ""
         for k in range(n):
-            url = f"{base.rstrip('/')}{req.path}{'&' if '?' in req.path else '?'}key=probe-{k}"
+            url = f"{base.rstrip('/')}{req.path}{'&' if '?' in req.path else '?'}key={SYNTHETIC_KEY_PREFIX}{k}"
             started = time.perf_counter()
             status, problem = _get(url, req.timeout_s)
             if status is not None:

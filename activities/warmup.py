@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import ClientFactory
+from activities import SYNTHETIC_KEY_PREFIX, ClientFactory
 from activities.ec2 import advertised_address
 from activities.monitoring import percentile
 from shadowing.models import FleetInput, HealthReport, InstanceWarmup, WarmupInput
@@ -138,7 +138,7 @@ class WarmupActivities:
         for j in range(req.window):  # interleaved, so that every instance has about `concurrency` in flight
             for iid, url in urls.items():
                 key = (progress.instances[iid].rounds * req.window + j) % req.keys
-                jobs.append((iid, f"{url}/work?key=warm-{key}"))
+                jobs.append((iid, f"{url}/work?key={SYNTHETIC_KEY_PREFIX}{key}"))
         workers = min(MAX_PARALLEL, req.concurrency * len(urls))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(lambda job: (job[0], _timed_get(job[1], req.request_timeout_s)), jobs))

@@ -25,13 +25,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 WEEK = 168
 DAY = 24
-BASELINES = (
-    "seasonal_naive_24h", "seasonal_naive_168h", "last_value", "same_hour_mean_7d", "median_24h", "holt_winters_24h",
-)  # fmt: skip
-# Smoothing weights tried by the vectorised Holt-Winters candidate (level alpha x season gamma), per series the pair
-# with the lowest one-step-ahead squared error on the last three weeks, as a fitted Holt-Winters would choose.
-HW_ALPHAS = (0.05, 0.2, 0.5, 0.9)
-HW_GAMMAS = (0.01, 0.1, 0.3)
+BASELINES = ("seasonal_naive_24h", "seasonal_naive_168h", "last_value", "same_hour_mean_7d", "median_24h")
 
 
 @dataclass(frozen=True)
@@ -207,7 +201,7 @@ def last_days(filled: np.ndarray, at: int) -> np.ndarray:
 
 
 def baselines(filled: np.ndarray, at: int, horizon: int) -> dict[str, np.ndarray]:
-    """Simple candidates from `filled[:, :at]` (N x horizon): seasonal naive, last value, means, Holt-Winters."""
+    """Simple candidates from `filled[:, :at]` (N x horizon): same hour yesterday, same hour last week, last value."""
     day = filled[:, at - DAY : at]
     week = filled[:, at - WEEK : at - WEEK + min(horizon, WEEK)]
     days = last_days(filled, at)
@@ -217,34 +211,7 @@ def baselines(filled: np.ndarray, at: int, horizon: int) -> dict[str, np.ndarray
         "last_value": np.repeat(filled[:, at - 1 : at], horizon, axis=1),
         "same_hour_mean_7d": np.tile(days.mean(axis=1), (1, -(-horizon // DAY)))[:, :horizon],
         "median_24h": np.repeat(np.median(day, axis=1, keepdims=True), horizon, axis=1),
-        "holt_winters_24h": holt_winters_grid(filled[:, max(0, at - 3 * WEEK) : at], horizon),
     }
-
-
-def holt_winters_grid(history: np.ndarray, horizon: int) -> np.ndarray:
-    """Additive Holt-Winters (level + 24-hour season, no trend) for every row at once (N x horizon).
-
-    A small grid of smoothing weights runs side by side over the history; each series keeps the pair with the lowest
-    one-step-ahead squared error. Vectorised across series and weights, so 500 series cost milliseconds where a
-    per-series optimiser (statsmodels) costs seconds, with the same model.
-    """
-    n, length = history.shape
-    alpha = np.repeat(HW_ALPHAS, len(HW_GAMMAS))[None, :]
-    gamma = np.tile(HW_GAMMAS, len(HW_ALPHAS))[None, :]
-    first = history[:, :DAY]
-    level = np.repeat(first.mean(axis=1, keepdims=True), alpha.shape[1], axis=1)  # N x grid
-    season = np.repeat((first - first.mean(axis=1, keepdims=True))[:, None, :], alpha.shape[1], axis=1)
-    sse = np.zeros_like(level)
-    for t in range(DAY, length):
-        hour = season[:, :, t % DAY]
-        error = history[:, t : t + 1] - (level + hour)
-        sse += error**2
-        season[:, :, t % DAY] = hour + gamma * (1 - alpha) * error
-        level = level + alpha * error
-    best = np.argmin(sse, axis=1)
-    rows = np.arange(n)
-    hours = np.arange(length, length + horizon) % DAY
-    return np.maximum(level[rows, best][:, None] + season[rows, best][:, hours], 0.0)
 
 
 def choose(mae: dict[str, np.ndarray], margin: float) -> np.ndarray:

@@ -100,7 +100,7 @@ def test_probe_healthy_fleet(aws: AwsClients, serve: Serve) -> None:
     assert [s.instance_id for s in signals.instances] == ["i-a", "i-b"]
     assert sorted(endpoints.asked) == [("i-a", "10.1.0.1"), ("i-b", "10.1.0.2")]
     paths = serve.servers[0].paths  # type: ignore[attr-defined]
-    assert len(paths) == 8 and all(p.startswith("/work?key=probe-") for p in paths)
+    assert len(paths) == 8 and all(p.startswith("/work?key=warm-") for p in paths), "probes reuse the hot keys"
 
 
 def test_probe_counts_500s_and_unreachable_instances_as_errors(aws: AwsClients, serve: Serve) -> None:
