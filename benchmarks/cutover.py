@@ -113,6 +113,8 @@ async def migrate_under_load(
         writer.stop()
         samples = await asyncio.to_thread(load.stop)
     source_items, target_items = await asyncio.to_thread(_items, clients, table)
+    if result.fleet is not None:  # leave nothing running on a shared emulator
+        await asyncio.to_thread(ActivityEnvironment().run, Ec2Activities(clients).terminate_fleet, result.fleet)
     return Run(
         figures=summarise(samples), outcome=result.outcome, items_source=len(source_items),
         items_target=len(target_items), data_equal=source_items == target_items,
