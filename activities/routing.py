@@ -88,7 +88,11 @@ class RoutingActivities:
 
     @activity.defn(name="routing_state")
     def routing_state(self, req: RoutingInput) -> RoutingState:
-        """Weights (and the longest TTL) of the name's weighted records; capture it before a stepped cutover."""
+        """Weights (and the longest TTL) of the name's weighted records; capture it before a stepped cutover.
+
+        A missing zone (or a name outside it) is a non-retryable `InvalidRequest`, not an error retried forever.
+        """
+        self._check_zone(req.hosted_zone_id, req.dns_name)
         return _state(self._records(req.hosted_zone_id, req.dns_name))
 
     # ---- Route53: stepped cutover ----------------------------------------------------------------------------

@@ -384,7 +384,11 @@ class ShadowMigrationWorkflow:
 
 
 def root_cause(exc: BaseException) -> str:
-    """The innermost message of a Temporal failure chain (ActivityError -> ApplicationError -> ...)."""
-    while getattr(exc, "cause", None) is not None:
+    """The message of the first ApplicationError in a Temporal failure chain (ActivityError -> ApplicationError).
+
+    It stops there: an activity's clear error ("hosted zone Z1 does not exist") may carry the raw exception it was
+    raised from as its own cause, and that one reads worse.
+    """
+    while not isinstance(exc, ApplicationError) and getattr(exc, "cause", None) is not None:
         exc = exc.cause  # type: ignore[attr-defined]
     return getattr(exc, "message", None) or str(exc) or type(exc).__name__
