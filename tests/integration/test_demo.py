@@ -43,7 +43,7 @@ async def test_demo_on_external_services(dev_env: WorkflowEnvironment, moto_url:
     assert proc.returncode == 0, out.decode()[-3000:]
     assert not (tmp_path / "temporal.db").exists(), "an external server was named: nothing may be started"
     summary = json.loads(summary_path.read_text())
-    assert summary["migrations"] >= 2
+    assert summary["migrations"] >= 2, out.decode()[-3000:]
     runs = [w async for w in dev_env.client.list_workflows('WorkflowType = "ShadowMigration"')]
     assert runs and all(r.status == WorkflowExecutionStatus.COMPLETED for r in runs)
     aws = AwsClients(Settings(aws_endpoint_url=moto_url))
