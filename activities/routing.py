@@ -28,6 +28,7 @@ from shadowing.models import (
     TargetsInput,
     TargetsResult,
     WeightsInput,
+    arn_region,
 )
 
 TTL_S = 30
@@ -316,10 +317,10 @@ def target_group_name(fleet_id: str) -> str:
 
 
 def _arn_region(arn: str) -> str:
-    parts = arn.split(":")
-    if len(parts) < 6 or parts[2] != "elasticloadbalancing":
+    region = arn_region(arn)
+    if region is None or arn.split(":")[2] != "elasticloadbalancing":
         raise _invalid(f"{arn!r} is not an ELBv2 ARN")
-    return parts[3]
+    return region
 
 
 def _forward_action(listener: dict) -> dict:

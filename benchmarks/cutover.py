@@ -34,6 +34,7 @@ from activities.ec2 import Ec2Activities
 from activities.routing import RoutingActivities
 from activities.warmup import WarmupActivities
 from shadowing.dataplane.loadgen import LoadGenerator, summarise
+from shadowing.demo import hosted_zone
 from shadowing.endpoints import Endpoints, endpoints_for
 from shadowing.models import (
     EntityPolicy,
@@ -76,7 +77,7 @@ async def migrate_under_load(
     """Sets up an old fleet serving a fresh entity, runs the load, migrates it to TARGET, returns the figures."""
     entity = f"bench-{'warm' if warm else 'cold'}-{uuid.uuid4().hex[:6]}"
     table = f"{entity}-orders"
-    zone_id = await asyncio.to_thread(_zone, clients)
+    zone_id = await asyncio.to_thread(hosted_zone, clients("route53", SOURCE), ZONE)
     await asyncio.to_thread(_table, clients, table, items)
     old = await _old_fleet(clients, endpoints, entity, zone_id, fleet_size, ttl_s)
     policy = EntityPolicy(
@@ -177,14 +178,6 @@ class _Writer:
             key = f"o-{n % 300:05d}"  # the first 200 exist: updates, then inserts
             self._ddb.put_item(TableName=self._table, Item={"pk": {"S": key}, "n": {"N": str(n)}})
             n += 1
-
-
-def _zone(clients: ClientFactory) -> str:
-    r53 = clients("route53", SOURCE)
-    for zone in r53.list_hosted_zones_by_name(DNSName=ZONE)["HostedZones"]:
-        if zone["Name"] == ZONE:
-            return str(zone["Id"]).split("/")[-1]
-    return str(r53.create_hosted_zone(Name=ZONE, CallerReference=str(uuid.uuid4()))["HostedZone"]["Id"]).split("/")[-1]
 
 
 def _table(clients: ClientFactory, table: str, items: int) -> None:

@@ -82,7 +82,7 @@ def seed(clients: ClientFactory, usage: pd.DataFrame, real_anchor: pd.Timestamp,
                 cw.put_metric_data(Namespace="Shadowing/Usage", MetricData=data[i : i + 500])
         for table in ent.tables:
             _seed_table(clients("dynamodb", ent.home), table, ent.entity_id)
-    return _zone(clients("route53", "us-east-1"))
+    return hosted_zone(clients("route53", "us-east-1"))
 
 
 def _seed_table(ddb: Any, table: str, entity_id: str) -> None:
@@ -101,11 +101,12 @@ def _seed_table(ddb: Any, table: str, entity_id: str) -> None:
         ddb.put_item(TableName=table, Item={"session_id": {"S": f"s-{i:04d}"}, "cart_items": {"N": str(i % 7)}})
 
 
-def _zone(r53: Any) -> str:
-    for zone in r53.list_hosted_zones_by_name(DNSName=ZONE)["HostedZones"]:
-        if zone["Name"] == ZONE:
+def hosted_zone(r53: Any, name: str = ZONE) -> str:
+    """The id of the hosted zone `name` (created when missing)."""
+    for zone in r53.list_hosted_zones_by_name(DNSName=name)["HostedZones"]:
+        if zone["Name"] == name:
             return str(zone["Id"]).split("/")[-1]
-    created = r53.create_hosted_zone(Name=ZONE, CallerReference=str(uuid.uuid4()))
+    created = r53.create_hosted_zone(Name=name, CallerReference=str(uuid.uuid4()))
     return str(created["HostedZone"]["Id"]).split("/")[-1]
 
 

@@ -162,6 +162,12 @@ class DemandClock(Frozen):
         return self.history_origin + timedelta(hours=hours)
 
 
+def arn_region(arn: str) -> str | None:
+    """The region field of an ARN (`arn:aws:<service>:<region>:...`), None when `arn` has too few fields."""
+    parts = arn.split(":")
+    return parts[3] if len(parts) >= 6 else None
+
+
 class EntitySpec(Frozen):
     """An application a platform team runs on AWS, and what the product may do with it."""
 

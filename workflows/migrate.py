@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         TargetsResult,
         WarmupInput,
         WeightsInput,
+        arn_region,
     )
     from workflows.policy import fleet_id
     from workflows.saga import Saga
@@ -358,8 +359,7 @@ class ShadowMigrationWorkflow:
 
     @staticmethod
     def _listener_region(req: MigrationInput) -> str | None:
-        arn = req.spec.listener_arn
-        return arn.split(":")[3] if arn and arn.count(":") >= 4 else None
+        return arn_region(req.spec.listener_arn) if req.spec.listener_arn else None
 
     async def _act(self, name: str, arg: object, result_type: type) -> object:
         return await workflow.execute_activity(name, arg, result_type=result_type, **STEP)  # type: ignore[arg-type]

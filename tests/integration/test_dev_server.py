@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import TAG_FLEET
 from shadowing.client import ShadowingClient
-from shadowing.demo import ZONE, _zone, demo_data
+from shadowing.demo import ZONE, demo_data, hosted_zone
 from shadowing.models import EntityPolicy, EntitySpec, EntityStatus
 from shadowing.settings import Settings
 from workers.aws import AwsClients
@@ -51,7 +51,7 @@ def register_input(aws: AwsClients, entity: str, regions: list[str], slice_s: fl
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead_s + 6)
     spec = EntitySpec(
         entity_id=entity, home_region="us-east-1", instance_types=("m5.large",), initial_instances=1,
-        dns_name=f"{entity}.{ZONE}", hosted_zone_id=_zone(aws("route53", "us-east-1")),
+        dns_name=f"{entity}.{ZONE}", hosted_zone_id=hosted_zone(aws("route53", "us-east-1")),
         policy=EntityPolicy(lead_time_s=lead_s, prepare_s=2, watch_s=2, warmup_timeout_s=30, record_ttl_s=1),
         demand_clock={"origin": start, "history_origin": anchor.to_pydatetime(), "seconds_per_hour": slice_s},
     )  # fmt: skip
