@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED, TAG_ROLE, TAG_SLICE, ClientFactory
 from shadowing import prices
-from shadowing.models import FleetRef, ProvisionInput, TemplatesInput
+from shadowing.models import FleetRef, ProvisionInput, ResizeInput, TemplatesInput
 
 #: Latest Amazon Linux 2023 in every region, through SSM's public parameter (moto serves it too).
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
@@ -102,6 +102,24 @@ class Ec2Activities:
         if ids:
             ec2.terminate_instances(InstanceIds=sorted(ids))
         return len(ids)
+
+    @activity.defn(name="shrink_fleet")
+    def shrink_fleet(self, req: ResizeInput) -> FleetRef:
+        """Terminates the fleet's newest live instances beyond `quantity`; returns the survivors. Repeatable."""
+        fleet = req.fleet
+        ec2 = self._clients("ec2", fleet.region)
+        live = _live_instances(ec2, fleet.fleet_id)
+        if surplus := [i["InstanceId"] for i in live[req.quantity :]]:
+            ec2.terminate_instances(InstanceIds=surplus)
+        kept = live[: req.quantity]
+        return fleet.model_copy(
+            update={
+                "instance_ids": tuple(i["InstanceId"] for i in kept),
+                "addresses": tuple(a for a in (advertised_address(i) for i in kept) if a),
+                "spot_instance_ids": tuple(i["InstanceId"] for i in kept if _is_spot(i)),
+                "availability_zones": tuple(i["Placement"]["AvailabilityZone"] for i in kept),
+            }
+        )
 
     @activity.defn(name="mark_fleet_role")
     def mark_fleet_role(self, fleet: FleetRef) -> FleetRef:

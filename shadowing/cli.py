@@ -123,13 +123,14 @@ def demo(
     from shadowing.local import embedded_services
     from workers.aws import AwsClients
     from workers.logs import configure_logging
-    from workers.main import build_worker, connect, stop_on_signals
+    from workers.main import build_worker, connect, register_search_attributes, stop_on_signals
 
     base = _settings()
     configure_logging("WARNING", base.log_format)
 
     async def go(settings: Settings, ui_url: str | None) -> None:
         client = await connect(settings.temporal_address or "", settings.temporal_namespace)
+        await register_search_attributes(client)
         clients = AwsClients(settings)
         stop = stop_on_signals()
         async with build_worker(client, settings, clients):

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shadowing import search
 from shadowing.catalog import REGIONS
 from shadowing.endpoints import data_plane_mode, registry_path
 from shadowing.errors import ServiceUnavailable
@@ -78,7 +79,7 @@ def start_temporal(settings: Settings, port: int | None = None, ui_port: int | N
         "--ip", HOST, "--port", str(port), "--ui-ip", HOST, "--ui-port", str(ui_port),
         "--db-filename", str(state / "temporal.db"),
         "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-        "--log-level", "warn", "--ui-disable-news-fetch",
+        "--log-level", "warn", "--ui-disable-news-fetch", *search.dev_server_args(),
     ]  # fmt: skip
     return _spawn("temporal", cmd, state / "temporal.log")
 

@@ -144,6 +144,24 @@ class EntityPolicy(Frozen):
     catch_up_interval_s: float = Field(
         default=60.0, gt=0, description="while shadows wait for the slice, replay the source's writes this often"
     )
+    mode: Literal["active", "forecast-only"] = Field(
+        default="active", description="forecast-only: forecast, decide and report every slice, provision nothing"
+    )
+    approval_required: bool = Field(
+        default=False, description="a slice's shadows are provisioned only after an `approve` update"
+    )
+    approval_timeout_s: float = Field(
+        default=3600.0, gt=0, description="a slice not approved this long after its decision is skipped"
+    )
+    lead_time_margin: float = Field(
+        default=1.5,
+        ge=1.0,
+        le=10.0,
+        description="lead time >= this x the slowest recent measured preparation (provision + warm + replicate)",
+    )
+    reforecast_interval_s: float = Field(
+        default=600.0, gt=0, description="while shadows wait for the slice, re-forecast and resize them this often"
+    )
 
 
 class DemandClock(Frozen):
@@ -315,6 +333,53 @@ class MigrationInput(Frozen):
     quantity: int = Field(gt=0, le=500)
     source: FleetRef | None = None
     mode: Literal["auto", "manual"] = "auto"
+    forecast: DemandForecast | None = Field(
+        default=None, description="the slice's forecast: refined and used to resize shadows while they wait"
+    )
+    source_needed: int | None = Field(
+        default=None, ge=0, description="instances the source fleet needs to carry the slice if cutover runs late"
+    )
+    max_price_usd: float | None = Field(default=None, gt=0, description="spot bid per instance-hour (policy.spot_bid)")
+
+
+class CostEntry(Frozen):
+    """What one migration's shadows cost (list prices from the price table; spot at its typical price)."""
+
+    slice_key: str
+    outcome: str = Field(description="migrated, released, rolled-back or planned")
+    region: Region
+    instance_type: InstanceTypeName
+    instances: int = 0
+    spot_instances: int = 0
+    shadow_hours: float = Field(0.0, description="instance-hours the shadows ran before serving (or at all)")
+    overlap_hours: float = Field(0.0, description="instance-hours the old fleet ran after cutover (watch, drain)")
+    extra_hours: float = Field(0.0, description="instance-hours of a late migration's temporary scale-up")
+    cost_usd: float = 0.0
+    spot_savings_usd: float = 0.0
+    wasted_usd: float = Field(0.0, description="pre-warm that never served: shadows released or rolled back")
+
+
+class CostLedger(Frozen):
+    """The entity's running totals; `entries` keeps the newest migrations."""
+
+    shadow_hours: float = 0.0
+    cost_usd: float = 0.0
+    spot_savings_usd: float = 0.0
+    wasted_usd: float = 0.0
+    migrations: int = 0
+    released: int = 0
+    entries: tuple[CostEntry, ...] = ()
+
+    def add(self, entry: CostEntry, keep: int = 50) -> CostLedger:
+        return CostLedger(
+            shadow_hours=round(self.shadow_hours + entry.shadow_hours, 4),
+            cost_usd=round(self.cost_usd + entry.cost_usd, 4),
+            spot_savings_usd=round(self.spot_savings_usd + entry.spot_savings_usd, 4),
+            wasted_usd=round(self.wasted_usd + entry.wasted_usd, 4),
+            migrations=self.migrations + (entry.outcome == "migrated"),
+            released=self.released + (entry.outcome in ("released", "rolled-back")),
+            entries=(*self.entries, entry)[-keep:],
+        )
 
 
 class MigrationResult(Frozen):
@@ -323,6 +388,8 @@ class MigrationResult(Frozen):
     retired: FleetRef | None = None
     cutover_at: UtcDatetime | None = None
     compensations_run: tuple[str, ...] = ()
+    detail: str = ""
+    cost: CostEntry | None = None
 
 
 class MigrationProgress(Frozen):
@@ -332,6 +399,8 @@ class MigrationProgress(Frozen):
     phase: str
     shadows: FleetRef | None = None
     detail: str = ""
+    cost: CostEntry | None = Field(default=None, description="set on the last report (done, released, rolled-back)")
+    prepare_s: float | None = Field(default=None, description="set on `ready`: seconds provisioning+warm-up took")
 
 
 # ---- activities ---------------------------------------------------------------------------------------------
@@ -365,6 +434,13 @@ class ProvisionInput(Frozen):
         if self.user_data and self.container_image:
             raise ValueError("give user_data or container_image, not both")
         return self
+
+
+class ResizeInput(Frozen):
+    """`shrink_fleet`: terminate the fleet's newest instances beyond `quantity`."""
+
+    fleet: FleetRef
+    quantity: int = Field(ge=0, le=500)
 
 
 class TemplatesInput(Frozen):
@@ -642,9 +718,10 @@ class Event(Frozen):
 
 class SliceStatus(Frozen):
     time_slice: ScheduledSlice
-    state: Literal["pending", "forecasting", "preparing", "migrating", "done", "skipped", "failed", "released"] = (
-        "pending"
-    )
+    state: Literal[
+        "pending", "forecasting", "awaiting-approval", "waiting-for-capacity", "preparing", "migrating", "done",
+        "skipped", "failed", "released", "planned",
+    ] = "pending"  # fmt: skip
     forecast: DemandForecast | None = None
     decision: Decision | None = None
     migration_id: str | None = None
@@ -661,6 +738,47 @@ class EntityStatus(Frozen):
     slices: tuple[SliceStatus, ...]
     events: tuple[Event, ...]
     migrations: int = 0
+    mode: str = "active"
+    paused: bool = False
+    planned_fleet: FleetRef | None = Field(default=None, description="forecast-only: where the plan would be")
+    ledger: CostLedger = CostLedger()
+    lead_time_s: float | None = None
+    runs: int = Field(default=1, description="workflow runs so far (continue-as-new starts a new one)")
+
+
+class PlanEntry(Frozen):
+    """One upcoming or running slice as the `plan` query shows it."""
+
+    slice_key: str
+    region: Region
+    start: UtcDatetime
+    end: UtcDatetime
+    forecast_at: UtcDatetime
+    state: str
+    action: str | None = None
+    instance_type: str | None = None
+    quantity: int | None = None
+    approved: bool = False
+    needs_approval: bool = False
+
+
+class EntityPlan(Frozen):
+    entity_id: str
+    lead_time_s: float
+    prepare_s: float
+    paused: bool
+    entries: tuple[PlanEntry, ...]
+
+
+class SliceAction(Frozen):
+    """approve / abort: one slice of the entity's schedule, and why (kept in the event log)."""
+
+    time_slice: TimeSlice
+    reason: str = Field("", max_length=500)
+
+
+class PauseRequest(Frozen):
+    reason: str = Field("", max_length=500)
 
 
 class EntityState(Frozen):
@@ -671,3 +789,58 @@ class EntityState(Frozen):
     slices: tuple[SliceStatus, ...] = ()
     events: tuple[Event, ...] = ()
     migrations: int = 0
+    paused: bool = False
+    approved: tuple[str, ...] = Field(default=(), description="slice keys approved by an operator")
+    aborted: tuple[str, ...] = Field(default=(), description="slice keys aborted by an operator")
+    planned_fleet: FleetRef | None = None
+    ledger: CostLedger = CostLedger()
+    prepare_durations: tuple[float, ...] = Field(default=(), description="newest measured preparations (s)")
+    runs: int = 1
+
+
+# ---- fleet coordination -------------------------------------------------------------------------------
+
+
+class CoordinatorLimits(Frozen):
+    """Account-wide limits shared by every entity: concurrent migrations and shadow instances per region."""
+
+    max_concurrent_migrations: int = Field(10, ge=1)
+    region_shadow_quota: int = Field(200, ge=1, description="shadow instances in flight per region")
+    region_quotas: dict[str, int] = Field(default_factory=dict, description="per-region overrides")
+
+    def quota(self, region: str) -> int:
+        return self.region_quotas.get(region, self.region_shadow_quota)
+
+
+class LeaseRequest(Frozen):
+    """An entity asks for the right to run one migration of `instances` shadows in `region` until `expires_at`."""
+
+    holder: str = Field(description="the entity workflow id the grant is signalled to")
+    slice_key: str
+    region: Region
+    instances: int = Field(ge=1)
+    expires_at: UtcDatetime
+    limits: CoordinatorLimits | None = None
+    coordinator_id: str = "shadowing-coordinator"
+
+
+class LeaseRelease(Frozen):
+    holder: str
+    slice_key: str
+
+
+class LeaseGrant(Frozen):
+    """Signalled to the holder: granted, or denied with the reason (a request larger than a quota)."""
+
+    slice_key: str
+    granted: bool
+    coordinator_id: str
+    reason: str = ""
+
+
+class CoordinatorState(Frozen):
+    limits: CoordinatorLimits = CoordinatorLimits()
+    held: tuple[LeaseRequest, ...] = ()
+    waiting: tuple[LeaseRequest, ...] = ()
+    granted_total: int = 0
+    max_seen_concurrent: int = 0

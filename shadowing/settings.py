@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shadowing import TASK_QUEUE
+from shadowing.models import CoordinatorLimits
 
 
 class Settings(BaseSettings):
@@ -42,11 +43,21 @@ class Settings(BaseSettings):
     data_plane_registry: Path | None = Field(None, description="default: <state_dir>/dataplane.json")
     data_plane_regions: tuple[str, ...] | None = Field(None, description="regions the agent watches; default: all")
     data_plane_poll_s: float = 0.5
+    # Fleet coordination (workflows/coordinator.py): account-wide limits every entity's migrations share.
+    max_concurrent_migrations: int = Field(10, ge=1)
+    region_shadow_quota: int = Field(200, ge=1, description="shadow instances in flight per region")
+    region_quotas: dict[str, int] = Field(default_factory=dict, description='JSON, e.g. {"eu-west-1": 50}')
 
     @field_validator("temporal_address", "aws_endpoint_url", "aws_profile", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    def coordinator_limits(self) -> CoordinatorLimits:
+        return CoordinatorLimits(
+            max_concurrent_migrations=self.max_concurrent_migrations, region_shadow_quota=self.region_shadow_quota,
+            region_quotas=self.region_quotas,
+        )  # fmt: skip
 
     @property
     def embedded_temporal(self) -> bool:

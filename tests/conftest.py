@@ -11,6 +11,8 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from shadowing.search import ensure_search_attributes
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_TRACE = ROOT.parent / "shared" / "data" / "bitbrains_rnd" / "usage_hourly_2013-07_2013-08.csv.gz"
 BIN = Path(sys.executable).parent
@@ -28,6 +30,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=pydantic_data_converter
     )
+    await ensure_search_attributes(env.client)
     yield env
     await env.shutdown()
 

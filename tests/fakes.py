@@ -3,6 +3,7 @@ and fail on demand, so workflow tests can assert order, compensations and what w
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +29,7 @@ from shadowing.models import (
     ReadReplicaResult,
     ReplicationInput,
     ReplicationStatus,
+    ResizeInput,
     RestoreWeightsInput,
     RoutingInput,
     RoutingState,
@@ -50,6 +52,7 @@ class FakeCloud:
     out_of_sync: bool = False
     cpu_mhz: float = 10_000.0
     readiness: float = 0.9
+    warm_s: float = 0.0
     calls: list[tuple[str, str]] = field(default_factory=list)
     live: dict[str, FleetRef] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
@@ -86,6 +89,16 @@ class FakeCloud:
         self._record("terminate_fleet", fleet.fleet_id)
         return 0 if self.live.pop(fleet.fleet_id, None) is None else len(fleet.instance_ids)
 
+    @activity.defn(name="shrink_fleet")
+    def shrink_fleet(self, req: ResizeInput) -> FleetRef:
+        self._record("shrink_fleet", req.fleet.fleet_id)
+        live = self.live.get(req.fleet.fleet_id, req.fleet)
+        kept = live.model_copy(
+            update={"instance_ids": live.instance_ids[: req.quantity], "addresses": live.addresses[: req.quantity]}
+        )
+        self.live[req.fleet.fleet_id] = kept
+        return kept
+
     @activity.defn(name="mark_fleet_role")
     def mark_fleet_role(self, fleet: FleetRef) -> FleetRef:
         self._record("mark_fleet_role", fleet.fleet_id)
@@ -94,6 +107,7 @@ class FakeCloud:
     @activity.defn(name="warm_fleet")
     def warm_fleet(self, req: WarmupInput) -> HealthReport:
         self._record("warm_fleet", req.fleet.fleet_id)
+        time.sleep(self.warm_s)  # real time: the time-skipping server does not skip while an activity runs
         return HealthReport(healthy=True, healthy_count=req.fleet.size, total=req.fleet.size)
 
     @activity.defn(name="check_fleet_health")
@@ -247,7 +261,7 @@ class FakeCloud:
             self.lookup_entity, self.catch_up, self.create_read_replica, self.promote_read_replica,
             self.delete_read_replica, self.forward_queue, self.routing_state, self.set_weights, self.restore_weights,
             self.register_fleet_targets, self.deregister_fleet_targets, self.listener_state,
-            self.set_listener_weights, self.probe_fleet,
+            self.set_listener_weights, self.probe_fleet, self.shrink_fleet,
         ]  # fmt: skip
 
 

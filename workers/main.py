@@ -9,9 +9,11 @@ from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import ClientFactory
+from activities.coordination import CoordinationActivities
 from activities.ec2 import Ec2Activities
 from activities.forecast import ForecastActivities
 from activities.monitoring import MonitoringActivities
@@ -21,12 +23,14 @@ from activities.routing import RoutingActivities
 from activities.warmup import WarmupActivities
 from shadowing.endpoints import Endpoints, endpoints_for
 from shadowing.errors import ServiceUnavailable
+from shadowing.models import CoordinatorLimits
 from shadowing.settings import Settings
+from workflows.coordinator import FleetCoordinatorWorkflow
 from workflows.entity import EntityScheduleWorkflow
 from workflows.migrate import ShadowMigrationWorkflow
 from workflows.predict import PredictDemandWorkflow
 
-WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkflow]
+WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkflow, FleetCoordinatorWorkflow]
 
 
 async def connect(address: str, namespace: str = "default", timeout_s: float = 10.0) -> Client:
@@ -48,7 +52,9 @@ async def connect(address: str, namespace: str = "default", timeout_s: float = 1
             await asyncio.sleep(0.2)
 
 
-def activities(client: Client, clients: ClientFactory, endpoints: Endpoints) -> list:
+def activities(
+    client: Client, clients: ClientFactory, endpoints: Endpoints, limits: CoordinatorLimits | None = None
+) -> list:
     """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct)."""
     ec2, warm = Ec2Activities(clients), WarmupActivities(clients, endpoints)
     repl, route = ReplicationActivities(clients), RoutingActivities(clients)
@@ -56,7 +62,8 @@ def activities(client: Client, clients: ClientFactory, endpoints: Endpoints) -> 
     return [
         ForecastActivities(clients).forecast_demand,
         RegistryActivities(client).lookup_entity,
-        ec2.provision_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.delete_launch_templates,
+        CoordinationActivities(client, limits or CoordinatorLimits()).request_lease,
+        ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.delete_launch_templates,
         warm.warm_fleet, warm.check_fleet_health,
         repl.replicate_tables, repl.catch_up, repl.check_sync, repl.drop_replicas, repl.create_read_replica,
         repl.promote_read_replica, repl.delete_read_replica, repl.forward_queue,
@@ -74,12 +81,28 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=activities(client, clients, endpoints_for(settings)),
+        activities=activities(client, clients, endpoints_for(settings), settings.coordinator_limits()),
         activity_executor=pool,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=5),
         **options,  # type: ignore[arg-type]
     )
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Adds the product's search attributes if the namespace lacks them; says how when this worker may not."""
+    import structlog
+
+    from shadowing.search import ensure_search_attributes
+
+    log = structlog.get_logger("worker")
+    try:
+        added = await ensure_search_attributes(client)
+    except RPCError as exc:  # e.g. Temporal Cloud: add them with `tcld` or the Cloud UI
+        log.warning("cannot register search attributes; add them by hand (see README)", error=str(exc))
+        return
+    if added:
+        log.info("registered search attributes", names=added)
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -99,5 +122,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
     stop = stop or stop_on_signals()
     client = await connect(settings.temporal_address or "127.0.0.1:7233", settings.temporal_namespace)
+    await register_search_attributes(client)
     async with build_worker(client, settings, AwsClients(settings)):
         await stop.wait()

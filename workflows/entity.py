@@ -7,15 +7,23 @@ bad input before it enters history: ProvisionShadowInstances, MigrateInstances, 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from shadowing import prices, search
     from shadowing.errors import TimeSliceNotActive
     from shadowing.models import (
+        AllocationSchedule,
+        CostEntry,
+        CostLedger,
+        Decision,
         DemandForecast,
+        EntityPlan,
         EntitySpec,
         EntityState,
         EntityStatus,
@@ -24,15 +32,21 @@ with workflow.unsafe.imports_passed_through():
         FleetRef,
         ForecastInput,
         HealthReport,
+        LeaseGrant,
+        LeaseRelease,
+        LeaseRequest,
         MigrationInput,
         MigrationProgress,
         MigrationResult,
+        PauseRequest,
+        PlanEntry,
         ProvisionInput,
         ProvisionRequest,
         RegisterEntityInput,
         RoutingInput,
         RoutingState,
         ScheduledSlice,
+        SliceAction,
         SliceRequest,
         SliceStatus,
     )
@@ -40,8 +54,17 @@ with workflow.unsafe.imports_passed_through():
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, root_cause
     from workflows.predict import FORECAST
 
+LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
+
 MAX_EVENTS = 200
-SETTLED = ("done", "skipped", "failed", "released")
+SETTLED = ("done", "skipped", "failed", "released", "planned")
+#: Workflows started before this patch keep the original slice walk when they replay (tests/histories/*_v1.json).
+ORCHESTRATION_V2 = "orchestration-v2"
+#: Continue-as-new past this many history events (well below the server's limits), after handlers finish.
+MAX_HISTORY_EVENTS = 4000
+#: Settled slices older than this many keep their decision but drop their forecast (the state stays small).
+KEEP_FORECASTS = 48
+MEASURED = 10  # newest preparation durations kept for the lead time
 
 
 @workflow.defn(name="EntitySchedule")
@@ -51,29 +74,58 @@ class EntityScheduleWorkflow:
         self._phase = "starting"
         self._children: dict[str, workflow.ChildWorkflowHandle] = {}
         self._progress: dict[str, MigrationProgress] = {}
+        self._v2 = False
+        self._wake = False  # a handler changed the schedule or the pause: the walk re-plans
+        self._grants: dict[str, LeaseGrant] = {}
+        self._sa: dict[str, object] = {}
 
     # ---- run -----------------------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, state: RegisterEntityInput | EntityState) -> EntityStatus:
         self._s = state if isinstance(state, EntityState) else _initial(state)
-        if self._s.active_fleet is None:
+        self._v2 = workflow.patched(ORCHESTRATION_V2)
+        self._set_phase("starting")
+        if self._s.active_fleet is None and not self._forecast_only:
             await self._bootstrap()
-        for index, entry in enumerate(self._s.slices):
-            if entry.state in SETTLED:
-                continue
+        elif self._forecast_only and self._s.planned_fleet is None:
+            spec = self._spec
+            self._update(planned_fleet=_planned(spec.entity_id, spec.home_region, spec.instance_types[0],
+                                                spec.initial_instances))  # fmt: skip
+        while (index := self._next_pending()) is not None:
+            self._wake = False
             await self._run_slice(index)
-            if workflow.info().is_continue_as_new_suggested():
+            self._trim()
+            info = workflow.info()
+            if info.is_continue_as_new_suggested() or (
+                self._v2 and info.get_current_history_length() > MAX_HISTORY_EVENTS
+            ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(self._s)
-        self._phase = "done"
+                workflow.continue_as_new(self._s.model_copy(update={"runs": self._s.runs + 1}))
+        self._set_phase("done")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
+
+    def _next_pending(self) -> int | None:
+        return next((i for i, e in enumerate(self._s.slices) if e.state not in SETTLED), None)
+
+    @property
+    def _forecast_only(self) -> bool:
+        return self._v2 and self._spec.policy.mode == "forecast-only"
+
+    def _lead_s(self) -> float:
+        p = self._spec.policy
+        if not self._v2:
+            return p.lead_time_s
+        return policy.lead_time_s(p.lead_time_s, self._s.prepare_durations, p.lead_time_margin)
+
+    def _prepare_s(self) -> float:
+        return policy.expected_prepare_s(self._spec.policy.prepare_s, self._s.prepare_durations)
 
     async def _bootstrap(self) -> None:
         """Gives a new entity its first fleet in its home region and routes its DNS name to it."""
         spec = self._spec
-        self._phase = "bootstrapping"
+        self._set_phase("bootstrapping")
         provision = ProvisionInput(
             entity_id=spec.entity_id, fleet_id=policy.fleet_id(spec.entity_id, "initial"), slice_key="initial",
             region=spec.home_region, instance_type=spec.instance_types[0], quantity=spec.initial_instances,
@@ -91,20 +143,33 @@ class EntityScheduleWorkflow:
         await workflow.execute_activity("switch_traffic", routing, result_type=RoutingState, **STEP)
         self._update(active_fleet=fleet)
         self._event("fleet", f"initial fleet {fleet.size} x {fleet.instance_type} in {fleet.region}")
+        self._set_phase("bootstrapped")
 
     async def _run_slice(self, index: int) -> None:
         slot = self._s.slices[index].time_slice
-        lead = timedelta(seconds=self._spec.policy.lead_time_s)
-        self._phase = f"waiting for {slot.key}"
+        key = slot.key
+        lead = timedelta(seconds=self._lead_s())
+        self._set_phase(f"waiting for {key}", slot)
         wake = policy.forecast_time(slot, lead, workflow.now())
-        await workflow.sleep(max((wake - workflow.now()).total_seconds(), 0))
-        if slot.key in self._children:  # an operator provisioned this slice by hand: follow that migration
-            await self._finish_migration(index, self._children[slot.key])
+        if not self._v2:
+            await workflow.sleep(max((wake - workflow.now()).total_seconds(), 0))
+        elif not await self._wait_until(wake, lambda: self._wake):
+            return  # the schedule changed or the slice was aborted: the walk picks the next pending slice
+        if self._v2 and self._s.paused:
+            self._set_phase(f"paused before {key}", slot)
+            if not await self._wait_until(slot.end, lambda: not self._s.paused or self._wake):
+                if self._s.slices[index].state not in SETTLED and workflow.now() >= slot.end:
+                    self._set_slice(index, state="skipped", outcome="paused through the slice")
+                return
+            if self._wake:
+                return
+        if key in self._children:  # an operator provisioned this slice by hand: follow that migration
+            await self._finish_migration(index, self._children[key])
             return
         if workflow.now() >= slot.end:
             self._set_slice(index, state="skipped", outcome="slice ended before it could be prepared")
             return
-        self._phase = f"forecasting {slot.key}"
+        self._set_phase(f"forecasting {key}", slot)
         self._set_slice(index, state="forecasting")
         try:
             forecast = await workflow.execute_activity(
@@ -113,35 +178,141 @@ class EntityScheduleWorkflow:
             )  # fmt: skip
         except Exception as exc:
             self._set_slice(index, state="failed", error=f"forecast: {root_cause(exc)}")
-            self._event("error", f"forecast failed: {root_cause(exc)}", slot.key)
+            self._event("error", f"forecast failed: {root_cause(exc)}", key)
             return
-        if slot.key in self._children:  # provisioned by hand while we were forecasting
-            await self._finish_migration(index, self._children[slot.key])
+        if key in self._children:  # provisioned by hand while we were forecasting
+            await self._finish_migration(index, self._children[key])
             return
+        if self._v2 and self._s.slices[index].state in SETTLED:  # aborted while forecasting
+            return
+        active = self._s.planned_fleet if self._forecast_only else self._s.active_fleet
         decision = policy.decide(
-            self._spec, slot, self._s.active_fleet, forecast, self._s.slices, workflow.now(),
+            self._spec, slot, active, forecast, self._s.slices, workflow.now(),
             migration_gate=workflow.patched("migration-readiness-gate"),
+            **({"prepare_s": self._prepare_s()} if self._v2 else {}),
         )  # fmt: skip
         self._set_slice(index, forecast=forecast, decision=decision)
-        self._event("forecast", _describe_forecast(forecast), slot.key)
-        self._event("decision", f"{decision.action}: {decision.reason}", slot.key)
+        self._event("forecast", _describe_forecast(forecast), key)
+        self._event("decision", f"{decision.action}: {decision.reason}", key)
         if decision.action != "shadow":
             self._set_slice(index, state="skipped" if decision.action == "skip" else "done", outcome=decision.action)
             return
-        handle = await self._start_migration(slot, decision.instance_type, decision.quantity, "auto")
-        await self._finish_migration(index, handle)
+        if self._forecast_only:
+            self._plan_only(index, decision)
+            return
+        if self._v2 and not await self._approved(index):
+            return
+        if self._v2 and not await self._lease(index, decision.quantity):
+            return
+        try:
+            handle = await self._start_migration(
+                slot, decision.instance_type, decision.quantity, "auto", forecast if self._v2 else None
+            )
+            await self._finish_migration(index, handle)
+        finally:
+            if self._v2:
+                await self._release_lease(key)
+
+    async def _wait_until(self, moment: datetime, condition: Callable[[], bool]) -> bool:
+        """Waits until `moment` (True) unless `condition` turns true first (False)."""
+        left = (moment - workflow.now()).total_seconds()
+        if left <= 0:
+            return True
+        try:
+            await workflow.wait_condition(condition, timeout=left)
+        except TimeoutError:
+            return True
+        return False
+
+    def _plan_only(self, index: int, decision: Decision) -> None:
+        """Forecast-only: record what would have been done and plan the next slices from there."""
+        slot = self._s.slices[index].time_slice
+        itype, n = decision.instance_type, decision.quantity
+        self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, itype, n))
+        hours = (slot.end - slot.start).total_seconds() / 3600
+        cost = self._s.ledger.add(CostEntry(
+            slice_key=slot.key, outcome="planned", region=slot.region, instance_type=itype, instances=n,
+            cost_usd=round(n * hours * prices.on_demand(itype, slot.region), 4),
+        ))  # fmt: skip
+        self._update(ledger=cost.model_copy(update={"migrations": self._s.ledger.migrations}))
+        self._set_slice(index, state="planned", outcome=f"would shadow {n} x {itype} in {slot.region}")
+        self._event("plan", f"forecast-only: would shadow {n} x {itype} in {slot.region}", slot.key)
+
+    async def _approved(self, index: int) -> bool:
+        """The approval gate: wait for `approve` until the policy's deadline (or the slice's end); else skip."""
+        slot = self._s.slices[index].time_slice
+        if not self._spec.policy.approval_required or slot.key in self._s.approved:
+            return True
+        self._set_slice(index, state="awaiting-approval")
+        self._set_phase(f"awaiting approval of {slot.key}", slot)
+        self._event("approval", f"waiting up to {self._spec.policy.approval_timeout_s:.0f}s for approve", slot.key)
+        deadline = min(workflow.now() + timedelta(seconds=self._spec.policy.approval_timeout_s), slot.end)
+        decided = lambda: slot.key in self._s.approved or slot.key in self._s.aborted  # noqa: E731
+        if await self._wait_until(deadline, decided) and not decided():
+            self._set_slice(index, state="skipped", outcome="approval timed out")
+            self._event("approval", "not approved in time: slice skipped, nothing provisioned", slot.key)
+            return False
+        return slot.key in self._s.approved and self._s.slices[index].state not in SETTLED
+
+    async def _lease(self, index: int, quantity: int) -> bool:
+        """Asks the FleetCoordinator for room (concurrent migrations, region quota) and waits for the grant."""
+        slot = self._s.slices[index].time_slice
+        self._set_slice(index, state="waiting-for-capacity")
+        req = LeaseRequest(
+            holder=workflow.info().workflow_id, slice_key=slot.key, region=slot.region, instances=quantity,
+            expires_at=slot.end,
+        )  # fmt: skip
+        await workflow.execute_activity("request_lease", req, result_type=str, **LEASE)
+        if await self._wait_until(slot.end, lambda: slot.key in self._grants) and slot.key not in self._grants:
+            self._set_slice(index, state="skipped", outcome="no migration capacity before the slice ended")
+            return False
+        grant = self._grants[slot.key]
+        if not grant.granted:
+            self._grants.pop(slot.key)
+            self._set_slice(index, state="skipped", outcome=f"capacity denied: {grant.reason}")
+            self._event("capacity", grant.reason, slot.key)
+            return False
+        if self._s.slices[index].state in SETTLED:  # aborted while waiting
+            await self._release_lease(slot.key)
+            return False
+        return True
+
+    async def _release_lease(self, key: str) -> None:
+        grant = self._grants.pop(key, None)
+        if grant is None or not grant.granted:
+            return
+        release = LeaseRelease(holder=workflow.info().workflow_id, slice_key=key)
+        try:
+            await workflow.get_external_workflow_handle(grant.coordinator_id).signal("release", release)
+        except Exception as exc:  # the coordinator expires the lease at the slice end anyway
+            workflow.logger.warning("could not release lease %s: %s", key, exc)
 
     async def _start_migration(
-        self, slot: ScheduledSlice, itype: str, quantity: int, mode: str
+        self, slot: ScheduledSlice, itype: str, quantity: int, mode: str, forecast: DemandForecast | None = None
     ) -> workflow.ChildWorkflowHandle:
         mid = f"migration/{self._spec.entity_id}/{slot.key}"
+        extra: dict[str, object] = {}
+        if self._v2:
+            active, p = self._s.active_fleet, self._spec.policy
+            if forecast is not None and active is not None:
+                extra["source_needed"] = policy.instances_needed_for_fleet(forecast, active, self._spec)
+            if p.spot:
+                confidence = forecast.readiness if forecast is not None else 0.5
+                extra["max_price_usd"] = policy.spot_bid(
+                    prices.on_demand(itype, slot.region), prices.typical_spot(itype, slot.region), confidence,
+                    p.spot_max_price_ratio,
+                )  # fmt: skip
         req = MigrationInput(
             spec=self._spec, time_slice=slot, instance_type=itype, quantity=quantity,
-            source=self._s.active_fleet, mode=mode,
+            source=self._s.active_fleet, mode=mode, forecast=forecast, **extra,  # type: ignore[arg-type]
         )  # fmt: skip
+        options: dict[str, object] = {}
+        if self._v2:
+            pairs = search_attributes(self._spec.entity_id, "starting", self._s.active_fleet, slot)
+            options["search_attributes"] = TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs])
         handle = await workflow.start_child_workflow(
             ShadowMigrationWorkflow.run, req, id=mid,
-            parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+            parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL, **options,  # type: ignore[arg-type]
         )  # fmt: skip
         self._children[slot.key] = handle
         index = self._index(slot)
@@ -151,19 +322,27 @@ class EntityScheduleWorkflow:
 
     async def _finish_migration(self, index: int, handle: workflow.ChildWorkflowHandle) -> MigrationResult | None:
         slot = self._s.slices[index].time_slice
-        self._phase = f"migrating {slot.key}"
+        self._set_phase(f"migrating {slot.key}", slot)
         try:
             result: MigrationResult = await handle
         except ChildWorkflowError as exc:
-            if self._s.slices[index].state != "failed":
+            if slot.key in self._s.aborted and self._s.slices[index].state not in SETTLED:
+                self._set_slice(index, state="released", outcome="aborted: compensations ran, old fleet serving")
+                self._event("abort", "migration aborted and rolled back", slot.key)
+            elif self._s.slices[index].state != "failed":
                 self._set_slice(index, state="failed", error=root_cause(exc))
                 self._event("error", f"migration failed, rolled back: {root_cause(exc)}", slot.key)
             return None
+        finally:
+            if self._v2:
+                await self._release_lease(slot.key)
         if self._s.slices[index].state in SETTLED:
             return result
         if result.outcome == "migrated" and result.fleet is not None:
             self._update(active_fleet=result.fleet, migrations=self._s.migrations + 1)
             self._set_slice(index, state="done", outcome="migrated")
+            if self._v2:
+                self._set_phase(f"serving from {result.fleet.region}")
         else:
             self._set_slice(index, state="released", outcome="released")
         return result
@@ -173,7 +352,12 @@ class EntityScheduleWorkflow:
     @workflow.update(name="ProvisionShadowInstances")
     async def provision_shadow_instances(self, req: ProvisionRequest) -> MigrationProgress:
         """Provisions and warms shadows for a slice by hand; they wait for MigrateInstances or release."""
-        slot = self._s.slices[self._require_slice(req.time_slice)].time_slice
+        index = self._require_slice(req.time_slice)
+        slot = self._s.slices[index].time_slice
+        if self._v2 and not await self._lease(index, req.quantity):
+            raise ApplicationError(
+                f"no capacity: {self._s.slices[index].outcome}", type="MigrationFailed", non_retryable=True
+            )
         await self._start_migration(slot, req.instance_type, req.quantity, "manual")
         await workflow.wait_condition(
             lambda: self._progress.get(slot.key, MigrationProgress(phase="")).phase in ("ready", "rolled-back")
@@ -223,7 +407,10 @@ class EntityScheduleWorkflow:
     async def release_shadow_instances(self, req: SliceRequest) -> MigrationResult:
         """Releases the slice's shadows (runs the migration's compensations) before any cutover."""
         index = self._require_slice(req.time_slice)
-        handle = self._children[self._s.slices[index].time_slice.key]
+        key = self._s.slices[index].time_slice.key
+        if key not in self._children:
+            return MigrationResult(outcome="released", detail=f"nothing to release: slice {key} has no shadows")
+        handle = self._children[key]
         await handle.signal(ShadowMigrationWorkflow.release)
         result = await self._finish_migration(index, handle)
         if result is None:
@@ -234,17 +421,159 @@ class EntityScheduleWorkflow:
     def _validate_release(self, req: SliceRequest) -> None:
         index = self._require_slice(req.time_slice)
         key = self._s.slices[index].time_slice.key
-        if key not in self._children:
-            raise ValueError(f"time_slice: no shadow instances are provisioned for slice {key}")
         phase = self._progress.get(key, MigrationProgress(phase="")).phase
         if phase in ("cutover", "watching", "retired", "done"):
             raise ValueError(f"time_slice: slice {key} has already cut over ({phase}); nothing to release")
 
+    # ---- operations (updates) -------------------------------------------------------------------------------
+
+    @workflow.update(name="approve")
+    async def approve(self, req: SliceAction) -> SliceStatus:
+        """Lets the slice's shadows be provisioned (policy.approval_required); may come before the decision."""
+        index = self._require_slice(req.time_slice)
+        key = self._s.slices[index].time_slice.key
+        self._update(approved=(*self._s.approved, key))
+        self._event("approval", f"approved{': ' + req.reason if req.reason else ''}", key)
+        return self._s.slices[index]
+
+    @approve.validator
+    def _validate_approve(self, req: SliceAction) -> None:
+        entry = self._s.slices[self._require_slice(req.time_slice)]
+        if entry.state in SETTLED or entry.time_slice.key in self._children:
+            raise ValueError(f"time_slice: slice {entry.time_slice.key} is {entry.state}; nothing to approve")
+        if entry.time_slice.key in self._s.approved:
+            raise ValueError(f"time_slice: slice {entry.time_slice.key} is already approved")
+
+    @workflow.update(name="abort")
+    async def abort(self, req: SliceAction) -> SliceStatus:
+        """Stops the slice: a running migration is cancelled (its compensations restore routing and leave the old
+        fleet serving); a slice not started yet is skipped."""
+        index = self._require_slice(req.time_slice)
+        key = self._s.slices[index].time_slice.key
+        self._update(aborted=(*self._s.aborted, key))
+        self._event("abort", f"abort requested{': ' + req.reason if req.reason else ''}", key)
+        if key in self._children:
+            await workflow.get_external_workflow_handle(f"migration/{self._spec.entity_id}/{key}").cancel()
+            await workflow.wait_condition(lambda: self._s.slices[index].state in SETTLED)
+        else:
+            self._set_slice(index, state="skipped", outcome=f"aborted{': ' + req.reason if req.reason else ''}")
+            self._wake = True
+        return self._s.slices[index]
+
+    @abort.validator
+    def _validate_abort(self, req: SliceAction) -> None:
+        entry = self._s.slices[self._require_slice(req.time_slice)]
+        key = entry.time_slice.key
+        if entry.state in SETTLED:
+            raise ValueError(f"time_slice: slice {key} is already {entry.state}")
+        phase = self._progress.get(key, MigrationProgress(phase="")).phase
+        if phase in ("retired", "done"):
+            raise ValueError(f"time_slice: slice {key} has committed its migration ({phase}); nothing to abort")
+
+    @workflow.update(name="pause")
+    async def pause(self, req: PauseRequest) -> EntityStatus:
+        """No new slice is forecast or prepared until `resume`; running migrations finish."""
+        self._update(paused=True)
+        self._wake = True
+        self._event("pause", f"paused{': ' + req.reason if req.reason else ''}")
+        return self.status()
+
+    @pause.validator
+    def _validate_pause(self, req: PauseRequest) -> None:
+        if self._s.paused:
+            raise ValueError("paused: the entity is already paused")
+
+    @workflow.update(name="resume")
+    async def resume(self) -> EntityStatus:
+        self._update(paused=False)
+        self._wake = True
+        self._event("pause", "resumed")
+        return self.status()
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        if not self._s.paused:
+            raise ValueError("paused: the entity is not paused")
+
+    @workflow.update(name="update_schedule")
+    async def update_schedule(self, schedule: AllocationSchedule) -> EntityPlan:
+        """Replaces the slices that have not started; started and settled ones are kept as they are."""
+        kept = {e.time_slice.key: e for e in self._s.slices if e.state != "pending"}
+        old = {e.time_slice.key: e for e in self._s.slices}
+        merged = dict(kept)
+        for s in schedule.slices:
+            if s.key not in merged:
+                prev = old.get(s.key)
+                merged[s.key] = prev if prev is not None and prev.time_slice == s else SliceStatus(time_slice=s)
+        slices = tuple(sorted(merged.values(), key=lambda e: e.time_slice.start))
+        reg = self._s.registration.model_copy(update={"schedule": AllocationSchedule(slices=tuple(
+            e.time_slice for e in slices))})  # fmt: skip
+        self._update(slices=slices, registration=reg)
+        self._wake = True
+        self._event("schedule", f"schedule updated: {len(slices)} slices")
+        return self.plan()
+
+    @update_schedule.validator
+    def _validate_schedule(self, schedule: AllocationSchedule) -> None:
+        for entry in self._s.slices:
+            if entry.state == "pending":
+                continue
+            for s in schedule.slices:
+                if s.start < entry.time_slice.end and entry.time_slice.start < s.end and s != entry.time_slice:
+                    raise ValueError(
+                        f"schedule.slices: {s.key} overlaps slice {entry.time_slice.key}, which is {entry.state}"
+                    )
+
+    @workflow.update(name="update_spec")
+    async def update_spec(self, spec: EntitySpec) -> EntitySpec:
+        """New spec and policy for the slices not started yet."""
+        self._update(registration=self._s.registration.model_copy(update={"spec": spec}))
+        self._wake = True
+        self._event("spec", "spec updated")
+        return spec
+
+    @update_spec.validator
+    def _validate_spec(self, spec: EntitySpec) -> None:
+        if spec.entity_id != self._spec.entity_id:
+            raise ValueError(f"spec.entity_id: {spec.entity_id!r} is not this entity ({self._spec.entity_id!r})")
+        if spec.home_region != self._spec.home_region:
+            raise ValueError("spec.home_region: cannot change while the entity runs (register it again)")
+
     # ---- signals and queries --------------------------------------------------------------------------------
+
+    @workflow.signal(name="lease_granted")
+    def lease_granted(self, grant: LeaseGrant) -> None:
+        self._grants[grant.slice_key] = grant
+
+    @workflow.query(name="plan")
+    def plan(self) -> EntityPlan:
+        lead = timedelta(seconds=self._lead_s())
+        entries = []
+        for e in self._s.slices:
+            t = e.time_slice
+            d = e.decision
+            entries.append(PlanEntry(
+                slice_key=t.key, region=t.region, start=t.start, end=t.end, forecast_at=t.start - lead,
+                state=e.state, action=d.action if d else None, instance_type=d.instance_type if d else None,
+                quantity=d.quantity if d else None, approved=t.key in self._s.approved,
+                needs_approval=self._spec.policy.approval_required,
+            ))  # fmt: skip
+        return EntityPlan(
+            entity_id=self._spec.entity_id, lead_time_s=lead.total_seconds(), prepare_s=self._prepare_s(),
+            paused=self._s.paused, entries=tuple(entries),
+        )  # fmt: skip
+
+    @workflow.query(name="ledger")
+    def ledger(self) -> CostLedger:
+        return self._s.ledger
 
     @workflow.signal(name="migration_progress")
     def migration_progress(self, progress: MigrationProgress) -> None:
         self._progress[progress.slice_key] = progress
+        if progress.cost is not None:
+            self._update(ledger=self._s.ledger.add(progress.cost))
+        if progress.prepare_s is not None:
+            self._update(prepare_durations=(*self._s.prepare_durations, progress.prepare_s)[-MEASURED:])
         index = next((i for i, s in enumerate(self._s.slices) if s.time_slice.key == progress.slice_key), None)
         if index is not None and progress.phase in ("provisioning", "cutover"):
             self._set_slice(index, state="preparing" if progress.phase == "provisioning" else "migrating")
@@ -259,6 +588,8 @@ class EntityScheduleWorkflow:
         return EntityStatus(
             entity_id=self._spec.entity_id, phase=self._phase, active_fleet=self._s.active_fleet,
             slices=self._s.slices, events=self._s.events, migrations=self._s.migrations,
+            mode=self._spec.policy.mode, paused=self._s.paused, planned_fleet=self._s.planned_fleet,
+            ledger=self._s.ledger, lead_time_s=self._lead_s(), runs=self._s.runs,
         )  # fmt: skip
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -277,6 +608,22 @@ class EntityScheduleWorkflow:
     def _index(self, slot: ScheduledSlice) -> int:
         return self._require_slice(slot)
 
+    def _set_phase(self, phase: str, slot: ScheduledSlice | None = None) -> None:
+        """The status phase, mirrored into search attributes (v2) so the Web UI and `--query` see it."""
+        self._phase = phase
+        if not self._v2:
+            return
+        wanted = search_attributes(self._spec.entity_id, phase.split(" ")[0], self._s.active_fleet, slot)
+        changed = [(k, v) for k, v in wanted if self._sa.get(k.name) != v]
+        if changed:
+            workflow.upsert_search_attributes([k.value_set(v) for k, v in changed])
+            self._sa.update({k.name: v for k, v in changed})
+
+    def _trim(self) -> None:
+        settled = [i for i, e in enumerate(self._s.slices) if e.state in SETTLED and e.forecast is not None]
+        for i in settled[:-KEEP_FORECASTS]:
+            self._set_slice(i, forecast=None)
+
     def _update(self, **changes: object) -> None:
         self._s = self._s.model_copy(update=changes)
 
@@ -289,6 +636,24 @@ class EntityScheduleWorkflow:
         seq = (self._s.events[-1].seq + 1) if self._s.events else 1
         event = Event(seq=seq, at=workflow.now(), kind=kind, message=message, slice_key=slice_key)
         self._update(events=(*self._s.events, event)[-MAX_EVENTS:])
+
+
+def search_attributes(entity_id: str, phase: str, active: FleetRef | None, slot: ScheduledSlice | None) -> list:
+    """Typed search attributes of an entity or migration workflow, as (key, value) pairs."""
+    pairs: list = [(search.ENTITY, entity_id), (search.PHASE, phase)]
+    if active is not None:
+        pairs.append((search.ACTIVE_REGION, active.region))
+    if slot is not None:
+        pairs += [(search.TARGET_REGION, slot.region), (search.SLICE_START, slot.start)]
+    return pairs
+
+
+def _planned(entity_id: str, region: str, itype: str, count: int) -> FleetRef:
+    """Forecast-only mode's notional fleet: where the plan would have the entity (never provisioned)."""
+    return FleetRef(
+        fleet_id=f"{entity_id}:plan", entity_id=entity_id, region=region, instance_type=itype,
+        instance_ids=tuple(f"planned-{n}" for n in range(count)), role="active",
+    )  # fmt: skip
 
 
 def _initial(reg: RegisterEntityInput) -> EntityState:

@@ -23,9 +23,11 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from shadowing import search
     from shadowing.catalog import INSTANCE_TYPES
     from shadowing.errors import NON_RETRYABLE, DataSyncFailed, MigrationFailed, TimeSliceNotActive
     from shadowing.models import (
+        CostEntry,
         FleetInput,
         FleetRef,
         FleetSignals,
@@ -42,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ReadReplicaResult,
         ReplicationInput,
         ReplicationStatus,
+        ResizeInput,
         RestoreWeightsInput,
         RoutingInput,
         RoutingState,
@@ -53,7 +56,7 @@ with workflow.unsafe.imports_passed_through():
         WeightsInput,
         arn_region,
     )
-    from workflows.policy import fleet_id
+    from workflows.policy import cost_entry, fleet_id
     from workflows.saga import Saga
     from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
 
@@ -68,6 +71,8 @@ HEARTBEAT = timedelta(seconds=60)
 IMAGE_TIMEOUT_S = 1800.0
 WATCH_PROBES = 3
 UNHEALTHY_PROBES_TO_ROLL_BACK = 2
+#: Migrations started before this patch replay the original (not adaptive, no ledger) path.
+ADAPTIVE = "adaptive-migration"
 
 
 @workflow.defn(name="ShadowMigration")
@@ -78,6 +83,10 @@ class ShadowMigrationWorkflow:
         self._release = False
         self._checkpoint: tuple[TableCheckpoint, ...] = ()
         self._target_group: str | None = None  # the shadows' ELB target group, when the listener is in their region
+        self._v2 = False
+        self._ready_at: datetime | None = None  # when the shadows were up (their pre-warm hours start)
+        self._shadows: FleetRef | None = None
+        self._grown: tuple[FleetRef, int, datetime] | None = None  # late scale-up: grown fleet, extra, since
 
     @workflow.signal(name="proceed")
     def proceed(self) -> None:
@@ -96,12 +105,13 @@ class ShadowMigrationWorkflow:
     @workflow.run
     async def run(self, req: MigrationInput) -> MigrationResult:
         saga = Saga()
+        self._v2 = workflow.patched(ADAPTIVE)
         try:
             return await self._migrate(req, saga)
         except (Exception, asyncio.CancelledError) as exc:
             await self._report(req, "compensating", root_cause(exc))
             ran = await saga.compensate()
-            await self._report(req, "rolled-back", ", ".join(ran))
+            await self._report(req, "rolled-back", ", ".join(ran), cost=self._cost(req, "rolled-back"))
             if isinstance(exc, asyncio.CancelledError | ApplicationError):
                 raise
             raise ApplicationError(
@@ -115,17 +125,88 @@ class ShadowMigrationWorkflow:
             region=slot.region, instance_type=req.instance_type,
         )  # fmt: skip
         saga.add("terminate shadows", lambda: self._act("terminate_fleet", shadows, int))
-        shadows = await self._prepare(req, shadows, saga)
+        if self._v2 and req.mode == "auto":
+            shadows = await self._prepare_on_time(req, shadows, saga)
+        else:
+            shadows = await self._prepare(req, shadows, saga)
         if not await self._wait_for_go(req):
             ran = await saga.compensate()
-            await self._report(req, "released", ", ".join(ran))
-            return MigrationResult(outcome="released", compensations_run=tuple(ran))
+            cost = self._cost(req, "released")
+            await self._report(req, "released", ", ".join(ran), cost=cost)
+            return MigrationResult(outcome="released", compensations_run=tuple(ran), cost=cost)
         return await self._cut_over(req, shadows, saga)
+
+    async def _prepare_on_time(self, req: MigrationInput, shadows: FleetRef, saga: Saga) -> FleetRef:
+        """Prepares the shadows; if that runs past the slice start, the old fleet carries the slice meanwhile.
+
+        Late: the source fleet is scaled up to what the forecast says it needs (`source_needed`, its compensation
+        scales it back), and the cutover is postponed until the shadows are ready, as long as the slice lasts.
+        """
+        task = asyncio.ensure_future(self._prepare(req, shadows, saga))
+        left = (req.time_slice.start - workflow.now()).total_seconds()
+        if left > 0:
+            await workflow.wait([task], timeout=left)
+        if not task.done():
+            await self._report(req, "late", "shadows not ready at the slice start: cutover postponed")
+            try:
+                await self._carry_late(req, saga)
+            except BaseException:
+                task.cancel()  # stop preparing before the compensations undo what it did
+                await asyncio.gather(task, return_exceptions=True)
+                raise
+        return await task
+
+    async def _carry_late(self, req: MigrationInput, saga: Saga) -> None:
+        source, needed = req.source, req.source_needed
+        if source is None or needed is None or needed <= source.size:
+            return
+        grow = ProvisionInput(
+            entity_id=source.entity_id, fleet_id=source.fleet_id, slice_key="scale-up", region=source.region,
+            instance_type=source.instance_type, quantity=needed, role="active",
+        )  # fmt: skip
+        shrink = ResizeInput(fleet=source, quantity=source.size)
+        saga.add("scale the old fleet back", lambda: self._scale_back(req, shrink))
+        grown = await self._long("provision_fleet", grow, FleetRef, 900)
+        await self._refresh_record(req, grown)
+        self._grown = (grown, grown.size - source.size, workflow.now())
+        await self._report(req, "late", f"old fleet scaled {source.size} -> {grown.size} to carry the slice")
+
+    async def _scale_back(self, req: MigrationInput, shrink: ResizeInput) -> None:
+        fleet = await self._act("shrink_fleet", shrink, FleetRef)
+        await self._refresh_record(req, fleet)
+
+    async def _refresh_record(self, req: MigrationInput, fleet: FleetRef) -> None:
+        """Rewrites the fleet's weighted record with its current addresses, at the weight it has now."""
+        spec = req.spec
+        routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet)
+        state = await self._act("routing_state", routing, RoutingState)
+        weight = state.weights.get(fleet.fleet_id)
+        if weight is None:
+            return
+        ask = WeightsInput(
+            hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, fleets=(fleet,),
+            weights={fleet.fleet_id: weight}, ttl_s=state.ttl_s or spec.policy.record_ttl_s,
+        )  # fmt: skip
+        await self._long("set_weights", ask, RoutingState, 300)
+
+    def _cost(self, req: MigrationInput, outcome: str, cutover: datetime | None = None) -> CostEntry | None:
+        """The ledger line (v2 only): shadow hours until cutover or the end, old-fleet overlap, late scale-up."""
+        if not self._v2 or self._shadows is None or self._ready_at is None:
+            return None
+        now = workflow.now()
+        shadow_s = ((cutover or now) - self._ready_at).total_seconds()
+        overlap = (req.source, (now - cutover).total_seconds()) if cutover is not None else (None, 0.0)
+        extra = (None, 0, 0.0)
+        if self._grown is not None:
+            grown, n, since = self._grown
+            extra = (grown, n, ((cutover or now) - since).total_seconds())
+        return cost_entry(req.time_slice.key, outcome, self._shadows, max(shadow_s, 0.0), overlap, extra)
 
     # ---- before the slice ----------------------------------------------------------------------------------
 
     async def _prepare(self, req: MigrationInput, shadows: FleetRef, saga: Saga) -> FleetRef:
         slot, spec, policy = req.time_slice, req.spec, req.spec.policy
+        started = workflow.now()
         market = "spot" if policy.spot else "on-demand"
         await self._report(req, "provisioning", f"{req.quantity} x {req.instance_type} ({market}) in {slot.region}")
         provision = ProvisionInput(
@@ -138,6 +219,7 @@ class ShadowMigrationWorkflow:
         shadows = await self._long(
             "provision_fleet", provision, FleetRef, IMAGE_TIMEOUT_S + policy.spot_deadline_s + 300
         )
+        self._shadows, self._ready_at = shadows, workflow.now()
         if self._listener_region(req) == shadows.region:
             targets = TargetsInput(fleet=shadows)
             saga.add("deregister shadow targets", lambda: self._act("deregister_fleet_targets", targets, TargetsResult))
@@ -150,7 +232,8 @@ class ShadowMigrationWorkflow:
         else:
             await self._wait_healthy(req, shadows)
         detail = await self._replicate(req, saga)
-        await self._report(req, "ready", f"{'warm' if policy.warm_up else 'cold'}; {detail}", shadows)
+        prepared = (workflow.now() - started).total_seconds() if self._v2 else None
+        await self._report(req, "ready", f"{'warm' if policy.warm_up else 'cold'}; {detail}", shadows, prepared)
         return shadows
 
     async def _wait_healthy(self, req: MigrationInput, fleet: FleetRef) -> None:
@@ -239,8 +322,9 @@ class ShadowMigrationWorkflow:
         saga.commit()  # past the watch the new fleet is trusted: retiring the old one is not undone
         if req.source is not None:
             await self._retire(req, req.source)
-        await self._report(req, "done", f"serving from {active.region}", active)
-        return MigrationResult(outcome="migrated", fleet=active, retired=req.source, cutover_at=last_switch)
+        cost = self._cost(req, "migrated", last_switch)
+        await self._report(req, "done", f"serving from {active.region}", active, cost=cost)
+        return MigrationResult(outcome="migrated", fleet=active, retired=req.source, cutover_at=last_switch, cost=cost)
 
     async def _switch(
         self, req: MigrationInput, shadows: FleetRef, saga: Saga, baseline: FleetSignals | None
@@ -354,6 +438,8 @@ class ShadowMigrationWorkflow:
 
     @staticmethod
     def _max_price(req: MigrationInput) -> float:
+        if req.max_price_usd is not None:  # the entity's bid from the forecast's confidence (policy.spot_bid)
+            return req.max_price_usd
         on_demand = INSTANCE_TYPES[req.instance_type].price(req.time_slice.region)
         return round(on_demand * req.spec.policy.spot_max_price_ratio, 5)
 
@@ -370,10 +456,17 @@ class ShadowMigrationWorkflow:
             heartbeat_timeout=HEARTBEAT, retry_policy=RETRY,
         )  # fmt: skip
 
-    async def _report(self, req: MigrationInput, phase: str, detail: str, shadows: FleetRef | None = None) -> None:
+    async def _report(
+        self, req: MigrationInput, phase: str, detail: str, shadows: FleetRef | None = None,
+        prepare_s: float | None = None, cost: CostEntry | None = None,
+    ) -> None:  # fmt: skip
         """Keeps the progress query current and tells the parent entity (if any) by signal."""
         shadows = shadows or self._progress.shadows
-        self._progress = MigrationProgress(slice_key=req.time_slice.key, phase=phase, detail=detail, shadows=shadows)
+        self._progress = MigrationProgress(
+            slice_key=req.time_slice.key, phase=phase, detail=detail, shadows=shadows, prepare_s=prepare_s, cost=cost
+        )
+        if self._v2 and workflow.info().typed_search_attributes.get(search.PHASE) != phase:
+            workflow.upsert_search_attributes([search.PHASE.value_set(phase)])
         parent = workflow.info().parent
         if parent is not None:
             handle = workflow.get_external_workflow_handle(parent.workflow_id)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
+from shadowing import prices
 from shadowing.catalog import INSTANCE_TYPES, InstanceType
-from shadowing.models import Decision, DemandForecast, EntitySpec, FleetRef, ScheduledSlice, SliceStatus
+from shadowing.models import CostEntry, Decision, DemandForecast, EntitySpec, FleetRef, ScheduledSlice, SliceStatus
 
 
 def instances_needed(forecast: DemandForecast, itype: InstanceType, utilisation: float, max_instances: int) -> int:
@@ -95,6 +96,7 @@ def decide(
     history: tuple[SliceStatus, ...] = (),
     now: datetime | None = None,
     migration_gate: bool = True,
+    prepare_s: float | None = None,
 ) -> Decision:
     """Shadow when the slice needs more than the entity has where it must run, and the forecast is trusted.
 
@@ -115,7 +117,8 @@ def decide(
     warmups, migrations = outcomes(history)
     time_left = (slot.start - now).total_seconds() if now is not None else float("inf")
     if migration_gate:
-        score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, spec.policy.prepare_s)
+        needed = spec.policy.prepare_s if prepare_s is None else prepare_s
+        score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, needed)
     else:  # histories recorded before the migration-readiness gate: the forecast's own confidence decides
         score, inputs = forecast.readiness, {"forecast_confidence": forecast.readiness}
     gate = {"readiness": score, "readiness_inputs": inputs}
@@ -144,3 +147,63 @@ def fleet_id(entity_id: str, slice_key: str) -> str:
 
 def _pct(forecast: DemandForecast) -> str:
     return f"{forecast.sizing_quantile * 100:g}"
+
+
+def lead_time_s(configured_s: float, measured_s: tuple[float, ...], margin: float) -> float:
+    """When to start preparing a slice: the configured lead, or longer when recent preparations were slow.
+
+    `measured_s` are the entity's newest provision + warm-up + replication durations; the slowest of them times
+    `margin` must fit, so a preparation that took 20 minutes last time is not started 15 minutes ahead again.
+    """
+    return max(configured_s, margin * max(measured_s, default=0.0))
+
+
+def expected_prepare_s(configured_s: float, measured_s: tuple[float, ...]) -> float:
+    """What the readiness score assumes preparation needs: the measured median once there is one."""
+    if not measured_s:
+        return configured_s
+    ordered = sorted(measured_s)
+    return ordered[len(ordered) // 2]
+
+
+def spot_bid(on_demand: float, typical_spot: float, confidence: float, max_ratio: float) -> float:
+    """Highest spot price to offer per instance-hour.
+
+    A confident forecast says the capacity will be needed, so losing it to the market costs more: the bid rises
+    from the typical spot price (confidence 0) toward on-demand (confidence 1). It never exceeds the policy's cap
+    (`max_ratio` x on-demand), and never goes below the typical price (a bid that would almost never fill).
+    """
+    c = min(max(confidence, 0.0), 1.0)
+    bid = typical_spot + c * (on_demand - typical_spot)
+    return round(max(typical_spot, min(bid, on_demand * max_ratio)), 5)
+
+
+def cost_entry(
+    slice_key: str, outcome: str, fleet: FleetRef, shadow_s: float, overlap: tuple[FleetRef | None, float] = (None, 0),
+    extra: tuple[FleetRef | None, int, float] = (None, 0, 0.0),
+) -> CostEntry:  # fmt: skip
+    """The ledger line of one migration from what ran and for how long (seconds), at price-table prices.
+
+    Shadows cost their hours before serving (spot ones at the typical spot price); an old fleet kept warm after
+    cutover costs its overlap; a late migration's temporary scale-up of the old fleet costs its extra instances.
+    Shadows that never served (released, rolled back) are wasted pre-warm.
+    """
+    on_demand = prices.on_demand(fleet.instance_type, fleet.region)
+    spot = prices.typical_spot(fleet.instance_type, fleet.region)
+    n_spot = len(fleet.spot_instance_ids)
+    hours = shadow_s / 3600
+    shadow_cost = hours * ((fleet.size - n_spot) * on_demand + n_spot * spot)
+    old, overlap_s = overlap
+    overlap_hours = old.size * overlap_s / 3600 if old is not None else 0.0
+    overlap_cost = overlap_hours * prices.on_demand(old.instance_type, old.region) if old is not None else 0.0
+    grown, extra_n, extra_s = extra
+    extra_hours = extra_n * extra_s / 3600 if grown is not None else 0.0
+    extra_cost = extra_hours * prices.on_demand(grown.instance_type, grown.region) if grown is not None else 0.0
+    return CostEntry(
+        slice_key=slice_key, outcome=outcome, region=fleet.region, instance_type=fleet.instance_type,
+        instances=fleet.size, spot_instances=n_spot, shadow_hours=round(fleet.size * hours, 4),
+        overlap_hours=round(overlap_hours, 4), extra_hours=round(extra_hours, 4),
+        cost_usd=round(shadow_cost + overlap_cost + extra_cost, 4),
+        spot_savings_usd=round(n_spot * hours * (on_demand - spot), 4),
+        wasted_usd=round(shadow_cost, 4) if outcome != "migrated" else 0.0,
+    )  # fmt: skip

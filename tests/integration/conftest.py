@@ -9,6 +9,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from shadowing import search
 from shadowing.local import HOST, dataplane_agent, free_port, start_moto, stop_process, wait_http
 from shadowing.settings import Settings
 from tests.conftest import BIN
@@ -20,7 +21,8 @@ async def dev_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Wor
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"), data_converter=pydantic_data_converter,
         dev_server_database_filename=str(db), ui=False,
-        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"],
+        dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
+                               *search.dev_server_args()],
     )  # fmt: skip
     yield env
     await env.shutdown()

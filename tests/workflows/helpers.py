@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from shadowing.models import EntityPolicy, EntitySpec, FleetRef, MigrationInput, ScheduledSlice
+from activities.coordination import CoordinationActivities
+from shadowing.models import CoordinatorLimits, EntityPolicy, EntitySpec, FleetRef, MigrationInput, ScheduledSlice
 from tests.fakes import FakeCloud
 from workers.main import WORKFLOWS
 
@@ -43,10 +44,14 @@ def migration(now: datetime, mode: str = "auto", **kw: object) -> MigrationInput
     )  # fmt: skip
 
 
-def worker(client: Client, cloud: FakeCloud, **options: object) -> tuple[Worker, str]:
+def worker(
+    client: Client, cloud: FakeCloud, limits: CoordinatorLimits | None = None, **options: object
+) -> tuple[Worker, str]:
+    """A worker with the fake cloud and a FleetCoordinator of its own (limits default to the settings')."""
     queue = f"test-{uuid.uuid4()}"
+    coordination = CoordinationActivities(client, limits or CoordinatorLimits(), f"coordinator-{queue}")
     w = Worker(
-        client, task_queue=queue, workflows=WORKFLOWS, activities=cloud.activities(),
+        client, task_queue=queue, workflows=WORKFLOWS, activities=[*cloud.activities(), coordination.request_lease],
         activity_executor=ThreadPoolExecutor(4), **options,  # type: ignore[arg-type]
     )  # fmt: skip
     return w, queue

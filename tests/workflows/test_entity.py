@@ -62,7 +62,7 @@ BAD_UPDATES = [
     ("provision", {"instance_type": "m5.large", "quantity": 21}, "quantity"),
     ("provision", {"instance_type": "m5.large", "quantity": 1, "shift": HOUR / 2}, "time_slice"),
     ("migrate", {}, "time_slice"),
-    ("release", {}, "time_slice"),
+    ("release", {"shift": HOUR / 2}, "time_slice"),
 ]
 
 
@@ -79,7 +79,8 @@ async def test_validators_reject_before_history_and_provision_nothing(
         await _wait(handle, lambda s: s.active_fleet is not None)
         client = ShadowingClient(time_env.client, queue)
         s = reg.schedule.slices[0]
-        ts = {"start": s.start + args.pop("shift", timedelta()), "end": s.end}
+        ts = {"start": s.start + dict(args).get("shift", timedelta()), "end": s.end}
+        args = {k: v for k, v in args.items() if k != "shift"}
         call = {
             "provision": lambda: client.provision_shadow_instances(reg.spec.entity_id, ts, **args),
             "migrate": lambda: client.migrate_instances(reg.spec.entity_id, ts),
