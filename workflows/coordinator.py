@@ -32,6 +32,7 @@ class FleetCoordinatorWorkflow:
         )
         self._changed = True
         while True:
+            self._changed = False  # before granting: a signal that lands while we send grants is not lost
             self._expire()
             self._grant()
             while self._outbox:
@@ -43,7 +44,6 @@ class FleetCoordinatorWorkflow:
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._s)
-            self._changed = False
             nxt = min((lease.expires_at for lease in self._s.held), default=None)
             timeout = max((nxt - workflow.now()).total_seconds(), 1.0) if nxt else None
             with contextlib.suppress(TimeoutError):

@@ -157,12 +157,11 @@ class EntityScheduleWorkflow:
             return  # the schedule changed or the slice was aborted: the walk picks the next pending slice
         if self._v2 and self._s.paused:
             self._set_phase(f"paused before {key}", slot)
-            if not await self._wait_until(slot.end, lambda: not self._s.paused or self._wake):
-                if self._s.slices[index].state not in SETTLED and workflow.now() >= slot.end:
+            if await self._wait_until(slot.end, lambda: not self._s.paused or self._wake):
+                if self._s.slices[index].state not in SETTLED:
                     self._set_slice(index, state="skipped", outcome="paused through the slice")
                 return
-            if self._wake:
-                return
+            return  # resumed (or the schedule changed): the walk starts this slice again
         if key in self._children:  # an operator provisioned this slice by hand: follow that migration
             await self._finish_migration(index, self._children[key])
             return

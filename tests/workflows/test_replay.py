@@ -19,10 +19,13 @@ HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("
 
 
 def test_histories_are_committed() -> None:
-    """Success and failure paths of both long workflows are covered."""
+    """Success and failure paths of both long workflows, recorded before the orchestration-v2 / adaptive-migration
+    patches (`*_v1`: they must still replay, taking the unpatched branches) and after them."""
     names = {p.stem for p in HISTORIES}
-    assert {"entity_schedule_success", "shadow_migration_success", "shadow_migration_sync_failed",
-            "shadow_migration_rolled_back"} <= names  # fmt: skip
+    paths = {"entity_schedule_success", "shadow_migration_success", "shadow_migration_sync_failed",
+             "shadow_migration_rolled_back"}  # fmt: skip
+    assert {f"{n}_v1" for n in paths} <= names
+    assert paths | {"entity_schedule_aborted", "entity_schedule_forecast_only", "shadow_migration_late"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
