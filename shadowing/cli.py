@@ -204,9 +204,66 @@ def release(entity_id: Entity, start: Start, end: End) -> None:
 
 @app.command()
 def status(entity_id: Entity) -> None:
-    """The entity's phase, active fleet, slices and recent events."""
+    """The entity's phase, active fleet, slices, recent events and cost ledger."""
     entity_id = _entity(entity_id)
     _print(_call(lambda c: c.status(entity_id)))
+
+
+@app.command()
+def plan(entity_id: Entity) -> None:
+    """Every slice: when it is forecast, the decision, whether it awaits approval."""
+    entity_id = _entity(entity_id)
+    _print(_call(lambda c: c.plan(entity_id)))
+
+
+@app.command()
+def ledger(entity_id: Entity) -> None:
+    """The entity's cost ledger: shadow hours, cost, spot savings, wasted pre-warm."""
+    entity_id = _entity(entity_id)
+    _print(_call(lambda c: c.ledger(entity_id)))
+
+
+Reason = Annotated[str, typer.Option("--reason", help="kept in the entity's event log")]
+
+
+@app.command()
+def approve(entity_id: Entity, start: Start, end: End, reason: Reason = "") -> None:
+    """Approves a slice's shadows (entities with policy.approval_required)."""
+    entity_id, time_slice = _entity(entity_id), _slice(start, end)
+    _print(_call(lambda c: c.approve(entity_id, time_slice, reason)))
+
+
+@app.command()
+def abort(entity_id: Entity, start: Start, end: End, reason: Reason = "") -> None:
+    """Aborts a slice: a running migration rolls back (routing restored, old fleet serving)."""
+    entity_id, time_slice = _entity(entity_id), _slice(start, end)
+    _print(_call(lambda c: c.abort(entity_id, time_slice, reason)))
+
+
+@app.command()
+def pause(entity_id: Entity, reason: Reason = "") -> None:
+    """Stops forecasting and preparing new slices until `resume` (running migrations finish)."""
+    entity_id = _entity(entity_id)
+    _print(_call(lambda c: c.pause(entity_id, reason)).model_dump(include={"entity_id", "phase", "paused"}))
+
+
+@app.command()
+def resume(entity_id: Entity) -> None:
+    entity_id = _entity(entity_id)
+    _print(_call(lambda c: c.resume(entity_id)).model_dump(include={"entity_id", "phase", "paused"}))
+
+
+@app.command("update-schedule")
+def update_schedule(
+    entity_id: Entity, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help='{"slices": [...]}')]
+) -> None:
+    """Replaces the slices that have not started with the file's schedule."""
+    entity_id = _entity(entity_id)
+    try:
+        body = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"not valid JSON: {exc}", str(file)) from exc
+    _print(_call(lambda c: c.update_schedule(entity_id, body)))
 
 
 def _interrupt(signum: int, frame: object) -> None:

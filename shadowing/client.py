@@ -20,11 +20,11 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from shadowing import TASK_QUEUE
+from shadowing import TASK_QUEUE, search
 from shadowing.errors import (
     BY_TYPE,
     InvalidRequest,
@@ -35,16 +35,21 @@ from shadowing.errors import (
 )
 from shadowing.models import (
     AllocationSchedule,
+    CostLedger,
     DemandForecast,
     EntityId,
+    EntityPlan,
     EntitySpec,
     EntityStatus,
     MigrationProgress,
     MigrationResult,
+    PauseRequest,
     PredictDemandInput,
     ProvisionRequest,
     RegisterEntityInput,
+    SliceAction,
     SliceRequest,
+    SliceStatus,
     TimeSlice,
 )
 
@@ -92,6 +97,7 @@ class ShadowingClient:
             await self.client.start_workflow(
                 "EntitySchedule", req, id=wid, task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(search.ENTITY, req.spec.entity_id)]),
             )  # fmt: skip
         except WorkflowAlreadyStartedError as exc:
             raise InvalidRequest(
@@ -131,8 +137,45 @@ class ShadowingClient:
         return await self._update(entity_id, "ReleaseShadowInstances", req, MigrationResult)
 
     async def status(self, entity_id: str) -> EntityStatus:
+        """The entity's phase, fleets, slices, recent events and cost ledger."""
         handle = await self._entity(entity_id)
         return await handle.query("status", result_type=EntityStatus)
+
+    async def plan(self, entity_id: str) -> EntityPlan:
+        """Every slice with when it is forecast, what was decided and whether it needs approval."""
+        handle = await self._entity(entity_id)
+        return await handle.query("plan", result_type=EntityPlan)
+
+    async def ledger(self, entity_id: str) -> CostLedger:
+        """Shadow hours, cost, spot savings and wasted pre-warm so far."""
+        handle = await self._entity(entity_id)
+        return await handle.query("ledger", result_type=CostLedger)
+
+    async def approve(self, entity_id: str, time_slice: SliceLike, reason: str = "") -> SliceStatus:
+        """Lets the slice's shadows be provisioned (entities with `policy.approval_required`)."""
+        req = parse(SliceAction, {"time_slice": _dump(time_slice), "reason": reason})
+        return await self._update(entity_id, "approve", req, SliceStatus)
+
+    async def abort(self, entity_id: str, time_slice: SliceLike, reason: str = "") -> SliceStatus:
+        """Stops the slice: a running migration is rolled back (routing restored, old fleet serving)."""
+        req = parse(SliceAction, {"time_slice": _dump(time_slice), "reason": reason})
+        return await self._update(entity_id, "abort", req, SliceStatus)
+
+    async def pause(self, entity_id: str, reason: str = "") -> EntityStatus:
+        """No new slice is forecast or prepared until `resume`; running migrations finish."""
+        return await self._update(entity_id, "pause", parse(PauseRequest, {"reason": reason}), EntityStatus)
+
+    async def resume(self, entity_id: str) -> EntityStatus:
+        return await self._update(entity_id, "resume", None, EntityStatus)
+
+    async def update_schedule(self, entity_id: str, schedule: AllocationSchedule | Mapping[str, Any]) -> EntityPlan:
+        """Replaces the slices that have not started."""
+        req = parse(AllocationSchedule, schedule, "schedule")
+        return await self._update(entity_id, "update_schedule", req, EntityPlan)
+
+    async def update_spec(self, entity_id: str, spec: EntitySpec | Mapping[str, Any]) -> EntitySpec:
+        """New spec and policy (e.g. `policy.mode`) for the slices not started yet."""
+        return await self._update(entity_id, "update_spec", parse(EntitySpec, spec, "spec"), EntitySpec)
 
     async def _entity(self, entity_id: str) -> WorkflowHandle:
         try:
@@ -148,7 +191,7 @@ class ShadowingClient:
             raise
         return handle
 
-    async def _update(self, entity_id: str, name: str, req: BaseModel, result_type: type[M]) -> M:
+    async def _update(self, entity_id: str, name: str, req: BaseModel | None, result_type: type[M]) -> M:
         handle = await self._entity(entity_id)
         desc = await handle.describe()
         if desc.status != WorkflowExecutionStatus.RUNNING:
@@ -156,6 +199,8 @@ class ShadowingClient:
                 f"entity {entity_id!r} is not running (its schedule is {desc.status.name})", "entity_id"
             )
         try:
+            if req is None:
+                return await handle.execute_update(name, result_type=result_type)
             return await handle.execute_update(name, req, result_type=result_type)
         except WorkflowUpdateFailedError as exc:
             raise _translate(exc) from exc

@@ -120,3 +120,44 @@ def test_histories_before_the_gate_keep_the_forecast_confidence_rule() -> None:
     legacy = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.45), failed, migration_gate=False)
     gated = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.45), failed)
     assert legacy.action == "shadow" and gated.action == "skip"
+
+
+# ---- issue 5: lead time, bidding, ledger ------------------------------------------------------------------
+
+
+def test_lead_time_grows_with_the_slowest_measured_preparation() -> None:
+    from workflows.policy import expected_prepare_s, lead_time_s
+
+    assert lead_time_s(900, (), 1.5) == 900
+    assert lead_time_s(900, (300, 800, 400), 1.5) == 1200
+    assert expected_prepare_s(300, ()) == 300
+    assert expected_prepare_s(300, (500, 100, 200)) == 200
+
+
+def test_spot_bid_rises_with_confidence_within_the_cap() -> None:
+    from workflows.policy import spot_bid
+
+    low, high = spot_bid(0.10, 0.03, 0.0, 1.0), spot_bid(0.10, 0.03, 1.0, 1.0)
+    assert low == 0.03 and high == 0.10 and low < spot_bid(0.10, 0.03, 0.5, 1.0) < high
+    assert spot_bid(0.10, 0.03, 1.0, 0.5) == 0.05, "capped at max_ratio x on-demand"
+    assert spot_bid(0.10, 0.03, 1.0, 0.1) == 0.03, "never below the typical price"
+
+
+def test_cost_entry_counts_shadow_spot_overlap_and_waste() -> None:
+    from shadowing import prices
+    from shadowing.models import CostLedger, FleetRef
+    from workflows.policy import cost_entry
+
+    fleet = FleetRef(fleet_id="e:s", entity_id="e", region="eu-west-1", instance_type="m5.large",
+                     instance_ids=("a", "b"), spot_instance_ids=("b",))  # fmt: skip
+    old = FleetRef(fleet_id="e:o", entity_id="e", region="us-east-1", instance_type="m5.large", instance_ids=("c",))
+    od, spot = prices.on_demand("m5.large", "eu-west-1"), prices.typical_spot("m5.large", "eu-west-1")
+    moved = cost_entry("k", "migrated", fleet, 3600, (old, 1800))
+    assert moved.shadow_hours == 2 and moved.overlap_hours == 0.5 and moved.wasted_usd == 0
+    assert moved.cost_usd == round(od + spot + 0.5 * prices.on_demand("m5.large", "us-east-1"), 4)
+    assert moved.spot_savings_usd == round(od - spot, 4)
+    released = cost_entry("k2", "released", fleet, 1800)
+    assert released.wasted_usd == released.cost_usd == round(0.5 * (od + spot), 4)
+    ledger = CostLedger().add(moved).add(released)
+    assert ledger.migrations == 1 and ledger.released == 1 and len(ledger.entries) == 2
+    assert ledger.wasted_usd == released.wasted_usd

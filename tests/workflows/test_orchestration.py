@@ -245,3 +245,36 @@ def test_progress_cost_is_optional_for_old_histories() -> None:
     assert MigrationProgress.model_validate({"phase": "ready"}).cost is None
     assert MigrationResult.model_validate({"outcome": "released"}).cost is None
     assert FleetRef.model_validate(old_fleet().model_dump()).size == 2
+
+
+async def test_client_sdk_operations_and_their_errors(time_env: WorkflowEnvironment) -> None:
+    """The Python SDK's operation methods: typed errors naming the field, release without shadows a no-op."""
+    from shadowing.client import ShadowingClient
+    from shadowing.errors import InvalidRequest
+
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await start(time_env, queue, ["eu-west-1"], first_in=5 * HOUR)
+        await wait_for(time_env, handle, lambda s: s.active_fleet is not None)
+        client = ShadowingClient(time_env.client, queue)
+        entity, ts = reg.spec.entity_id, reg.schedule.slices[0].as_time_slice()
+        wrong = {"start": ts.start + HOUR / 2, "end": ts.end}
+        with pytest.raises(InvalidRequest) as err:
+            await client.approve(entity, wrong)
+        assert err.value.field == "time_slice"
+        with pytest.raises(InvalidRequest) as err:
+            await client.abort(entity, ts, reason="x" * 501)
+        assert err.value.field == "reason"
+        released = await client.release_shadow_instances(entity, ts)
+        assert released.outcome == "released" and released.detail.startswith("nothing to release")
+        assert (await client.approve(entity, ts, "ok")).state == "pending"
+        plan = await client.plan(entity)
+        assert plan.entries[0].approved and plan.lead_time_s == 600
+        assert (await client.pause(entity)).paused and not (await client.resume(entity)).paused
+        assert (await client.ledger(entity)).cost_usd == 0
+        with pytest.raises(InvalidRequest) as err:
+            await client.update_spec(entity, reg.spec.model_copy(update={"home_region": "eu-west-1"}))
+        assert err.value.field == "spec.home_region"
+        await handle.terminate()
+    assert cloud.names().count("provision_fleet") == 1
