@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -13,7 +14,8 @@ from forecasting.calendar import event_days
 from forecasting.data import METRICS, UsageDataError, points_to_series
 from forecasting.engine import ForecastError, SeriesForecast, forecast_series
 from forecasting.readiness import readiness
-from shadowing.models import DemandForecast, ForecastInput, HourQuantiles, MetricForecast
+from forecasting.refine import error_posterior, refine
+from shadowing.models import DemandForecast, ForecastInput, HourQuantiles, MetricForecast, RefineInput
 
 HISTORY = timedelta(days=14)
 MAX_AHEAD = timedelta(days=14)  # beyond this a seasonal forecast from 14 days of history says nothing
@@ -69,6 +71,55 @@ class ForecastActivities:
             metrics={name: _metric(name, fc) for name, fc in fitted.items()},
             readiness=score,
             readiness_reasons=tuple(reasons),
+        )
+
+    @activity.defn(name="refine_forecast")
+    def refine_forecast(self, req: RefineInput) -> DemandForecast:
+        """The slice forecast sharpened by the hours observed since it was made (forecasting.refine).
+
+        The forecast is re-derived from the history it saw, extended over the hours observed since; their errors
+        update a conjugate posterior of the error's bias and scale, which shifts and rescales the slice's
+        quantiles. No new hour observed: the forecast comes back unchanged.
+        """
+        fc, spec = req.forecast, req.spec
+        clock = spec.demand_clock
+        to_history = clock.to_history if clock else (lambda d: d)
+        then = pd.Timestamp(fc.history_end)
+        now = pd.Timestamp(to_history(min(self._now.now(UTC), fc.time_slice.start))).floor("h")
+        if now <= then:
+            return fc
+        first = pd.Timestamp(fc.metrics["cpu_mhz"].hours[0].hour)
+        gap = int((first - then) / pd.Timedelta(hours=1)) - 1
+        metrics, notes = dict(fc.metrics), []
+        for name, metric in fc.metrics.items():
+            history = self._history(spec.home_region, spec.metrics_namespace, spec.entity_id, name, now)
+            activity.heartbeat(name)
+            levels = tuple(float(q) for q in metric.hours[0].quantiles)
+            try:
+                past, start = history[history.index <= then], then + pd.Timedelta(hours=1)
+                again = forecast_series(past, start, gap + len(metric.hours), tuple(sorted({*levels, 0.1, 0.5, 0.9})))
+            except ForecastError:
+                continue
+            seen = history.reindex(again.index[:gap]).to_numpy(dtype=float)
+            post = error_posterior(again.quantiles[0.5][:gap], again.quantiles[0.1][:gap],
+                                   again.quantiles[0.9][:gap], seen)  # fmt: skip
+            if post.observations == 0:
+                continue
+            current = {q: np.array([h.quantiles[f"{q:g}"] for h in metric.hours]) for q in levels}
+            sharpened = refine(current, post)
+            hours = tuple(
+                HourQuantiles(hour=h.hour, quantiles={f"{q:g}": round(float(sharpened[q][i]), 3) for q in levels})
+                for i, h in enumerate(metric.hours)
+            )
+            metrics[name] = metric.model_copy(update={"hours": hours, "model": f"{metric.model}+bayes"})
+            notes.append(f"{name}: {post.observations}h observed, bias {post.mu:+.0f}, scale x"
+                         f"{post.sigma / post.prior_sigma:.2f}")  # fmt: skip
+        return fc.model_copy(
+            update={
+                "metrics": metrics,
+                "history_end": now.to_pydatetime(),
+                "readiness_reasons": (*fc.readiness_reasons, *notes),
+            }
         )
 
     def _history(self, region: str, namespace: str, entity_id: str, metric: str, end: pd.Timestamp) -> pd.Series:

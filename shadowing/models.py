@@ -290,6 +290,13 @@ class ForecastInput(Frozen):
     time_slice: TimeSlice
 
 
+class RefineInput(Frozen):
+    """`refine_forecast`: the slice forecast made earlier, to sharpen with what was observed since."""
+
+    spec: EntitySpec
+    forecast: DemandForecast
+
+
 class Decision(Frozen):
     """What the policy decided for a slice, and why."""
 

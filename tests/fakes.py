@@ -27,6 +27,7 @@ from shadowing.models import (
     ProvisionInput,
     QueueForwardResult,
     ReadReplicaResult,
+    RefineInput,
     ReplicationInput,
     ReplicationStatus,
     ResizeInput,
@@ -53,6 +54,7 @@ class FakeCloud:
     cpu_mhz: float = 10_000.0
     readiness: float = 0.9
     warm_s: float = 0.0
+    refine_factor: float = 1.0
     calls: list[tuple[str, str]] = field(default_factory=list)
     live: dict[str, FleetRef] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
@@ -246,6 +248,18 @@ class FakeCloud:
             history_hours=336, sizing_quantile=0.9, metrics={"cpu_mhz": metric}, readiness=self.readiness,
         )  # fmt: skip
 
+    @activity.defn(name="refine_forecast")
+    def refine_forecast(self, req: RefineInput) -> DemandForecast:
+        """What newer observations would say: demand `refine_factor` x the fake's `cpu_mhz` (not compounding)."""
+        self._record("refine_forecast", req.forecast.time_slice.key)
+        metric = req.forecast.metrics["cpu_mhz"]
+        level = self.cpu_mhz * self.refine_factor
+        hours = tuple(
+            h.model_copy(update={"quantiles": {"0.1": level * 0.8, "0.5": level, "0.9": level * 1.2}})
+            for h in metric.hours
+        )
+        return req.forecast.model_copy(update={"metrics": {"cpu_mhz": metric.model_copy(update={"hours": hours})}})
+
     @activity.defn(name="lookup_entity")
     def lookup_entity(self, entity_id: str) -> EntitySpec:
         self._record("lookup_entity", entity_id)
@@ -261,7 +275,7 @@ class FakeCloud:
             self.lookup_entity, self.catch_up, self.create_read_replica, self.promote_read_replica,
             self.delete_read_replica, self.forward_queue, self.routing_state, self.set_weights, self.restore_weights,
             self.register_fleet_targets, self.deregister_fleet_targets, self.listener_state,
-            self.set_listener_weights, self.probe_fleet, self.shrink_fleet,
+            self.set_listener_weights, self.probe_fleet, self.shrink_fleet, self.refine_forecast,
         ]  # fmt: skip
 
 

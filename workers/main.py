@@ -58,9 +58,9 @@ def activities(
     """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct)."""
     ec2, warm = Ec2Activities(clients), WarmupActivities(clients, endpoints)
     repl, route = ReplicationActivities(clients), RoutingActivities(clients)
-    watch = MonitoringActivities(clients, endpoints)
+    watch, forecast = MonitoringActivities(clients, endpoints), ForecastActivities(clients)
     return [
-        ForecastActivities(clients).forecast_demand,
+        forecast.forecast_demand, forecast.refine_forecast,
         RegistryActivities(client).lookup_entity,
         CoordinationActivities(client, limits or CoordinatorLimits()).request_lease,
         ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.delete_launch_templates,

@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from shadowing.errors import NON_RETRYABLE, DataSyncFailed, MigrationFailed, TimeSliceNotActive
     from shadowing.models import (
         CostEntry,
+        DemandForecast,
         FleetInput,
         FleetRef,
         FleetSignals,
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         ProvisionInput,
         QueueForwardResult,
         ReadReplicaResult,
+        RefineInput,
         ReplicationInput,
         ReplicationStatus,
         ResizeInput,
@@ -56,7 +58,7 @@ with workflow.unsafe.imports_passed_through():
         WeightsInput,
         arn_region,
     )
-    from workflows.policy import cost_entry, fleet_id
+    from workflows.policy import cost_entry, fleet_id, instances_needed
     from workflows.saga import Saga
     from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
 
@@ -129,12 +131,14 @@ class ShadowMigrationWorkflow:
             shadows = await self._prepare_on_time(req, shadows, saga)
         else:
             shadows = await self._prepare(req, shadows, saga)
-        if not await self._wait_for_go(req):
-            ran = await saga.compensate()
-            cost = self._cost(req, "released")
-            await self._report(req, "released", ", ".join(ran), cost=cost)
-            return MigrationResult(outcome="released", compensations_run=tuple(ran), cost=cost)
-        return await self._cut_over(req, shadows, saga)
+        if await self._wait_for_go(req):
+            if self._v2 and self._shadows is not None:  # resized while waiting for the slice
+                shadows = self._shadows
+            return await self._cut_over(req, shadows, saga)
+        ran = await saga.compensate()
+        cost = self._cost(req, "released")
+        await self._report(req, "released", ", ".join(ran), cost=cost)
+        return MigrationResult(outcome="released", compensations_run=tuple(ran), cost=cost)
 
     async def _prepare_on_time(self, req: MigrationInput, shadows: FleetRef, saga: Saga) -> FleetRef:
         """Prepares the shadows; if that runs past the slice start, the old fleet carries the slice meanwhile.
@@ -274,19 +278,57 @@ class ShadowMigrationWorkflow:
         """
         slot = req.time_slice
         until = slot.start if req.mode == "auto" else slot.end
+        refine_every = req.spec.policy.reforecast_interval_s
+        resizing = self._v2 and req.mode == "auto" and req.forecast is not None
+        next_refine = workflow.now() + timedelta(seconds=refine_every) if resizing else None
+        forecast = req.forecast
         while True:
             left = (until - workflow.now()).total_seconds()
             if left <= 0:
                 return req.mode == "auto"
             step = min(left, req.spec.policy.catch_up_interval_s) if self._checkpoint else left
+            if next_refine is not None:
+                step = max(min(step, (next_refine - workflow.now()).total_seconds()), 0.001)
             try:
                 await workflow.wait_condition(lambda: self._proceed or self._release, timeout=step)
                 return not self._release
             except TimeoutError:
                 pass
+            if next_refine is not None and forecast is not None and workflow.now() >= next_refine:
+                forecast = await self._resize(req, forecast)
+                next_refine = workflow.now() + timedelta(seconds=refine_every)
             if self._checkpoint and (until - workflow.now()).total_seconds() > 0:
                 status = await self._act("catch_up", self._replication(req), ReplicationStatus)
                 self._checkpoint = status.checkpoint or self._checkpoint
+
+    async def _resize(self, req: MigrationInput, forecast: DemandForecast) -> DemandForecast:
+        """Re-forecasts with the newest observations (the engine's Bayesian update) and resizes the shadows:
+        more when demand grew (launched and warmed), surplus released when it fell."""
+        refined = await self._long(
+            "refine_forecast", RefineInput(spec=req.spec, forecast=forecast), DemandForecast, 600
+        )
+        shadows, p = self._shadows, req.spec.policy
+        if shadows is None:
+            return refined
+        wanted = instances_needed(refined, INSTANCE_TYPES[shadows.instance_type], p.target_utilisation, p.max_instances)
+        if wanted > shadows.size:
+            grow = ProvisionInput(
+                entity_id=shadows.entity_id, fleet_id=shadows.fleet_id, slice_key=req.time_slice.key,
+                region=shadows.region, instance_type=shadows.instance_type, quantity=wanted,
+                source_image_id=req.spec.image_id, source_region=req.spec.home_region if req.spec.image_id else None,
+                user_data=req.spec.user_data, container_image=req.spec.container_image,
+            )  # fmt: skip
+            grown = await self._long("provision_fleet", grow, FleetRef, IMAGE_TIMEOUT_S + 300)
+            if p.warm_up:
+                warm = WarmupInput(fleet=grown, timeout_s=p.warmup_timeout_s)
+                await self._long("warm_fleet", warm, HealthReport, p.warmup_timeout_s + 60)
+            self._shadows = grown
+        elif wanted < shadows.size:
+            self._shadows = await self._act("shrink_fleet", ResizeInput(fleet=shadows, quantity=wanted), FleetRef)
+        if self._shadows.size != shadows.size:
+            await self._report(req, "resized", f"re-forecast: shadows {shadows.size} -> {self._shadows.size}",
+                               self._shadows)  # fmt: skip
+        return refined
 
     # ---- at the slice start --------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from shadowing.models import (
     EntityPlan,
     EntityStatus,
     FleetRef,
+    ForecastInput,
     MigrationProgress,
     MigrationResult,
     RegisterEntityInput,
@@ -278,3 +279,24 @@ async def test_client_sdk_operations_and_their_errors(time_env: WorkflowEnvironm
         assert err.value.field == "spec.home_region"
         await handle.terminate()
     assert cloud.names().count("provision_fleet") == 1
+
+
+@pytest.mark.parametrize("factor", [3.0, 0.25])
+async def test_reforecast_resizes_waiting_shadows(time_env: WorkflowEnvironment, factor: float) -> None:
+    """While shadows wait for the slice, the refined forecast grows them (launched and warmed) or releases the
+    surplus; the cutover then routes to the resized fleet."""
+    cloud = FakeCloud(cpu_mhz=10_000, refine_factor=factor)
+    now = await time_env.get_current_time()
+    base = migration(now)
+    fc = FakeCloud(cpu_mhz=10_000).forecast_demand(
+        ForecastInput(spec=base.spec, time_slice=base.time_slice.as_time_slice())
+    )
+    req = base.model_copy(update={"forecast": fc, "spec": base.spec.model_copy(
+        update={"policy": base.spec.policy.model_copy(update={"reforecast_interval_s": 240})})})  # fmt: skip
+    cloud.live[OLD] = old_fleet()
+    result = await run_input(time_env, cloud, req)
+    assert result.outcome == "migrated" and result.fleet is not None
+    assert (result.fleet.size > req.quantity) if factor > 1 else (result.fleet.size < req.quantity)
+    assert cloud.weights == {result.fleet.fleet_id: 100}
+    assert cloud.names().count("refine_forecast") >= 2
+    assert ("shrink_fleet" in cloud.names()) == (factor < 1)
