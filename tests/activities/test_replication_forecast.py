@@ -13,7 +13,7 @@ from activities import TAG_ENTITY, TAG_MANAGED
 from activities.forecast import ForecastActivities
 from activities.replication import ReplicationActivities
 from forecasting.data import hourly_series, load_usage
-from shadowing.models import EntitySpec, ForecastInput, ReplicationInput, TimeSlice
+from shadowing.models import EntitySpec, ForecastInput, RefineInput, ReplicationInput, TimeSlice
 from tests.activities.conftest import make_table
 from workers.aws import AwsClients
 
@@ -76,6 +76,7 @@ def test_forecast_demand_reads_cloudwatch_history(aws: AwsClients, shared_trace)
     act = ForecastActivities(aws, now=Clock)
     ts = TimeSlice(start=slice_start, end=slice_start + timedelta(hours=2))
     fc = ActivityEnvironment().run(act.forecast_demand, ForecastInput(spec=_spec(), time_slice=ts))
+    _check_refine(aws, fc, slice_start)
     cpu = fc.metrics["cpu_mhz"]
     assert len(cpu.hours) == 2 and fc.history_hours >= 300
     for hour in cpu.hours:
@@ -83,6 +84,35 @@ def test_forecast_demand_reads_cloudwatch_history(aws: AwsClients, shared_trace)
         assert 0 <= q["0.1"] <= q["0.5"] <= q["0.9"]
     assert 3000 < cpu.hours[0].quantiles["0.5"] < 12000, "the level of rnd-392's CPU peaks"
     assert 0 < fc.readiness <= 1
+
+
+def _check_refine(aws: AwsClients, fc, slice_start: datetime) -> None:  # type: ignore[no-untyped-def]
+    """refine_forecast: a forecast made 4 hours ahead is updated from the 3 hours observed since; with nothing
+    new observed it comes back unchanged."""
+
+    def clock(at: datetime) -> type[datetime]:
+        class Clock(datetime):
+            @classmethod
+            def now(cls, tz=None):  # type: ignore[no-untyped-def, override]
+                return at
+
+        return Clock
+
+    early = ForecastActivities(aws, now=clock(slice_start - timedelta(hours=4)))
+    ts = fc.time_slice
+    before = ActivityEnvironment().run(early.forecast_demand, ForecastInput(spec=_spec(), time_slice=ts))
+    same = ActivityEnvironment().run(early.refine_forecast, RefineInput(spec=_spec(), forecast=before))
+    assert same == before
+    late = ForecastActivities(aws, now=clock(slice_start - timedelta(minutes=5)))
+    after = ActivityEnvironment().run(late.refine_forecast, RefineInput(spec=_spec(), forecast=before))
+    assert after.history_end > before.history_end
+    cpu = after.metrics["cpu_mhz"]
+    assert cpu.model.endswith("+bayes") and any("h observed" in r for r in after.readiness_reasons), (
+        after.readiness_reasons
+    )
+    assert cpu.hours != before.metrics["cpu_mhz"].hours
+    for hour in cpu.hours:
+        assert 0 <= hour.quantiles["0.1"] <= hour.quantiles["0.5"] <= hour.quantiles["0.9"]
 
 
 def test_forecast_without_history_is_a_clear_error(aws: AwsClients) -> None:
