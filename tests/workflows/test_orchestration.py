@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -22,26 +21,19 @@ from shadowing.models import (
     ForecastInput,
     MigrationProgress,
     MigrationResult,
-    RegisterEntityInput,
     SliceAction,
     SliceStatus,
 )
 from tests.fakes import FakeCloud
-from tests.workflows.helpers import migration, old_fleet, slot, spec, worker
+from tests.workflows.helpers import migration, old_fleet, slot, worker
+from tests.workflows.test_entity import register
 from tests.workflows.test_migrate import HISTORIES, OLD, run_input
 
 HOUR = timedelta(hours=1)
 
 
-async def start(env: WorkflowEnvironment, queue: str, regions: list[str], first_in: timedelta = HOUR, **policy):
-    now = await env.get_current_time()
-    entity = spec(f"e-{uuid.uuid4().hex[:8]}", **policy)
-    slices = [slot(now, first_in + i * HOUR, region) for i, region in enumerate(regions)]
-    reg = RegisterEntityInput(spec=entity, schedule={"slices": slices})
-    handle = await env.client.start_workflow(
-        "EntitySchedule", reg, id=f"entity/{entity.entity_id}", task_queue=queue, result_type=EntityStatus
-    )
-    return handle, reg
+async def start(env: WorkflowEnvironment, queue: str, regions: list[str], first_in: timedelta = HOUR, **policy):  # type: ignore[no-untyped-def]
+    return await register(env, queue, regions, first_in, **policy)
 
 
 async def wait_for(env: WorkflowEnvironment, handle, ready, step: timedelta = timedelta(seconds=5), tries: int = 2000):  # type: ignore[no-untyped-def]
