@@ -55,7 +55,7 @@ def _call(fn: Callable[[Any], Awaitable[T]]) -> T:
     async def go() -> T:
         client = await ShadowingClient.connect(
             settings.temporal_address or f"127.0.0.1:{settings.temporal_port}", settings.temporal_namespace,
-            settings.task_queue,
+            settings.task_queue, settings.codec(),
         )  # fmt: skip
         return await fn(client)
 
@@ -95,7 +95,9 @@ async def _up(settings: Settings, sample: bool) -> None:
 
     if sample:
         reg = await asyncio.to_thread(seed_sample, AwsClients(settings), datetime.now(UTC))
-        client = await ShadowingClient.connect(settings.temporal_address or "", settings.temporal_namespace)
+        client = await ShadowingClient.connect(
+            settings.temporal_address or "", settings.temporal_namespace, settings.task_queue, settings.codec()
+        )
         try:
             await client.register_entity(reg["spec"], reg["schedule"])
             console.print(f"registered sample entity '{reg['spec'].entity_id}' (slices start tomorrow 00:00 UTC)")
@@ -129,7 +131,7 @@ def demo(
     configure_logging("WARNING", base.log_format)
 
     async def go(settings: Settings, ui_url: str | None) -> None:
-        client = await connect(settings.temporal_address or "", settings.temporal_namespace)
+        client = await connect(settings.temporal_address or "", settings.temporal_namespace, codec=settings.codec())
         await register_search_attributes(client)
         clients = AwsClients(settings)
         stop = stop_on_signals()
@@ -264,6 +266,28 @@ def update_schedule(
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"not valid JSON: {exc}", str(file)) from exc
     _print(_call(lambda c: c.update_schedule(entity_id, body)))
+
+
+@app.command("codec-server")
+def codec_server(
+    port: Annotated[int, typer.Option("--port")] = 8081,
+    origin: Annotated[list[str], typer.Option("--origin", help="Web UI origin allowed by CORS")] = [  # noqa: B006
+        "http://127.0.0.1:8233", "http://localhost:8233"],
+    token: Annotated[str | None, typer.Option("--token", envvar="SHADOWING_CODEC_SERVER_TOKEN",
+                                              help="require Authorization: Bearer <token>")] = None,
+) -> None:  # fmt: skip
+    """Serves the payload codec to the Temporal Web UI (`temporal server start-dev --ui-codec-endpoint URL`)."""
+    from shadowing.codec_server import make_server
+
+    codec = _settings().codec()
+    if codec is None:
+        raise InvalidRequest("no key: set SHADOWING_CODEC_KEY or SHADOWING_CODEC_KEY_FILE", "codec_key")
+    server = make_server(codec, port=port, origins=tuple(origin), token=token)
+    console.print(f"codec server on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
 
 
 def _interrupt(signum: int, frame: object) -> None:

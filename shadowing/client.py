@@ -21,6 +21,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.converter import PayloadCodec
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -80,10 +81,13 @@ class ShadowingClient:
         self.task_queue = task_queue
 
     @classmethod
-    async def connect(cls, address: str, namespace: str = "default", task_queue: str = TASK_QUEUE) -> ShadowingClient:
+    async def connect(
+        cls, address: str, namespace: str = "default", task_queue: str = TASK_QUEUE, codec: PayloadCodec | None = None
+    ) -> ShadowingClient:
+        """`codec`: the payload codec the workers use (`Settings().codec()`), when payloads are encrypted."""
         from workers.main import connect
 
-        return cls(await connect(address, namespace), task_queue)
+        return cls(await connect(address, namespace, codec=codec), task_queue)
 
     async def register_entity(
         self, spec: EntitySpec | Mapping[str, Any], schedule: AllocationSchedule | Mapping[str, Any]

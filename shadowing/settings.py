@@ -43,15 +43,25 @@ class Settings(BaseSettings):
     data_plane_registry: Path | None = Field(None, description="default: <state_dir>/dataplane.json")
     data_plane_regions: tuple[str, ...] | None = Field(None, description="regions the agent watches; default: all")
     data_plane_poll_s: float = 0.5
+    # Payload encryption (shadowing/codec.py): off unless a key or a key file is given.
+    codec_key: str | None = Field(None, description="base64 of a 32-byte AES key", repr=False)
+    codec_key_id: str = "k1"
+    codec_key_file: Path | None = Field(None, description='JSON {"current": id, "keys": {id: base64}}')
     # Fleet coordination (workflows/coordinator.py): account-wide limits every entity's migrations share.
     max_concurrent_migrations: int = Field(10, ge=1)
     region_shadow_quota: int = Field(200, ge=1, description="shadow instances in flight per region")
     region_quotas: dict[str, int] = Field(default_factory=dict, description='JSON, e.g. {"eu-west-1": 50}')
 
-    @field_validator("temporal_address", "aws_endpoint_url", "aws_profile", mode="before")
+    @field_validator("temporal_address", "aws_endpoint_url", "aws_profile", "codec_key", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    def codec(self):  # type: ignore[no-untyped-def]
+        """The payload codec, or None when encryption is off (`InvalidRequest` for a bad key or key file)."""
+        from shadowing.codec import codec_from
+
+        return codec_from(self.codec_key, self.codec_key_id, self.codec_key_file)
 
     def coordinator_limits(self) -> CoordinatorLimits:
         return CoordinatorLimits(

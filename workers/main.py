@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
@@ -21,6 +21,7 @@ from activities.registry import RegistryActivities
 from activities.replication import ReplicationActivities
 from activities.routing import RoutingActivities
 from activities.warmup import WarmupActivities
+from shadowing.codec import data_converter
 from shadowing.endpoints import Endpoints, endpoints_for
 from shadowing.errors import ServiceUnavailable
 from shadowing.models import CoordinatorLimits
@@ -33,7 +34,9 @@ from workflows.predict import PredictDemandWorkflow
 WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkflow, FleetCoordinatorWorkflow]
 
 
-async def connect(address: str, namespace: str = "default", timeout_s: float = 10.0) -> Client:
+async def connect(
+    address: str, namespace: str = "default", timeout_s: float = 10.0, codec: PayloadCodec | None = None
+) -> Client:
     """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers within `timeout_s`.
 
     A server that accepts connections but is still starting ("Frontend is not healthy yet") is retried.
@@ -43,7 +46,7 @@ async def connect(address: str, namespace: str = "default", timeout_s: float = 1
     while True:
         try:
             return await asyncio.wait_for(
-                Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter),
+                Client.connect(address, namespace=namespace, data_converter=data_converter(codec)),
                 max(deadline - loop.time(), 0.1),
             )
         except (RuntimeError, TimeoutError, OSError) as exc:
@@ -121,7 +124,8 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
     configure_logging(settings.log_level, settings.log_format)
     stop = stop or stop_on_signals()
-    client = await connect(settings.temporal_address or "127.0.0.1:7233", settings.temporal_namespace)
+    address = settings.temporal_address or "127.0.0.1:7233"
+    client = await connect(address, settings.temporal_namespace, codec=settings.codec())
     await register_search_attributes(client)
     async with build_worker(client, settings, AwsClients(settings)):
         await stop.wait()

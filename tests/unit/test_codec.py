@@ -1,0 +1,97 @@
+"""The AES-GCM payload codec: round trip, key rotation, pass-through of old payloads, bad keys, codec server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from temporalio.api.common.v1 import Payload
+
+from shadowing.codec import ENCODING, KEY_ID, EncryptionCodec, codec_from, data_converter, new_key
+from shadowing.codec_server import make_server
+from shadowing.errors import InvalidRequest
+from shadowing.models import FleetRef
+
+
+def _key() -> bytes:
+    return base64.b64decode(new_key())
+
+
+async def test_round_trip_hides_the_plaintext_and_names_the_key() -> None:
+    codec = EncryptionCodec({"k1": _key()}, "k1")
+    fleet = FleetRef(fleet_id="secret-app:x", entity_id="secret-app", region="eu-west-1", instance_type="m5.large")
+    plain = (await data_converter(None).encode([fleet]))[0]
+    sealed = (await codec.encode([plain]))[0]
+    assert b"secret-app" not in sealed.SerializeToString()
+    assert sealed.metadata["encoding"] == ENCODING and sealed.metadata[KEY_ID] == b"k1"
+    assert (await codec.decode([sealed]))[0] == plain
+    assert (await codec.decode([plain]))[0] == plain, "payloads from before encryption pass through"
+    conv = data_converter(codec)
+    assert (await conv.decode(await conv.encode([fleet]), [FleetRef]))[0] == fleet
+
+
+async def test_rotation_decodes_old_payloads_and_unknown_keys_fail_clearly(tmp_path: Path) -> None:
+    k1, k2 = new_key(), new_key()
+    old = codec_from(k1, "k1", None)
+    assert old is not None
+    sealed = old.encode_one(Payload(data=b"hello"))
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"current": "k2", "keys": {"k1": k1, "k2": k2}}))
+    rotated = codec_from(None, "ignored", keys)
+    assert rotated is not None
+    assert rotated.decode_one(sealed).data == b"hello"
+    assert rotated.encode_one(Payload(data=b"x")).metadata[KEY_ID] == b"k2"
+    only_k2 = EncryptionCodec({"k2": base64.b64decode(k2)}, "k2")
+    with pytest.raises(ValueError, match="unknown key 'k1'"):
+        only_k2.decode_one(sealed)
+
+
+@pytest.mark.parametrize(
+    ("key", "file_body", "field"),
+    [("not base64!", None, "SHADOWING_CODEC_KEY"), (base64.b64encode(b"short").decode(), None, "codec_key"),
+     (None, "{}", "keys.json"), (None, '{"current": "k9", "keys": {}}', "codec_key_id")],
+)  # fmt: skip
+def test_bad_keys_are_clear_errors(tmp_path: Path, key: str | None, file_body: str | None, field: str) -> None:
+    path = None
+    if file_body is not None:
+        path = tmp_path / "keys.json"
+        path.write_text(file_body)
+    with pytest.raises(InvalidRequest) as err:
+        codec_from(key, "k1", path)
+    assert field in str(err.value)
+
+
+def test_codec_server_decodes_for_the_ui_with_a_token() -> None:
+    codec = EncryptionCodec({"k1": _key()}, "k1")
+    server = make_server(codec, port=0, origins=("http://127.0.0.1:8233",), token="t0ken")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    sealed = codec.encode_one(Payload(metadata={"encoding": b"json/plain"}, data=b'"secret-app"'))
+    body = {"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()},
+                          "data": base64.b64encode(sealed.data).decode()}]}  # fmt: skip
+
+    def post(path: str, token: str | None) -> tuple[int, dict, str | None]:
+        headers = {"Content-Type": "application/json", "Origin": "http://127.0.0.1:8233"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(url + path, json.dumps(body).encode(), headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                return resp.status, json.loads(resp.read()), resp.headers.get("Access-Control-Allow-Origin")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read()), None
+
+    try:
+        status, out, cors = post("/decode", "t0ken")
+        assert status == 200 and cors == "http://127.0.0.1:8233"
+        assert base64.b64decode(out["payloads"][0]["data"]) == b'"secret-app"'
+        assert post("/decode", None)[0] == 401 and post("/decode", "wrong")[0] == 401
+        assert post("/nope", "t0ken")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
