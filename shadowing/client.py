@@ -53,6 +53,7 @@ from shadowing.models import (
     SliceStatus,
     TimeSlice,
 )
+from shadowing.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 SliceLike = TimeSlice | Mapping[str, Any]
@@ -82,12 +83,18 @@ class ShadowingClient:
 
     @classmethod
     async def connect(
-        cls, address: str, namespace: str = "default", task_queue: str = TASK_QUEUE, codec: PayloadCodec | None = None
+        cls,
+        address: str,
+        namespace: str = "default",
+        task_queue: str = TASK_QUEUE,
+        codec: PayloadCodec | None = None,
+        settings: Settings | None = None,
     ) -> ShadowingClient:
-        """`codec`: the payload codec the workers use (`Settings().codec()`), when payloads are encrypted."""
+        """`codec`: the payload codec the workers use (`Settings().codec()`), when payloads are encrypted;
+        `settings`: TLS and API key for a remote cluster (Temporal's own TEMPORAL_* variables)."""
         from workers.main import connect
 
-        return cls(await connect(address, namespace, codec=codec), task_queue)
+        return cls(await connect(address, namespace, codec=codec, settings=settings), task_queue)
 
     async def register_entity(
         self, spec: EntitySpec | Mapping[str, Any], schedule: AllocationSchedule | Mapping[str, Any]

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shadowing import TASK_QUEUE
+from shadowing.errors import InvalidRequest
 from shadowing.models import CoordinatorLimits
 
 
@@ -22,6 +23,19 @@ class Settings(BaseSettings):
     temporal_address: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field("default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE"))
     task_queue: str = TASK_QUEUE
+    # A remote cluster (Temporal Cloud, self-hosted with mTLS): Temporal's own environment variables.
+    temporal_api_key: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_API_KEY"), repr=False)
+    temporal_tls: bool = Field(False, validation_alias=AliasChoices("TEMPORAL_TLS"))
+    temporal_tls_client_cert_path: Path | None = Field(
+        None, validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_CERT_PATH")
+    )
+    temporal_tls_client_key_path: Path | None = Field(
+        None, validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_KEY_PATH")
+    )
+    temporal_tls_server_ca_cert_path: Path | None = Field(
+        None, validation_alias=AliasChoices("TEMPORAL_TLS_SERVER_CA_CERT_PATH")
+    )
+    temporal_tls_server_name: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_TLS_SERVER_NAME"))
     aws_endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL"))
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     aws_profile: str | None = Field(None, validation_alias=AliasChoices("AWS_PROFILE"))
@@ -52,10 +66,38 @@ class Settings(BaseSettings):
     region_shadow_quota: int = Field(200, ge=1, description="shadow instances in flight per region")
     region_quotas: dict[str, int] = Field(default_factory=dict, description='JSON, e.g. {"eu-west-1": 50}')
 
-    @field_validator("temporal_address", "aws_endpoint_url", "aws_profile", "codec_key", mode="before")
+    @field_validator(
+        "temporal_address", "aws_endpoint_url", "aws_profile", "codec_key", "temporal_api_key", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    def temporal_connect_options(self) -> dict[str, object]:
+        """`Client.connect` keyword arguments for TLS and the API key (an API key implies TLS, as on Cloud)."""
+        from temporalio.service import TLSConfig
+
+        def read(path: Path | None, what: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise InvalidRequest(f"cannot read {path}: {exc.strerror}", what) from exc
+
+        cert = read(self.temporal_tls_client_cert_path, "TEMPORAL_TLS_CLIENT_CERT_PATH")
+        key = read(self.temporal_tls_client_key_path, "TEMPORAL_TLS_CLIENT_KEY_PATH")
+        if (cert is None) != (key is None):
+            raise InvalidRequest("give both the client certificate and its key", "TEMPORAL_TLS_CLIENT_KEY_PATH")
+        ca = read(self.temporal_tls_server_ca_cert_path, "TEMPORAL_TLS_SERVER_CA_CERT_PATH")
+        options: dict[str, object] = {}
+        if self.temporal_tls or cert or ca or self.temporal_api_key:
+            options["tls"] = TLSConfig(
+                server_root_ca_cert=ca, client_cert=cert, client_private_key=key, domain=self.temporal_tls_server_name
+            )
+        if self.temporal_api_key:
+            options["api_key"] = self.temporal_api_key
+        return options
 
     def codec(self):  # type: ignore[no-untyped-def]
         """The payload codec, or None when encryption is off (`InvalidRequest` for a bad key or key file)."""

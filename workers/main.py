@@ -35,8 +35,9 @@ WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkf
 
 
 async def connect(
-    address: str, namespace: str = "default", timeout_s: float = 10.0, codec: PayloadCodec | None = None
-) -> Client:
+    address: str, namespace: str = "default", timeout_s: float = 10.0, codec: PayloadCodec | None = None,
+    settings: Settings | None = None,
+) -> Client:  # fmt: skip
     """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers within `timeout_s`.
 
     A server that accepts connections but is still starting ("Frontend is not healthy yet") is retried.
@@ -46,7 +47,12 @@ async def connect(
     while True:
         try:
             return await asyncio.wait_for(
-                Client.connect(address, namespace=namespace, data_converter=data_converter(codec)),
+                Client.connect(
+                    address,
+                    namespace=namespace,
+                    data_converter=data_converter(codec),
+                    **(settings.temporal_connect_options() if settings else {}),  # type: ignore[arg-type]
+                ),
                 max(deadline - loop.time(), 0.1),
             )
         except (RuntimeError, TimeoutError, OSError) as exc:
@@ -125,7 +131,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
     stop = stop or stop_on_signals()
     address = settings.temporal_address or "127.0.0.1:7233"
-    client = await connect(address, settings.temporal_namespace, codec=settings.codec())
+    client = await connect(address, settings.temporal_namespace, codec=settings.codec(), settings=settings)
     await register_search_attributes(client)
     async with build_worker(client, settings, AwsClients(settings)):
         await stop.wait()

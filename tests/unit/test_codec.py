@@ -95,3 +95,25 @@ def test_codec_server_decodes_for_the_ui_with_a_token() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_remote_cluster_options_from_temporal_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TEMPORAL_API_KEY implies TLS; mTLS needs both files; a missing file names its variable; the key is not in
+    the settings' repr (never logged)."""
+    from shadowing.settings import Settings
+
+    assert Settings().temporal_connect_options() == {}
+    monkeypatch.setenv("TEMPORAL_API_KEY", "sekrit-key")
+    opts = Settings().temporal_connect_options()
+    assert opts["api_key"] == "sekrit-key" and opts["tls"] is not None
+    assert "sekrit-key" not in repr(Settings())
+    monkeypatch.delenv("TEMPORAL_API_KEY")
+    cert = tmp_path / "c.pem"
+    cert.write_bytes(b"CERT")
+    monkeypatch.setenv("TEMPORAL_TLS_CLIENT_CERT_PATH", str(cert))
+    with pytest.raises(InvalidRequest, match="both"):
+        Settings().temporal_connect_options()
+    monkeypatch.setenv("TEMPORAL_TLS_CLIENT_KEY_PATH", str(tmp_path / "missing.pem"))
+    with pytest.raises(InvalidRequest) as err:
+        Settings().temporal_connect_options()
+    assert err.value.field == "TEMPORAL_TLS_CLIENT_KEY_PATH"
