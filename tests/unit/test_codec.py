@@ -107,6 +107,9 @@ def test_remote_cluster_options_from_temporal_variables(tmp_path: Path, monkeypa
     opts = Settings().temporal_connect_options()
     assert opts["api_key"] == "sekrit-key" and opts["tls"] is not None
     assert "sekrit-key" not in repr(Settings())
+    monkeypatch.setenv("SHADOWING_CODEC_KEY", new_key())
+    assert Settings().codec_key is not None and Settings().codec_key not in repr(Settings())
+    monkeypatch.delenv("SHADOWING_CODEC_KEY")
     monkeypatch.delenv("TEMPORAL_API_KEY")
     cert = tmp_path / "c.pem"
     cert.write_bytes(b"CERT")
