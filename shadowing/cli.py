@@ -55,7 +55,7 @@ def _call(fn: Callable[[Any], Awaitable[T]]) -> T:
     async def go() -> T:
         client = await ShadowingClient.connect(
             settings.temporal_address or f"127.0.0.1:{settings.temporal_port}", settings.temporal_namespace,
-            settings.task_queue, settings.codec(), settings,
+            settings.task_queue, settings,
         )  # fmt: skip
         return await fn(client)
 
@@ -99,7 +99,6 @@ async def _up(settings: Settings, sample: bool) -> None:
             settings.temporal_address or "",
             settings.temporal_namespace,
             settings.task_queue,
-            settings.codec(),
             settings,
         )
         try:
@@ -135,9 +134,7 @@ def demo(
     configure_logging("WARNING", base.log_format)
 
     async def go(settings: Settings, ui_url: str | None) -> None:
-        client = await connect(
-            settings.temporal_address or "", settings.temporal_namespace, codec=settings.codec(), settings=settings
-        )
+        client = await connect(settings.temporal_address or "", settings.temporal_namespace, settings=settings)
         await register_search_attributes(client)
         clients = AwsClients(settings)
         stop = stop_on_signals()

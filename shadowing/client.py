@@ -21,7 +21,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
-from temporalio.converter import PayloadCodec
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -83,18 +82,13 @@ class ShadowingClient:
 
     @classmethod
     async def connect(
-        cls,
-        address: str,
-        namespace: str = "default",
-        task_queue: str = TASK_QUEUE,
-        codec: PayloadCodec | None = None,
-        settings: Settings | None = None,
+        cls, address: str, namespace: str = "default", task_queue: str = TASK_QUEUE, settings: Settings | None = None
     ) -> ShadowingClient:
-        """`codec`: the payload codec the workers use (`Settings().codec()`), when payloads are encrypted;
-        `settings`: TLS and API key for a remote cluster (Temporal's own TEMPORAL_* variables)."""
+        """`settings` (e.g. `Settings()`): the payload codec the workers use and the TLS / API key of a remote
+        cluster (Temporal's own TEMPORAL_* variables)."""
         from workers.main import connect
 
-        return cls(await connect(address, namespace, codec=codec, settings=settings), task_queue)
+        return cls(await connect(address, namespace, settings=settings), task_queue)
 
     async def register_entity(
         self, spec: EntitySpec | Mapping[str, Any], schedule: AllocationSchedule | Mapping[str, Any]

@@ -7,7 +7,7 @@ The ecosystem's own variables come first: `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPAC
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shadowing import TASK_QUEUE
 from shadowing.errors import InvalidRequest
 from shadowing.models import CoordinatorLimits
+
+if TYPE_CHECKING:
+    from shadowing.codec import EncryptionCodec
 
 
 class Settings(BaseSettings):
@@ -99,7 +102,7 @@ class Settings(BaseSettings):
             options["api_key"] = self.temporal_api_key
         return options
 
-    def codec(self):  # type: ignore[no-untyped-def]
+    def codec(self) -> EncryptionCodec | None:
         """The payload codec, or None when encryption is off (`InvalidRequest` for a bad key or key file)."""
         from shadowing.codec import codec_from
 

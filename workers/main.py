@@ -8,7 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
@@ -35,13 +34,14 @@ WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkf
 
 
 async def connect(
-    address: str, namespace: str = "default", timeout_s: float = 10.0, codec: PayloadCodec | None = None,
-    settings: Settings | None = None,
-) -> Client:  # fmt: skip
+    address: str, namespace: str = "default", timeout_s: float = 10.0, settings: Settings | None = None
+) -> Client:
     """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers within `timeout_s`.
 
     A server that accepts connections but is still starting ("Frontend is not healthy yet") is retried.
+    `settings` adds the payload codec and the TLS / API-key options they configure.
     """
+    codec = settings.codec() if settings else None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
@@ -131,7 +131,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
     stop = stop or stop_on_signals()
     address = settings.temporal_address or "127.0.0.1:7233"
-    client = await connect(address, settings.temporal_namespace, codec=settings.codec(), settings=settings)
+    client = await connect(address, settings.temporal_namespace, settings=settings)
     await register_search_attributes(client)
     async with build_worker(client, settings, AwsClients(settings)):
         await stop.wait()

@@ -188,7 +188,7 @@ class EntityScheduleWorkflow:
         decision = policy.decide(
             self._spec, slot, active, forecast, self._s.slices, workflow.now(),
             migration_gate=workflow.patched("migration-readiness-gate"),
-            **({"prepare_s": self._prepare_s()} if self._v2 else {}),
+            prepare_s=self._prepare_s(),
         )  # fmt: skip
         self._set_slice(index, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), key)
@@ -229,11 +229,11 @@ class EntityScheduleWorkflow:
         itype, n = decision.instance_type, decision.quantity
         self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, itype, n))
         hours = (slot.end - slot.start).total_seconds() / 3600
-        cost = self._s.ledger.add(CostEntry(
+        planned = CostEntry(
             slice_key=slot.key, outcome="planned", region=slot.region, instance_type=itype, instances=n,
             cost_usd=round(n * hours * prices.on_demand(itype, slot.region), 4),
-        ))  # fmt: skip
-        self._update(ledger=cost.model_copy(update={"migrations": self._s.ledger.migrations}))
+        )  # fmt: skip
+        self._update(ledger=self._s.ledger.add(planned))
         self._set_slice(index, state="planned", outcome=f"would shadow {n} x {itype} in {slot.region}")
         self._event("plan", f"forecast-only: would shadow {n} x {itype} in {slot.region}", slot.key)
 
