@@ -37,6 +37,8 @@ TAG_MARKET = "shadowing:market"
 TAG_AZ = "shadowing:az"
 TAG_SOURCE_IMAGE = "shadowing:source-image"
 AZ_TYPE = "availability-zone"  # not local zones / wavelength zones
+#: On-demand launch failures that mean "this AZ has no capacity for this type now": try the other AZs.
+CAPACITY_ERRORS = {"InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity"}
 #: Spot request failures that mean "no spot capacity at this price now": fall back to on-demand.
 SPOT_UNAVAILABLE = {
     "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded",
@@ -83,10 +85,37 @@ class Ec2Activities:
         if req.market == "spot":
             self._spot(ec2, req, image, zones)
         _adopt_spot_instances(ec2, req)
-        live = _live_instances(ec2, req.fleet_id)
-        for az, count in _plan(zones, req.quantity, live).items():
-            _run_on_demand(ec2, req, image, (template, version), zones[az], az, count, live)
+        self._on_demand(ec2, req, image, (template, version), zones)
         return _fleet(req, _live_instances(ec2, req.fleet_id)[: req.quantity], image, template)
+
+    def _on_demand(
+        self, ec2: Ec2, req: ProvisionInput, image: str, template: tuple[str, str], zones: dict[str, str | None]
+    ) -> None:
+        """Launches what is missing; an AZ out of capacity hands its share to the others.
+
+        When every AZ refused, a non-retryable `InsufficientCapacity` names the type and region: waiting rarely
+        brings capacity back before the slice, and the saga then compensates (the old fleet keeps serving).
+        """
+        usable = dict(zones)
+        while True:
+            live = _live_instances(ec2, req.fleet_id)
+            plan = _plan(usable, req.quantity, live)
+            if not plan:
+                return
+            for az, count in plan.items():
+                try:
+                    _run_on_demand(ec2, req, image, template, usable[az], az, count, live)
+                except ClientError as exc:
+                    if _code(exc) not in CAPACITY_ERRORS:
+                        raise
+                    activity.logger.warning("no %s capacity in %s (%s)", req.instance_type, az, _code(exc))
+                    del usable[az]
+            if not usable:
+                raise ApplicationError(
+                    f"insufficient capacity for {req.instance_type} in {req.region}: every availability zone "
+                    f"({', '.join(sorted(zones))}) refused",
+                    type="InsufficientCapacity", non_retryable=True,
+                )  # fmt: skip
 
     @activity.defn(name="terminate_fleet")
     def terminate_fleet(self, fleet: FleetRef) -> int:
@@ -101,6 +130,7 @@ class Ec2Activities:
         ids |= {i["InstanceId"] for i in _instances(ec2, [r["InstanceId"] for r in requests if r.get("InstanceId")])}
         if ids:
             ec2.terminate_instances(InstanceIds=sorted(ids))
+        _drop_unused_templates(ec2, fleet.entity_id, ids)
         return len(ids)
 
     @activity.defn(name="shrink_fleet")
@@ -133,18 +163,7 @@ class Ec2Activities:
     @activity.defn(name="delete_launch_templates")
     def delete_launch_templates(self, req: TemplatesInput) -> int:
         """Deletes the entity's launch templates in the region (found by tag); returns how many. Repeatable."""
-        ec2 = self._clients("ec2", req.region)
-        found = ec2.describe_launch_templates(
-            Filters=[{"Name": f"tag:{TAG_ENTITY}", "Values": [req.entity_id]},
-                     {"Name": f"tag:{TAG_MANAGED}", "Values": ["shadowing"]}]
-        )["LaunchTemplates"]  # fmt: skip
-        for template in found:
-            try:
-                ec2.delete_launch_template(LaunchTemplateId=template["LaunchTemplateId"])
-            except ClientError as exc:
-                if "NotFound" not in _code(exc):
-                    raise
-        return len(found)
+        return _delete_templates(self._clients("ec2", req.region), req.entity_id)
 
     # ---- image -------------------------------------------------------------------------------------------
 
@@ -379,6 +398,31 @@ def _copy_image(ec2: Ec2, req: ProvisionInput, source: Json, source_region: str)
     tags = [*_base_tags(req.entity_id), {"Key": TAG_SOURCE_IMAGE, "Value": source["ImageId"]}]
     ec2.create_tags(Resources=[image_id], Tags=tags)
     return image_id
+
+
+def _delete_templates(ec2: Ec2, entity_id: str) -> int:
+    found = ec2.describe_launch_templates(
+        Filters=[{"Name": f"tag:{TAG_ENTITY}", "Values": [entity_id]},
+                 {"Name": f"tag:{TAG_MANAGED}", "Values": ["shadowing"]}]
+    )["LaunchTemplates"]  # fmt: skip
+    for template in found:
+        try:
+            ec2.delete_launch_template(LaunchTemplateId=template["LaunchTemplateId"])
+        except ClientError as exc:
+            if "NotFound" not in _code(exc):
+                raise
+    return len(found)
+
+
+def _drop_unused_templates(ec2: Ec2, entity_id: str, terminated: set[str]) -> None:
+    """The entity's launch templates in a region live as long as it has instances there (a retired or
+    compensated fleet must not leave them behind); the next provisioning makes them again."""
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[{"Name": f"tag:{TAG_ENTITY}", "Values": [entity_id]},
+                 {"Name": "instance-state-name", "Values": [*LIVE_STATES, "stopping", "stopped"]}]
+    )  # fmt: skip
+    if not any(i["InstanceId"] not in terminated for p in pages for r in p["Reservations"] for i in r["Instances"]):
+        _delete_templates(ec2, entity_id)
 
 
 def _template_name(entity_id: str, instance_type: str) -> str:

@@ -78,8 +78,8 @@ async def migrate_under_load(
     entity = f"bench-{'warm' if warm else 'cold'}-{uuid.uuid4().hex[:6]}"
     table = f"{entity}-orders"
     zone_id = await asyncio.to_thread(hosted_zone, clients("route53", SOURCE), ZONE)
-    await asyncio.to_thread(_table, clients, table, items)
-    old = await _old_fleet(clients, endpoints, entity, zone_id, fleet_size, ttl_s)
+    await asyncio.to_thread(seed_table, clients, table, items)
+    old = await old_fleet(clients, endpoints, entity, zone_id, fleet_size, ttl_s)
     policy = EntityPolicy(
         warm_up=warm, record_ttl_s=ttl_s, watch_s=watch_s, catch_up_interval_s=2, warmup_timeout_s=120,
         spot_deadline_s=30,
@@ -100,12 +100,12 @@ async def migrate_under_load(
         handle = await client.start_workflow(
             "ShadowMigration", req, id=f"migration/{entity}", task_queue=task_queue, result_type=MigrationResult
         )
-        await _until_phase(handle, ("ready",))
+        await until_phase(handle, ("ready",))
         writer.stop()  # a short write freeze before the final sync check, as a cutover runbook would have
         await handle.signal("proceed")
-        await _until_phase(handle, ("cutover",))
+        await until_phase(handle, ("cutover",))
         load.phase = "cutover"
-        await _until_phase(handle, AFTER_SWITCH_PHASES)
+        await until_phase(handle, AFTER_SWITCH_PHASES)
         await asyncio.sleep(ttl_s + 1)  # every client's cached answer has expired: all traffic is on the new fleet
         load.phase = "after"
         result = await handle.result()
@@ -113,7 +113,7 @@ async def migrate_under_load(
     finally:
         writer.stop()
         samples = await asyncio.to_thread(load.stop)
-    source_items, target_items = await asyncio.to_thread(_items, clients, table)
+    source_items, target_items = await asyncio.to_thread(table_items, clients, table)
     if result.fleet is not None:  # leave nothing running on a shared emulator
         await asyncio.to_thread(ActivityEnvironment().run, Ec2Activities(clients).terminate_fleet, result.fleet)
     return Run(
@@ -124,9 +124,10 @@ async def migrate_under_load(
     )  # fmt: skip
 
 
-async def _old_fleet(
-    clients: ClientFactory, endpoints: Endpoints, entity: str, zone_id: str, size: int, ttl_s: int
-) -> FleetRef:
+async def old_fleet(
+    clients: ClientFactory, endpoints: Endpoints, entity: str, zone_id: str, size: int, ttl_s: int,
+    zone: str = ZONE, warm: bool = True,
+) -> FleetRef:  # fmt: skip
     """The entity's current fleet in SOURCE, warm and routed to (through the product's own activities)."""
     env = ActivityEnvironment()
     fleet = await asyncio.to_thread(
@@ -134,16 +135,17 @@ async def _old_fleet(
         ProvisionInput(entity_id=entity, fleet_id=f"{entity}:initial", slice_key="initial", region=SOURCE,
                        instance_type="m5.large", quantity=size, role="active"),
     )  # fmt: skip
-    warm = WarmupInput(fleet=fleet, timeout_s=120)  # it has served this traffic for long: its caches are warm
-    await asyncio.to_thread(
-        ActivityEnvironment().run, WarmupActivities(clients, endpoints, poll_s=0.2).warm_fleet, warm
-    )
-    routing = RoutingInput(hosted_zone_id=zone_id, dns_name=f"{entity}.{ZONE}", to_fleet=fleet, ttl_s=ttl_s)
+    if warm:  # it has served this traffic for long: its caches are warm
+        ask = WarmupInput(fleet=fleet, timeout_s=120)
+        await asyncio.to_thread(
+            ActivityEnvironment().run, WarmupActivities(clients, endpoints, poll_s=0.2).warm_fleet, ask
+        )
+    routing = RoutingInput(hosted_zone_id=zone_id, dns_name=f"{entity}.{zone}", to_fleet=fleet, ttl_s=ttl_s)
     await asyncio.to_thread(ActivityEnvironment().run, RoutingActivities(clients).switch_traffic, routing)
     return fleet
 
 
-async def _until_phase(handle: Any, phases: tuple[str, ...], timeout_s: float = 300.0) -> MigrationProgress:
+async def until_phase(handle: Any, phases: tuple[str, ...], timeout_s: float = 300.0) -> MigrationProgress:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         progress = await handle.query("progress", result_type=MigrationProgress)
@@ -180,7 +182,7 @@ class _Writer:
             n += 1
 
 
-def _table(clients: ClientFactory, table: str, items: int) -> None:
+def seed_table(clients: ClientFactory, table: str, items: int) -> None:
     ddb = clients("dynamodb", SOURCE)
     ddb.create_table(
         TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -190,7 +192,7 @@ def _table(clients: ClientFactory, table: str, items: int) -> None:
         ddb.put_item(TableName=table, Item={"pk": {"S": f"o-{i:05d}"}, "n": {"N": str(i)}})
 
 
-def _items(clients: ClientFactory, table: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def table_items(clients: ClientFactory, table: str) -> tuple[dict[str, Any], dict[str, Any]]:
     def scan(region: str) -> dict[str, Any]:
         pages = clients("dynamodb", region).get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
         # `_ts` on an item without `_v` is the replica's bookkeeping (see activities/replication.py), not data.

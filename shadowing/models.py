@@ -162,6 +162,14 @@ class EntityPolicy(Frozen):
     reforecast_interval_s: float = Field(
         default=600.0, gt=0, description="while shadows wait for the slice, re-forecast and resize them this often"
     )
+    step_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600,
+        description="a short step (a few AWS calls) not done in this long is retried: how soon a crashed worker's "
+        "step is noticed",
+    )  # fmt: skip
+    heartbeat_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="long steps heartbeat; one silent this long is retried elsewhere"
+    )
 
 
 class DemandClock(Frozen):

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shadowing import TASK_QUEUE
 from shadowing.errors import InvalidRequest
+from shadowing.faults import FaultRule
 from shadowing.models import CoordinatorLimits
 
 if TYPE_CHECKING:
@@ -68,6 +69,10 @@ class Settings(BaseSettings):
     max_concurrent_migrations: int = Field(10, ge=1)
     region_shadow_quota: int = Field(200, ge=1, description="shadow instances in flight per region")
     region_quotas: dict[str, int] = Field(default_factory=dict, description='JSON, e.g. {"eu-west-1": 50}')
+    # Fault injection for AWS calls (shadowing/faults.py), for drills and the fault matrix: off unless given.
+    aws_faults: tuple[FaultRule, ...] = Field(
+        (), description='JSON list, e.g. [{"operation": "ec2:RunInstances", "fault": "throttle", "times": 2}]'
+    )
 
     @field_validator(
         "temporal_address", "aws_endpoint_url", "aws_profile", "codec_key", "temporal_api_key", mode="before"

@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from shadowing.faults import FaultInjector
 from shadowing.settings import Settings
 
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
@@ -25,13 +26,16 @@ class AwsClients:
                 aws_access_key_id="testing", aws_secret_access_key="testing", region_name=settings.aws_region
             )
         self._clients: dict[tuple[str, str], Any] = {}
+        #: Injected AWS faults (settings.aws_faults), or None: what they did is in `faults.injected`.
+        self.faults = FaultInjector(settings.aws_faults) if settings.aws_faults else None
         self._lock = threading.Lock()
 
     def __call__(self, service: str, region: str) -> Any:
         key = (service, region)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self._session.client(
-                    service, region_name=region, endpoint_url=self._endpoint, config=RETRIES
-                )
+                client = self._session.client(service, region_name=region, endpoint_url=self._endpoint, config=RETRIES)
+                if self.faults is not None:
+                    self.faults.install(client, region)
+                self._clients[key] = client
             return self._clients[key]

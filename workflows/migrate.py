@@ -67,9 +67,8 @@ RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=list(NON_RETRYABLE),
 )
+#: The entity workflow's own short steps (a migration takes its timeouts from the entity's policy).
 STEP = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RETRY}
-#: Long steps heartbeat; a worker crash is noticed after this, not after the whole step's timeout.
-HEARTBEAT = timedelta(seconds=60)
 IMAGE_TIMEOUT_S = 1800.0
 WATCH_PROBES = 3
 UNHEALTHY_PROBES_TO_ROLL_BACK = 2
@@ -89,6 +88,9 @@ class ShadowMigrationWorkflow:
         self._ready_at: datetime | None = None  # when the shadows were up (their pre-warm hours start)
         self._shadows: FleetRef | None = None
         self._grown: tuple[FleetRef, int, datetime] | None = None  # late scale-up: grown fleet, extra, since
+        # Short steps' timeout and long steps' heartbeat timeout (the policy's; how soon a lost worker is noticed).
+        self._step = timedelta(minutes=2)
+        self._heartbeat = timedelta(seconds=60)
 
     @workflow.signal(name="proceed")
     def proceed(self) -> None:
@@ -108,6 +110,8 @@ class ShadowMigrationWorkflow:
     async def run(self, req: MigrationInput) -> MigrationResult:
         saga = Saga()
         self._v2 = workflow.patched(ADAPTIVE)
+        self._step = timedelta(seconds=req.spec.policy.step_timeout_s)
+        self._heartbeat = timedelta(seconds=req.spec.policy.heartbeat_timeout_s)
         try:
             return await self._migrate(req, saga)
         except (Exception, asyncio.CancelledError) as exc:
@@ -490,12 +494,14 @@ class ShadowMigrationWorkflow:
         return arn_region(req.spec.listener_arn) if req.spec.listener_arn else None
 
     async def _act(self, name: str, arg: object, result_type: type) -> object:
-        return await workflow.execute_activity(name, arg, result_type=result_type, **STEP)  # type: ignore[arg-type]
+        return await workflow.execute_activity(
+            name, arg, result_type=result_type, start_to_close_timeout=self._step, retry_policy=RETRY
+        )  # type: ignore[call-overload]
 
     async def _long(self, name: str, arg: object, result_type: type, timeout_s: float) -> object:
         return await workflow.execute_activity(
             name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout_s),
-            heartbeat_timeout=HEARTBEAT, retry_policy=RETRY,
+            heartbeat_timeout=self._heartbeat, retry_policy=RETRY,
         )  # fmt: skip
 
     async def _report(

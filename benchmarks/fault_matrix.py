@@ -1,0 +1,557 @@
+"""`make fault-matrix`: every migration step under every fault, judged from what AWS holds afterwards.
+
+    python -m benchmarks.fault_matrix [--json .shadowing/fault-matrix.json] [--steps provision,cutover]
+
+Starts its own Temporal dev server (it restarts it), a moto server and the local data-plane agent. For each case an
+entity gets an old fleet serving its DNS name from SOURCE and a DynamoDB table, and a ShadowMigration moves it to
+TARGET while one fault hits one step:
+- AWS faults through `shadowing.faults` (scoped to the case's workflow and the step's activity): throttling, a
+  server error, a timeout, a reply lost after AWS did the work, no capacity in one AZ or in all, spot requests that
+  never fill;
+- the worker process SIGKILLed while the step's activity runs (a new worker takes over);
+- the Temporal dev server restarted while the step's activity runs.
+After every case the audit asks AWS (describe calls, never the workflow): instances of the entity other than the
+serving fleet, instances launched twice, open spot requests, launch templates outside the serving region, weighted
+records other than the serving fleet's at 100, replica tables left after a rollback, items that differ between
+the regions, and whether the serving fleet answers its health check. It prints one line per case and the totals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.service import RPCError
+
+from activities import TAG_ENTITY, TAG_FLEET, ClientFactory
+from benchmarks.cutover import old_fleet, seed_table, table_items
+from shadowing.demo import hosted_zone
+from shadowing.endpoints import Endpoints
+from shadowing.faults import FaultRule
+from shadowing.models import (
+    EntityPolicy,
+    EntitySpec,
+    FleetRef,
+    MigrationInput,
+    MigrationProgress,
+    MigrationResult,
+    ScheduledSlice,
+)
+
+SOURCE, TARGET = "us-east-1", "eu-west-1"
+ZONE = "faults.shadowing."
+ITEMS = 20
+QUANTITY = 2
+
+
+@dataclass(frozen=True)
+class Step:
+    activity: str  # the activity the step runs (what the faults are scoped to, what a crash interrupts)
+    write: str | None  # the AWS operation whose reply a lost-reply case loses (None: the step calls no AWS)
+
+
+STEPS = {
+    "provision": Step("provision_fleet", "ec2:RunInstances"),
+    "warm": Step("warm_fleet", "ec2:DescribeInstances"),
+    "replicate": Step("replicate_tables", "dynamodb:CreateTable"),
+    "sync-check": Step("check_sync", "dynamodb:Scan"),
+    "cutover": Step("set_weights", "route53:ChangeResourceRecordSets"),
+    "watch": Step("probe_fleet", None),
+    "retire": Step("terminate_fleet", "ec2:TerminateInstances"),
+}
+AWS_FAULTS = ("throttle", "error", "timeout", "lost-reply")
+PROCESS_FAULTS = ("worker-sigkill", "server-restart")
+PROVISION_FAULTS = ("capacity-one-az", "capacity-all-azs", "spot-unfulfilled")
+#: Cases whose right outcome is the rollback (with these words in the error); every other case must migrate.
+EXPECT_ROLLBACK = {("provision", "capacity-all-azs"): "insufficient capacity"}
+
+
+@dataclass
+class Case:
+    step: str
+    fault: str
+    entity: str = ""
+
+    def __post_init__(self) -> None:
+        self.entity = self.entity or f"fm-{self.step[:4]}-{self.fault[:6]}-{uuid.uuid4().hex[:4]}".replace("--", "-")
+
+    @property
+    def workflow_id(self) -> str:
+        return f"migration/{self.entity}"
+
+    def rules(self) -> list[FaultRule]:
+        step = STEPS[self.step]
+        scope = {"activity": step.activity, "workflow": self.workflow_id}
+        if self.fault in ("throttle", "error"):
+            return [FaultRule(fault=self.fault, times=2, **scope)]  # type: ignore[arg-type]
+        if self.fault == "timeout":
+            return [FaultRule(fault="timeout", times=2, delay_s=0.5, **scope)]  # type: ignore[arg-type]
+        if self.fault == "lost-reply":
+            return [FaultRule(operation=step.write or "*", fault="lost-reply", **scope)]  # type: ignore[arg-type]
+        if self.fault.startswith("capacity"):
+            times = 1 if self.fault == "capacity-one-az" else 0
+            return [FaultRule(operation="ec2:RunInstances", fault="capacity", times=times, **scope)]  # type: ignore[arg-type]
+        if self.fault == "spot-unfulfilled":
+            return [FaultRule(operation="ec2:RequestSpotInstances", fault="spot-unfulfilled", times=0, **scope)]  # type: ignore[arg-type]
+        # a crash or a restart: the step's first AWS call hangs a little, so that it is caught in the act
+        return [FaultRule(fault="latency", delay_s=2.0, **scope)]  # type: ignore[arg-type]
+
+    def applies(self) -> bool:
+        return not (self.fault in AWS_FAULTS and STEPS[self.step].write is None)
+
+
+@dataclass
+class Row:
+    step: str
+    fault: str
+    entity: str
+    outcome: str = "not run"  # migrated / rolled-back / stuck / error
+    fired: int = 0  # injected faults, kills or restarts that hit the case
+    seconds: float = 0.0
+    leaks: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    data_equal: bool = False
+    healthy: bool = False
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        expected = "rolled-back" if (self.step, self.fault) in EXPECT_ROLLBACK else "migrated"
+        words = EXPECT_ROLLBACK.get((self.step, self.fault), "")
+        return (self.outcome == expected and words in self.detail.lower() and self.fired > 0 and not self.leaks
+                and self.duplicates == 0 and self.data_equal and self.healthy)  # fmt: skip
+
+
+def cases(steps: Iterable[str] = STEPS) -> list[Case]:
+    steps = list(steps)
+    out = [Case(s, f) for s in steps for f in (*AWS_FAULTS, *PROCESS_FAULTS)]
+    if "provision" in steps:
+        out += [Case("provision", f) for f in PROVISION_FAULTS]
+    return [c for c in out if c.applies()]
+
+
+# ---- one case ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    """What the cases share: a Temporal client, clean AWS clients for set-up and audit, the data plane."""
+
+    client: Client
+    aws: ClientFactory
+    endpoints: Endpoints
+    zone_id: str
+    task_queue: str
+    open_spot: Callable[[], list[str]] = lambda: []  # unfilled spot requests the fault layer still holds open
+
+
+def policy(case: Case) -> EntityPolicy:
+    return EntityPolicy(
+        warm_up=True, record_ttl_s=1, watch_s=1.5, catch_up_interval_s=1, warmup_timeout_s=90, max_replication_lag_s=30,
+        spot=case.fault == "spot-unfulfilled", spot_deadline_s=3, step_timeout_s=15, heartbeat_timeout_s=10,
+    )  # fmt: skip
+
+
+async def prepare(env: Env, case: Case) -> tuple[MigrationInput, FleetRef]:
+    table = f"{case.entity}-orders"
+    await asyncio.to_thread(seed_table, env.aws, table, ITEMS)
+    old = await old_fleet(env.aws, env.endpoints, case.entity, env.zone_id, 1, 1, zone=ZONE, warm=False)
+    spec = EntitySpec(
+        entity_id=case.entity, home_region=SOURCE, instance_types=("m5.large",), dns_name=f"{case.entity}.{ZONE}",
+        hosted_zone_id=env.zone_id, dynamodb_tables=(table,), policy=policy(case),
+    )  # fmt: skip
+    now = datetime.now(UTC).replace(microsecond=0)
+    req = MigrationInput(
+        spec=spec, time_slice=ScheduledSlice(start=now, end=now + timedelta(hours=1), region=TARGET),
+        instance_type="m5.large", quantity=QUANTITY, source=old, mode="manual",
+    )  # fmt: skip
+    return req, old
+
+
+async def migrate(env: Env, case: Case, req: MigrationInput, timeout_s: float = 300.0) -> tuple[str, str, Any]:
+    """Starts the migration, says `proceed` once it is ready, returns (outcome, detail, result)."""
+    handle = await retry_rpc(
+        lambda: env.client.start_workflow(
+            "ShadowMigration", req, id=case.workflow_id, task_queue=env.task_queue, result_type=MigrationResult
+        )
+    )
+    deadline = time.monotonic() + timeout_s
+    proceeded = False
+    while not proceeded and time.monotonic() < deadline:
+        try:
+            progress = await handle.query("progress", result_type=MigrationProgress)
+        except Exception:  # the server is restarting, or no worker is there to answer for a moment
+            await asyncio.sleep(0.3)
+            continue
+        if progress.phase == "ready":
+            await retry_rpc(lambda: handle.signal("proceed"))
+            proceeded = True
+        elif progress.phase in ("compensating", "rolled-back"):
+            break
+        await asyncio.sleep(0.2)
+    try:
+        result = await asyncio.wait_for(retry_rpc(handle.result), max(deadline - time.monotonic(), 1))
+    except WorkflowFailureError as exc:
+        return "rolled-back", str(exc.cause), None
+    except TimeoutError:
+        return "stuck", f"no result within {timeout_s:.0f}s", None
+    return result.outcome, "", result
+
+
+async def retry_rpc(call: Callable[[], Awaitable[Any]], timeout_s: float = 90.0) -> Any:
+    """Calls again while the server is unreachable (a restart), up to `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await call()
+        except RPCError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def run_case(env: Env, case: Case, row: Row, disturbed: Callable[[Case], int] | None = None) -> Row:
+    started = time.monotonic()
+    try:
+        req, old = await prepare(env, case)
+        row.outcome, row.detail, result = await migrate(env, case, req)
+        serving = result.fleet if result is not None and result.fleet is not None else old
+        await asyncio.sleep(1.5)  # let the data-plane agent see the final instance states
+        audit = await asyncio.to_thread(audit_aws, env, case, serving, row.outcome == "migrated")
+        row.leaks, row.duplicates, row.data_equal, row.healthy = audit
+    except Exception as exc:  # a harness failure is a failed case, not a crashed matrix
+        row.outcome, row.detail = "error", f"{type(exc).__name__}: {exc}"
+    if disturbed is not None:
+        row.fired = disturbed(case)
+    row.seconds = round(time.monotonic() - started, 1)
+    return row
+
+
+# ---- the audit: AWS's own state ----------------------------------------------------------------------------
+
+
+def audit_aws(env: Env, case: Case, serving: FleetRef, migrated: bool) -> tuple[list[str], int, bool, bool]:
+    """(leaked resources, duplicate instances, data equal, serving fleet healthy), from describe calls only."""
+    leaks: list[str] = []
+    expected = set(serving.instance_ids)
+    for region in (SOURCE, TARGET):
+        ec2 = env.aws("ec2", region)
+        live = _instances(ec2, [{"Name": f"tag:{TAG_ENTITY}", "Values": [case.entity]}],
+                          ["pending", "running", "stopping", "stopped"])  # fmt: skip
+        leaks += [f"instance {i['InstanceId']} ({region})" for i in live if i["InstanceId"] not in expected]
+        if region != serving.region:
+            found = ec2.describe_launch_templates(Filters=[{"Name": f"tag:{TAG_ENTITY}", "Values": [case.entity]}])
+            leaks += [f"launch template {t['LaunchTemplateName']} ({region})" for t in found["LaunchTemplates"]]
+        requests = ec2.describe_spot_instance_requests(
+            Filters=[{"Name": f"tag:{TAG_ENTITY}", "Values": [case.entity]},
+                     {"Name": "state", "Values": ["open", "active"]}]
+        )["SpotInstanceRequests"]  # fmt: skip
+        leaks += [f"spot request {r['SpotInstanceRequestId']} ({region})" for r in requests
+                  if r.get("InstanceId") not in expected]  # fmt: skip
+    leaks += [f"unfilled spot request {r} (held open)" for r in env.open_spot()]
+    missing = expected - {i["InstanceId"] for i in _instances(env.aws("ec2", serving.region),
+                                                               [{"Name": "instance-id", "Values": list(expected)}],
+                                                               ["running", "pending"])}  # fmt: skip
+    leaks += [f"serving instance {i} is not running" for i in sorted(missing)]
+    shadow_fleet = f"{case.entity}:"  # every instance the migration launched carries its fleet id
+    launched = _instances(env.aws("ec2", TARGET), [{"Name": f"tag:{TAG_FLEET}", "Values": [f"{shadow_fleet}*"]}], None)
+    duplicates = max(len(launched) - QUANTITY, 0) if case.fault != "capacity-all-azs" else len(launched)
+    leaks += _routing_leaks(env, case, serving)
+    source, target = table_items(env.aws, f"{case.entity}-orders")
+    if migrated:
+        data_equal = source == target and len(source) == ITEMS
+    else:
+        data_equal = len(source) == ITEMS
+        if target:
+            leaks.append(f"replica table {case.entity}-orders ({TARGET}) after the rollback")
+    return leaks, duplicates, data_equal, _healthy(env.endpoints, serving)
+
+
+def _instances(ec2: Any, filters: list[dict[str, Any]], states: list[str] | None) -> list[dict[str, Any]]:
+    if states is not None:
+        filters = [*filters, {"Name": "instance-state-name", "Values": states}]
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
+    return [i for p in pages for r in p["Reservations"] for i in r["Instances"]]
+
+
+def _routing_leaks(env: Env, case: Case, serving: FleetRef) -> list[str]:
+    """The entity's name must resolve to exactly the serving fleet: one weighted record, weight 100, its addresses."""
+    name = f"{case.entity}.{ZONE}"
+    records = env.aws("route53", SOURCE).list_resource_record_sets(HostedZoneId=env.zone_id, StartRecordName=name)
+    mine = [r for r in records["ResourceRecordSets"] if r["Name"] == name]
+    leaks = []
+    for r in mine:
+        values = {v["Value"] for v in r.get("ResourceRecords", [])}
+        if r.get("SetIdentifier") != serving.fleet_id:
+            leaks.append(f"record weight {r.get('SetIdentifier')}={r.get('Weight')}")
+        elif r.get("Weight") != 100 or values != set(serving.addresses):
+            leaks.append(f"serving record {r.get('Weight')} -> {sorted(values)} (fleet {sorted(serving.addresses)})")
+    if not any(r.get("SetIdentifier") == serving.fleet_id for r in mine):
+        leaks.append(f"no record routes to the serving fleet {serving.fleet_id}")
+    return leaks
+
+
+def _healthy(endpoints: Endpoints, fleet: FleetRef) -> bool:
+    for instance, address in zip(fleet.instance_ids, fleet.addresses, strict=False):
+        url = endpoints.url(instance, address)
+        if url is None:
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                if answer.status != 200:
+                    return False
+        except OSError:
+            return False
+    return bool(fleet.instance_ids)
+
+
+# ---- groups: AWS faults in one worker; crashes and restarts need their own control loop -------------------
+
+
+async def run_aws_faults(env: Env, group: list[Case], fired: Callable[[Case], int], parallel: int = 6) -> list[Row]:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(case: Case) -> Row:
+        async with gate:
+            return await run_case(env, case, Row(case.step, case.fault, case.entity), fired)
+
+    return list(await asyncio.gather(*(one(c) for c in group)))
+
+
+async def run_disrupted(env: Env, group: list[Case], disrupt: Callable[[], Awaitable[None]]) -> list[Row]:
+    """Runs the cases together; whenever one's step is running (its activity started), `disrupt()` hits it."""
+    hits: dict[str, int] = {c.entity: 0 for c in group}
+    rows = {c.entity: Row(c.step, c.fault, c.entity) for c in group}
+    done: set[str] = set()
+    lock = asyncio.Lock()
+
+    async def in_step(case: Case) -> bool:
+        handle = env.client.get_workflow_handle(case.workflow_id)
+        try:
+            if case.step == "watch":
+                progress = await handle.query("progress", result_type=MigrationProgress)
+                return progress.phase == "watching"
+            desc = await handle.describe()
+        except Exception:  # not started yet, the server restarting, no worker to answer the query
+            return False
+        started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        return any(a.activity_type.name == STEPS[case.step].activity and a.state == started
+                   for a in desc.raw_description.pending_activities)  # fmt: skip
+
+    async def watch(case: Case) -> None:
+        while case.entity not in done and hits[case.entity] == 0:
+            if await in_step(case):
+                async with lock:
+                    if hits[case.entity] == 0:
+                        await disrupt()
+                        hits[case.entity] += 1
+            await asyncio.sleep(0.1)
+
+    async def one(case: Case) -> Row:
+        watcher = asyncio.ensure_future(watch(case))
+        try:
+            return await run_case(env, case, rows[case.entity], lambda c: hits[c.entity])
+        finally:
+            done.add(case.entity)
+            await watcher
+
+    return list(await asyncio.gather(*(one(c) for c in group)))
+
+
+# ---- the report --------------------------------------------------------------------------------------------
+
+
+def report(rows: list[Row]) -> str:
+    lines = [f"{'step':<11} {'fault':<17} {'outcome':<12} {'fired':>5} {'secs':>6} {'leaks':>5} {'dup':>4} "
+             f"{'data':>5} {'healthy':>7}  result"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"{r.step:<11} {r.fault:<17} {r.outcome:<12} {r.fired:>5} {r.seconds:>6.1f} {len(r.leaks):>5} "
+            f"{r.duplicates:>4} {'equal' if r.data_equal else 'DIFF':>5} {'yes' if r.healthy else 'NO':>7}  "
+            f"{'pass' if r.passed else 'FAIL ' + '; '.join(r.leaks)[:60] + ' ' + r.detail[:120]}"
+        )
+    leaks, dups = sum(len(r.leaks) for r in rows), sum(r.duplicates for r in rows)
+    passed = sum(r.passed for r in rows)
+    lines.append(f"cases {len(rows)}, passed {passed}, failed {len(rows) - passed}, leaked resources {leaks}, "
+                 f"duplicate instances {dups}")  # fmt: skip
+    return "\n".join(lines)
+
+
+# ---- running it: own dev server (restartable), a worker per group ------------------------------------------
+
+
+class Matrix:
+    """The matrix on its own dev server (`temporal`), against `aws_url` (moto) and the data plane's registry."""
+
+    def __init__(self, state: Path, aws_url: str, registry: Path) -> None:
+        from shadowing.local import free_port
+
+        self.state, self.aws_url, self.registry = state, aws_url, registry
+        self.port, self.ui_port = free_port(), free_port()
+        self.server: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def settings(self, task_queue: str, faults: Iterable[FaultRule] = ()) -> Any:
+        from shadowing.settings import Settings
+
+        return Settings(
+            temporal_address=self.address, aws_endpoint_url=self.aws_url, task_queue=task_queue,
+            data_plane_registry=self.registry, state_dir=self.state, temporal_port=self.port,
+            temporal_ui_port=self.ui_port, aws_faults=tuple(faults), log_level="WARNING",
+        )  # fmt: skip
+
+    async def start_server(self) -> None:
+        from shadowing.local import start_temporal, wait_port
+
+        started = start_temporal(self.settings("x"), self.port, self.ui_port)
+        self.server = started.process
+        await asyncio.to_thread(wait_port, "127.0.0.1", self.port, 30, started)
+
+    async def restart_server(self) -> None:
+        from shadowing.local import stop_process
+
+        assert self.server is not None
+        await asyncio.to_thread(stop_process, self.server)
+        await self.start_server()
+
+    def stop_server(self) -> None:
+        from shadowing.local import stop_process
+
+        if self.server is not None:
+            stop_process(self.server)
+            self.server = None
+
+    async def run(self, only: Iterable[str] = STEPS, progress: Callable[[str], None] = print) -> list[Row]:
+        from shadowing.endpoints import endpoints_for
+        from workers.aws import AwsClients
+        from workers.main import build_worker, connect
+
+        await self.start_server()
+        client = await connect(self.address, timeout_s=30)
+        clean = AwsClients(self.settings("audit"))
+        zone_id = await asyncio.to_thread(hosted_zone, clean("route53", SOURCE), ZONE)
+        endpoints = endpoints_for(self.settings("audit"))
+        every = cases(only)
+        rows: list[Row] = []
+
+        aws_group = [c for c in every if c.fault not in PROCESS_FAULTS]
+        progress(f"{len(aws_group)} AWS-fault cases ...")
+        settings = self.settings(f"fm-aws-{uuid.uuid4().hex[:6]}", [r for c in aws_group for r in c.rules()])
+        faulty = AwsClients(settings)
+        assert faulty.faults is not None
+        injector = faulty.faults
+        env = Env(client, clean, endpoints, zone_id, settings.task_queue, injector.open_spot_requests)
+
+        def fired(case: Case) -> int:
+            return sum(injector.fired[r] for r in case.rules())
+
+        async with build_worker(client, settings, faulty):
+            rows += await run_aws_faults(env, aws_group, fired)
+
+        kill_group = [c for c in every if c.fault == "worker-sigkill"]
+        progress(f"{len(kill_group)} worker-SIGKILL cases ...")
+        queue = f"fm-kill-{uuid.uuid4().hex[:6]}"
+        workers = WorkerProcesses(self.settings(queue, [r for c in kill_group for r in c.rules()]))
+        workers.start()
+        try:
+            env = Env(client, clean, endpoints, zone_id, queue)
+            rows += await run_disrupted(env, kill_group, workers.kill_and_replace)
+        finally:
+            workers.stop()
+
+        restart_group = [c for c in every if c.fault == "server-restart"]
+        progress(f"{len(restart_group)} server-restart cases ...")
+        settings = self.settings(f"fm-restart-{uuid.uuid4().hex[:6]}", [r for c in restart_group for r in c.rules()])
+        env = Env(client, clean, endpoints, zone_id, settings.task_queue)
+        async with build_worker(client, settings, AwsClients(settings)):
+            rows += await run_disrupted(env, restart_group, self.restart_server)
+        order = {(c.step, c.fault): n for n, c in enumerate(every)}
+        return sorted(rows, key=lambda r: order[(r.step, r.fault)])
+
+
+class WorkerProcesses:
+    """`shadowctl worker` as a child process that can be SIGKILLed and replaced."""
+
+    def __init__(self, settings: Any) -> None:
+        self.env = {
+            **os.environ, "TEMPORAL_ADDRESS": settings.temporal_address, "AWS_ENDPOINT_URL": settings.aws_endpoint_url,
+            "SHADOWING_TASK_QUEUE": settings.task_queue, "SHADOWING_LOG_LEVEL": "WARNING",
+            "SHADOWING_DATA_PLANE_REGISTRY": str(settings.data_plane_registry),
+            "SHADOWING_AWS_FAULTS": json.dumps([r.model_dump() for r in settings.aws_faults]),
+        }  # fmt: skip
+        self.process: subprocess.Popen | None = None
+        self.kills = 0
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "shadowing.cli", "worker"], env=self.env, stdin=subprocess.DEVNULL
+        )
+
+    async def kill_and_replace(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(self.process.wait, 10)
+        self.kills += 1
+        self.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from shadowing.local import dataplane_agent, free_port, start_moto, stop_process, wait_http
+    from shadowing.settings import Settings
+
+    state = Path(tempfile.mkdtemp(prefix="fault-matrix-"))
+    port = free_port()
+    moto = start_moto(Settings(state_dir=state), port=port)
+    url = f"http://127.0.0.1:{port}"
+    matrix = Matrix(state, url, state / "dataplane.json")
+    try:
+        wait_http(f"{url}/moto-api/", 30, moto)
+        with dataplane_agent(url, state / "dataplane.json", regions=(SOURCE, TARGET), poll_s=0.2):
+            rows = await matrix.run(args.steps.split(",") if args.steps else STEPS)
+    finally:
+        matrix.stop_server()
+        stop_process(moto.process)
+    print(report(rows))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps([asdict(r) | {"passed": r.passed} for r in rows], indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0 if all(r.passed for r in rows) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.fault_matrix", description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", default="", help=f"comma-separated subset of {','.join(STEPS)}")
+    parser.add_argument("--json", type=Path, default=Path(os.environ.get("SHADOWING_STATE_DIR", ".shadowing"))
+                        / "fault-matrix.json")  # fmt: skip
+    raise SystemExit(asyncio.run(_main(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
