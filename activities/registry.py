@@ -7,21 +7,19 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from shadowing.ids import PLAIN, Pseudonyms
 from shadowing.models import EntitySpec
 
 
-def entity_workflow_id(entity_id: str) -> str:
-    return f"entity/{entity_id}"
-
-
 class RegistryActivities:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, ids: Pseudonyms = PLAIN) -> None:
         self._client = client
+        self._ids = ids
 
     @activity.defn(name="lookup_entity")
     async def lookup_entity(self, entity_id: str) -> EntitySpec:
         """Asks the entity's `EntitySchedule` for its spec; `UnknownEntity` when none runs."""
-        handle = self._client.get_workflow_handle(entity_workflow_id(entity_id))
+        handle = self._client.get_workflow_handle(self._ids.entity_workflow_id(entity_id))
         try:
             return await handle.query("spec", result_type=EntitySpec)
         except (RPCError, WorkflowQueryFailedError) as exc:

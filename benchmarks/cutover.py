@@ -192,17 +192,18 @@ def seed_table(clients: ClientFactory, table: str, items: int) -> None:
         ddb.put_item(TableName=table, Item={"pk": {"S": f"o-{i:05d}"}, "n": {"N": str(i)}})
 
 
-def table_items(clients: ClientFactory, table: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    def scan(region: str) -> dict[str, Any]:
-        pages = clients("dynamodb", region).get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
-        # `_ts` on an item without `_v` is the replica's bookkeeping (see activities/replication.py), not data.
-        return {
-            item["pk"]["S"]: {k: v for k, v in item.items() if k != "_ts" or "_v" in item}
-            for page in pages
-            for item in page["Items"]
-        }
+def table_items_in(clients: ClientFactory, table: str, region: str) -> dict[str, Any]:
+    pages = clients("dynamodb", region).get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+    # `_ts` on an item without `_v` is the replica's bookkeeping (see activities/replication.py), not data.
+    return {
+        item["pk"]["S"]: {k: v for k, v in item.items() if k != "_ts" or "_v" in item}
+        for page in pages
+        for item in page["Items"]
+    }
 
-    return scan(SOURCE), scan(TARGET)
+
+def table_items(clients: ClientFactory, table: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    return table_items_in(clients, table, SOURCE), table_items_in(clients, table, TARGET)
 
 
 def table(runs: dict[str, Run]) -> str:

@@ -52,7 +52,7 @@ def load_usage(path: str | Path, entity_ids: Iterable[str] | None = None) -> pd.
     if missing:
         raise UsageDataError(f"{path}: missing columns {missing}")
     try:
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
         raise UsageDataError(f"{path}: column 'timestamp' is not ISO 8601: {exc}") from exc
     if entity_ids is not None:
@@ -67,7 +67,14 @@ def hourly_series(frame: pd.DataFrame, entity_id: str, metric: str) -> pd.Series
     rows = frame[frame["entity_id"] == entity_id]
     if rows.empty:
         raise UsageDataError(f"no usage rows for entity {entity_id!r}")
-    series = rows.set_index("timestamp")[column].astype(float).sort_index()
+    values = pd.to_numeric(rows[column], errors="coerce")
+    bad = rows.loc[(values.isna() & rows[column].notna()) | (values < 0) | np.isinf(values), column]
+    if len(bad):
+        raise UsageDataError(
+            f"entity {entity_id!r}: column {column!r} holds {len(bad)} values that are not usage (not a number, "
+            f"negative or infinite), e.g. {bad.iloc[0]!r}"
+        )
+    series = pd.Series(values.to_numpy(dtype=float), index=rows["timestamp"]).sort_index()
     return regularise(series)
 
 

@@ -60,7 +60,7 @@ def panel_from_frame(frame: pd.DataFrame, target: str) -> Panel:
     """Builds the panel; rows with `n_samples` = 0 (when the column exists) are missing hours."""
     frame = frame.copy()
     frame["entity_id"] = frame["entity_id"].astype(str)
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
     values = pd.to_numeric(frame[target], errors="coerce")
     if "n_samples" in frame.columns:
         values[frame["n_samples"] <= 0] = np.nan
@@ -96,6 +96,9 @@ def _problem(rows: pd.DataFrame) -> str | None:
     negative = rows.loc[rows["value"] < 0, "timestamp"]
     if len(negative):
         return f"negative usage at {negative.min().isoformat()} ({len(negative)} rows)"
+    infinite = rows.loc[np.isinf(rows["value"]), "timestamp"]
+    if len(infinite):
+        return f"infinite usage at {infinite.min().isoformat()} ({len(infinite)} rows)"
     if rows["value"].notna().sum() == 0:
         return "no observed value"
     return None

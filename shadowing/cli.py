@@ -141,7 +141,12 @@ def demo(
         async with build_worker(client, settings, clients):
             job = asyncio.ensure_future(
                 run_demo(
-                    ShadowingClient(client, settings.task_queue), clients, console, slice_seconds, json_path, ui_url
+                    ShadowingClient(client, settings.task_queue, settings.pseudonyms()),
+                    clients,
+                    console,
+                    slice_seconds,
+                    json_path,
+                    ui_url,
                 )
             )
             stopper = asyncio.ensure_future(stop.wait())
@@ -205,6 +210,17 @@ def release(entity_id: Entity, start: Start, end: End) -> None:
     """ReleaseShadowInstances(entityId, timeSlice)."""
     entity_id, time_slice = _entity(entity_id), _slice(start, end)
     _print(_call(lambda c: c.release_shadow_instances(entity_id, time_slice)))
+
+
+@app.command("id")
+def entity_ids(entity_id: Entity) -> None:
+    """How Temporal knows the entity: its workflow id and `ShadowingEntity` value (pseudonyms when payloads are
+    encrypted), for the `temporal` CLI and the Web UI. Needs no server."""
+    entity_id = _entity(entity_id)
+    ids = _settings().pseudonyms()
+    name = ids(entity_id)
+    _print({"entity_id": entity_id, "workflow_id": ids.entity_workflow_id(entity_id), "search_attribute": name,
+            "list_query": f'ShadowingEntity = "{name}"', "pseudonymous": ids.hidden})  # fmt: skip
 
 
 @app.command()

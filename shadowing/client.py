@@ -33,6 +33,7 @@ from shadowing.errors import (
     TimeSliceNotActive,
     UnknownEntity,
 )
+from shadowing.ids import PLAIN, Pseudonyms
 from shadowing.models import (
     AllocationSchedule,
     CostLedger,
@@ -58,10 +59,6 @@ M = TypeVar("M", bound=BaseModel)
 SliceLike = TimeSlice | Mapping[str, Any]
 
 
-def entity_workflow_id(entity_id: str) -> str:
-    return f"entity/{entity_id}"
-
-
 def parse(model: type[M], data: Any, what: str = "") -> M:
     """Validates `data` as `model`; `InvalidRequest` naming the first bad field otherwise."""
     if isinstance(data, model):
@@ -76,9 +73,16 @@ def parse(model: type[M], data: Any, what: str = "") -> M:
 
 
 class ShadowingClient:
-    def __init__(self, client: Client, task_queue: str = TASK_QUEUE) -> None:
+    def __init__(self, client: Client, task_queue: str = TASK_QUEUE, ids: Pseudonyms = PLAIN) -> None:
+        """`ids`: how entity ids appear in Temporal (`Settings.pseudonyms()`; pseudonyms when payloads are
+        encrypted). `connect(settings=...)` sets it from the settings."""
         self.client = client
         self.task_queue = task_queue
+        self.ids = ids
+
+    def workflow_id(self, entity_id: str) -> str:
+        """The entity's `EntitySchedule` workflow id (`entity/<id>`, or its pseudonym with encryption on)."""
+        return self.ids.entity_workflow_id(entity_id)
 
     @classmethod
     async def connect(
@@ -88,21 +92,24 @@ class ShadowingClient:
         cluster (Temporal's own TEMPORAL_* variables)."""
         from workers.main import connect
 
-        return cls(await connect(address, namespace, settings=settings), task_queue)
+        ids = settings.pseudonyms() if settings is not None else PLAIN
+        return cls(await connect(address, namespace, settings=settings), task_queue, ids)
 
     async def register_entity(
         self, spec: EntitySpec | Mapping[str, Any], schedule: AllocationSchedule | Mapping[str, Any]
     ) -> str:
-        """Starts the entity's `EntitySchedule` (id `entity/<entity_id>`); returns the workflow id."""
+        """Starts the entity's `EntitySchedule` (id `entity/<entity_id>`, see `workflow_id`); returns the id."""
         req = RegisterEntityInput(
             spec=parse(EntitySpec, spec, "spec"), schedule=parse(AllocationSchedule, schedule, "schedule")
         )
-        wid = entity_workflow_id(req.spec.entity_id)
+        wid = self.workflow_id(req.spec.entity_id)
         try:
             await self.client.start_workflow(
                 "EntitySchedule", req, id=wid, task_queue=self.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                search_attributes=TypedSearchAttributes([SearchAttributePair(search.ENTITY, req.spec.entity_id)]),
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(search.ENTITY, self.ids(req.spec.entity_id))]
+                ),
             )  # fmt: skip
         except WorkflowAlreadyStartedError as exc:
             raise InvalidRequest(
@@ -116,8 +123,9 @@ class ShadowingClient:
         await self._entity(req.entity_id)
         try:
             return await self.client.execute_workflow(
-                "PredictDemand", req, id=f"predict/{req.entity_id}/{req.time_slice.key}", task_queue=self.task_queue,
-                result_type=DemandForecast, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                "PredictDemand", req, id=f"predict/{self.ids(req.entity_id)}/{req.time_slice.key}",
+                task_queue=self.task_queue, result_type=DemandForecast,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             )  # fmt: skip
         except WorkflowFailureError as exc:
             raise _translate(exc) from exc
@@ -187,7 +195,7 @@ class ShadowingClient:
             entity_id = _ENTITY_ID.validate_python(entity_id)
         except ValidationError as exc:
             raise InvalidRequest(exc.errors()[0]["msg"].removeprefix("Value error, "), "entity_id") from exc
-        handle = self.client.get_workflow_handle(entity_workflow_id(entity_id))
+        handle = self.client.get_workflow_handle(self.workflow_id(entity_id))
         try:
             await handle.describe()
         except RPCError as exc:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import hmac
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +23,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from shadowing.errors import InvalidRequest
 
@@ -38,6 +40,9 @@ class EncryptionCodec(PayloadCodec):
                 raise InvalidRequest(f"key {key_id!r} must be 32 bytes (AES-256), got {len(key)}", "codec_key")
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._current = current
+        # Pseudonyms of entity ids (shadowing/ids.py) come from the first key, which rotation keeps.
+        first = next(iter(keys.values()))
+        self.id_secret = hmac.new(first, b"shadowing entity pseudonyms", hashlib.sha256).digest()
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encode_one(p) for p in payloads]
@@ -93,7 +98,12 @@ def data_converter(codec: PayloadCodec | None) -> DataConverter:
     """The product's converter (pydantic), with the codec when there is one."""
     if codec is None:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+    # Failure messages and stack traces (they may name entities, fleets, tables) are encoded like payloads.
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 def plaintext_ids(blob: bytes, ids: Iterable[str]) -> list[str]:

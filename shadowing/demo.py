@@ -161,7 +161,7 @@ async def run_demo(client: ShadowingClient, clients: ClientFactory, console: Con
 async def _follow(client: ShadowingClient, console: Console, began: float, timeout_s: float) -> dict[str, EntityStatus]:
     """Prints each entity's new events as they happen, until every EntitySchedule has completed."""
     handles = {
-        e.entity_id: client.client.get_workflow_handle(f"entity/{e.entity_id}", result_type=EntityStatus)
+        e.entity_id: client.client.get_workflow_handle(client.workflow_id(e.entity_id), result_type=EntityStatus)
         for e in ENTITIES
     }
     results = {eid: asyncio.ensure_future(h.result()) for eid, h in handles.items()}

@@ -76,10 +76,11 @@ class FaultInjector:
         events.register("before-call.*.*", lambda **kw: self._before(service, region, **kw))
         events.register("after-call.*.*", lambda **kw: self._after(service, region, **kw))
 
-    def open_spot_requests(self) -> list[str]:
-        """Spot requests this injector answered for that nobody cancelled."""
+    def open_spot_requests(self, entity_id: str | None = None) -> list[str]:
+        """Spot requests this injector answered for that nobody cancelled (of one entity, by its tag)."""
         with self._lock:
-            return [rid for rid, r in self._fake_spot.items() if r["State"] == "open"]
+            return [rid for rid, r in self._fake_spot.items() if r["State"] == "open" and (
+                entity_id is None or {"Key": "shadowing:entity", "Value": entity_id} in r["Tags"])]  # fmt: skip
 
     # ---- hooks ---------------------------------------------------------------------------------------------
 

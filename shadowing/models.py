@@ -126,6 +126,9 @@ class EntityPolicy(Frozen):
         300.0, gt=0, description="expected time to provision and warm shadows; less time left lowers readiness"
     )
     warmup_timeout_s: float = Field(600.0, gt=0)
+    warm_p99_ms: float = Field(
+        25.0, gt=0, description="an instance is warm once its p99 under synthetic traffic stays below this"
+    )
     watch_s: float = Field(120.0, ge=0, description="post-cutover watch window before the old fleet is retired")
     cutover_strategy: Literal["all-at-once", "canary", "linear"] = "all-at-once"
     record_ttl_s: int = Field(30, ge=1, le=86400, description="TTL of the weighted records the cutover writes")

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shadowing import TASK_QUEUE
 from shadowing.errors import InvalidRequest
 from shadowing.faults import FaultRule
+from shadowing.ids import PLAIN, Pseudonyms
 from shadowing.models import CoordinatorLimits
 
 if TYPE_CHECKING:
@@ -112,6 +113,11 @@ class Settings(BaseSettings):
         from shadowing.codec import codec_from
 
         return codec_from(self.codec_key, self.codec_key_id, self.codec_key_file)
+
+    def pseudonyms(self) -> Pseudonyms:
+        """How entity ids appear in Temporal: pseudonyms when payloads are encrypted, else the ids themselves."""
+        codec = self.codec()
+        return Pseudonyms(codec.id_secret) if codec is not None else PLAIN
 
     def coordinator_limits(self) -> CoordinatorLimits:
         return CoordinatorLimits(

@@ -23,6 +23,7 @@ from activities.warmup import WarmupActivities
 from shadowing.codec import data_converter
 from shadowing.endpoints import Endpoints, endpoints_for
 from shadowing.errors import ServiceUnavailable
+from shadowing.ids import PLAIN, Pseudonyms
 from shadowing.models import CoordinatorLimits
 from shadowing.settings import Settings
 from workflows.coordinator import FleetCoordinatorWorkflow
@@ -62,15 +63,16 @@ async def connect(
 
 
 def activities(
-    client: Client, clients: ClientFactory, endpoints: Endpoints, limits: CoordinatorLimits | None = None
-) -> list:
+    client: Client, clients: ClientFactory, endpoints: Endpoints, limits: CoordinatorLimits | None = None,
+    ids: Pseudonyms = PLAIN,
+) -> list:  # fmt: skip
     """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct)."""
     ec2, warm = Ec2Activities(clients), WarmupActivities(clients, endpoints)
     repl, route = ReplicationActivities(clients), RoutingActivities(clients)
     watch, forecast = MonitoringActivities(clients, endpoints), ForecastActivities(clients)
     return [
         forecast.forecast_demand, forecast.refine_forecast,
-        RegistryActivities(client).lookup_entity,
+        RegistryActivities(client, ids).lookup_entity,
         CoordinationActivities(client, limits or CoordinatorLimits()).request_lease,
         ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.delete_launch_templates,
         warm.warm_fleet, warm.check_fleet_health,
@@ -90,7 +92,9 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
-        activities=activities(client, clients, endpoints_for(settings), settings.coordinator_limits()),
+        activities=activities(
+            client, clients, endpoints_for(settings), settings.coordinator_limits(), settings.pseudonyms()
+        ),
         activity_executor=pool,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=5),

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from shadowing import prices, search
     from shadowing.errors import TimeSliceNotActive
+    from shadowing.ids import entity_key
     from shadowing.models import (
         AllocationSchedule,
         CostEntry,
@@ -289,7 +290,7 @@ class EntityScheduleWorkflow:
     async def _start_migration(
         self, slot: ScheduledSlice, itype: str, quantity: int, mode: str, forecast: DemandForecast | None = None
     ) -> workflow.ChildWorkflowHandle:
-        mid = f"migration/{self._spec.entity_id}/{slot.key}"
+        mid = f"migration/{self._key}/{slot.key}"
         extra: dict[str, object] = {}
         if self._v2:
             active, p = self._s.active_fleet, self._spec.policy
@@ -307,7 +308,7 @@ class EntityScheduleWorkflow:
         )  # fmt: skip
         options: dict[str, object] = {}
         if self._v2:
-            pairs = search_attributes(self._spec.entity_id, "starting", self._s.active_fleet, slot)
+            pairs = search_attributes(self._key, "starting", self._s.active_fleet, slot)
             options["search_attributes"] = TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs])
         handle = await workflow.start_child_workflow(
             ShadowMigrationWorkflow.run, req, id=mid,
@@ -452,7 +453,7 @@ class EntityScheduleWorkflow:
         self._update(aborted=(*self._s.aborted, key))
         self._event("abort", f"abort requested{': ' + req.reason if req.reason else ''}", key)
         if key in self._children:
-            await workflow.get_external_workflow_handle(f"migration/{self._spec.entity_id}/{key}").cancel()
+            await workflow.get_external_workflow_handle(f"migration/{self._key}/{key}").cancel()
             await workflow.wait_condition(lambda: self._s.slices[index].state in SETTLED)
         else:
             self._set_slice(index, state="skipped", outcome=f"aborted{': ' + req.reason if req.reason else ''}")
@@ -597,6 +598,11 @@ class EntityScheduleWorkflow:
     def _spec(self) -> EntitySpec:
         return self._s.registration.spec
 
+    @property
+    def _key(self) -> str:
+        """The entity's name in Temporal (from this workflow's id): its children's ids and search attribute."""
+        return entity_key(workflow.info().workflow_id)
+
     def _require_slice(self, time_slice: object) -> int:
         for i, entry in enumerate(self._s.slices):
             if entry.time_slice.same_as(time_slice):  # type: ignore[arg-type]
@@ -612,7 +618,7 @@ class EntityScheduleWorkflow:
         self._phase = phase
         if not self._v2:
             return
-        wanted = search_attributes(self._spec.entity_id, phase.split(" ")[0], self._s.active_fleet, slot)
+        wanted = search_attributes(self._key, phase.split(" ")[0], self._s.active_fleet, slot)
         changed = [(k, v) for k, v in wanted if self._sa.get(k.name) != v]
         if changed:
             workflow.upsert_search_attributes([k.value_set(v) for k, v in changed])
@@ -637,9 +643,10 @@ class EntityScheduleWorkflow:
         self._update(events=(*self._s.events, event)[-MAX_EVENTS:])
 
 
-def search_attributes(entity_id: str, phase: str, active: FleetRef | None, slot: ScheduledSlice | None) -> list:
-    """Typed search attributes of an entity or migration workflow, as (key, value) pairs."""
-    pairs: list = [(search.ENTITY, entity_id), (search.PHASE, phase)]
+def search_attributes(name: str, phase: str, active: FleetRef | None, slot: ScheduledSlice | None) -> list:
+    """Typed search attributes of an entity or migration workflow, as (key, value) pairs; `name` is the entity's
+    name in Temporal (its id, or its pseudonym when payloads are encrypted: shadowing/ids.py)."""
+    pairs: list = [(search.ENTITY, name), (search.PHASE, phase)]
     if active is not None:
         pairs.append((search.ACTIVE_REGION, active.region))
     if slot is not None:

@@ -234,7 +234,7 @@ class ShadowMigrationWorkflow:
             group = await self._act("register_fleet_targets", targets, TargetGroupRef)
             self._target_group = group.target_group_arn
         await self._report(req, "warming" if policy.warm_up else "booting", ", ".join(shadows.instance_ids), shadows)
-        warm = WarmupInput(fleet=shadows, timeout_s=policy.warmup_timeout_s)
+        warm = WarmupInput(fleet=shadows, timeout_s=policy.warmup_timeout_s, p99_threshold_ms=policy.warm_p99_ms)
         if policy.warm_up:
             await self._long("warm_fleet", warm, HealthReport, policy.warmup_timeout_s + 60)
         else:
@@ -324,7 +324,7 @@ class ShadowMigrationWorkflow:
             )  # fmt: skip
             grown = await self._long("provision_fleet", grow, FleetRef, IMAGE_TIMEOUT_S + 300)
             if p.warm_up:
-                warm = WarmupInput(fleet=grown, timeout_s=p.warmup_timeout_s)
+                warm = WarmupInput(fleet=grown, timeout_s=p.warmup_timeout_s, p99_threshold_ms=p.warm_p99_ms)
                 await self._long("warm_fleet", warm, HealthReport, p.warmup_timeout_s + 60)
             self._shadows = grown
         elif wanted < shadows.size:

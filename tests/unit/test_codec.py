@@ -16,6 +16,7 @@ from shadowing.codec import ENCODING, KEY_ID, EncryptionCodec, codec_from, data_
 from shadowing.codec_server import make_server
 from shadowing.errors import InvalidRequest
 from shadowing.models import FleetRef
+from shadowing.settings import Settings
 
 
 def _key() -> bytes:
@@ -120,3 +121,24 @@ def test_remote_cluster_options_from_temporal_variables(tmp_path: Path, monkeypa
     with pytest.raises(InvalidRequest) as err:
         Settings().temporal_connect_options()
     assert err.value.field == "TEMPORAL_TLS_CLIENT_KEY_PATH"
+
+
+def test_entity_ids_become_pseudonyms_that_survive_key_rotation(tmp_path: Path) -> None:
+    first, second = new_key(), new_key()
+    single = Settings(codec_key=first, codec_key_id="k1").pseudonyms()
+    keyfile = tmp_path / "keys.json"
+    keyfile.write_text(json.dumps({"current": "k2", "keys": {"k1": first, "k2": second}}))
+    rotated = Settings(codec_key_file=keyfile).pseudonyms()
+    assert single("shop") == rotated("shop") != "shop", "adding a key keeps every pseudonym"
+    assert single("shop").startswith("p-") and single("shop") != single("shop2")
+    assert Settings(codec_key=second).pseudonyms()("shop") != single("shop"), "keyed: another key, another name"
+    plain = Settings().pseudonyms()
+    assert plain("shop") == "shop" and plain.entity_workflow_id("shop") == "entity/shop" and not plain.hidden
+
+
+def test_failure_messages_are_encoded_with_the_codec() -> None:
+    from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
+
+    assert data_converter(codec_from(new_key(), "k1", None)).failure_converter_class is (
+        DefaultFailureConverterWithEncodedAttributes
+    )
