@@ -102,6 +102,8 @@ class ShadowingClient:
         req = RegisterEntityInput(
             spec=parse(EntitySpec, spec, "spec"), schedule=parse(AllocationSchedule, schedule, "schedule")
         )
+        if self.ids.hidden:
+            req = req.model_copy(update={"name": self.ids(req.spec.entity_id)})
         wid = self.workflow_id(req.spec.entity_id)
         try:
             await self.client.start_workflow(

@@ -37,8 +37,3 @@ class Pseudonyms:
 
 
 PLAIN = Pseudonyms()
-
-
-def entity_key(workflow_id: str) -> str:
-    """The name in an entity workflow's id (`entity/<name>`), from which its children's ids are made."""
-    return workflow_id.removeprefix(ENTITY_PREFIX)

@@ -231,6 +231,14 @@ class RegisterEntityInput(Frozen):
 
     spec: EntitySpec
     schedule: AllocationSchedule
+    history_limit: int = Field(
+        4000, ge=100, le=40_000, description="continue-as-new once the run's history is longer than this"
+    )
+    name: str | None = Field(
+        None, pattern=r"^[a-z0-9-]{1,63}$",
+        description="the entity's name in Temporal (child workflow ids, search attribute): its pseudonym when "
+        "payloads are encrypted, set by the client SDK (shadowing/ids.py); None: the entity id",
+    )  # fmt: skip
 
 
 class FleetRef(Frozen):

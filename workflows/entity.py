@@ -17,7 +17,6 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from shadowing import prices, search
     from shadowing.errors import TimeSliceNotActive
-    from shadowing.ids import entity_key
     from shadowing.models import (
         AllocationSchedule,
         CostEntry,
@@ -62,7 +61,6 @@ SETTLED = ("done", "skipped", "failed", "released", "planned")
 #: Workflows started before this patch keep the original slice walk when they replay (tests/histories/*_v1.json).
 ORCHESTRATION_V2 = "orchestration-v2"
 #: Continue-as-new past this many history events (well below the server's limits), after handlers finish.
-MAX_HISTORY_EVENTS = 4000
 #: Settled slices older than this many keep their decision but drop their forecast (the state stays small).
 KEEP_FORECASTS = 48
 MEASURED = 10  # newest preparation durations kept for the lead time
@@ -99,7 +97,7 @@ class EntityScheduleWorkflow:
             self._trim()
             info = workflow.info()
             if info.is_continue_as_new_suggested() or (
-                self._v2 and info.get_current_history_length() > MAX_HISTORY_EVENTS
+                self._v2 and info.get_current_history_length() > self._s.registration.history_limit
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._s.model_copy(update={"runs": self._s.runs + 1}))
@@ -600,8 +598,8 @@ class EntityScheduleWorkflow:
 
     @property
     def _key(self) -> str:
-        """The entity's name in Temporal (from this workflow's id): its children's ids and search attribute."""
-        return entity_key(workflow.info().workflow_id)
+        """The entity's name in Temporal (its children's ids, its search attribute): the id or its pseudonym."""
+        return self._s.registration.name or self._spec.entity_id
 
     def _require_slice(self, time_slice: object) -> int:
         for i, entry in enumerate(self._s.slices):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -21,11 +22,12 @@ from shadowing.models import (
     ForecastInput,
     MigrationProgress,
     MigrationResult,
+    RegisterEntityInput,
     SliceAction,
     SliceStatus,
 )
 from tests.fakes import FakeCloud
-from tests.workflows.helpers import migration, old_fleet, slot, worker
+from tests.workflows.helpers import migration, old_fleet, slot, spec, worker
 from tests.workflows.test_entity import register
 from tests.workflows.test_migrate import HISTORIES, OLD, run_input
 
@@ -231,6 +233,32 @@ async def test_a_month_of_hourly_slices_continues_as_new(time_env: WorkflowEnvir
     assert sum(s.forecast is not None for s in final.slices) <= 48, "old forecasts are trimmed"
     assert final.ledger.migrations == final.migrations and final.ledger.cost_usd > 0
     print(f"720 slices, {final.runs} runs, {took:.1f}s")
+
+
+async def test_continue_as_new_carries_the_state_and_its_history_replays(time_env: WorkflowEnvironment) -> None:
+    """A short history limit makes the entity continue as new after a few slices; the first run's history (which
+    ends in the continue-as-new) is committed for the replay test, and the last run ends with the whole state."""
+    cloud = FakeCloud(cpu_mhz=10_000)
+    w, queue = worker(time_env.client, cloud)
+    regions = ["eu-west-1", "eu-west-1", "us-east-1", "us-east-1", "eu-west-1", "eu-west-1"]
+    async with w:
+        now = await time_env.get_current_time()
+        entity = spec(f"e-{uuid.uuid4().hex[:8]}")
+        reg = RegisterEntityInput(
+            spec=entity, schedule={"slices": [slot(now, HOUR + i * HOUR, r) for i, r in enumerate(regions)]},
+            history_limit=100,
+        )  # fmt: skip
+        handle = await time_env.client.start_workflow(
+            "EntitySchedule", reg, id=f"entity/{entity.entity_id}", task_queue=queue, result_type=EntityStatus
+        )
+        final = await handle.result()
+        first = time_env.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
+        await record(first, "entity_schedule_continued")
+        events = [e async for e in first.fetch_history_events()]
+    assert events[-1].HasField("workflow_execution_continued_as_new_event_attributes")
+    assert final.runs > 1 and [s.state for s in final.slices] == ["done"] * 6
+    assert final.migrations == 3 and final.active_fleet is not None and final.active_fleet.region == "eu-west-1"
+    assert len(final.events) > 6, "the event log was carried across runs"
 
 
 def test_progress_cost_is_optional_for_old_histories() -> None:

@@ -25,7 +25,8 @@ def test_histories_are_committed() -> None:
     paths = {"entity_schedule_success", "shadow_migration_success", "shadow_migration_sync_failed",
              "shadow_migration_rolled_back"}  # fmt: skip
     assert {f"{n}_v1" for n in paths} <= names
-    assert paths | {"entity_schedule_aborted", "entity_schedule_forecast_only", "shadow_migration_late"} <= names
+    assert paths | {"entity_schedule_aborted", "entity_schedule_forecast_only", "shadow_migration_late",
+                    "entity_schedule_continued"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
