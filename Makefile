@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover
+.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix
 
 install: $(STAMP)
 
@@ -40,3 +40,7 @@ bench-forecast: install
 # The cutover benchmark of issue 4: a migration under steady load, warmed vs cold shadows (a few minutes).
 bench-cutover: install
 	$(BIN)/python -m benchmarks.cutover --json .shadowing/bench-cutover.json
+
+# The fault matrix of issue 6: every migration step under every fault, audited from AWS's state (about 6 minutes).
+fault-matrix: install
+	$(BIN)/python -m benchmarks.fault_matrix --json .shadowing/fault-matrix.json
