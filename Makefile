@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix
+.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix bench-load
 
 install: $(STAMP)
 
@@ -44,3 +44,7 @@ bench-cutover: install
 # The fault matrix of issue 6: every migration step under every fault, audited from AWS's state (about 6 minutes).
 fault-matrix: install
 	$(BIN)/python -m benchmarks.fault_matrix --json .shadowing/fault-matrix.json
+
+# The load run of issue 6: 200 entity workflows, 50 of them migrating at once (about 20 minutes on 2 cores).
+bench-load: install
+	$(BIN)/python -m benchmarks.load --entities 200 --migrating 50 --json .shadowing/bench-load.json
