@@ -99,10 +99,8 @@ class Ec2Activities:
         usable = dict(zones)
         while True:
             live = _live_instances(ec2, req.fleet_id)
-            plan = _plan(usable, req.quantity, live)
-            if not plan:
-                return
-            for az, count in plan.items():
+            refused = False
+            for az, count in _plan(usable, req.quantity, live).items():
                 try:
                     _run_on_demand(ec2, req, image, template, usable[az], az, count, live)
                 except ClientError as exc:
@@ -110,6 +108,9 @@ class Ec2Activities:
                         raise
                     activity.logger.warning("no %s capacity in %s (%s)", req.instance_type, az, _code(exc))
                     del usable[az]
+                    refused = True
+            if not refused:  # everything planned was launched (a re-plan could race EC2's eventual consistency)
+                return
             if not usable:
                 raise ApplicationError(
                     f"insufficient capacity for {req.instance_type} in {req.region}: every availability zone "

@@ -55,6 +55,8 @@ def load_usage(path: str | Path, entity_ids: Iterable[str] | None = None) -> pd.
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
         raise UsageDataError(f"{path}: column 'timestamp' is not ISO 8601: {exc}") from exc
+    if (empty := frame.index[frame["timestamp"].isna()]).size:
+        raise UsageDataError(f"{path}: column 'timestamp' is empty in {empty.size} rows (first: line {empty[0] + 2})")
     if entity_ids is not None:
         frame = frame[frame["entity_id"].isin(list(entity_ids))]
     frame.loc[frame["n_samples"] <= 0, [m.column for m in METRICS.values()]] = np.nan

@@ -49,7 +49,8 @@ VALID: dict[type[BaseModel], dict[str, Any]] = {
     SliceAction: {"time_slice": SLICE, "reason": "drill"},
     PauseRequest: {"reason": "maintenance"},
 }  # fmt: skip
-PROFILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI runs the same examples every time (a failure is reproducible, never a flake).
+PROFILE = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -68,9 +69,8 @@ def test_models_reject_with_the_field_named_or_accept_and_round_trip(case: tuple
     model, name, data = case
     try:
         value = model.model_validate(data)
-    except ValidationError as exc:
-        assert all(err["loc"] for err in exc.errors()), "every error says where"
-        assert any(str(err["loc"][0]) == name for err in exc.errors()), exc.errors()
+    except ValidationError as exc:  # where: the field's location, or (a check across fields) its name in the text
+        assert any((err["loc"] and str(err["loc"][0]) == name) or name in err["msg"] for err in exc.errors()), exc
         return
     assert model.model_validate_json(value.model_dump_json()) == value
 
@@ -82,8 +82,7 @@ def test_the_client_sdk_turns_any_bad_payload_into_invalid_request_naming_the_fi
     try:
         parse(model, data, "req")
     except InvalidRequest as exc:
-        assert exc.field.split(".")[1] == name, (exc.field, name)
-        assert str(exc)
+        assert exc.field is not None and (exc.field.split(".")[1:2] == [name] or name in str(exc)), (exc.field, name)
 
 
 @PROFILE
