@@ -320,3 +320,45 @@ async def test_reforecast_resizes_waiting_shadows(time_env: WorkflowEnvironment,
     assert cloud.weights == {result.fleet.fleet_id: 100}
     assert cloud.names().count("refine_forecast") >= 2
     assert ("shrink_fleet" in cloud.names()) == (factor < 1)
+
+
+async def test_rejected_updates_never_reach_history_nor_provision(time_env: WorkflowEnvironment) -> None:
+    """Malformed or refused payloads for every update, sent raw (as another SDK or `temporal workflow update`
+    would): each fails, none is accepted into the history, none schedules an activity or starts a child."""
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await start(time_env, queue, ["eu-west-1"], first_in=5 * HOUR)
+        await wait_for(time_env, handle, lambda s: s.active_fleet is not None)
+        ts = reg.schedule.slices[0].as_time_slice().model_dump(mode="json")
+        off = {"start": ts["end"], "end": "2099-01-01T00:00:00Z"}
+        spec = reg.spec.model_dump(mode="json")
+        bad = [
+            ("ProvisionShadowInstances", {"time_slice": ts, "instance_type": "m9.huge", "quantity": 1}),
+            ("ProvisionShadowInstances", {"time_slice": ts, "instance_type": "m5.large", "quantity": 0}),
+            ("ProvisionShadowInstances", {"time_slice": ts, "instance_type": "r5.large", "quantity": 1}),
+            ("ProvisionShadowInstances", {"time_slice": off, "instance_type": "m5.large", "quantity": 1}),
+            ("ProvisionShadowInstances", {"time_slice": ts, "instance_type": "m5.large", "quantity": 10_000}),
+            ("ProvisionShadowInstances", "not an object"),
+            ("MigrateInstances", {"time_slice": ts}),
+            ("MigrateInstances", {"time_slice": {"start": "yesterday", "end": ts["end"]}}),
+            ("ReleaseShadowInstances", {"time_slice": off}),
+            ("approve", {"time_slice": ts, "reason": 7}),
+            ("abort", {"time_slice": off}),
+            ("resume", None),
+            ("update_schedule", {"slices": []}),
+            ("update_schedule", {"slices": [{**ts, "region": "mars-north-1"}]}),
+            ("update_spec", {**spec, "entity_id": "someone-else"}),
+            ("update_spec", {**spec, "policy": {**spec["policy"], "cutover_strategy": "yolo"}}),
+            ("update_spec", {**spec, "home_region": "eu-west-1"}),
+        ]
+        before = [e async for e in handle.fetch_history_events()]
+        for name, arg in bad:
+            with pytest.raises(WorkflowUpdateFailedError):
+                await (handle.execute_update(name) if arg is None else handle.execute_update(name, arg))
+        after = [e async for e in handle.fetch_history_events()]
+        await handle.terminate()
+    new = after[len(before) :]
+    kinds = {e.WhichOneof("attributes") for e in new}
+    assert not {k for k in kinds if k and ("update" in k or "activity_task_scheduled" in k or "child" in k)}, kinds
+    assert cloud.names().count("provision_fleet") == 1, "only the bootstrap provisioned"
