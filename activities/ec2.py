@@ -78,19 +78,31 @@ class Ec2Activities:
         mistake to fix, not something to wait out), and when the source AMI does not exist.
         """
         _check_spot_price(req)
+        # Heartbeats between the phases: the step's heartbeat timeout then notices a lost worker within seconds,
+        # and a slow but alive provisioning is not mistaken for one. A spot deadline already set rides along.
+        carry = {k: v for d in activity.info().heartbeat_details if isinstance(d, dict) for k, v in d.items()
+                 if k == "spot_deadline"}  # fmt: skip
+
+        def beat(phase: str) -> None:
+            activity.heartbeat({"phase": phase, **carry})
+
         ec2 = self._clients("ec2", req.region)
+        beat("image")
         image = self._image(req)
+        beat("template")
         template, version = _ensure_template(ec2, req, image)
         zones = _zones(ec2)
         if req.market == "spot":
-            self._spot(ec2, req, image, zones)
+            carry["spot_deadline"] = self._spot(ec2, req, image, zones)
+        beat("launch")
         _adopt_spot_instances(ec2, req)
-        self._on_demand(ec2, req, image, (template, version), zones)
+        self._on_demand(ec2, req, image, (template, version), zones, beat)
         return _fleet(req, _live_instances(ec2, req.fleet_id)[: req.quantity], image, template)
 
     def _on_demand(
-        self, ec2: Ec2, req: ProvisionInput, image: str, template: tuple[str, str], zones: dict[str, str | None]
-    ) -> None:
+        self, ec2: Ec2, req: ProvisionInput, image: str, template: tuple[str, str], zones: dict[str, str | None],
+        beat: Callable[[str], None],
+    ) -> None:  # fmt: skip
         """Launches what is missing; an AZ out of capacity hands its share to the others.
 
         When every AZ refused, a non-retryable `InsufficientCapacity` names the type and region: waiting rarely
@@ -101,6 +113,7 @@ class Ec2Activities:
             live = _live_instances(ec2, req.fleet_id)
             refused = False
             for az, count in _plan(usable, req.quantity, live).items():
+                beat("launch")
                 try:
                     _run_on_demand(ec2, req, image, template, usable[az], az, count, live)
                 except ClientError as exc:
@@ -201,8 +214,9 @@ class Ec2Activities:
 
     # ---- spot --------------------------------------------------------------------------------------------
 
-    def _spot(self, ec2: Ec2, req: ProvisionInput, image: str, zones: dict[str, str | None]) -> None:
-        """Requests spot capacity for what is missing, waits until the deadline, cancels what did not fill."""
+    def _spot(self, ec2: Ec2, req: ProvisionInput, image: str, zones: dict[str, str | None]) -> float:
+        """Requests spot capacity for what is missing, waits until the deadline, cancels what did not fill;
+        returns the deadline."""
         deadline = self._spot_deadline(req)
         _adopt_spot_instances(ec2, req)
         if self._clock() < deadline:
@@ -216,6 +230,7 @@ class Ec2Activities:
         still_open = _spot_requests(ec2, req.fleet_id, ["open"])
         if still_open:
             ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[r["SpotInstanceRequestId"] for r in still_open])
+        return deadline
 
     def _spot_deadline(self, req: ProvisionInput) -> float:
         """The deadline an earlier attempt of this activity heartbeated, else now + spot_deadline_s."""

@@ -316,7 +316,17 @@ def _routing_leaks(env: Env, case: Case, serving: FleetRef) -> list[str]:
     return leaks
 
 
-def _healthy(endpoints: Endpoints, fleet: FleetRef) -> bool:
+def _healthy(endpoints: Endpoints, fleet: FleetRef, boot_s: float = 30.0) -> bool:
+    """Every instance of the fleet answers /health (a fleet launched seconds ago gets `boot_s` to boot)."""
+    deadline = time.monotonic() + boot_s
+    while not _answers(endpoints, fleet):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _answers(endpoints: Endpoints, fleet: FleetRef) -> bool:
     for instance, address in zip(fleet.instance_ids, fleet.addresses, strict=False):
         url = endpoints.url(instance, address)
         if url is None:

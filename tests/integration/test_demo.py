@@ -36,7 +36,7 @@ async def test_demo_on_external_services(dev_env: WorkflowEnvironment, moto_url:
     }
     summary_path = tmp_path / "summary.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadowing.cli", "demo", "--slice-seconds", "15", "--json", str(summary_path),
+        sys.executable, "-m", "shadowing.cli", "demo", "--slice-seconds", "20", "--json", str(summary_path),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await asyncio.wait_for(proc.communicate(), 240)
@@ -64,7 +64,7 @@ async def test_demo_on_external_services(dev_env: WorkflowEnvironment, moto_url:
 async def _predict_with_temporal_cli(dev_env: WorkflowEnvironment, moto_url: str, address: str) -> None:
     settings = Settings(temporal_address=address, aws_endpoint_url=moto_url)
     async with build_worker(dev_env.client, settings, AwsClients(settings)):
-        # the demo compresses time (15 s per trace hour): a slice a minute from now is a few trace hours ahead
+        # the demo compresses time (20 s per trace hour): a slice a minute from now is a few trace hours ahead
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=60)
         window = {"start": start.isoformat(), "end": (start + timedelta(seconds=30)).isoformat()}
         body = json.dumps({"entity_id": "rnd-392", "time_slice": window})
