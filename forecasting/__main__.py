@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--events", default=None, help="calendar CSV with a 'date' column (launches, conferences)")
         p.add_argument("--train-days", type=int, default=GlobalConfig.train_days, help="days of training windows")
         p.add_argument("--max-iter", type=int, default=GlobalConfig.max_iter, help="boosting rounds per quantile")
+        p.add_argument("--median-bag", type=int, default=GlobalConfig.median_bag,
+                       help="median models averaged, each on its own subsample of the training rows")  # fmt: skip
     bt = sub.choices["backtest"]
     bt.add_argument("--origins", type=_origins, required=True, help="comma-separated ISO 8601 hours")
     bt.add_argument("--output", required=True, help="CSV to write")
@@ -70,10 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --horizon must be between 1 and 168 hours", file=sys.stderr)
         return 2
     levels = tuple(sorted(set(args.quantiles) | {0.1, 0.5, 0.9})) if args.command == "evaluate" else args.quantiles
-    if args.train_days < 2 or args.max_iter < 1:
-        print("error: --train-days must be at least 2 and --max-iter at least 1", file=sys.stderr)
+    if args.train_days < 2 or args.max_iter < 1 or args.median_bag < 1:
+        print("error: --train-days must be at least 2, --max-iter and --median-bag at least 1", file=sys.stderr)
         return 2
-    config = GlobalConfig(horizon=args.horizon, quantiles=levels, train_days=args.train_days, max_iter=args.max_iter)
+    config = GlobalConfig(horizon=args.horizon, quantiles=levels, train_days=args.train_days, max_iter=args.max_iter,
+                          median_bag=args.median_bag)  # fmt: skip
     started = time.perf_counter()
     try:
         panel = load_panel(args.input, args.target, args.entities)

@@ -60,7 +60,6 @@ MAX_EVENTS = 200
 SETTLED = ("done", "skipped", "failed", "released", "planned")
 #: Workflows started before this patch keep the original slice walk when they replay (tests/histories/*_v1.json).
 ORCHESTRATION_V2 = "orchestration-v2"
-#: Continue-as-new past this many history events (well below the server's limits), after handlers finish.
 #: Settled slices older than this many keep their decision but drop their forecast (the state stays small).
 KEEP_FORECASTS = 48
 MEASURED = 10  # newest preparation durations kept for the lead time

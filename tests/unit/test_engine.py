@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from pathlib import Path
 
@@ -194,3 +195,17 @@ def test_training_windows_end_before_the_origin_and_calibration_is_unseen(step: 
     assert max(fit) + cfg.horizon <= min(cal)
     assert min(fit) >= 168 and (origin - min(cal)) <= 24 * cfg.calibration_days + cfg.horizon
     assert all((origin - a) % step == 0 for a in fit + cal)
+
+
+def test_median_bagging_averages_models_fitted_on_different_subsamples() -> None:
+    """With the training rows subsampled, each bagged median model sees other rows: the bagged median differs from
+    one model's, is reproducible, and leaves the other quantiles' models alone."""
+    panel = panel_from_frame(synthetic(), "cpu")
+    origin = panel.position(START + pd.Timedelta(days=28))
+    small = dataclasses.replace(FAST, max_train_rows=2_000)
+    one = GlobalQuantileForecaster(small).forecast(panel.values, panel.index, origin)
+    bagged = GlobalQuantileForecaster(dataclasses.replace(small, median_bag=3))
+    first, again = (bagged.forecast(panel.values, panel.index, origin) for _ in range(2))
+    assert not np.allclose(first.candidates["global_gbm"], one.candidates["global_gbm"])
+    assert np.array_equal(first.quantiles[0.5], again.quantiles[0.5]), "seeded: the same past, the same forecast"
+    assert np.all(first.quantiles[0.1] <= first.quantiles[0.5]) and np.all(first.quantiles[0.5] <= first.quantiles[0.9])
