@@ -50,7 +50,9 @@ class GlobalConfig:
     refit: bool = True  # refit on fit + calibration windows before forecasting (else use the fit-only model)
     # The median (the point forecast) is the mean of this many models, each fitted on its own seeded subsample of
     # the training rows (bagging: lowers the variance the subsample adds); the other quantiles use one model.
-    median_bag: int = 1
+    # On the validation origins (2013-08-04..16, every other day) 3 models took MAE/Holt-Winters from 0.781 to 0.778
+    # and the global model's own from 0.803 to 0.792, for 4 more fits per forecast.
+    median_bag: int = 3
 
 
 @dataclass(frozen=True)
