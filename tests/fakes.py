@@ -64,6 +64,8 @@ class FakeCloud:
     target_groups: dict[str, str] = field(default_factory=dict)
     replicas: set[str] = field(default_factory=set)
     provision_inputs: list[ProvisionInput] = field(default_factory=list)
+    initial_warm_error: str | None = None  # e.g. "FleetNotWarm": the initial fleet's warm-up fails with this type
+    warm_inputs: list[WarmupInput] = field(default_factory=list)
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -109,6 +111,10 @@ class FakeCloud:
     @activity.defn(name="warm_fleet")
     def warm_fleet(self, req: WarmupInput) -> HealthReport:
         self._record("warm_fleet", req.fleet.fleet_id)
+        self.warm_inputs.append(req)
+        if self.initial_warm_error and req.fleet.fleet_id.endswith(":initial"):
+            raise ApplicationError(f"injected {self.initial_warm_error}", type=self.initial_warm_error,
+                                   non_retryable=True)  # fmt: skip
         time.sleep(self.warm_s)  # real time: the time-skipping server does not skip while an activity runs
         return HealthReport(healthy=True, healthy_count=req.fleet.size, total=req.fleet.size)
 

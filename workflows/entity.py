@@ -7,12 +7,13 @@ bad input before it enters history: ProvisionShadowInstances, MigrateInstances, 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from shadowing import prices, search
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         SliceAction,
         SliceRequest,
         SliceStatus,
+        WarmupInput,
     )
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, root_cause
@@ -60,6 +62,8 @@ MAX_EVENTS = 200
 SETTLED = ("done", "skipped", "failed", "released", "planned")
 #: Workflows started before this patch keep the original slice walk when they replay (tests/histories/*_v1.json).
 ORCHESTRATION_V2 = "orchestration-v2"
+#: The first fleet warms at the policy's threshold, serves cold rather than fail, and is removed if it never serves.
+BOOTSTRAP_V2 = "bootstrap-v2"
 #: Settled slices older than this many keep their decision but drop their forecast (the state stays small).
 KEEP_FORECASTS = 48
 MEASURED = 10  # newest preparation durations kept for the lead time
@@ -131,10 +135,24 @@ class EntityScheduleWorkflow:
             user_data=spec.user_data, container_image=spec.container_image,
         )  # fmt: skip
         fleet = await workflow.execute_activity("provision_fleet", provision, result_type=FleetRef, **STEP)
-        await workflow.execute_activity(
-            "warm_fleet", FleetInput(fleet=fleet, timeout_s=spec.policy.warmup_timeout_s), result_type=HealthReport,
-            start_to_close_timeout=timedelta(seconds=spec.policy.warmup_timeout_s + 60), retry_policy=RETRY,
-        )  # fmt: skip
+        if not workflow.patched(BOOTSTRAP_V2):
+            await workflow.execute_activity(
+                "warm_fleet", FleetInput(fleet=fleet, timeout_s=spec.policy.warmup_timeout_s),
+                result_type=HealthReport, retry_policy=RETRY,
+                start_to_close_timeout=timedelta(seconds=spec.policy.warmup_timeout_s + 60),
+            )  # fmt: skip
+        else:
+            try:
+                await self._warm_initial(fleet)
+            except BaseException as exc:  # nothing serves yet: the fleet goes, the entity fails with the reason
+                await workflow.execute_activity("terminate_fleet", fleet, result_type=int, **STEP)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise ApplicationError(
+                    f"initial fleet {fleet.fleet_id} never served ({root_cause(exc)}); it was terminated",
+                    type="BootstrapFailed",
+                    non_retryable=True,
+                ) from exc
         routing = RoutingInput(
             hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet, ttl_s=spec.policy.record_ttl_s
         )
@@ -142,6 +160,22 @@ class EntityScheduleWorkflow:
         self._update(active_fleet=fleet)
         self._event("fleet", f"initial fleet {fleet.size} x {fleet.instance_type} in {fleet.region}")
         self._set_phase("bootstrapped")
+
+    async def _warm_initial(self, fleet: FleetRef) -> None:
+        """Warms the first fleet at the policy's threshold. One that answers but does not settle under it serves
+        cold (as a fresh deployment would); one that never answers fails the bootstrap."""
+        p = self._spec.policy
+        warm = WarmupInput(fleet=fleet, timeout_s=p.warmup_timeout_s, p99_threshold_ms=p.warm_p99_ms)
+        try:
+            await workflow.execute_activity(
+                "warm_fleet", warm, result_type=HealthReport, retry_policy=RETRY,
+                start_to_close_timeout=timedelta(seconds=p.warmup_timeout_s + 60),
+                heartbeat_timeout=timedelta(seconds=p.heartbeat_timeout_s),
+            )  # fmt: skip
+        except ActivityError as exc:
+            if not isinstance(exc.cause, ApplicationError) or exc.cause.type != "FleetNotWarm":
+                raise
+            self._event("fleet", f"initial fleet serving cold: {exc.cause.message}")
 
     async def _run_slice(self, index: int) -> None:
         slot = self._s.slices[index].time_slice

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from shadowing.client import ShadowingClient
@@ -15,6 +17,7 @@ from shadowing.errors import DataSyncFailed, InvalidRequest, TimeSliceNotActive,
 from shadowing.models import EntityStatus, RegisterEntityInput
 from tests.fakes import FakeCloud
 from tests.workflows.helpers import slot, spec, worker
+from tests.workflows.test_migrate import HISTORIES
 
 HOUR = timedelta(hours=1)
 
@@ -162,3 +165,31 @@ async def _wait(handle: WorkflowHandle, ready, attempts: int = 200) -> EntitySta
             return status
         await asyncio.sleep(0.05)
     raise AssertionError("entity never reached the expected state")
+
+
+async def test_initial_fleet_that_never_settles_serves_cold_at_the_policy_threshold(
+    time_env: WorkflowEnvironment,
+) -> None:
+    cloud = FakeCloud(cpu_mhz=10_000, initial_warm_error="FleetNotWarm")
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, _ = await register(time_env, queue, ["eu-west-1"], HOUR, warm_p99_ms=80)
+        final = await handle.result()
+        if os.environ.get("SHADOWING_RECORD_HISTORIES"):  # replayed by test_replay (the bootstrap-v2 branch)
+            (HISTORIES / "entity_schedule_bootstrap_cold.json").write_text((await handle.fetch_history()).to_json())
+    assert any("serving cold" in e.message for e in final.events)
+    assert final.slices[0].state == "done" and final.active_fleet is not None
+    assert cloud.warm_inputs[0].p99_threshold_ms == 80, "the policy's threshold, not the default"
+
+
+async def test_initial_fleet_that_never_answers_is_terminated_and_named(time_env: WorkflowEnvironment) -> None:
+    cloud = FakeCloud(initial_warm_error="InstanceNeverHealthy")
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, _ = await register(time_env, queue, ["eu-west-1"], HOUR)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "BootstrapFailed", cause
+    assert "never served" in cause.message and "terminated" in cause.message
+    assert cloud.names()[-1] == "terminate_fleet" and cloud.live == {}, "nothing left running"

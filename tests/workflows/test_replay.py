@@ -26,7 +26,7 @@ def test_histories_are_committed() -> None:
              "shadow_migration_rolled_back"}  # fmt: skip
     assert {f"{n}_v1" for n in paths} <= names
     assert paths | {"entity_schedule_aborted", "entity_schedule_forecast_only", "shadow_migration_late",
-                    "entity_schedule_continued"} <= names  # fmt: skip
+                    "entity_schedule_continued", "entity_schedule_bootstrap_cold"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
