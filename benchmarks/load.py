@@ -3,7 +3,7 @@
     python -m benchmarks.load [--entities 200] [--migrating 50] [--json .shadowing/bench-load.json]
 
 Registers `--entities` EntitySchedule workflows at once, their usage history (the Bitbrains sample) seeded into
-CloudWatch. `--migrating` of them are active entities living in us-east-1 with one instance, whose one slice (in
+CloudWatch for the ones that forecast. `--migrating` of them are active entities living in us-east-1 with one instance, whose one slice (in
 eu-west-1, `LEAD_S` later) is a region move: all of them forecast, shadow, cut over and retire their old fleet in
 the same minutes (the worker's coordinator allows them all at once). The others are `forecast-only` entities
 whose slice is the next day: they stay registered, durable and queryable (timers pending) throughout, are asked
@@ -77,8 +77,8 @@ async def run(client: Any, sdk: Any, clients: Any, n: int, migrating: int, progr
     usage = demo_data()
     anchor = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=3)
     ents = entities(n, migrating)
-    progress(f"seeding {n} entities' usage history into CloudWatch ...")
-    await asyncio.to_thread(seed, clients, usage, anchor, 2, tuple(e for e, _ in ents))
+    progress(f"seeding the {migrating} migrating entities' usage history into CloudWatch ...")
+    await asyncio.to_thread(seed, clients, usage, anchor, 2, tuple(e for e, active in ents if active))
     zone_id = await asyncio.to_thread(hosted_zone, clients("route53", "us-east-1"), ZONE)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=LEAD_S + 30)
     began, cpu0 = time.monotonic(), own_cpu()
@@ -140,7 +140,7 @@ async def _main(args: argparse.Namespace) -> int:
         temporal_address=None, aws_endpoint_url=None, state_dir=state, moto_port=free_port(),
         temporal_port=free_port(), temporal_ui_port=free_port(), data_plane_poll_s=0.5, log_level="WARNING",
         max_concurrent_migrations=args.migrating + 10, max_concurrent_activities=32,
-        region_shadow_quota=args.migrating * 4,
+        region_shadow_quota=args.migrating * 4, data_plane_regions=("us-east-1", "eu-west-1"),
     )  # fmt: skip
     with embedded_services(base) as services:
         settings = services.settings(base)
