@@ -2,8 +2,8 @@
 
     python -m benchmarks.load [--entities 200] [--migrating 50] [--json .shadowing/bench-load.json]
 
-Registers `--entities` EntitySchedule workflows at once, their usage history (the Bitbrains sample) seeded into
-CloudWatch for the ones that forecast. `--migrating` of them are active entities living in us-east-1 with one instance, whose one slice (in
+Registers `--entities` EntitySchedule workflows at once. `--migrating` of them are active entities living in
+us-east-1 with one instance, their usage history (the Bitbrains sample) seeded into CloudWatch, whose one slice (in
 eu-west-1, `LEAD_S` later) is a region move: all of them forecast, shadow, cut over and retire their old fleet in
 the same minutes (the worker's coordinator allows them all at once). The others are `forecast-only` entities
 whose slice is the next day: they stay registered, durable and queryable (timers pending) throughout, are asked
