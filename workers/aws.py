@@ -26,6 +26,8 @@ class AwsClients:
                 aws_access_key_id="testing", aws_secret_access_key="testing", region_name=settings.aws_region
             )
         self._clients: dict[tuple[str, str], Any] = {}
+        # One client per (service, region) is shared by every activity thread: a connection each, not urllib3's 10.
+        self._config = RETRIES.merge(Config(max_pool_connections=max(10, settings.max_concurrent_activities)))
         #: Injected AWS faults (settings.aws_faults), or None: what they did is in `faults.injected`.
         self.faults = FaultInjector(settings.aws_faults) if settings.aws_faults else None
         self._lock = threading.Lock()
@@ -34,7 +36,9 @@ class AwsClients:
         key = (service, region)
         with self._lock:
             if key not in self._clients:
-                client = self._session.client(service, region_name=region, endpoint_url=self._endpoint, config=RETRIES)
+                client = self._session.client(
+                    service, region_name=region, endpoint_url=self._endpoint, config=self._config
+                )
                 if self.faults is not None:
                     self.faults.install(client, region)
                 self._clients[key] = client
