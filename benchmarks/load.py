@@ -51,7 +51,8 @@ def registration(
         start += timedelta(days=1)
     policy = EntityPolicy(
         mode="active" if active else "forecast-only", warm_up=warm_up, lead_time_s=LEAD_S, prepare_s=30,
-        warmup_timeout_s=300, warm_p99_ms=150, watch_s=6, record_ttl_s=2, catch_up_interval_s=30, reforecast_interval_s=3600,
+        warmup_timeout_s=300, warm_p99_ms=150, watch_s=6, record_ttl_s=2, catch_up_interval_s=30,
+        reforecast_interval_s=3600,
     )  # fmt: skip
     spec = EntitySpec(
         entity_id=ent.entity_id, home_region=ent.home, instance_types=ent.instance_types, initial_instances=1,
