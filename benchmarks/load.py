@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from shadowing.demo import DemoEntity, aws_inventory, demo_data, seed
+from shadowing.demo import DemoEntity, aws_inventory, demo_data, hosted_zone, seed
 from shadowing.models import EntityPolicy, EntitySpec, EntityStatus
 
 TRACES = ("rnd-024", "rnd-270", "rnd-392")
@@ -77,8 +77,6 @@ def own_cpu() -> float:
 async def run(
     client: Any, sdk: Any, clients: Any, n: int, migrating: int, progress=print, warm_up: bool = True
 ) -> dict:  # type: ignore[no-untyped-def]
-    from shadowing.demo import hosted_zone
-
     usage = demo_data()
     anchor = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=3)
     ents = entities(n, migrating)

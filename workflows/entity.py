@@ -50,7 +50,6 @@ with workflow.unsafe.imports_passed_through():
         SliceAction,
         SliceRequest,
         SliceStatus,
-        WarmupInput,
     )
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, root_cause
@@ -131,8 +130,7 @@ class EntityScheduleWorkflow:
         provision = ProvisionInput(
             entity_id=spec.entity_id, fleet_id=policy.fleet_id(spec.entity_id, "initial"), slice_key="initial",
             region=spec.home_region, instance_type=spec.instance_types[0], quantity=spec.initial_instances,
-            role="active", source_image_id=spec.image_id, source_region=spec.home_region if spec.image_id else None,
-            user_data=spec.user_data, container_image=spec.container_image,
+            role="active", **policy.launch_image(spec),
         )  # fmt: skip
         fleet = await workflow.execute_activity("provision_fleet", provision, result_type=FleetRef, **STEP)
         if not workflow.patched(BOOTSTRAP_V2):
@@ -165,10 +163,9 @@ class EntityScheduleWorkflow:
         """Warms the first fleet at the policy's threshold. One that answers but does not settle under it serves
         cold (as a fresh deployment would); one that never answers fails the bootstrap."""
         p = self._spec.policy
-        warm = WarmupInput(fleet=fleet, timeout_s=p.warmup_timeout_s, p99_threshold_ms=p.warm_p99_ms)
         try:
             await workflow.execute_activity(
-                "warm_fleet", warm, result_type=HealthReport, retry_policy=RETRY,
+                "warm_fleet", policy.warmup(fleet, p), result_type=HealthReport, retry_policy=RETRY,
                 start_to_close_timeout=timedelta(seconds=p.warmup_timeout_s + 60),
                 heartbeat_timeout=timedelta(seconds=p.heartbeat_timeout_s),
             )  # fmt: skip

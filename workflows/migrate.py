@@ -54,11 +54,10 @@ with workflow.unsafe.imports_passed_through():
         TargetGroupRef,
         TargetsInput,
         TargetsResult,
-        WarmupInput,
         WeightsInput,
         arn_region,
     )
-    from workflows.policy import cost_entry, fleet_id, instances_needed
+    from workflows.policy import cost_entry, fleet_id, instances_needed, launch_image, warmup
     from workflows.saga import Saga
     from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
 
@@ -219,9 +218,8 @@ class ShadowMigrationWorkflow:
         await self._report(req, "provisioning", f"{req.quantity} x {req.instance_type} ({market}) in {slot.region}")
         provision = ProvisionInput(
             entity_id=spec.entity_id, fleet_id=shadows.fleet_id, slice_key=slot.key, region=slot.region,
-            instance_type=req.instance_type, quantity=req.quantity, source_image_id=spec.image_id,
-            source_region=spec.home_region if spec.image_id else None, user_data=spec.user_data,
-            container_image=spec.container_image, market=market, spot_deadline_s=policy.spot_deadline_s,
+            instance_type=req.instance_type, quantity=req.quantity, **launch_image(spec), market=market,
+            spot_deadline_s=policy.spot_deadline_s,
             max_price_usd=self._max_price(req) if policy.spot else None, image_timeout_s=IMAGE_TIMEOUT_S,
         )  # fmt: skip
         shadows = await self._long(
@@ -234,9 +232,8 @@ class ShadowMigrationWorkflow:
             group = await self._act("register_fleet_targets", targets, TargetGroupRef)
             self._target_group = group.target_group_arn
         await self._report(req, "warming" if policy.warm_up else "booting", ", ".join(shadows.instance_ids), shadows)
-        warm = WarmupInput(fleet=shadows, timeout_s=policy.warmup_timeout_s, p99_threshold_ms=policy.warm_p99_ms)
         if policy.warm_up:
-            await self._long("warm_fleet", warm, HealthReport, policy.warmup_timeout_s + 60)
+            await self._long("warm_fleet", warmup(shadows, policy), HealthReport, policy.warmup_timeout_s + 60)
         else:
             await self._wait_healthy(req, shadows)
         detail = await self._replicate(req, saga)
@@ -318,14 +315,11 @@ class ShadowMigrationWorkflow:
         if wanted > shadows.size:
             grow = ProvisionInput(
                 entity_id=shadows.entity_id, fleet_id=shadows.fleet_id, slice_key=req.time_slice.key,
-                region=shadows.region, instance_type=shadows.instance_type, quantity=wanted,
-                source_image_id=req.spec.image_id, source_region=req.spec.home_region if req.spec.image_id else None,
-                user_data=req.spec.user_data, container_image=req.spec.container_image,
+                region=shadows.region, instance_type=shadows.instance_type, quantity=wanted, **launch_image(req.spec),
             )  # fmt: skip
             grown = await self._long("provision_fleet", grow, FleetRef, IMAGE_TIMEOUT_S + 300)
             if p.warm_up:
-                warm = WarmupInput(fleet=grown, timeout_s=p.warmup_timeout_s, p99_threshold_ms=p.warm_p99_ms)
-                await self._long("warm_fleet", warm, HealthReport, p.warmup_timeout_s + 60)
+                await self._long("warm_fleet", warmup(grown, p), HealthReport, p.warmup_timeout_s + 60)
             self._shadows = grown
         elif wanted < shadows.size:
             self._shadows = await self._act("shrink_fleet", ResizeInput(fleet=shadows, quantity=wanted), FleetRef)

@@ -7,7 +7,30 @@ from datetime import datetime, timedelta
 
 from shadowing import prices
 from shadowing.catalog import INSTANCE_TYPES, InstanceType
-from shadowing.models import CostEntry, Decision, DemandForecast, EntitySpec, FleetRef, ScheduledSlice, SliceStatus
+from shadowing.models import (
+    CostEntry,
+    Decision,
+    DemandForecast,
+    EntityPolicy,
+    EntitySpec,
+    FleetRef,
+    ScheduledSlice,
+    SliceStatus,
+    WarmupInput,
+)
+
+
+def launch_image(spec: EntitySpec) -> dict[str, str | None]:
+    """The image and boot payload every fleet of the entity is launched with (`ProvisionInput` fields)."""
+    return {
+        "source_image_id": spec.image_id, "source_region": spec.home_region if spec.image_id else None,
+        "user_data": spec.user_data, "container_image": spec.container_image,
+    }  # fmt: skip
+
+
+def warmup(fleet: FleetRef, policy: EntityPolicy) -> WarmupInput:
+    """The warm-up of `fleet` the entity's policy asks for (its timeout and p99 threshold)."""
+    return WarmupInput(fleet=fleet, timeout_s=policy.warmup_timeout_s, p99_threshold_ms=policy.warm_p99_ms)
 
 
 def instances_needed(forecast: DemandForecast, itype: InstanceType, utilisation: float, max_instances: int) -> int:
