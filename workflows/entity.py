@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, root_cause
     from workflows.predict import FORECAST
+    from workflows.waiting import condition_within
 
 LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
 
@@ -246,11 +247,7 @@ class EntityScheduleWorkflow:
         left = (moment - workflow.now()).total_seconds()
         if left <= 0:
             return True
-        try:
-            await workflow.wait_condition(condition, timeout=left)
-        except TimeoutError:
-            return True
-        return False
+        return not await condition_within(condition, left)
 
     def _plan_only(self, index: int, decision: Decision) -> None:
         """Forecast-only: record what would have been done and plan the next slices from there."""

@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policy import cost_entry, fleet_id, instances_needed, launch_image, warmup
     from workflows.saga import Saga
     from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
+    from workflows.waiting import condition_within
 
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -290,11 +291,8 @@ class ShadowMigrationWorkflow:
             step = min(left, req.spec.policy.catch_up_interval_s) if self._checkpoint else left
             if next_refine is not None:
                 step = max(min(step, (next_refine - workflow.now()).total_seconds()), 0.001)
-            try:
-                await workflow.wait_condition(lambda: self._proceed or self._release, timeout=step)
+            if await condition_within(lambda: self._proceed or self._release, step):
                 return not self._release
-            except TimeoutError:
-                pass
             if next_refine is not None and forecast is not None and workflow.now() >= next_refine:
                 forecast = await self._resize(req, forecast)
                 next_refine = workflow.now() + timedelta(seconds=refine_every)
