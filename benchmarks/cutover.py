@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -95,6 +96,7 @@ async def migrate_under_load(
     )  # fmt: skip
     load = LoadGenerator(lambda: clients("route53", SOURCE), zone_id, spec.dns_name, endpoints, rate=rate).start()
     writer = _Writer(clients, table).start()
+    handle = None
     try:
         await asyncio.sleep(steady_s)  # the old fleet's steady state (its cache warmed by the load itself)
         handle = await client.start_workflow(
@@ -103,13 +105,17 @@ async def migrate_under_load(
         await until_phase(handle, ("ready",))
         writer.stop()  # a short write freeze before the final sync check, as a cutover runbook would have
         await handle.signal("proceed")
-        await until_phase(handle, ("cutover",))
+        # "cutover" can pass between two polls (a short watch): any phase after it counts as well
+        await until_phase(handle, ("cutover", *AFTER_SWITCH_PHASES))
         load.phase = "cutover"
         await until_phase(handle, AFTER_SWITCH_PHASES)
         await asyncio.sleep(ttl_s + 1)  # every client's cached answer has expired: all traffic is on the new fleet
         load.phase = "after"
         result = await handle.result()
         await asyncio.sleep(after_s)
+    except BaseException:
+        await _abandon(handle, clients, old)  # leave nothing running on a shared emulator
+        raise
     finally:
         writer.stop()
         samples = await asyncio.to_thread(load.stop)
@@ -122,6 +128,16 @@ async def migrate_under_load(
         new_addresses=frozenset(result.fleet.addresses if result.fleet else ()),
         after_addresses=frozenset(s.address for s in samples if s.phase == "after"),
     )  # fmt: skip
+
+
+async def _abandon(handle: Any, clients: ClientFactory, old: FleetRef) -> None:
+    """A run that failed: the migration is cancelled (its compensations release the shadows), the old fleet ends."""
+    if handle is not None:
+        with contextlib.suppress(Exception):
+            await handle.cancel()
+            await asyncio.wait_for(handle.result(), 120)
+    with contextlib.suppress(Exception):
+        await asyncio.to_thread(ActivityEnvironment().run, Ec2Activities(clients).terminate_fleet, old)
 
 
 async def old_fleet(
