@@ -15,6 +15,7 @@ from forecasting.data import METRICS, UsageDataError, points_to_series
 from forecasting.engine import ForecastError, SeriesForecast, forecast_series
 from forecasting.readiness import readiness
 from forecasting.refine import error_posterior, refine
+from shadowing import metrics
 from shadowing.models import DemandForecast, ForecastInput, HourQuantiles, MetricForecast, RefineInput
 
 HISTORY = timedelta(days=14)
@@ -62,13 +63,19 @@ class ForecastActivities:
                     f"cannot forecast {name} for {spec.entity_id}: {exc}", type="InvalidRequest", non_retryable=True
                 ) from exc
         score, reasons = readiness([fitted["cpu_mhz"]])
+        entity = metrics.entity_label(activity.info().workflow_id or spec.entity_id)
+        made = {name: _metric(name, fc) for name, fc in fitted.items()}
+        for name, mf in made.items():
+            metrics.record_forecast(
+                activity.metric_meter(), entity, name, mf.model, mf.backtest_mape, mf.interval_coverage
+            )
         return DemandForecast(
             entity_id=spec.entity_id,
             time_slice=ts,
             history_end=end.to_pydatetime(),
             history_hours=fitted["cpu_mhz"].history_hours,
             sizing_quantile=q,
-            metrics={name: _metric(name, fc) for name, fc in fitted.items()},
+            metrics=made,
             readiness=score,
             readiness_reasons=tuple(reasons),
         )

@@ -516,6 +516,7 @@ class WorkerProcesses:
             "SHADOWING_TASK_QUEUE": settings.task_queue, "SHADOWING_LOG_LEVEL": "WARNING",
             "SHADOWING_DATA_PLANE_REGISTRY": str(settings.data_plane_registry),
             "SHADOWING_AWS_FAULTS": json.dumps([r.model_dump() for r in settings.aws_faults]),
+            "SHADOWING_METRICS_BIND": "",  # a replacement starts while the killed one's port may still be held
         }  # fmt: skip
         self.process: subprocess.Popen | None = None
         self.kills = 0

@@ -134,7 +134,9 @@ def demo(
     configure_logging("WARNING", base.log_format)
 
     async def go(settings: Settings, ui_url: str | None) -> None:
-        client = await connect(settings.temporal_address or "", settings.temporal_namespace, settings=settings)
+        client = await connect(
+            settings.temporal_address or "", settings.temporal_namespace, settings=settings, serve_metrics=True
+        )
         await register_search_attributes(client)
         clients = AwsClients(settings)
         stop = stop_on_signals()
@@ -307,6 +309,75 @@ def codec_server(
         server.serve_forever()
     finally:
         server.server_close()
+
+
+plot_app = typer.Typer(no_args_is_help=True, help="PNG pictures: an entity's forecast, one migration's timeline.")
+app.add_typer(plot_app, name="plot")
+PlotPath = Annotated[Path | None, typer.Option("-o", "--output", help="PNG to write; default <state dir>/plots/")]
+SliceKey = Annotated[str | None, typer.Argument(metavar="[SLICE]", help="slice key, as status shows it")]
+MaybeStart = Annotated[str | None, typer.Option("--start", help="or name the slice by start and end, as approve does")]
+MaybeEnd = Annotated[str | None, typer.Option("--end", help="slice end, ISO 8601 with time zone")]
+
+
+@plot_app.command("forecast")
+def plot_forecast(
+    entity_id: Entity, output: PlotPath = None,
+    context_hours: Annotated[int, typer.Option(min=0, max=336, help="actual usage shown before the forecast")] = 24,
+    actual: Annotated[bool, typer.Option("--actual/--no-actual", help="read actual usage from CloudWatch")] = True,
+) -> None:  # fmt: skip
+    """Per metric: each slice's forecast band and median, actual usage (CloudWatch) and the capacity its decision
+    chose. Prints the PNG's path."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from shadowing import plots
+
+    entity_id, settings = _entity(entity_id), _settings()
+    status, spec = _call(lambda c: plots.entity_status_and_spec(c, entity_id))
+    cloudwatch = None
+    if actual:
+        from workers.aws import AwsClients
+
+        cloudwatch = AwsClients(settings)("cloudwatch", spec.home_region)
+    path = output or settings.state_dir / "plots" / f"forecast-{entity_id}.png"
+    try:
+        written = plots.entity_forecast_png(status, spec, cloudwatch, path, context_hours)
+    except (BotoCoreError, ClientError) as exc:
+        raise ServiceUnavailable(f"cannot read actual usage from CloudWatch in {spec.home_region}: {exc} "
+                                 "(--no-actual draws the forecast alone)") from exc  # fmt: skip
+    except ValueError as exc:  # nothing forecast yet
+        raise ShadowingError(str(exc)) from exc
+    typer.echo(str(written))
+
+
+@plot_app.command("migration")
+def plot_migration(
+    entity_id: Entity, slice_key: SliceKey = None, start: MaybeStart = None, end: MaybeEnd = None,
+    output: PlotPath = None,
+) -> None:  # fmt: skip
+    """The slice's ShadowMigration run from its Temporal history: a bar per activity execution, by step and
+    outcome; timers, signals, slice start. Prints the PNG's path."""
+    import re
+
+    from shadowing import plots
+
+    entity_id, settings = _entity(entity_id), _settings()
+    if slice_key is not None:
+        if start is not None or end is not None:
+            raise InvalidRequest("give the slice key or --start/--end, not both", "time_slice")
+        if not re.fullmatch(r"\d{8}T\d{6}Z", slice_key):
+            raise InvalidRequest(f"{slice_key!r} is not a slice key such as 20261129T083937Z", "time_slice")
+        which: TimeSlice | str = slice_key
+    elif start is None or end is None:
+        raise InvalidRequest("name the slice: its key (as status and plan show it) or --start and --end", "time_slice")
+    else:
+        which = _slice(start, end)
+    history, entry = _call(lambda c: plots.migration_history(c, entity_id, which))
+    path = output or settings.state_dir / "plots" / f"migration-{entity_id}-{entry.time_slice.key}.png"
+    try:
+        written = plots.migration_png(history, path, entry.time_slice)
+    except ValueError as exc:
+        raise ShadowingError(str(exc)) from exc
+    typer.echo(str(written))
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -28,9 +28,11 @@ from activities import TAG_ENTITY, TAG_MANAGED, ClientFactory
 from forecasting.data import METRICS, hourly_series, load_usage
 from shadowing.client import ShadowingClient
 from shadowing.models import EntityPolicy, EntitySpec, EntityStatus
+from shadowing.settings import Settings
 
 TRACE_ANCHOR = pd.Timestamp("2013-08-20T13:00:00Z")  # the trace hour the first slice is mapped to
 HISTORY_DAYS = 13  # CloudWatch accepts data points up to two weeks old
+PLOT_CONTEXT_H = 12  # hours of actual usage the forecast pictures show before the first slice
 ZONE = "shadowing.demo."
 
 
@@ -133,7 +135,10 @@ def registrations(
 
 
 async def run_demo(client: ShadowingClient, clients: ClientFactory, console: Console, slice_s: float = 30.0,
-                   json_path: Path | None = None, ui_url: str | None = None) -> dict:  # fmt: skip
+                   json_path: Path | None = None, ui_url: str | None = None,
+                   plots_dir: Path | None = None) -> dict:  # fmt: skip
+    """Runs the demo; returns (and with `json_path` writes) its summary. The PNGs of `summary["plots"]` go to
+    `plots_dir`, default `plots/` next to `json_path`, else `<state dir>/plots`."""
     began = time.monotonic()
     usage = demo_data()
     slices = max(len(e.regions) for e in ENTITIES)
@@ -150,12 +155,40 @@ async def run_demo(client: ShadowingClient, clients: ClientFactory, console: Con
         console.print(f"watch it in the Temporal Web UI: {ui_url}/namespaces/default/workflows")
     final = await _follow(client, console, began, timeout_s=slice_s * slices + lead_s + 120)
     summary = _summary(final, usage, real_anchor, clients, time.monotonic() - began)
+    specs = {r["spec"].entity_id: r["spec"] for r in registrations(zone_id, start, slice_s, lead_s, real_anchor)}
+    if plots_dir is None:
+        plots_dir = json_path.parent / "plots" if json_path else Settings().state_dir / "plots"
+    summary["plots"] = await _write_plots(client, clients, final, specs, plots_dir)
     _print_summary(console, summary)
+    console.print(f"plots written: {', '.join(summary['plots'])}")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(summary, indent=2, default=str))
         console.print(f"summary written to {json_path}")
     return summary
+
+
+async def _write_plots(client: ShadowingClient, clients: ClientFactory, final: dict[str, EntityStatus],
+                       specs: dict[str, EntitySpec], out: Path) -> list[str]:  # fmt: skip
+    """Each entity's forecast against its actual usage and capacity, and the timeline of rnd-024's first completed
+    migration. A plot that cannot be drawn fails the demo: the pictures are part of the product."""
+    from shadowing import plots
+
+    paths = []
+    for ent in ENTITIES:
+        path = out / f"forecast-{ent.entity_id}.png"
+        cloudwatch = clients("cloudwatch", ent.home)
+        await asyncio.to_thread(
+            plots.entity_forecast_png, final[ent.entity_id], specs[ent.entity_id], cloudwatch, path, PLOT_CONTEXT_H
+        )
+        paths.append(str(path))
+    moved = next((s for s in final["rnd-024"].slices if s.outcome == "migrated" and s.migration_id), None)
+    if moved is not None and moved.migration_id is not None:
+        history = await client.client.get_workflow_handle(moved.migration_id).fetch_history()
+        path = out / f"migration-rnd-024-{moved.time_slice.key}.png"
+        await asyncio.to_thread(plots.migration_png, history, path, moved.time_slice)
+        paths.append(str(path))
+    return paths
 
 
 async def _follow(client: ShadowingClient, console: Console, began: float, timeout_s: float) -> dict[str, EntityStatus]:

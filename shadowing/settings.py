@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     log_format: str | None = Field(None, description="'console' or 'json'; default: console on a TTY")
     log_level: str = "INFO"
     max_concurrent_activities: int = 8
+    # Workers (`shadowctl worker`, `up`, `demo`) serve Prometheus metrics here; "" turns it off (shadowing/metrics.py).
+    metrics_bind: str = "127.0.0.1:9464"
+    # OpenTelemetry spans client -> workflow -> activities (shadowing/tracing.py): off, otlp or console.
+    tracing: Literal["off", "otlp", "console"] = "off"
     # How the product reaches an instance's HTTP endpoint (see shadowing/endpoints.py). None: "local" when AWS is
     # embedded or AWS_ENDPOINT_URL is on loopback (instances are stand-ins run by the data-plane agent),
     # "direct" (http://<private ip>:<data_plane_port>) otherwise.

@@ -18,6 +18,7 @@ SHARED_TRACE = ROOT.parent / "shared" / "data" / "bitbrains_rnd" / "usage_hourly
 BIN = Path(sys.executable).parent
 
 os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")  # moto + current botocore, DynamoDB Streams
+os.environ.setdefault("SHADOWING_METRICS_BIND", "")  # workers in tests serve no metrics unless a test asks
 
 
 @pytest.fixture(scope="module")

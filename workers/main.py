@@ -20,6 +20,7 @@ from activities.registry import RegistryActivities
 from activities.replication import ReplicationActivities
 from activities.routing import RoutingActivities
 from activities.warmup import WarmupActivities
+from shadowing import metrics, tracing
 from shadowing.codec import data_converter
 from shadowing.endpoints import Endpoints, endpoints_for
 from shadowing.errors import ServiceUnavailable
@@ -35,14 +36,17 @@ WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkf
 
 
 async def connect(
-    address: str, namespace: str = "default", timeout_s: float = 10.0, settings: Settings | None = None
-) -> Client:
+    address: str, namespace: str = "default", timeout_s: float = 10.0, settings: Settings | None = None,
+    serve_metrics: bool = False,
+) -> Client:  # fmt: skip
     """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers within `timeout_s`.
 
     A server that accepts connections but is still starting ("Frontend is not healthy yet") is retried.
-    `settings` adds the payload codec and the TLS / API-key options they configure.
+    `settings` adds the payload codec and the TLS / API-key options they configure; with `serve_metrics` (workers),
+    the client's runtime serves Prometheus metrics on `settings.metrics_bind` (shadowing/metrics.py).
     """
     codec = settings.codec() if settings else None
+    runtime = metrics.runtime(settings.metrics_bind) if serve_metrics and settings and settings.metrics_bind else None
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
@@ -52,6 +56,8 @@ async def connect(
                     address,
                     namespace=namespace,
                     data_converter=data_converter(codec),
+                    runtime=runtime,
+                    interceptors=tracing.interceptors(settings.tracing) if settings else [],
                     **(settings.temporal_connect_options() if settings else {}),  # type: ignore[arg-type]
                 ),
                 max(deadline - loop.time(), 0.1),
@@ -129,13 +135,17 @@ def stop_on_signals() -> asyncio.Event:
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Runs the worker until `stop` is set (by default: until SIGINT or SIGTERM)."""
+    import structlog
+
     from workers.aws import AwsClients
     from workers.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     stop = stop or stop_on_signals()
     address = settings.temporal_address or "127.0.0.1:7233"
-    client = await connect(address, settings.temporal_namespace, settings=settings)
+    client = await connect(address, settings.temporal_namespace, settings=settings, serve_metrics=True)
     await register_search_attributes(client)
+    if settings.metrics_bind:
+        structlog.get_logger("worker").info("metrics", url=f"http://{settings.metrics_bind}/metrics")
     async with build_worker(client, settings, AwsClients(settings)):
         await stop.wait()

@@ -23,7 +23,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from shadowing import search
+    from shadowing import metrics, search
     from shadowing.catalog import INSTANCE_TYPES
     from shadowing.errors import NON_RETRYABLE, DataSyncFailed, MigrationFailed, TimeSliceNotActive
     from shadowing.models import (
@@ -87,6 +87,7 @@ class ShadowMigrationWorkflow:
         self._v2 = False
         self._ready_at: datetime | None = None  # when the shadows were up (their pre-warm hours start)
         self._shadows: FleetRef | None = None
+        self._cutover_began: datetime | None = None  # for the cutover-duration metric
         self._grown: tuple[FleetRef, int, datetime] | None = None  # late scale-up: grown fleet, extra, since
         # Short steps' timeout and long steps' heartbeat timeout (the policy's; how soon a lost worker is noticed).
         self._step = timedelta(minutes=2)
@@ -502,6 +503,7 @@ class ShadowMigrationWorkflow:
     ) -> None:  # fmt: skip
         """Keeps the progress query current and tells the parent entity (if any) by signal."""
         shadows = shadows or self._progress.shadows
+        self._observe(req, phase, shadows, cost)
         self._progress = MigrationProgress(
             slice_key=req.time_slice.key, phase=phase, detail=detail, shadows=shadows, prepare_s=prepare_s, cost=cost
         )
@@ -514,6 +516,25 @@ class ShadowMigrationWorkflow:
                 await handle.signal("migration_progress", self._progress)
             except Exception as exc:  # the parent may have ended; progress is advisory
                 workflow.logger.warning("could not signal parent: %s", exc)
+
+    def _observe(self, req: MigrationInput, phase: str, shadows: FleetRef | None, cost: CostEntry | None) -> None:
+        """Product metrics on the worker's endpoint (shadowing/metrics.py); the SDK drops them on replay."""
+        meter, region = workflow.metric_meter(), req.time_slice.region
+        entity = metrics.entity_label(workflow.info().workflow_id)
+        if phase == "cutover" and self._progress.phase != "cutover":
+            self._cutover_began = workflow.now()
+        elif phase == "watching" and self._cutover_began is not None:
+            metrics.record_cutover(meter, region, (workflow.now() - self._cutover_began).total_seconds())
+            self._cutover_began = None
+        if shadows is not None and phase in ("ready", "resized"):
+            metrics.record_shadows(meter, entity, shadows.region, shadows.size)
+        if phase in ("done", "released", "rolled-back"):
+            if shadows is not None:  # serving now, or gone
+                metrics.record_shadows(meter, entity, shadows.region, 0)
+            outcome = {"done": "migrated"}.get(phase, phase)
+            metrics.record_migration_end(
+                meter, outcome, region, cost.cost_usd if cost else 0.0, cost.spot_savings_usd if cost else 0.0
+            )
 
 
 def root_cause(exc: BaseException) -> str:

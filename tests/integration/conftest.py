@@ -16,13 +16,19 @@ from tests.conftest import BIN
 
 
 @pytest.fixture(scope="session")
-async def dev_env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkflowEnvironment]:
+def ui_port() -> int:
+    """The shared dev server's Web UI (the browser test opens it after the demo)."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+async def dev_env(tmp_path_factory: pytest.TempPathFactory, ui_port: int) -> AsyncIterator[WorkflowEnvironment]:
     db = tmp_path_factory.mktemp("temporal") / "temporal.db"
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"), data_converter=pydantic_data_converter,
-        dev_server_database_filename=str(db), ui=False,
+        dev_server_database_filename=str(db), ui=True, ui_port=ui_port,
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-                               *search.dev_server_args()],
+                               "--ui-disable-news-fetch", *search.dev_server_args()],
     )  # fmt: skip
     yield env
     await env.shutdown()
