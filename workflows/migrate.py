@@ -488,14 +488,25 @@ class ShadowMigrationWorkflow:
 
     async def _act(self, name: str, arg: object, result_type: type) -> object:
         return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=self._step, retry_policy=RETRY
-        )  # type: ignore[call-overload]
+            name, arg, result_type=result_type, start_to_close_timeout=self._step, retry_policy=RETRY,
+            summary=self._summary(name, arg),
+        )  # type: ignore[call-overload]  # fmt: skip
 
     async def _long(self, name: str, arg: object, result_type: type, timeout_s: float) -> object:
         return await workflow.execute_activity(
             name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout_s),
-            heartbeat_timeout=self._heartbeat, retry_policy=RETRY,
+            heartbeat_timeout=self._heartbeat, retry_policy=RETRY, summary=self._summary(name, arg),
         )  # fmt: skip
+
+    def _summary(self, name: str, arg: object) -> str:
+        """The Web UI's line for a step: the migration's phase and what the step acts on (encrypted with the
+        payloads when a codec is set, like every payload)."""
+        target = getattr(arg, "fleet", None) or getattr(arg, "to_fleet", None) or arg
+        what = [f"{getattr(target, k)}" for k in ("fleet_id", "region") if getattr(target, k, None)]
+        size = getattr(arg, "quantity", None)
+        if size:
+            what.append(f"{size} x {getattr(arg, 'instance_type', '')}".strip())
+        return " ".join([f"{self._progress.phase}: {name}", *what])
 
     async def _report(
         self, req: MigrationInput, phase: str, detail: str, shadows: FleetRef | None = None,

@@ -29,10 +29,21 @@ async def test_spans_run_from_the_client_through_the_workflow_to_its_activities(
     cloud.live[req.source.fleet_id] = req.source
     w, queue = worker(client, cloud)
     async with w:
-        result = await client.execute_workflow(
+        handle = await client.start_workflow(
             "ShadowMigration", req, id=f"migration-{uuid.uuid4()}", task_queue=queue, result_type=MigrationResult
         )
+        result = await handle.result()
     assert result.outcome == "migrated"
+    convert = client.data_converter.payload_converter
+    summaries = [
+        convert.from_payload(e.user_metadata.summary, str)
+        async for e in handle.fetch_history_events()
+        if e.HasField("activity_task_scheduled_event_attributes") and e.user_metadata.HasField("summary")
+    ]
+    # what the Web UI's timeline shows for each step: the phase and what it acts on
+    provisioned = [x for x in summaries if x.startswith("provisioning: provision_fleet shop:")]
+    assert provisioned and "3 x m5.large" in provisioned[0], summaries
+    assert any(x.startswith("cutover: set_weights") for x in summaries), summaries
     spans = exporter.get_finished_spans()
     names = {s.name for s in spans}
     expected = {
