@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from workers.aws import AwsClients
 from workers.main import build_worker
 
 pytestmark = pytest.mark.slow
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ROOT = Path(__file__).resolve().parent.parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
+SERIES = re.compile(r"\b(?:shadowing|temporal)_[a-z_]+\b")
 # As Debian's Chromium runs here: headless, as root, on a closed network (no background connections).
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -116,6 +119,13 @@ async def test_metrics_endpoint_serves_product_and_sdk_metrics_during_the_demo(d
     assert any(_samples(s, "shadowing_shadow_instances") for s in demo_run.scrapes), "shadows never counted"
     cost = _samples(last, "shadowing_migration_cost_usd_sum", outcome="migrated")
     assert cost and sum(cost) > 0
+    # the Grafana dashboard queries only series the worker really serves
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "shadowing-dashboard.json").read_text())
+    queried = {m for p in dashboard["panels"] for t in p["targets"] for m in SERIES.findall(t["expr"])}
+    served = {m for text in demo_run.scrapes for m in SERIES.findall(text)}
+    # a counter appears once it first counts, and the demo fails no activity
+    only_on_failure = {"temporal_activity_execution_failed_total"}
+    assert queried and queried - only_on_failure <= served, sorted(queried - served)
 
 
 async def test_web_ui_finds_the_demo_migration_by_search_attribute(
