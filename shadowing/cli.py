@@ -1,5 +1,5 @@
 """shadowctl: run the product (up, worker, demo) and call its endpoints (predict, provision, migrate, release,
-status, register). Bad input exits with code 2 and a one-line message naming the field; never a traceback."""
+status, register, apply). Bad input exits with code 2 and a one-line message naming the field; never a traceback."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from rich.console import Console
 from shadowing.client import parse
 from shadowing.errors import InvalidRequest, MigrationError, ServiceUnavailable, ShadowingError
 from shadowing.models import PredictDemandInput, ProvisionRequest, TimeSlice
-from shadowing.settings import Settings
+from shadowing.settings import Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predictive instance shadowing on Temporal and AWS.")  # fmt: skip
 console = Console(width=None if sys.stdout.isatty() else 150)
 T = TypeVar("T")
@@ -31,7 +31,7 @@ Entity = Annotated[str, typer.Argument(help="entity id, e.g. rnd-024")]
 
 
 def _settings() -> Settings:
-    return Settings()
+    return load_settings()
 
 
 def _slice(start: str, end: str) -> TimeSlice:
@@ -177,6 +177,34 @@ def register(
         raise InvalidRequest("must be an object with 'spec' and 'schedule'", str(file))
     wid = _call(lambda c: c.register_entity(body["spec"], body["schedule"]))
     console.print(f"started {wid}")
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False,
+                                       help="YAML or JSON: {defaults: {policy: ...}, entities: [{spec, schedule}]}")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate, show what would change, send nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of one line per entity")] = False,
+) -> None:  # fmt: skip
+    """Registers or updates every entity of a fleet file, sending only what differs from what runs. The whole file
+    is validated first: any problem exits 2 and nothing is applied."""
+    from rich.progress import Progress
+
+    from shadowing import fleetfile
+
+    entries = fleetfile.load_fleet(file)
+    # a bar on a terminal (a fleet file may hold hundreds of entities); plain lines when piped
+    with Progress(console=console, transient=True, disable=as_json or not console.is_terminal) as progress:
+        bar = progress.add_task("applying", total=len(entries))
+
+        def report(change: fleetfile.Change) -> None:
+            progress.advance(bar)
+            if not as_json:
+                progress.console.print(change.line(dry_run), highlight=False)
+
+        changes = _call(lambda c: fleetfile.apply_fleet(c, entries, dry_run, report, str(file)))
+    if as_json:
+        console.print_json(json.dumps([c.as_json(dry_run) for c in changes]))
 
 
 @app.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shadowing import TASK_QUEUE
@@ -41,6 +41,10 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("TEMPORAL_TLS_SERVER_CA_CERT_PATH")
     )
     temporal_tls_server_name: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_TLS_SERVER_NAME"))
+    # Temporal's environment configuration (the `temporal` CLI's profiles): a TOML file of named profiles, by default
+    # ~/.config/temporalio/temporal.toml. A profile fills what the variables above leave unset.
+    temporal_profile: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_PROFILE"))
+    temporal_config_file: Path | None = Field(None, validation_alias=AliasChoices("TEMPORAL_CONFIG_FILE"))
     aws_endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL"))
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     aws_profile: str | None = Field(None, validation_alias=AliasChoices("AWS_PROFILE"))
@@ -79,12 +83,48 @@ class Settings(BaseSettings):
         (), description='JSON list, e.g. [{"operation": "ec2:RunInstances", "fault": "throttle", "times": 2}]'
     )
 
+    _profile_tls: object = PrivateAttr(default=None)
+    _grpc_meta: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @field_validator(
-        "temporal_address", "aws_endpoint_url", "aws_profile", "codec_key", "temporal_api_key", mode="before"
+        "temporal_address",
+        "aws_endpoint_url",
+        "aws_profile",
+        "codec_key",
+        "temporal_api_key",
+        "temporal_profile",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _apply_temporal_profile(self) -> Settings:
+        """Fills address, namespace, API key, TLS and gRPC metadata from the Temporal profile (the SDK's loader)."""
+        from temporalio.envconfig import ClientConfigProfile
+
+        if self.temporal_config_file is not None and not Path(self.temporal_config_file).is_file():
+            raise InvalidRequest(f"no such file: {self.temporal_config_file}", "TEMPORAL_CONFIG_FILE")
+        source = str(self.temporal_config_file) if self.temporal_config_file else None
+        try:
+            profile = ClientConfigProfile.load(
+                self.temporal_profile, config_source=Path(source) if source else None, disable_env=True
+            )
+        except Exception as exc:  # the SDK's ConfigError: bad TOML (with line and column), unknown profile
+            name, where = self.temporal_profile or "default", source or "the default config file"
+            raise InvalidRequest(f"Temporal profile {name!r} from {where}: {exc}", "TEMPORAL_PROFILE") from None
+        fill = {
+            "temporal_address": profile.address if self.temporal_address is None else None,
+            "temporal_namespace": profile.namespace if "temporal_namespace" not in self.model_fields_set else None,
+            "temporal_api_key": profile.api_key if self.temporal_api_key is None else None,
+        }
+        for name, value in fill.items():
+            if value:
+                object.__setattr__(self, name, value)  # frozen model: filled once, while it is being built
+        self._profile_tls = profile.tls
+        self._grpc_meta = dict(profile.grpc_meta)
+        return self
 
     def temporal_connect_options(self) -> dict[str, object]:
         """`Client.connect` keyword arguments for TLS and the API key (an API key implies TLS, as on Cloud)."""
@@ -104,7 +144,14 @@ class Settings(BaseSettings):
             raise InvalidRequest("give both the client certificate and its key", "TEMPORAL_TLS_CLIENT_KEY_PATH")
         ca = read(self.temporal_tls_server_ca_cert_path, "TEMPORAL_TLS_SERVER_CA_CERT_PATH")
         options: dict[str, object] = {}
-        if self.temporal_tls or cert or ca or self.temporal_api_key:
+        if self._grpc_meta:
+            options["rpc_metadata"] = self._grpc_meta
+        profile_tls = self._profile_tls
+        if profile_tls is not None and not (self.temporal_tls or cert or ca):  # the profile's TLS, unless set here
+            tls = profile_tls.to_connect_tls_config()  # type: ignore[attr-defined]
+            if tls is not False:
+                options["tls"] = tls
+        if "tls" not in options and (self.temporal_tls or cert or ca or self.temporal_api_key):
             options["tls"] = TLSConfig(
                 server_root_ca_cert=ca, client_cert=cert, client_private_key=key, domain=self.temporal_tls_server_name
             )
@@ -136,3 +183,21 @@ class Settings(BaseSettings):
     @property
     def embedded_aws(self) -> bool:
         return not self.aws_endpoint_url
+
+
+def load_settings() -> Settings:
+    """`Settings()` from the environment, a bad value raising `InvalidRequest` that names its variable."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else ""
+            info = Settings.model_fields.get(field)
+            alias = info.validation_alias if info is not None else None
+            name = alias.choices[0] if isinstance(alias, AliasChoices) else f"SHADOWING_{field.upper()}"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(message if not field else f"{name}: {message}")
+        raise InvalidRequest("; ".join(problems), "environment") from None

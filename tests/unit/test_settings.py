@@ -1,0 +1,84 @@
+"""Settings from Temporal's environment configuration (the `temporal` CLI's profiles) and clear errors for bad ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shadowing.errors import InvalidRequest
+from shadowing.settings import load_settings
+
+PROFILES = """
+[profile.default]
+address = "127.0.0.1:7233"
+
+[profile.cloud]
+address = "payments.a1b2c.tmprl.cloud:7233"
+namespace = "payments.a1b2c"
+api_key = "not-a-real-key"
+
+[profile.cloud.grpc_meta]
+x-team = "platform"
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_PROFILE", "TEMPORAL_TLS"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "temporal.toml"
+    path.write_text(PROFILES)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(path))
+    return path
+
+
+def test_a_named_profile_fills_address_namespace_api_key_tls_and_metadata(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEMPORAL_PROFILE", "cloud")
+    settings = load_settings()
+    assert settings.temporal_address == "payments.a1b2c.tmprl.cloud:7233"
+    assert settings.temporal_namespace == "payments.a1b2c" and not settings.embedded_temporal
+    options = settings.temporal_connect_options()
+    assert options["api_key"] == "not-a-real-key" and options["tls"]  # an API key implies TLS, as on Cloud
+    assert options["rpc_metadata"] == {"x-team": "platform"}
+
+
+def test_variables_win_over_the_profile(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEMPORAL_PROFILE", "cloud")
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "10.0.0.5:7233")
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "staging")
+    settings = load_settings()
+    assert (settings.temporal_address, settings.temporal_namespace) == ("10.0.0.5:7233", "staging")
+
+
+def test_the_default_profile_applies_without_a_name(config: Path) -> None:
+    settings = load_settings()
+    assert settings.temporal_address == "127.0.0.1:7233" and settings.temporal_namespace == "default"
+    assert "tls" not in settings.temporal_connect_options()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "named"),
+    [
+        ("TEMPORAL_PROFILE", "nope", "Profile 'nope' not found"),
+        ("SHADOWING_MAX_CONCURRENT_MIGRATIONS", "0", "SHADOWING_MAX_CONCURRENT_MIGRATIONS"),
+        ("SHADOWING_TRACING", "zipkin", "SHADOWING_TRACING"),
+    ],
+)
+def test_bad_values_name_their_variable(
+    config: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(InvalidRequest, match=named):
+        load_settings()
+
+
+def test_a_broken_or_missing_config_file_is_named(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.write_text("[profile.default\naddress = 1\n")
+    with pytest.raises(InvalidRequest, match="line 1"):
+        load_settings()
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(config.parent / "missing.toml"))
+    with pytest.raises(InvalidRequest, match=r"TEMPORAL_CONFIG_FILE.*no such file"):
+        load_settings()
