@@ -28,6 +28,7 @@ T = TypeVar("T")
 Start = Annotated[str, typer.Option("--start", help="slice start, ISO 8601 with time zone")]
 End = Annotated[str, typer.Option("--end", help="slice end, ISO 8601 with time zone")]
 Entity = Annotated[str, typer.Argument(help="entity id, e.g. rnd-024")]
+JsonOut = Annotated[bool, typer.Option("--json", help="print the result as JSON (the contract's model), for scripts")]
 
 
 def _settings() -> Settings:
@@ -62,7 +63,13 @@ def _call(fn: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-def _print(result: BaseModel | dict) -> None:
+def _print(result: BaseModel | dict, as_json: bool = False) -> None:
+    """Tables for people; `--json`: the contract's model as JSON, for scripts (`| jq`)."""
+    if not as_json:
+        from shadowing.views import render
+
+        console.print(render(result))
+        return
     data = result.model_dump(mode="json") if isinstance(result, BaseModel) else result
     console.print_json(json.dumps(data, default=str))
 
@@ -208,105 +215,109 @@ def apply(
 
 
 @app.command()
-def predict(entity_id: Entity, start: Start, end: End) -> None:
+def predict(entity_id: Entity, start: Start, end: End, as_json: JsonOut = False) -> None:
     """PredictDemand(entityId, timeSlice): the slice's hourly demand quantiles and readiness."""
     entity_id, time_slice = _entity(entity_id), _slice(start, end)
-    _print(_call(lambda c: c.predict_demand(entity_id, time_slice)))
+    _print(_call(lambda c: c.predict_demand(entity_id, time_slice)), as_json)
 
 
 @app.command()
 def provision(
     entity_id: Entity, start: Start, end: End,
     instance_type: Annotated[str, typer.Option("--instance-type")],
-    quantity: Annotated[int, typer.Option("--quantity")],
+    quantity: Annotated[int, typer.Option("--quantity")], as_json: JsonOut = False,
 ) -> None:  # fmt: skip
     """ProvisionShadowInstances(entityId, timeSlice, instanceType, quantity)."""
     entity_id = _entity(entity_id)
     req = parse(
         ProvisionRequest, {"time_slice": _slice(start, end), "instance_type": instance_type, "quantity": quantity}
     )
-    _print(_call(lambda c: c.provision_shadow_instances(entity_id, req.time_slice, req.instance_type, req.quantity)))
+    result = _call(lambda c: c.provision_shadow_instances(entity_id, req.time_slice, req.instance_type, req.quantity))
+    _print(result, as_json)
 
 
 @app.command()
-def migrate(entity_id: Entity, start: Start, end: End) -> None:
+def migrate(entity_id: Entity, start: Start, end: End, as_json: JsonOut = False) -> None:
     """MigrateInstances(entityId, timeSlice): cut over to the slice's shadows now."""
     entity_id, time_slice = _entity(entity_id), _slice(start, end)
-    _print(_call(lambda c: c.migrate_instances(entity_id, time_slice)))
+    _print(_call(lambda c: c.migrate_instances(entity_id, time_slice)), as_json)
 
 
 @app.command()
-def release(entity_id: Entity, start: Start, end: End) -> None:
+def release(entity_id: Entity, start: Start, end: End, as_json: JsonOut = False) -> None:
     """ReleaseShadowInstances(entityId, timeSlice)."""
     entity_id, time_slice = _entity(entity_id), _slice(start, end)
-    _print(_call(lambda c: c.release_shadow_instances(entity_id, time_slice)))
+    _print(_call(lambda c: c.release_shadow_instances(entity_id, time_slice)), as_json)
 
 
 @app.command("id")
-def entity_ids(entity_id: Entity) -> None:
+def entity_ids(entity_id: Entity, as_json: JsonOut = False) -> None:
     """How Temporal knows the entity: its workflow id and `ShadowingEntity` value (pseudonyms when payloads are
     encrypted), for the `temporal` CLI and the Web UI. Needs no server."""
     entity_id = _entity(entity_id)
     ids = _settings().pseudonyms()
     name = ids(entity_id)
     _print({"entity_id": entity_id, "workflow_id": ids.entity_workflow_id(entity_id), "search_attribute": name,
-            "list_query": f'ShadowingEntity = "{name}"', "pseudonymous": ids.hidden})  # fmt: skip
+            "list_query": f'ShadowingEntity = "{name}"', "pseudonymous": ids.hidden}, as_json)  # fmt: skip
 
 
 @app.command()
-def status(entity_id: Entity) -> None:
+def status(entity_id: Entity, as_json: JsonOut = False) -> None:
     """The entity's phase, active fleet, slices, recent events and cost ledger."""
     entity_id = _entity(entity_id)
-    _print(_call(lambda c: c.status(entity_id)))
+    _print(_call(lambda c: c.status(entity_id)), as_json)
 
 
 @app.command()
-def plan(entity_id: Entity) -> None:
+def plan(entity_id: Entity, as_json: JsonOut = False) -> None:
     """Every slice: when it is forecast, the decision, whether it awaits approval."""
     entity_id = _entity(entity_id)
-    _print(_call(lambda c: c.plan(entity_id)))
+    _print(_call(lambda c: c.plan(entity_id)), as_json)
 
 
 @app.command()
-def ledger(entity_id: Entity) -> None:
+def ledger(entity_id: Entity, as_json: JsonOut = False) -> None:
     """The entity's cost ledger: shadow hours, cost, spot savings, wasted pre-warm."""
     entity_id = _entity(entity_id)
-    _print(_call(lambda c: c.ledger(entity_id)))
+    _print(_call(lambda c: c.ledger(entity_id)), as_json)
 
 
 Reason = Annotated[str, typer.Option("--reason", help="kept in the entity's event log")]
 
 
 @app.command()
-def approve(entity_id: Entity, start: Start, end: End, reason: Reason = "") -> None:
+def approve(entity_id: Entity, start: Start, end: End, reason: Reason = "", as_json: JsonOut = False) -> None:
     """Approves a slice's shadows (entities with policy.approval_required)."""
     entity_id, time_slice = _entity(entity_id), _slice(start, end)
-    _print(_call(lambda c: c.approve(entity_id, time_slice, reason)))
+    _print(_call(lambda c: c.approve(entity_id, time_slice, reason)), as_json)
 
 
 @app.command()
-def abort(entity_id: Entity, start: Start, end: End, reason: Reason = "") -> None:
+def abort(entity_id: Entity, start: Start, end: End, reason: Reason = "", as_json: JsonOut = False) -> None:
     """Aborts a slice: a running migration rolls back (routing restored, old fleet serving)."""
     entity_id, time_slice = _entity(entity_id), _slice(start, end)
-    _print(_call(lambda c: c.abort(entity_id, time_slice, reason)))
+    _print(_call(lambda c: c.abort(entity_id, time_slice, reason)), as_json)
 
 
 @app.command()
-def pause(entity_id: Entity, reason: Reason = "") -> None:
+def pause(entity_id: Entity, reason: Reason = "", as_json: JsonOut = False) -> None:
     """Stops forecasting and preparing new slices until `resume` (running migrations finish)."""
     entity_id = _entity(entity_id)
-    _print(_call(lambda c: c.pause(entity_id, reason)).model_dump(include={"entity_id", "phase", "paused"}))
+    _print(_call(lambda c: c.pause(entity_id, reason)).model_dump(include={"entity_id", "phase", "paused"}), as_json)
 
 
 @app.command()
-def resume(entity_id: Entity) -> None:
+def resume(entity_id: Entity, as_json: JsonOut = False) -> None:
+    """Forecasting and preparing start again from the next slice."""
     entity_id = _entity(entity_id)
-    _print(_call(lambda c: c.resume(entity_id)).model_dump(include={"entity_id", "phase", "paused"}))
+    _print(_call(lambda c: c.resume(entity_id)).model_dump(include={"entity_id", "phase", "paused"}), as_json)
 
 
 @app.command("update-schedule")
 def update_schedule(
-    entity_id: Entity, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help='{"slices": [...]}')]
+    entity_id: Entity,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help='{"slices": [...]}')],
+    as_json: JsonOut = False,
 ) -> None:
     """Replaces the slices that have not started with the file's schedule."""
     entity_id = _entity(entity_id)
@@ -314,7 +325,7 @@ def update_schedule(
         body = json.loads(file.read_text())
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"not valid JSON: {exc}", str(file)) from exc
-    _print(_call(lambda c: c.update_schedule(entity_id, body)))
+    _print(_call(lambda c: c.update_schedule(entity_id, body)), as_json)
 
 
 @app.command("codec-server")
