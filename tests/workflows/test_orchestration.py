@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from shadowing.models import (
@@ -134,7 +135,13 @@ async def test_pause_skips_slices_and_abort_skips_a_pending_one(time_env: Workfl
         await rejected(handle, "already skipped", "abort", SliceAction(time_slice=first))
         await handle.execute_update("resume")
         await rejected(handle, "not paused", "resume", None)
-        await handle.execute_update("abort", SliceAction(time_slice=third, reason="not needed"))
+        try:
+            await handle.execute_update("abort", SliceAction(time_slice=third, reason="not needed"))
+        except RPCError as exc:
+            # The abort settles the last slice, so the workflow completes in the update's own task; the
+            # time-skipping server then loses the update's outcome about 1 run in 10 ("update ... not found").
+            # The real servers keep it. The result below shows whether the abort took effect.
+            assert "not found" in str(exc), exc
         final = await handle.result()
     assert cloud.names().count("forecast_demand") <= 1, "only the resumed slice may have been forecast"
     assert cloud.names().count("provision_fleet") == 1, "only the bootstrap fleet"
