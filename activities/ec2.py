@@ -149,13 +149,16 @@ class Ec2Activities:
 
     @activity.defn(name="shrink_fleet")
     def shrink_fleet(self, req: ResizeInput) -> FleetRef:
-        """Terminates the fleet's newest live instances beyond `quantity`; returns the survivors. Repeatable."""
+        """Terminates the fleet's newest live instances beyond `quantity` (or all but `keep`); returns the survivors.
+        Repeatable."""
         fleet = req.fleet
         ec2 = self._clients("ec2", fleet.region)
         live = _live_instances(ec2, fleet.fleet_id)
-        if surplus := [i["InstanceId"] for i in live[req.quantity :]]:
+        # with `keep`, exactly those stay (their addresses are what the record names now)
+        kept = [i for i in live if not req.keep or i["InstanceId"] in req.keep][: req.quantity]
+        chosen = {i["InstanceId"] for i in kept}
+        if surplus := [i["InstanceId"] for i in live if i["InstanceId"] not in chosen]:
             ec2.terminate_instances(InstanceIds=surplus)
-        kept = live[: req.quantity]
         return fleet.model_copy(
             update={
                 "instance_ids": tuple(i["InstanceId"] for i in kept),

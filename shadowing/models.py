@@ -121,6 +121,10 @@ class EntityPolicy(Frozen):
     readiness_threshold: float = Field(0.4, ge=0.0, le=1.0)
     target_utilisation: float = Field(0.7, gt=0.0, le=1.0)
     max_instances: int = Field(20, ge=1, le=500)
+    scale_in: bool = Field(
+        True, description="shrink the active fleet at a slice start when the forecast needs fewer instances"
+    )
+    scale_in_min: int = Field(1, ge=1, description="shrink only when at least this many instances are surplus")
     lead_time_s: float = Field(900.0, gt=0, description="forecast and prepare this long before a slice starts")
     prepare_s: float = Field(
         300.0, gt=0, description="expected time to provision and warm shadows; less time left lowers readiness"
@@ -319,7 +323,7 @@ class RefineInput(Frozen):
 class Decision(Frozen):
     """What the policy decided for a slice, and why."""
 
-    action: Literal["shadow", "stay", "skip"]
+    action: Literal["shadow", "stay", "skip", "shrink"]
     reason: str
     target_region: Region
     instance_type: InstanceTypeName
@@ -467,6 +471,7 @@ class ResizeInput(Frozen):
 
     fleet: FleetRef
     quantity: int = Field(ge=0, le=500)
+    keep: tuple[str, ...] = Field((), description="instance ids to keep (the scale-in's, already out of DNS)")
 
 
 class TemplatesInput(Frozen):

@@ -97,9 +97,12 @@ class FakeCloud:
     def shrink_fleet(self, req: ResizeInput) -> FleetRef:
         self._record("shrink_fleet", req.fleet.fleet_id)
         live = self.live.get(req.fleet.fleet_id, req.fleet)
-        kept = live.model_copy(
-            update={"instance_ids": live.instance_ids[: req.quantity], "addresses": live.addresses[: req.quantity]}
-        )
+        both = zip(live.instance_ids, live.addresses, strict=False)
+        pairs = [(i, a) for i, a in both if not req.keep or i in req.keep]
+        kept = live.model_copy(update={
+            "instance_ids": tuple(i for i, _ in pairs[: req.quantity]),
+            "addresses": tuple(a for _, a in pairs[: req.quantity]),
+        })  # fmt: skip
         self.live[req.fleet.fleet_id] = kept
         return kept
 

@@ -44,18 +44,22 @@ with workflow.unsafe.imports_passed_through():
         ProvisionInput,
         ProvisionRequest,
         RegisterEntityInput,
+        ResizeInput,
         RoutingInput,
         RoutingState,
         ScheduledSlice,
         SliceAction,
         SliceRequest,
         SliceStatus,
+        WeightsInput,
     )
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, root_cause
     from workflows.predict import FORECAST
     from workflows.waiting import condition_within
 
+#: Workflows from this patch on shrink a fleet a trusted forecast says is too big (policy.decide's "shrink").
+SCALE_IN = "scale-in"
 LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
 
 MAX_EVENTS = 200
@@ -218,11 +222,14 @@ class EntityScheduleWorkflow:
         decision = policy.decide(
             self._spec, slot, active, forecast, self._s.slices, workflow.now(),
             migration_gate=workflow.patched("migration-readiness-gate"),
-            prepare_s=self._prepare_s(),
+            prepare_s=self._prepare_s(), scale_in=workflow.patched(SCALE_IN),
         )  # fmt: skip
         self._set_slice(index, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), key)
         self._event("decision", f"{decision.action}: {decision.reason}", key)
+        if decision.action == "shrink":
+            await self._scale_in(index, decision)
+            return
         if decision.action != "shadow":
             self._set_slice(index, state="skipped" if decision.action == "skip" else "done", outcome=decision.action)
             return
@@ -248,6 +255,54 @@ class EntityScheduleWorkflow:
         if left <= 0:
             return True
         return not await condition_within(condition, left)
+
+    async def _scale_in(self, index: int, decision: Decision) -> None:
+        """Shrinks the active fleet at the slice start, without sending a client to a terminated instance: the
+        record first names only the instances kept, the surplus is terminated once cached answers expired (TTL)."""
+        slot = self._s.slices[index].time_slice
+        key, n = slot.key, decision.quantity
+        if self._forecast_only:
+            planned = self._s.planned_fleet
+            if planned is not None:
+                self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, planned.instance_type, n))
+            self._set_slice(index, state="planned", outcome=f"would shrink to {n}")
+            return
+        active = self._s.active_fleet
+        if active is None or n >= active.size or len(active.addresses) != active.size or self._spec.listener_arn:
+            why = "the fleet behind an ELB listener keeps its size" if self._spec.listener_arn else "nothing to shrink"
+            self._set_slice(index, state="done", outcome=f"stay ({why})")
+            return
+        self._set_slice(index, state="preparing")
+        if not await self._wait_until(slot.start, lambda: self._s.slices[index].state in SETTLED):
+            return  # aborted while waiting
+        self._set_phase(f"scaling in for {key}", slot)
+        kept = active.model_copy(update={
+            "instance_ids": active.instance_ids[:n], "addresses": active.addresses[:n],
+            "spot_instance_ids": tuple(i for i in active.spot_instance_ids if i in active.instance_ids[:n]),
+            "availability_zones": active.availability_zones[:n],
+        })  # fmt: skip
+        spec = self._spec
+        routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=kept)
+        try:
+            state = await workflow.execute_activity("routing_state", routing, result_type=RoutingState, **STEP)
+            weight = state.weights.get(active.fleet_id)
+            ttl = state.ttl_s or spec.policy.record_ttl_s
+            if weight is not None:
+                names = WeightsInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, fleets=(kept,),
+                                     weights={active.fleet_id: weight}, ttl_s=ttl)  # fmt: skip
+                await workflow.execute_activity("set_weights", names, result_type=RoutingState, **STEP)
+                await workflow.sleep(ttl)  # answers cached before the rewrite still name the surplus
+            shrunk = await workflow.execute_activity(
+                "shrink_fleet", ResizeInput(fleet=active, quantity=n, keep=kept.instance_ids), result_type=FleetRef,
+                **STEP,
+            )  # fmt: skip
+        except ActivityError as exc:
+            self._set_slice(index, state="failed", error=f"scale-in: {root_cause(exc)}")
+            self._event("error", f"scale-in failed: {root_cause(exc)}", key)
+            return
+        self._update(active_fleet=shrunk)
+        self._set_slice(index, state="done", outcome=f"shrunk {active.size} -> {shrunk.size}")
+        self._event("scale-in", f"{active.fleet_id}: {active.size} -> {shrunk.size} x {active.instance_type}", key)
 
     def _plan_only(self, index: int, decision: Decision) -> None:
         """Forecast-only: record what would have been done and plan the next slices from there."""

@@ -120,12 +120,15 @@ def decide(
     now: datetime | None = None,
     migration_gate: bool = True,
     prepare_s: float | None = None,
+    scale_in: bool = False,
 ) -> Decision:
     """Shadow when the slice needs more than the entity has where it must run, and the forecast is trusted.
 
     "More" is a region move (the active fleet is elsewhere) or a predicted peak the active fleet cannot carry.
     A move with readiness below the threshold is skipped: acting on an untrusted forecast costs more than it
-    saves, and the entity keeps serving from where it is.
+    saves, and the entity keeps serving from where it is. With `scale_in` (workflows from the "scale-in" patch on)
+    and the policy's `scale_in`, a fleet with at least `scale_in_min` instances more than a trusted forecast needs
+    is shrunk at the slice start ("shrink"): the saving reactive scaling would make, made ahead of the drop.
     """
     itype, quantity = choose_instance_type(spec, forecast, slot.region)
     current = active.size if active else 0
@@ -134,6 +137,15 @@ def decide(
     moving = active is None or active.region != slot.region
     if not moving and active is not None:
         capacity = instances_needed_for_fleet(forecast, active, spec)
+        p = spec.policy
+        surplus = current - capacity
+        trusted = forecast.readiness >= p.readiness_threshold
+        if scale_in and p.scale_in and surplus >= p.scale_in_min and trusted:
+            why = (f"{capacity} x {active.instance_type} cover the p{_pct(forecast)} peak (have {current}): "
+                   f"{surplus} released at the slice start")  # fmt: skip
+            per_instance = INSTANCE_TYPES[active.instance_type].price(slot.region)
+            return Decision(action="shrink", reason=why, hourly_cost_usd=round(capacity * per_instance, 4),
+                            **{**base, "instance_type": active.instance_type, "quantity": capacity})  # fmt: skip
         if capacity <= current:
             why = f"{current} x {active.instance_type} in {slot.region} cover the p{_pct(forecast)} peak"
             return Decision(action="stay", reason=why, hourly_cost_usd=cost, **{**base, "quantity": current})

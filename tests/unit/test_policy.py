@@ -161,3 +161,24 @@ def test_cost_entry_counts_shadow_spot_overlap_and_waste() -> None:
     ledger = CostLedger().add(moved).add(released)
     assert ledger.migrations == 1 and ledger.released == 1 and len(ledger.entries) == 2
     assert ledger.wasted_usd == released.wasted_usd
+
+
+def test_a_trusted_smaller_forecast_shrinks_the_fleet_to_what_it_needs() -> None:
+    """6 x m5.large for a 10 000 MHz p90 peak: 3 cover it, 3 are released at the slice start."""
+    d = decide(spec(), SLOT, fleet("eu-west-1", 6), forecast(10_000), scale_in=True)
+    assert d.action == "shrink" and d.quantity == 3 and d.current_quantity == 6 and d.instance_type == "m5.large"
+    assert d.hourly_cost_usd == pytest.approx(3 * INSTANCE_TYPES["m5.large"].price("eu-west-1"))
+
+
+@pytest.mark.parametrize(
+    ("kw", "readiness", "policy"),
+    [
+        ({}, 0.9, {}),  # workflows from before the scale-in patch
+        ({"scale_in": True}, 0.1, {}),  # an untrusted forecast never removes capacity
+        ({"scale_in": True}, 0.9, {"scale_in": False}),  # the entity's policy turned it off
+        ({"scale_in": True}, 0.9, {"scale_in_min": 4}),  # 3 surplus, fewer than the policy's minimum
+    ],
+)
+def test_scale_in_needs_the_patch_a_trusted_forecast_and_the_policy(kw: dict, readiness: float, policy: dict) -> None:
+    d = decide(spec(**policy), SLOT, fleet("eu-west-1", 6), forecast(10_000, readiness=readiness), **kw)
+    assert d.action == "stay" and d.quantity == 6

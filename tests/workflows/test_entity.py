@@ -193,3 +193,21 @@ async def test_initial_fleet_that_never_answers_is_terminated_and_named(time_env
     assert isinstance(cause, ApplicationError) and cause.type == "BootstrapFailed", cause
     assert "never served" in cause.message and "terminated" in cause.message
     assert cloud.names()[-1] == "terminate_fleet" and cloud.live == {}, "nothing left running"
+
+
+async def test_a_smaller_trusted_forecast_scales_in_out_of_dns_first(time_env: WorkflowEnvironment) -> None:
+    """2 x m5.large serve; the slice's p90 (1 200 MHz) needs one. At the slice start the record is rewritten to
+    name the instance kept, and only then (a TTL later) is the other terminated."""
+    cloud = FakeCloud(cpu_mhz=1_000)
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, _ = await register(time_env, queue, ["us-east-1"], HOUR)
+        final = await handle.result()
+    assert final.slices[0].decision is not None and final.slices[0].decision.action == "shrink"
+    assert final.slices[0].state == "done" and final.slices[0].outcome == "shrunk 2 -> 1"
+    assert final.active_fleet is not None and final.active_fleet.size == 1
+    names = cloud.names()
+    rewrite, shrink = names.index("set_weights", names.index("forecast_demand")), names.index("shrink_fleet")
+    assert rewrite < shrink, names
+    kept = final.active_fleet.instance_ids
+    assert cloud.live[final.active_fleet.fleet_id].instance_ids == kept
