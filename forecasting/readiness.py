@@ -14,17 +14,26 @@ def readiness(forecasts: list[SeriesForecast]) -> tuple[float, list[str]]:
     """
     score, reasons = 1.0, []
     for fc in forecasts:
-        length = min(1.0, fc.history_hours / FULL_HISTORY_HOURS) ** 0.5
-        gaps = 1.0 - fc.missing_fraction
-        accuracy = 1.0 - min(fc.wape, 1.0) if fc.wape is not None else 0.3
-        part = length * gaps * accuracy
-        if length < 1.0:
-            reasons.append(f"only {fc.history_hours} h of history")
-        if fc.missing_fraction > 0.05:
-            reasons.append(f"{fc.missing_fraction:.0%} of history hours missing")
-        if fc.wape is None:
-            reasons.append(f"{fc.model}: no backtest possible")
-        elif fc.wape > 0.3:
-            reasons.append(f"{fc.model}: backtest error {fc.wape:.0%}")
+        part, why = series_score(fc.history_hours, fc.missing_fraction, fc.wape, fc.model)
+        reasons.extend(why)
         score = min(score, part)
     return round(max(0.0, min(1.0, score)), 3), reasons
+
+
+def series_score(
+    history_hours: int, missing_fraction: float, wape: float | None, model: str
+) -> tuple[float, list[str]]:
+    """One series' part of the score: sqrt(history / 14 days) x share observed x (1 - backtest WAPE)."""
+    length = min(1.0, history_hours / FULL_HISTORY_HOURS) ** 0.5
+    gaps = 1.0 - missing_fraction
+    accuracy = 1.0 - min(wape, 1.0) if wape is not None else 0.3
+    reasons = []
+    if length < 1.0:
+        reasons.append(f"only {history_hours} h of history")
+    if missing_fraction > 0.05:
+        reasons.append(f"{missing_fraction:.0%} of history hours missing")
+    if wape is None:
+        reasons.append(f"{model}: no backtest possible")
+    elif wape > 0.3:
+        reasons.append(f"{model}: backtest error {wape:.0%}")
+    return length * gaps * accuracy, reasons

@@ -328,6 +328,70 @@ def update_schedule(
     _print(_call(lambda c: c.update_schedule(entity_id, body)), as_json)
 
 
+@app.command()
+def simulate(
+    input_path: Annotated[Path, typer.Option("--input", exists=True, dir_okay=False, help="hourly usage CSV (.gz)")],
+    start: Annotated[str, typer.Option("--start", help="first simulated hour, ISO 8601 (UTC if no zone)")],
+    end: Annotated[str, typer.Option("--end", help="end of the simulated window (exclusive), ISO 8601")],
+    entities: Annotated[list[str] | None, typer.Option("--entities", help="only these entities (repeat)")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
+    slice_hours: Annotated[int, typer.Option(min=1, max=24, help="slice length the product decides on")] = 1,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="processes for the policies")] = 2,
+) -> None:
+    """Replays a usage trace through the product's policy and reactive, point-forecast, static and oracle ones."""
+    import time as clock
+
+    import pandas as pd
+
+    from shadowing.simulate import POLICIES, SimConfig, run
+
+    def moment(value: str, name: str) -> pd.Timestamp:
+        try:
+            ts = pd.Timestamp(value)
+        except ValueError as exc:
+            raise InvalidRequest(f"not an ISO 8601 time: {value!r}", name) from exc
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+    first, last = moment(start, "start"), moment(end, "end")
+    if last <= first:
+        raise InvalidRequest("must be after --start", "end")
+    began = clock.perf_counter()
+
+    def progress(message: str) -> None:
+        console.print(f"[dim][{clock.perf_counter() - began:6.1f}s][/] {message}", highlight=False)
+
+    try:
+        result = run(str(input_path), SimConfig(start=first, end=last, slice_hours=slice_hours, workers=workers),
+                     entities or None, progress)  # fmt: skip
+    except ValueError as exc:  # the data cannot support the window; UsageDataError names the file's problem
+        raise InvalidRequest(str(exc), "input") from exc
+    from rich.table import Table
+
+    pol = result["policies"]
+    table = Table("policy", "under-provisioned entity-h", "shortfall instance-h", "cost $", "migrations", "$/entity-h",
+                  "under vs reactive", "cost vs reactive", "cost vs oracle",
+                  title=f"{result['entities']} entities, {result['window']['start']} .. {result['window']['end']}",
+                  )  # fmt: skip
+    for name in POLICIES:
+        r = pol[name]
+        table.add_row(
+            name, f"{r['underprovisioned_entity_hours']:.0f}", f"{r['shortfall_capacity_hours']:.1f}",
+            f"{r['cost_usd']:.2f}", str(r["migrations"]), f"{r['cost_per_entity_hour']:.4f}",
+            _ratio(r["underprovisioned_entity_hours"], pol["reactive"]["underprovisioned_entity_hours"]),
+            _ratio(r["cost_usd"], pol["reactive"]["cost_usd"]), _ratio(r["cost_usd"], pol["oracle"]["cost_usd"]),
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"forecasting {result['seconds']['forecast']} s, total {result['seconds']['total']} s")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2))
+        console.print(f"written to {json_path}")
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "-"
+
+
 @app.command("codec-server")
 def codec_server(
     port: Annotated[int, typer.Option("--port")] = 8081,

@@ -1,0 +1,433 @@
+"""`shadowctl simulate`: replay a usage trace hour by hour through the product's policy and four other policies.
+
+Every policy sizes the same entities from the same trace, with the same instance catalog and price table, and is
+scored on the same hours: an hour is under-provisioned when its 5-minute peak (CPU or memory, the `_max` columns)
+exceeds the capacity serving it. Policies:
+
+- predictive: the product. Each slice is forecast (the global quantile engine, one forecast per day at midnight
+  for the day's hours, from data before midnight), decided by `workflows.policy.decide` (shadow a bigger fleet,
+  shrink, stay or skip, with the readiness gate), shadows launched `warmup_h` before the slice (their pre-warm is
+  paid), and a replaced fleet kept through the watch window and the record TTL (the overlap is paid).
+- reactive: target tracking on average utilisation (as AWS target tracking on CPUUtilization): each hour starts
+  with the capacity the previous hour's *average* load needed at the target; a 5-minute peak above that hour's
+  capacity is under-provisioned, and the extra instances it triggers serve (and are paid) after
+  `reactive_delay_h`.
+- point_forecast: in the style of AWS predictive scaling: a point forecast of each hour's average load from the
+  daily and weekly pattern (the same hour's mean over the last 7 days, blended half and half with the same hour a
+  week ago), no interval, plus a fixed `point_buffer`; capacity is launched ahead.
+- static: a fleet sized once for the peak of the history before the simulated window.
+- oracle: knows each hour's peak and sizes for it exactly, launched ahead: the lower bound of a policy that keeps
+  the same utilisation target.
+
+All policies size at the entity policy's `target_utilisation`. Cost is instance-hours x the on-demand price of the
+region (shadow pre-warm, overlap and late instances included); the per-entity instance type is the one the
+product would choose for the history's demand (predictive may change it when it shadows).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from forecasting.global_model import GlobalConfig, GlobalQuantileForecaster
+from forecasting.panel import Panel, load_panel
+from forecasting.readiness import FULL_HISTORY_HOURS, series_score
+from shadowing.catalog import INSTANCE_TYPES, InstanceType
+from shadowing.models import (
+    DemandForecast,
+    EntityPolicy,
+    EntitySpec,
+    FleetRef,
+    HourQuantiles,
+    MetricForecast,
+    ScheduledSlice,
+)
+
+POLICIES = ("predictive", "reactive", "point_forecast", "static", "oracle")
+CPU, MEM = "cpu_usage_mhz_max", "mem_usage_kb_max"  # the 5-minute peaks capacity must cover
+CPU_MEAN, MEM_MEAN = "cpu_usage_mhz_mean", "mem_usage_kb_mean"  # the averages AWS's policies track
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    start: pd.Timestamp
+    end: pd.Timestamp
+    region: str = "us-east-1"
+    instance_types: tuple[str, ...] = ("m5.large", "c5.xlarge", "r5.large")
+    policy: EntityPolicy = field(default_factory=EntityPolicy)
+    slice_hours: int = 1
+    warmup_h: float = 0.25  # provisioning + warm-up before a new instance serves (and is paid)
+    reactive_delay_h: float = 0.25  # alarm + launch + warm-up after the load is seen
+    point_buffer: float = 0.10
+    history_days: int = 14  # the static fleet's peak and the point forecast's pattern look this far back
+    workers: int = 2
+    # The engine as the simulation runs it: one median model instead of a bag of three, fewer boosting rounds,
+    # windows every 12 h: 500 entities x 14 days forecast in minutes (the product's own defaults: GlobalConfig()).
+    engine: GlobalConfig = field(
+        default_factory=lambda: GlobalConfig(median_bag=1, max_iter=100, anchor_step=12, max_train_rows=300_000)
+    )
+
+    @property
+    def overlap_h(self) -> float:
+        """How long a replaced fleet keeps running after cutover: the watch window and the record's TTL."""
+        return (self.policy.watch_s + self.policy.record_ttl_s) / 3600
+
+
+@dataclass
+class Totals:
+    underprovisioned_entity_hours: float = 0.0
+    shortfall_capacity_hours: float = 0.0  # instance-hours of capacity missing (fractional, of the fleet's type)
+    cost_usd: float = 0.0
+    migrations: int = 0
+    instance_hours: float = 0.0
+    entity_hours: int = 0  # scored hours (observed peaks)
+
+    def add(self, other: Totals) -> None:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def report(self) -> dict[str, float | int]:
+        out = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        out["cost_per_entity_hour"] = round(self.cost_usd / self.entity_hours, 5) if self.entity_hours else 0.0
+        return out
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One entity's hourly peaks over [history start, end) and its forecasts for the simulated hours."""
+
+    entity_id: str
+    cpu: np.ndarray  # hourly 5-minute peaks, NaN where unobserved
+    mem: np.ndarray
+    cpu_mean: np.ndarray  # hourly averages (what target tracking and predictive scaling track)
+    mem_mean: np.ndarray
+    first: int  # position of the first simulated hour in cpu/mem
+    fc_cpu: dict[float, np.ndarray]  # quantile -> simulated hours (NaN where no forecast)
+    fc_mem: dict[float, np.ndarray]
+    readiness: np.ndarray  # per simulated hour: the readiness of the forecast that covers it
+
+
+# ---- sizing and accounting (pure) --------------------------------------------------------------------------
+
+
+def needed(cpu: float, mem: float, itype: InstanceType, utilisation: float, max_instances: int) -> int:
+    """Instances of `itype` that keep both peaks under `utilisation` of capacity (as `policy.instances_needed`)."""
+    counts = [math.ceil(v / (cap * utilisation)) for v, cap in ((cpu, itype.cpu_mhz), (mem, itype.memory_kb))
+              if v == v]  # fmt: skip  # NaN != NaN: an unobserved metric asks for nothing
+    return max(1, min(max_instances, max(counts, default=1)))
+
+
+def shortfall(cpu: np.ndarray, mem: np.ndarray, count: np.ndarray, types: list[InstanceType]) -> np.ndarray:
+    """Per hour: instances (fractional, of that hour's type) missing to cover the peaks; NaN where unobserved."""
+    cpu_cap = np.array([t.cpu_mhz for t in types])
+    mem_cap = np.array([t.memory_kb for t in types])
+    with np.errstate(invalid="ignore"):
+        short = np.fmax((cpu - count * cpu_cap) / cpu_cap, (mem - count * mem_cap) / mem_cap)
+    seen = ~(np.isnan(cpu) & np.isnan(mem))
+    return np.where(seen, np.maximum(short, 0.0), np.nan)
+
+
+def score(short: np.ndarray, serving_cost: float, extra_cost: float, instance_hours: float, migrations: int) -> Totals:
+    seen = ~np.isnan(short)
+    return Totals(
+        underprovisioned_entity_hours=float(np.sum(short[seen] > 1e-9)),
+        shortfall_capacity_hours=float(np.sum(short[seen])),
+        cost_usd=serving_cost + extra_cost,
+        migrations=migrations,
+        instance_hours=instance_hours,
+        entity_hours=int(seen.sum()),
+    )
+
+
+def fixed_type(counts: np.ndarray, itype: InstanceType, cfg: SimConfig, cpu: np.ndarray, mem: np.ndarray,
+               launches_ahead: bool) -> Totals:  # fmt: skip
+    """A fleet of one type whose size per hour is `counts`; increases are launched `warmup_h` ahead (paid)."""
+    price = itype.price(cfg.region)
+    grown = np.maximum(np.diff(counts, prepend=counts[:1]), 0).sum() if launches_ahead else 0
+    extra_hours = grown * cfg.warmup_h
+    hours = float(counts.sum()) + extra_hours
+    short = shortfall(cpu, mem, counts.astype(float), [itype] * len(counts))
+    return score(short, float(counts.sum()) * price, extra_hours * price, hours, 0)
+
+
+def simulate_static(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
+    past = slice(max(0, e.first - 24 * cfg.history_days), e.first)
+    n = needed(np.nanmax(e.cpu[past]), np.nanmax(e.mem[past]), itype, cfg.policy.target_utilisation,
+               cfg.policy.max_instances)  # fmt: skip
+    hours = len(e.cpu) - e.first
+    return fixed_type(np.full(hours, n), itype, cfg, e.cpu[e.first :], e.mem[e.first :], launches_ahead=False)
+
+
+def simulate_oracle(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
+    p = cfg.policy
+    cpu, mem = e.cpu[e.first :], e.mem[e.first :]
+    pairs = zip(cpu, mem, strict=True)
+    counts = np.array([needed(c, m, itype, p.target_utilisation, p.max_instances) for c, m in pairs])
+    return fixed_type(counts, itype, cfg, cpu, mem, launches_ahead=True)
+
+
+def point_forecast(cpu: np.ndarray, at: int) -> float:
+    """AWS-style point forecast of hour `at`: the same hour's mean over the last 7 days, blended half and half
+    with the same hour a week ago (NaN-aware)."""
+    days = [cpu[at - 24 * k] for k in range(1, 8) if at - 24 * k >= 0]
+    daily = np.nanmean(days) if np.any(~np.isnan(days)) else np.nan
+    weekly = cpu[at - 168] if at - 168 >= 0 else np.nan
+    if np.isnan(weekly):
+        return float(daily)
+    if np.isnan(daily):
+        return float(weekly)
+    return float(0.5 * daily + 0.5 * weekly)
+
+
+def simulate_point(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
+    p, b = cfg.policy, 1 + cfg.point_buffer
+    counts = np.array([
+        needed(point_forecast(e.cpu_mean, h) * b, point_forecast(e.mem_mean, h) * b, itype, p.target_utilisation,
+               p.max_instances)
+        for h in range(e.first, len(e.cpu))
+    ])  # fmt: skip
+    return fixed_type(counts, itype, cfg, e.cpu[e.first :], e.mem[e.first :], launches_ahead=True)
+
+
+def simulate_reactive(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
+    """Target tracking at hourly resolution: an hour starts with what the previous hour's average needed; when its
+    own peak needs more, the extra instances serve (and are paid) after `reactive_delay_h`, and scale-in brings
+    the next hour back to what this hour's average needs."""
+    p, price = cfg.policy, itype.price(cfg.region)
+    start, late_hours = [], 0.0
+    last = (e.cpu_mean[e.first - 1], e.mem_mean[e.first - 1]) if e.first else (np.nan, np.nan)
+    have = needed(*last, itype, p.target_utilisation, p.max_instances)
+    for h in range(e.first, len(e.cpu)):
+        start.append(have)
+        peak = needed(e.cpu[h], e.mem[h], itype, p.target_utilisation, p.max_instances)
+        if peak > have:  # the peak set the alarm off: scaled out during the hour, after the delay
+            late_hours += (peak - have) * (1 - cfg.reactive_delay_h)
+        if not (np.isnan(e.cpu_mean[h]) and np.isnan(e.mem_mean[h])):  # back to what the average needs
+            have = needed(e.cpu_mean[h], e.mem_mean[h], itype, p.target_utilisation, p.max_instances)
+    counts = np.array(start)
+    short = shortfall(e.cpu[e.first :], e.mem[e.first :], counts.astype(float), [itype] * len(counts))
+    cost = (float(counts.sum()) + late_hours) * price
+    return score(short, cost, 0.0, float(counts.sum()) + late_hours, 0)
+
+
+def slice_forecast(e: Entity, spec: EntitySpec, slot: ScheduledSlice, offset: int, hours: int) -> DemandForecast | None:
+    """The product's forecast object for a slice: the engine's quantiles for its hours (None without forecast)."""
+    window = range(offset, offset + hours)
+    if any(np.isnan(e.fc_cpu[0.5][h]) for h in window):
+        return None
+
+    def metric(name: str, unit: str, fc: dict[float, np.ndarray]) -> MetricForecast:
+        rows = tuple(
+            HourQuantiles(hour=slot.start + timedelta(hours=i), quantiles={f"{q:g}": float(fc[q][h]) for q in fc})
+            for i, h in enumerate(window)
+        )
+        return MetricForecast(metric=name, unit=unit, model="global_gbm", hours=rows)
+
+    return DemandForecast(
+        entity_id=spec.entity_id, time_slice=slot.as_time_slice(), history_end=slot.start - timedelta(hours=1),
+        history_hours=FULL_HISTORY_HOURS, sizing_quantile=spec.policy.sizing_quantile,
+        metrics={"cpu_mhz": metric("cpu_mhz", "MHz", e.fc_cpu), "memory_kb": metric("memory_kb", "KB", e.fc_mem)},
+        readiness=float(np.nanmin(e.readiness[offset : offset + hours])),
+    )  # fmt: skip
+
+
+def simulate_predictive(e: Entity, itype: InstanceType, cfg: SimConfig, index: pd.DatetimeIndex) -> Totals:
+    """The product's policy code slice by slice (`workflows.policy.decide`, scale-in on)."""
+    from workflows.policy import decide
+
+    spec = entity_spec(e.entity_id, cfg)
+    p = cfg.policy
+    hours = len(e.cpu) - e.first
+    last = (e.cpu[e.first - 1], e.mem[e.first - 1]) if e.first else (np.nan, np.nan)
+    size = needed(*last, itype, p.target_utilisation, p.max_instances)
+    active = _fleet(e.entity_id, cfg.region, itype.name, size)
+    counts, types = np.zeros(hours), [itype] * hours
+    serving = extra = instance_hours = 0.0
+    migrations = 0
+    for offset in range(0, hours, cfg.slice_hours):
+        n_h = min(cfg.slice_hours, hours - offset)
+        start = index[e.first + offset].to_pydatetime()
+        slot = ScheduledSlice(start=start, end=start + timedelta(hours=n_h), region=cfg.region)
+        fc = slice_forecast(e, spec, slot, offset, n_h)
+        if fc is not None:
+            lead = slot.start - timedelta(seconds=p.lead_time_s)
+            decision = decide(spec, slot, active, fc, (), lead, prepare_s=p.prepare_s, scale_in=True)
+            old = INSTANCE_TYPES[active.instance_type]
+            if decision.action == "shadow":  # a new fleet warmed ahead; the old one runs on through the overlap
+                new = INSTANCE_TYPES[decision.instance_type]
+                extra += decision.quantity * cfg.warmup_h * new.price(cfg.region)
+                extra += active.size * cfg.overlap_h * old.price(cfg.region)
+                instance_hours += decision.quantity * cfg.warmup_h + active.size * cfg.overlap_h
+                active = _fleet(e.entity_id, cfg.region, decision.instance_type, decision.quantity)
+                migrations += 1
+            elif decision.action == "shrink":  # the surplus runs until cached answers expire
+                surplus = active.size - decision.quantity
+                extra += surplus * (p.record_ttl_s / 3600) * old.price(cfg.region)
+                instance_hours += surplus * p.record_ttl_s / 3600
+                active = _fleet(e.entity_id, cfg.region, active.instance_type, decision.quantity)
+        now = INSTANCE_TYPES[active.instance_type]
+        counts[offset : offset + n_h] = active.size
+        types[offset : offset + n_h] = [now] * n_h
+        serving += active.size * n_h * now.price(cfg.region)
+        instance_hours += active.size * n_h
+    short = shortfall(e.cpu[e.first :], e.mem[e.first :], counts, types)
+    return score(short, serving, extra, instance_hours, migrations)
+
+
+def _fleet(entity_id: str, region: str, itype: str, size: int) -> FleetRef:
+    return FleetRef(fleet_id=f"{entity_id}:sim", entity_id=entity_id, region=region, instance_type=itype,
+                    instance_ids=tuple(f"i-{k}" for k in range(size)), role="active")  # fmt: skip
+
+
+def entity_spec(entity_id: str, cfg: SimConfig) -> EntitySpec:
+    return EntitySpec(
+        entity_id=entity_id, home_region=cfg.region, instance_types=cfg.instance_types, dns_name=f"{entity_id}.sim",
+        hosted_zone_id="SIM", policy=cfg.policy,
+    )  # fmt: skip
+
+
+def entity_type(e: Entity, cfg: SimConfig) -> InstanceType:
+    """The cheapest allowed type for the history's 95th-percentile peaks (the baselines keep it throughout)."""
+    past = slice(max(0, e.first - 24 * cfg.history_days), e.first)
+    cpu, mem = np.nanpercentile(e.cpu[past], 95), np.nanpercentile(e.mem[past], 95)
+    p = cfg.policy
+    options = [(needed(cpu, mem, INSTANCE_TYPES[n], p.target_utilisation, p.max_instances)
+                * INSTANCE_TYPES[n].price(cfg.region), n) for n in cfg.instance_types]  # fmt: skip
+    return INSTANCE_TYPES[min(options)[1]]
+
+
+def simulate_entity(e: Entity, cfg: SimConfig, index: pd.DatetimeIndex) -> dict[str, Totals]:
+    itype = entity_type(e, cfg)
+    return {
+        "predictive": simulate_predictive(e, itype, cfg, index),
+        "reactive": simulate_reactive(e, itype, cfg),
+        "point_forecast": simulate_point(e, itype, cfg),
+        "static": simulate_static(e, itype, cfg),
+        "oracle": simulate_oracle(e, itype, cfg),
+    }
+
+
+def _chunk(args: tuple[list[Entity], SimConfig, pd.DatetimeIndex]) -> dict[str, Totals]:
+    entities, cfg, index = args
+    totals = {name: Totals() for name in POLICIES}
+    for e in entities:
+        for name, t in simulate_entity(e, cfg, index).items():
+            totals[name].add(t)
+    return totals
+
+
+# ---- forecasts ------------------------------------------------------------------------------------------------
+
+
+def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress) -> tuple[dict, np.ndarray]:
+    """Quantiles for positions [first, last) of every series, one forecast a day at midnight, and readiness."""
+    q = cfg.policy.sizing_quantile
+    config = replace(cfg.engine, horizon=24, quantiles=tuple(sorted({0.1, 0.5, 0.9, q})))
+    model = GlobalQuantileForecaster(config)
+    n, hours = len(panel.entities), last - first
+    out = {level: np.full((n, hours), np.nan) for level in config.quantiles}
+    ready = np.full((n, hours), np.nan)
+    origins = range(first, last, 24)
+    for k, origin in enumerate(origins, 1):
+        result = model.forecast(panel.values, panel.index, origin)
+        span = min(24, last - origin)
+        cols = slice(origin - first, origin - first + span)
+        for level in config.quantiles:
+            out[level][result.rows, cols] = result.quantiles[level][:, :span]
+        ready[result.rows, cols] = _readiness(panel, origin, result)[:, None]
+        progress(f"forecast {k}/{len(origins)} ({panel.index[origin]:%Y-%m-%d}): {len(result.rows)} series")
+    return out, ready
+
+
+def _readiness(panel: Panel, origin: int, result: object) -> np.ndarray:
+    """The product's readiness formula per series: history length, gaps, WAPE of the chosen candidate on the
+    calibration days (the engine's own held-out windows)."""
+    rows, model = result.rows, result.model  # type: ignore[attr-defined]
+    calibration = result.calibration  # type: ignore[attr-defined]
+    past = panel.values[rows, max(0, origin - FULL_HISTORY_HOURS) : origin]
+    observed = np.sum(~np.isnan(panel.values[rows, :origin]), axis=1)
+    missing = 1 - np.sum(~np.isnan(past), axis=1) / max(past.shape[1], 1)
+    scores = np.zeros(len(rows))
+    for i in range(len(rows)):
+        wape = None
+        name = str(model[i])
+        if name in calibration and "actual" in calibration:
+            actual, pred = calibration["actual"][:, i], calibration[name][:, i]
+            seen = ~np.isnan(actual) & ~np.isnan(pred)
+            total = np.sum(np.abs(actual[seen]))
+            wape = float(np.sum(np.abs(actual[seen] - pred[seen])) / total) if total > 0 else None
+        scores[i] = series_score(int(observed[i]), float(missing[i]), wape, name)[0]
+    return scores
+
+
+# ---- the run ------------------------------------------------------------------------------------------------
+
+
+def run(path: str, cfg: SimConfig, entities: list[str] | None = None, progress: Progress = lambda _m: None) -> dict:
+    began = time.perf_counter()
+    panels = {column: load_panel(path, column, entities) for column in (CPU, MEM, CPU_MEAN, MEM_MEAN)}
+    names = sorted(set.intersection(*(set(p.entities) for p in panels.values())))
+    if not names:
+        raise ValueError(f"{path}: no entity has all of {', '.join(panels)}")
+    index = panels[CPU].index
+    values = {}
+    for column, panel in panels.items():
+        if not panel.index.equals(index):
+            raise ValueError(f"{path}: {column} covers other hours than {CPU}")
+        values[column] = panel.values[[panel.entities.index(n) for n in names]]
+    first, last = panels[CPU].position(cfg.start), panels[CPU].position(cfg.end)
+    if first < 24 * 8 or last <= first:
+        raise ValueError(
+            f"the window {cfg.start} .. {cfg.end} needs at least 8 days of data before it inside "
+            f"{index[0]} .. {index[-1]}"
+        )
+    progress(f"{len(names)} entities, {last - first} hours ({index[first]} .. {index[last - 1]})")
+    # One panel of both peaks (2N series): the engine's features are scale-free, one fit a day serves both.
+    both = Panel([*(f"{n}/cpu" for n in names), *(f"{n}/mem" for n in names)], index,
+                 np.concatenate([values[CPU], values[MEM]]))  # fmt: skip
+    fc, ready = forecasts(both, first, last, cfg, progress)
+    forecast_s = time.perf_counter() - began
+    n = len(names)
+    ready = np.fmin(ready[:n], ready[n:])
+    ents = [
+        Entity(name, values[CPU][i, :last], values[MEM][i, :last], values[CPU_MEAN][i, :last],
+               values[MEM_MEAN][i, :last], first, {q: v[i] for q, v in fc.items()},
+               {q: v[n + i] for q, v in fc.items()}, ready[i])
+        for i, name in enumerate(names)
+    ]  # fmt: skip
+    chunks = [ents[k :: cfg.workers] for k in range(cfg.workers)]
+    totals = {name: Totals() for name in POLICIES}
+    with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+        for done, part in enumerate(pool.map(_chunk, [(c, cfg, index) for c in chunks]), 1):
+            for name, t in part.items():
+                totals[name].add(t)
+            progress(f"policies: {done}/{len(chunks)} worker chunks done")
+    return {
+        "window": {"start": str(index[first]), "end": str(index[last - 1] + pd.Timedelta(hours=1))},
+        "entities": len(names),
+        "seconds": {"forecast": round(forecast_s, 1), "total": round(time.perf_counter() - began, 1)},
+        "settings": {
+            "region": cfg.region, "instance_types": list(cfg.instance_types), "slice_hours": cfg.slice_hours,
+            "sizing_quantile": cfg.policy.sizing_quantile, "target_utilisation": cfg.policy.target_utilisation,
+            "warmup_h": cfg.warmup_h, "reactive_delay_h": cfg.reactive_delay_h, "point_buffer": cfg.point_buffer,
+            "overlap_h": round(cfg.overlap_h, 4), "workers": cfg.workers,
+            "engine": {k: v for k, v in asdict(cfg.engine).items() if k != "quantiles"},
+        },
+        "policies": {name: t.report() for name, t in totals.items()},
+    }  # fmt: skip
+
+
+def default_workers() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+__all__ = ["POLICIES", "SimConfig", "Totals", "run"]

@@ -1,0 +1,93 @@
+"""The simulator's accounting on tiny traces checked by hand (m5.large: 5000 MHz, 8 GiB; sized at 70%)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shadowing.catalog import INSTANCE_TYPES
+from shadowing.simulate import (
+    Entity,
+    SimConfig,
+    needed,
+    shortfall,
+    simulate_oracle,
+    simulate_point,
+    simulate_predictive,
+    simulate_reactive,
+    simulate_static,
+)
+
+M5 = INSTANCE_TYPES["m5.large"]
+PRICE = M5.price("us-east-1")
+NAN = float("nan")
+INDEX = pd.date_range("2013-08-20", periods=4, freq="h", tz="UTC")
+CFG = SimConfig(start=INDEX[1], end=INDEX[-1], instance_types=("m5.large",))
+
+
+def entity(peaks: list[float], means: list[float], p90: list[float] | None = None, ready: float = 0.9) -> Entity:
+    """Hour 0 is history; hours 1.. are simulated. Memory is idle."""
+    hours = len(peaks) - 1
+    forecast = np.array(p90 if p90 is not None else [NAN] * hours, dtype=float)
+    return Entity(
+        "e", np.array(peaks, float), np.zeros(len(peaks)), np.array(means, float), np.zeros(len(peaks)), 1,
+        {0.1: forecast * 0.5, 0.5: forecast * 0.8, 0.9: forecast}, {q: np.zeros(hours) for q in (0.1, 0.5, 0.9)},
+        np.full(hours, ready),
+    )  # fmt: skip
+
+
+def test_needed_sizes_the_binding_metric_at_the_utilisation_target() -> None:
+    assert needed(3500, 0, M5, 0.7, 20) == 1 and needed(3501, 0, M5, 0.7, 20) == 2
+    assert needed(NAN, 7 * 1024**2, M5, 0.7, 20) == 2  # 7 GiB > 5.6 GiB usable; the unobserved CPU asks nothing
+    assert needed(1e9, 0, M5, 0.7, 20) == 20
+
+
+def test_shortfall_is_fractional_instances_missing_and_nan_when_unobserved() -> None:
+    short = shortfall(np.array([7500, 4000, NAN]), np.array([0, 0, NAN]), np.array([1.0, 1.0, 1.0]), [M5] * 3)
+    assert short[0] == pytest.approx(0.5) and short[1] == 0 and np.isnan(short[2])
+
+
+SPIKE = {"peaks": [1000, 1000, 9000, 1000], "means": [1000, 1000, 6000, 1000]}
+
+
+def test_reactive_misses_the_spike_and_pays_the_late_instances() -> None:
+    """Hour 2 starts with 1 instance (hour 1's average); its 9000 MHz peak needs 3: under-provisioned by 0.8 of an
+    instance, 2 more run for the last 0.75 h; hour 3 starts at hour 2's average need (2)."""
+    t = simulate_reactive(entity(**SPIKE), M5, CFG)
+    assert t.underprovisioned_entity_hours == 1 and t.shortfall_capacity_hours == pytest.approx(0.8)
+    assert t.instance_hours == pytest.approx(1 + 1 + 2 + 2 * 0.75)
+    assert t.cost_usd == pytest.approx(t.instance_hours * PRICE) and t.entity_hours == 3
+
+
+def test_oracle_covers_every_hour_and_pays_the_warm_up_of_what_it_adds() -> None:
+    t = simulate_oracle(entity(**SPIKE), M5, CFG)
+    assert t.underprovisioned_entity_hours == 0
+    assert t.instance_hours == pytest.approx(1 + 3 + 1 + 2 * CFG.warmup_h)
+
+
+def test_static_is_sized_for_the_history_peak_only() -> None:
+    t = simulate_static(entity(**SPIKE), M5, CFG)
+    assert t.instance_hours == 3 and t.underprovisioned_entity_hours == 1
+
+
+def test_point_forecast_without_a_week_of_history_follows_what_it_has() -> None:
+    """Hour 2's point forecast needs a day back: there is none in this trace, so it stays at 1 instance."""
+    t = simulate_point(entity(**SPIKE), M5, CFG)
+    assert t.underprovisioned_entity_hours == 1
+
+
+def test_predictive_shadows_ahead_of_the_spike_then_shrinks() -> None:
+    """The p90 forecast says 9000 MHz for hour 2: shadows of 3 warm up ahead (0.25 h paid), the old fleet runs
+    through the overlap; hour 3's forecast needs 1: 2 are released after the record's TTL."""
+    t = simulate_predictive(entity(**SPIKE, p90=[1000, 9000, 1000]), M5, CFG, INDEX)
+    assert t.underprovisioned_entity_hours == 0 and t.migrations == 1
+    ttl_h = CFG.policy.record_ttl_s / 3600
+    assert t.instance_hours == pytest.approx(1 + 3 + 1 + 3 * CFG.warmup_h + 1 * CFG.overlap_h + 2 * ttl_h)
+    assert t.cost_usd == pytest.approx(t.instance_hours * PRICE)
+
+
+def test_predictive_keeps_its_fleet_on_an_untrusted_forecast() -> None:
+    """Readiness below the threshold: no shadow for the spike (under-provisioned) and no shrink either."""
+    t = simulate_predictive(entity(**SPIKE, p90=[1000, 9000, 1000], ready=0.1), M5, CFG, INDEX)
+    assert t.migrations == 0 and t.underprovisioned_entity_hours == 1 and t.instance_hours == 3
