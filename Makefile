@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix bench-load
+.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix bench-load bench-orchestration
 
 install: $(STAMP)
 
@@ -48,3 +48,8 @@ fault-matrix: install
 # The load run of issue 6: 200 entity workflows, 50 of them migrating at once (about 20 minutes on 2 cores).
 bench-load: install
 	$(BIN)/python -m benchmarks.load --entities 200 --migrating 50 --json .shadowing/bench-load.json
+
+# Orchestration cost per migration at N = 10, 100, 1000 entities, one migration each (issue "Performance", item 2).
+# An N whose linear projection from the previous N exceeds --budget-s (20 min) is printed as not run, with why.
+bench-orchestration: install
+	$(BIN)/python -m benchmarks.orchestration --entities 10 100 1000 --json .shadowing/bench-orchestration.json

@@ -166,7 +166,9 @@ class Env:
 
 def policy(case: Case) -> EntityPolicy:
     return EntityPolicy(
-        warm_up=True, warm_p99_ms=150, record_ttl_s=1, watch_s=1.5, catch_up_interval_s=1, warmup_timeout_s=90,
+        # the watch cases watch longer: the disruption must see the "watching" phase even on a loaded machine
+        warm_up=True, warm_p99_ms=150, record_ttl_s=1, watch_s=6 if case.step == "watch" else 1.5,
+        catch_up_interval_s=1, warmup_timeout_s=90,
         max_replication_lag_s=30,
         spot=case.fault == "spot-unfulfilled", spot_deadline_s=3, step_timeout_s=15, heartbeat_timeout_s=10,
     )  # fmt: skip
