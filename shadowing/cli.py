@@ -337,6 +337,7 @@ def simulate(
     json_path: Annotated[Path | None, typer.Option("--json", help="also write the figures here")] = None,
     slice_hours: Annotated[int, typer.Option(min=1, max=24, help="slice length the product decides on")] = 1,
     workers: Annotated[int, typer.Option(min=1, max=64, help="processes for the policies")] = 2,
+    cache: Annotated[Path | None, typer.Option("--forecast-cache", help=".npz: reuse forecasts across runs")] = None,
 ) -> None:
     """Replays a usage trace through the product's policy and reactive, point-forecast, static and oracle ones."""
     import time as clock
@@ -362,7 +363,7 @@ def simulate(
 
     try:
         result = run(str(input_path), SimConfig(start=first, end=last, slice_hours=slice_hours, workers=workers),
-                     entities or None, progress)  # fmt: skip
+                     entities or None, progress, str(cache) if cache else None)  # fmt: skip
     except ValueError as exc:  # the data cannot support the window; UsageDataError names the file's problem
         raise InvalidRequest(str(exc), "input") from exc
     from rich.table import Table
@@ -381,6 +382,7 @@ def simulate(
             _ratio(r["cost_usd"], pol["reactive"]["cost_usd"]), _ratio(r["cost_usd"], pol["oracle"]["cost_usd"]),
         )  # fmt: skip
     console.print(table)
+    console.print(f"predictive decisions: {pol['predictive'].get('decisions', {})}")
     console.print(f"forecasting {result['seconds']['forecast']} s, total {result['seconds']['total']} s")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,9 @@ class EntityPolicy(Frozen):
         True, description="shrink the active fleet at a slice start when the forecast needs fewer instances"
     )
     scale_in_min: int = Field(1, ge=1, description="shrink only when at least this many instances are surplus")
+    scale_in_trusted_only: bool = Field(
+        False, description="shrink only on a forecast whose readiness reaches readiness_threshold"
+    )
     lead_time_s: float = Field(900.0, gt=0, description="forecast and prepare this long before a slice starts")
     prepare_s: float = Field(
         300.0, gt=0, description="expected time to provision and warm shadows; less time left lowers readiness"

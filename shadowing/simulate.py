@@ -26,6 +26,7 @@ product would choose for the history's demand (predictive may change it when it 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -90,13 +91,18 @@ class Totals:
     migrations: int = 0
     instance_hours: float = 0.0
     entity_hours: int = 0  # scored hours (observed peaks)
+    decisions: dict[str, int] = field(default_factory=dict)  # predictive: slices by action (shadow, shrink, ...)
 
     def add(self, other: Totals) -> None:
         for name, value in asdict(other).items():
-            setattr(self, name, getattr(self, name) + value)
+            if name == "decisions":
+                for action, count in value.items():
+                    self.decisions[action] = self.decisions.get(action, 0) + count
+            else:
+                setattr(self, name, getattr(self, name) + value)
 
     def report(self) -> dict[str, float | int]:
-        out = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        out = {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items() if k != "decisions" or v}
         out["cost_per_entity_hour"] = round(self.cost_usd / self.entity_hours, 5) if self.entity_hours else 0.0
         return out
 
@@ -253,14 +259,18 @@ def simulate_predictive(e: Entity, itype: InstanceType, cfg: SimConfig, index: p
     counts, types = np.zeros(hours), [itype] * hours
     serving = extra = instance_hours = 0.0
     migrations = 0
+    actions: dict[str, int] = {}
     for offset in range(0, hours, cfg.slice_hours):
         n_h = min(cfg.slice_hours, hours - offset)
         start = index[e.first + offset].to_pydatetime()
         slot = ScheduledSlice(start=start, end=start + timedelta(hours=n_h), region=cfg.region)
         fc = slice_forecast(e, spec, slot, offset, n_h)
-        if fc is not None:
+        if fc is None:
+            actions["no-forecast"] = actions.get("no-forecast", 0) + 1
+        else:
             lead = slot.start - timedelta(seconds=p.lead_time_s)
             decision = decide(spec, slot, active, fc, (), lead, prepare_s=p.prepare_s, scale_in=True)
+            actions[decision.action] = actions.get(decision.action, 0) + 1
             old = INSTANCE_TYPES[active.instance_type]
             if decision.action == "shadow":  # a new fleet warmed ahead; the old one runs on through the overlap
                 new = INSTANCE_TYPES[decision.instance_type]
@@ -280,7 +290,9 @@ def simulate_predictive(e: Entity, itype: InstanceType, cfg: SimConfig, index: p
         serving += active.size * n_h * now.price(cfg.region)
         instance_hours += active.size * n_h
     short = shortfall(e.cpu[e.first :], e.mem[e.first :], counts, types)
-    return score(short, serving, extra, instance_hours, migrations)
+    totals = score(short, serving, extra, instance_hours, migrations)
+    totals.decisions = actions
+    return totals
 
 
 def _fleet(entity_id: str, region: str, itype: str, size: int) -> FleetRef:
@@ -348,6 +360,24 @@ def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Pro
     return out, ready
 
 
+def cached_forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress,
+                     cache: str | None) -> tuple[dict, np.ndarray]:  # fmt: skip
+    """`forecasts`, kept in `cache` (.npz) for the same series, window and engine: policy runs then skip fitting."""
+    key = f"{panel.entities}|{panel.index[first]}|{panel.index[last - 1]}|{cfg.engine}|{cfg.policy.sizing_quantile}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    if cache and os.path.exists(cache):
+        with np.load(cache) as saved:
+            if str(saved["digest"]) == digest:
+                progress(f"forecasts from {cache}")
+                levels = [float(q) for q in saved["levels"]]
+                return {q: saved[f"q{q:g}"] for q in levels}, saved["ready"]
+    fc, ready = forecasts(panel, first, last, cfg, progress)
+    if cache:
+        arrays = {f"q{q:g}": v for q, v in fc.items()}
+        np.savez_compressed(cache, digest=digest, levels=np.array(list(fc)), ready=ready, **arrays)
+    return fc, ready
+
+
 def _readiness(panel: Panel, origin: int, result: object) -> np.ndarray:
     """The product's readiness formula per series: history length, gaps, WAPE of the chosen candidate on the
     calibration days (the engine's own held-out windows)."""
@@ -372,7 +402,8 @@ def _readiness(panel: Panel, origin: int, result: object) -> np.ndarray:
 # ---- the run ------------------------------------------------------------------------------------------------
 
 
-def run(path: str, cfg: SimConfig, entities: list[str] | None = None, progress: Progress = lambda _m: None) -> dict:
+def run(path: str, cfg: SimConfig, entities: list[str] | None = None, progress: Progress = lambda _m: None,
+        cache: str | None = None) -> dict:  # fmt: skip
     began = time.perf_counter()
     panels = {column: load_panel(path, column, entities) for column in (CPU, MEM, CPU_MEAN, MEM_MEAN)}
     names = sorted(set.intersection(*(set(p.entities) for p in panels.values())))
@@ -394,7 +425,7 @@ def run(path: str, cfg: SimConfig, entities: list[str] | None = None, progress: 
     # One panel of both peaks (2N series): the engine's features are scale-free, one fit a day serves both.
     both = Panel([*(f"{n}/cpu" for n in names), *(f"{n}/mem" for n in names)], index,
                  np.concatenate([values[CPU], values[MEM]]))  # fmt: skip
-    fc, ready = forecasts(both, first, last, cfg, progress)
+    fc, ready = cached_forecasts(both, first, last, cfg, progress, cache)
     forecast_s = time.perf_counter() - began
     n = len(names)
     ready = np.fmin(ready[:n], ready[n:])

@@ -174,7 +174,7 @@ def test_a_trusted_smaller_forecast_shrinks_the_fleet_to_what_it_needs() -> None
     ("kw", "readiness", "policy"),
     [
         ({}, 0.9, {}),  # workflows from before the scale-in patch
-        ({"scale_in": True}, 0.1, {}),  # an untrusted forecast never removes capacity
+        ({"scale_in": True}, 0.1, {"scale_in_trusted_only": True}),  # the policy wants trust to remove capacity
         ({"scale_in": True}, 0.9, {"scale_in": False}),  # the entity's policy turned it off
         ({"scale_in": True}, 0.9, {"scale_in_min": 4}),  # 3 surplus, fewer than the policy's minimum
     ],
@@ -182,3 +182,12 @@ def test_a_trusted_smaller_forecast_shrinks_the_fleet_to_what_it_needs() -> None
 def test_scale_in_needs_the_patch_a_trusted_forecast_and_the_policy(kw: dict, readiness: float, policy: dict) -> None:
     d = decide(spec(**policy), SLOT, fleet("eu-west-1", 6), forecast(10_000, readiness=readiness), **kw)
     assert d.action == "stay" and d.quantity == 6
+
+
+def test_an_untrusted_forecast_still_shrinks_and_still_grows_in_place() -> None:
+    """Elastic (scale_in): the p90 sizes both ways whatever the readiness; a region move stays gated."""
+    low = forecast(10_000, readiness=0.1)
+    assert decide(spec(), SLOT, fleet("eu-west-1", 6), low, scale_in=True).action == "shrink"
+    assert decide(spec(), SLOT, fleet("eu-west-1", 1), low, scale_in=True).action == "shadow"
+    assert decide(spec(), SLOT, fleet("us-east-1", 1), low, scale_in=True).action == "skip"
+    assert decide(spec(), SLOT, fleet("eu-west-1", 1), low).action == "skip"  # before the patch: gated

@@ -87,7 +87,16 @@ def test_predictive_shadows_ahead_of_the_spike_then_shrinks() -> None:
     assert t.cost_usd == pytest.approx(t.instance_hours * PRICE)
 
 
-def test_predictive_keeps_its_fleet_on_an_untrusted_forecast() -> None:
-    """Readiness below the threshold: no shadow for the spike (under-provisioned) and no shrink either."""
+def test_predictive_on_an_untrusted_forecast_still_follows_it_in_place() -> None:
+    """Readiness below the threshold: a same-region peak is still shadowed and the surplus still released
+    (the elastic policy); the accounting is the trusted case's."""
+    trusted = simulate_predictive(entity(**SPIKE, p90=[1000, 9000, 1000]), M5, CFG, INDEX)
     t = simulate_predictive(entity(**SPIKE, p90=[1000, 9000, 1000], ready=0.1), M5, CFG, INDEX)
-    assert t.migrations == 0 and t.underprovisioned_entity_hours == 1 and t.instance_hours == 3
+    assert t.migrations == 1 and t.underprovisioned_entity_hours == 0
+    assert t.instance_hours == pytest.approx(trusted.instance_hours)
+    assert t.decisions == {"stay": 1, "shadow": 1, "shrink": 1}
+
+
+def test_predictive_without_a_forecast_keeps_its_fleet() -> None:
+    t = simulate_predictive(entity(**SPIKE), M5, CFG, INDEX)
+    assert t.migrations == 0 and t.underprovisioned_entity_hours == 1 and t.decisions == {"no-forecast": 3}
