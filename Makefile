@@ -49,7 +49,7 @@ fault-matrix: install
 bench-load: install
 	$(BIN)/python -m benchmarks.load --entities 200 --migrating 50 --json .shadowing/bench-load.json
 
-# Orchestration cost per migration at N = 10, 100, 300, 1000 entities, one migration each ("Performance", item 2).
+# Orchestration cost per migration at N = 10, 100, 200, 1000 entities, one migration each ("Performance", item 2).
 # An N whose linear projection from the previous N exceeds --budget-s (20 min) is printed as not run, with why.
 bench-orchestration: install
-	$(BIN)/python -m benchmarks.orchestration --entities 10 100 300 1000 --json .shadowing/bench-orchestration.json
+	$(BIN)/python -m benchmarks.orchestration --entities 10 100 200 1000 --json .shadowing/bench-orchestration.json
