@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -130,28 +131,32 @@ class ForecastActivities:
         )
 
     def _history(self, region: str, namespace: str, entity_id: str, metric: str, end: pd.Timestamp) -> pd.Series:
-        cw = self._clients("cloudwatch", region)
-        start = (end - HISTORY).to_pydatetime()
-        query = {
-            "Id": "m",
-            "MetricStat": {
-                "Metric": {
-                    "Namespace": namespace,
-                    "MetricName": METRICS[metric].cloudwatch_name,
-                    "Dimensions": [{"Name": DIMENSION, "Value": entity_id}],
-                },
-                "Period": 3600,
-                "Stat": "Maximum",
+        return usage_history(self._clients("cloudwatch", region), namespace, entity_id, metric, end)
+
+
+def usage_history(cw: Any, namespace: str, entity_id: str, metric: str, end: pd.Timestamp) -> pd.Series:
+    """The entity's hourly `Maximum` of `metric` over the HISTORY before `end`, from a CloudWatch client (NaN gaps)."""
+    start = (end - HISTORY).to_pydatetime()
+    query = {
+        "Id": "m",
+        "MetricStat": {
+            "Metric": {
+                "Namespace": namespace,
+                "MetricName": METRICS[metric].cloudwatch_name,
+                "Dimensions": [{"Name": DIMENSION, "Value": entity_id}],
             },
-        }
-        stamps, values = [], []
-        for page in cw.get_paginator("get_metric_data").paginate(
-            MetricDataQueries=[query], StartTime=start, EndTime=end.to_pydatetime()
-        ):
-            for result in page["MetricDataResults"]:
-                stamps += result["Timestamps"]
-                values += result["Values"]
-        return points_to_series(stamps, values, start, end.to_pydatetime())
+            "Period": 3600,
+            "Stat": "Maximum",
+        },
+    }
+    stamps, values = [], []
+    for page in cw.get_paginator("get_metric_data").paginate(
+        MetricDataQueries=[query], StartTime=start, EndTime=end.to_pydatetime()
+    ):
+        for result in page["MetricDataResults"]:
+            stamps += result["Timestamps"]
+            values += result["Values"]
+    return points_to_series(stamps, values, start, end.to_pydatetime())
 
 
 def _metric(name: str, fc: SeriesForecast) -> MetricForecast:

@@ -310,14 +310,13 @@ def read_actual_usage(
     """The entity's hourly usage maxima over [start, end) per metric, read from CloudWatch (`cloudwatch`: a boto3
     client of the entity's home region) by the forecast activity's own reader: same namespace, `EntityId`
     dimension, hourly `Maximum`. Missing hours are NaN."""
-    from activities.forecast import FORECAST_METRICS, ForecastActivities  # heavy (the forecasting models)
+    from activities.forecast import FORECAST_METRICS, usage_history  # heavy (the forecasting models)
 
-    reader = ForecastActivities(lambda service, region: cloudwatch)
     stop = pd.Timestamp(end).ceil("h")
     first = pd.Timestamp(start).floor("h")
     out = {}
     for name in metrics or FORECAST_METRICS:
-        series = reader._history("", namespace, entity_id, name, stop)
+        series = usage_history(cloudwatch, namespace, entity_id, name, stop)
         out[name] = series[(series.index >= first) & (series.index < stop)]
     return out
 
