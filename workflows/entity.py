@@ -51,10 +51,9 @@ with workflow.unsafe.imports_passed_through():
         SliceAction,
         SliceRequest,
         SliceStatus,
-        WeightsInput,
     )
     from workflows import policy
-    from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, root_cause
+    from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, refresh_record, root_cause
     from workflows.predict import FORECAST
     from workflows.waiting import condition_within
 
@@ -281,16 +280,9 @@ class EntityScheduleWorkflow:
             "spot_instance_ids": tuple(i for i in active.spot_instance_ids if i in active.instance_ids[:n]),
             "availability_zones": active.availability_zones[:n],
         })  # fmt: skip
-        spec = self._spec
-        routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=kept)
         try:
-            state = await workflow.execute_activity("routing_state", routing, result_type=RoutingState, **STEP)
-            weight = state.weights.get(active.fleet_id)
-            ttl = state.ttl_s or spec.policy.record_ttl_s
-            if weight is not None:
-                names = WeightsInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, fleets=(kept,),
-                                     weights={active.fleet_id: weight}, ttl_s=ttl)  # fmt: skip
-                await workflow.execute_activity("set_weights", names, result_type=RoutingState, **STEP)
+            ttl = await refresh_record(self._spec, kept, self._routing_step)
+            if ttl is not None:
                 await workflow.sleep(ttl)  # answers cached before the rewrite still name the surplus
             shrunk = await workflow.execute_activity(
                 "shrink_fleet", ResizeInput(fleet=active, quantity=n, keep=kept.instance_ids), result_type=FleetRef,
@@ -303,6 +295,9 @@ class EntityScheduleWorkflow:
         self._update(active_fleet=shrunk)
         self._set_slice(index, state="done", outcome=f"shrunk {active.size} -> {shrunk.size}")
         self._event("scale-in", f"{active.fleet_id}: {active.size} -> {shrunk.size} x {active.instance_type}", key)
+
+    async def _routing_step(self, name: str, arg: object) -> object:
+        return await workflow.execute_activity(name, arg, result_type=RoutingState, **STEP)
 
     def _plan_only(self, index: int, decision: Decision) -> None:
         """Forecast-only: record what would have been done and plan the next slices from there."""

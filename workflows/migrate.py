@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from shadowing.models import (
         CostEntry,
         DemandForecast,
+        EntitySpec,
         FleetInput,
         FleetRef,
         FleetSignals,
@@ -186,17 +188,15 @@ class ShadowMigrationWorkflow:
 
     async def _refresh_record(self, req: MigrationInput, fleet: FleetRef) -> None:
         """Rewrites the fleet's weighted record with its current addresses, at the weight it has now."""
-        spec = req.spec
-        routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet)
-        state = await self._act("routing_state", routing, RoutingState)
-        weight = state.weights.get(fleet.fleet_id)
-        if weight is None:
-            return
-        ask = WeightsInput(
-            hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, fleets=(fleet,),
-            weights={fleet.fleet_id: weight}, ttl_s=state.ttl_s or spec.policy.record_ttl_s,
-        )  # fmt: skip
-        await self._long("set_weights", ask, RoutingState, 300)
+
+        def run(name: str, arg: object) -> Awaitable[object]:  # set_weights may wait for Route53 to sync
+            return (
+                self._long(name, arg, RoutingState, 300)
+                if name == "set_weights"
+                else self._act(name, arg, RoutingState)
+            )
+
+        await refresh_record(req.spec, fleet, run)
 
     def _cost(self, req: MigrationInput, outcome: str, cutover: datetime | None = None) -> CostEntry | None:
         """The ledger line (v2 only): shadow hours until cutover or the end, old-fleet overlap, late scale-up."""
@@ -546,6 +546,26 @@ class ShadowMigrationWorkflow:
             metrics.record_migration_end(
                 meter, outcome, region, cost.cost_usd if cost else 0.0, cost.spot_savings_usd if cost else 0.0
             )
+
+
+async def refresh_record(
+    spec: EntitySpec, fleet: FleetRef, run: Callable[[str, object], Awaitable[object]]
+) -> int | None:
+    """Rewrites the fleet's weighted record with the addresses `fleet` names, at the weight it has now; returns the
+    record's TTL, or None when the fleet has no record (nothing written). `run(activity, arg)` executes a step."""
+    routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet)
+    state = await run("routing_state", routing)
+    assert isinstance(state, RoutingState)
+    weight = state.weights.get(fleet.fleet_id)
+    if weight is None:
+        return None
+    ttl = state.ttl_s or spec.policy.record_ttl_s
+    ask = WeightsInput(
+        hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, fleets=(fleet,), weights={fleet.fleet_id: weight},
+        ttl_s=ttl,
+    )  # fmt: skip
+    await run("set_weights", ask)
+    return ttl
 
 
 def root_cause(exc: BaseException) -> str:
