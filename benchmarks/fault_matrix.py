@@ -168,7 +168,7 @@ class Env:
 def policy(case: Case) -> EntityPolicy:
     return EntityPolicy(
         # the watch cases watch longer: the disruption must see the "watching" phase even on a loaded machine
-        warm_up=True, warm_p99_ms=150, record_ttl_s=1, watch_s=6 if case.step == "watch" else 1.5,
+        warm_up=True, warm_p99_ms=150, record_ttl_s=1, watch_s=15 if case.step == "watch" else 1.5,
         catch_up_interval_s=1, warmup_timeout_s=90,
         max_replication_lag_s=30,
         spot=case.fault == "spot-unfulfilled", spot_deadline_s=3, step_timeout_s=15, heartbeat_timeout_s=10,
@@ -505,36 +505,40 @@ class Matrix:
         rows: list[Row] = []
 
         aws_group = [c for c in every if c.fault not in PROCESS_FAULTS]
-        progress(f"{len(aws_group)} AWS-fault cases ...")
-        settings = self.settings(f"fm-aws-{uuid.uuid4().hex[:6]}", [r for c in aws_group for r in c.rules()])
-        faulty = AwsClients(settings)
-        assert faulty.faults is not None
-        injector = faulty.faults
-        env = Env(client, clean, endpoints, zone_id, settings.task_queue, injector.open_spot_requests)
+        if aws_group:
+            progress(f"{len(aws_group)} AWS-fault cases ...")
+            settings = self.settings(f"fm-aws-{uuid.uuid4().hex[:6]}", [r for c in aws_group for r in c.rules()])
+            faulty = AwsClients(settings)
+            assert faulty.faults is not None
+            injector = faulty.faults
+            env = Env(client, clean, endpoints, zone_id, settings.task_queue, injector.open_spot_requests)
 
-        def fired(case: Case) -> int:
-            return sum(injector.fired[r] for r in case.rules())
+            def fired(case: Case) -> int:
+                return sum(injector.fired[r] for r in case.rules())
 
-        async with build_worker(client, settings, faulty):
-            rows += await run_aws_faults(env, aws_group, fired)
+            async with build_worker(client, settings, faulty):
+                rows += await run_aws_faults(env, aws_group, fired)
 
         kill_group = [c for c in every if c.fault == "worker-sigkill"]
-        progress(f"{len(kill_group)} worker-SIGKILL cases ...")
-        queue = f"fm-kill-{uuid.uuid4().hex[:6]}"
-        workers = WorkerProcesses(self.settings(queue, [r for c in kill_group for r in c.rules()]))
-        workers.start()
-        try:
-            env = Env(client, clean, endpoints, zone_id, queue)
-            rows += await run_disrupted(env, kill_group, workers.kill_and_replace)
-        finally:
-            workers.stop()
+        if kill_group:
+            progress(f"{len(kill_group)} worker-SIGKILL cases ...")
+            queue = f"fm-kill-{uuid.uuid4().hex[:6]}"
+            workers = WorkerProcesses(self.settings(queue, [r for c in kill_group for r in c.rules()]))
+            workers.start()
+            try:
+                env = Env(client, clean, endpoints, zone_id, queue)
+                rows += await run_disrupted(env, kill_group, workers.kill_and_replace)
+            finally:
+                workers.stop()
 
         restart_group = [c for c in every if c.fault == "server-restart"]
-        progress(f"{len(restart_group)} server-restart cases ...")
-        settings = self.settings(f"fm-restart-{uuid.uuid4().hex[:6]}", [r for c in restart_group for r in c.rules()])
-        env = Env(client, clean, endpoints, zone_id, settings.task_queue)
-        async with build_worker(client, settings, AwsClients(settings)):
-            rows += await run_disrupted(env, restart_group, self.restart_server)
+        if restart_group:
+            progress(f"{len(restart_group)} server-restart cases ...")
+            rules = [r for c in restart_group for r in c.rules()]
+            settings = self.settings(f"fm-restart-{uuid.uuid4().hex[:6]}", rules)
+            env = Env(client, clean, endpoints, zone_id, settings.task_queue)
+            async with build_worker(client, settings, AwsClients(settings)):
+                rows += await run_disrupted(env, restart_group, self.restart_server)
         order = {(c.step, c.fault): n for n, c in enumerate(every)}
         return sorted(rows, key=lambda r: order[(r.step, r.fault)])
 

@@ -15,6 +15,7 @@ returned, replicas dropped, shadows terminated) and the workflow re-raises so Te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -76,6 +77,11 @@ WATCH_PROBES = 3
 UNHEALTHY_PROBES_TO_ROLL_BACK = 2
 #: Migrations started before this patch replay the original (not adaptive, no ledger) path.
 ADAPTIVE = "adaptive-migration"
+#: Waiting for the go, every wake-up (timer or call) runs the same steps (re-forecast when due, catch-up) before the
+#: call is read. A crashed worker's timed-out workflow task can have the timer and the call delivered to the workflow
+#: in one activation on replay but in two when first run; before this patch the two runs took different branches
+#: (the fault matrix: "UpsertWorkflowSearchAttributesMachine does not handle ActivityTaskScheduled", stuck).
+STEP_THEN_DECIDE = "wait-steps-then-decides"
 
 
 @workflow.defn(name="ShadowMigration")
@@ -87,6 +93,7 @@ class ShadowMigrationWorkflow:
         self._checkpoint: tuple[TableCheckpoint, ...] = ()
         self._target_group: str | None = None  # the shadows' ELB target group, when the listener is in their region
         self._v2 = False
+        self._phase_attr: str | None = None  # the last ShadowingPhase this run upserted
         self._ready_at: datetime | None = None  # when the shadows were up (their pre-warm hours start)
         self._shadows: FleetRef | None = None
         self._cutover_began: datetime | None = None  # for the cutover-duration metric
@@ -285,6 +292,7 @@ class ShadowMigrationWorkflow:
         resizing = self._v2 and req.mode == "auto" and req.forecast is not None
         next_refine = workflow.now() + timedelta(seconds=refine_every) if resizing else None
         forecast = req.forecast
+        step_first = workflow.patched(STEP_THEN_DECIDE)
         while True:
             left = (until - workflow.now()).total_seconds()
             if left <= 0:
@@ -292,14 +300,19 @@ class ShadowMigrationWorkflow:
             step = min(left, req.spec.policy.catch_up_interval_s) if self._checkpoint else left
             if next_refine is not None:
                 step = max(min(step, (next_refine - workflow.now()).total_seconds()), 0.001)
-            if await condition_within(lambda: self._proceed or self._release, step):
+            if not step_first and await condition_within(lambda: self._proceed or self._release, step):
                 return not self._release
+            if step_first:  # woken by the timer or by a call: which one does not matter here
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self._proceed or self._release, timeout=step)
             if next_refine is not None and forecast is not None and workflow.now() >= next_refine:
                 forecast = await self._resize(req, forecast)
                 next_refine = workflow.now() + timedelta(seconds=refine_every)
             if self._checkpoint and (until - workflow.now()).total_seconds() > 0:
                 status = await self._act("catch_up", self._replication(req), ReplicationStatus)
                 self._checkpoint = status.checkpoint or self._checkpoint
+            if step_first and (self._proceed or self._release):
+                return not self._release
 
     async def _resize(self, req: MigrationInput, forecast: DemandForecast) -> DemandForecast:
         """Re-forecasts with the newest observations (the engine's Bayesian update) and resizes the shadows:
@@ -518,8 +531,11 @@ class ShadowMigrationWorkflow:
         self._progress = MigrationProgress(
             slice_key=req.time_slice.key, phase=phase, detail=detail, shadows=shadows, prepare_s=prepare_s, cost=cost
         )
-        if self._v2 and workflow.info().typed_search_attributes.get(search.PHASE) != phase:
+        # Decided on what this run upserted (the workflow's own state), not on workflow.info(): the same commands
+        # as before for every history, without depending on what the SDK hands a replaying worker at start.
+        if self._v2 and self._phase_attr != phase:
             workflow.upsert_search_attributes([search.PHASE.value_set(phase)])
+            self._phase_attr = phase
         parent = workflow.info().parent
         if parent is not None:
             handle = workflow.get_external_workflow_handle(parent.workflow_id)
