@@ -71,6 +71,17 @@ class PanelForecast:
     calibration: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Fitted:
+    """One fit: a predictor per quantile (of scaled targets), their conformal shifts, the per-series choice."""
+
+    models: dict[float, Callable[[np.ndarray], np.ndarray]]
+    offsets: dict[float, float]
+    chosen: np.ndarray
+    selection_mae: dict[str, np.ndarray]
+    calibration: dict[str, np.ndarray]
+
+
 class GlobalQuantileForecaster:
     def __init__(
         self,
@@ -84,33 +95,58 @@ class GlobalQuantileForecaster:
 
     def forecast(self, values: np.ndarray, index: pd.DatetimeIndex, origin: int) -> PanelForecast:
         """Forecasts `horizon` hours from position `origin` for each row of `values` (N x T), seeing only the past."""
+        return self.forecast_rolling(values, index, origin, [origin])[0]
+
+    def forecast_rolling(
+        self, values: np.ndarray, index: pd.DatetimeIndex, origin: int, origins: Iterable[int]
+    ) -> list[PanelForecast]:
+        """Fits once on the hours before `origin`, then forecasts `horizon` hours from each of `origins` (each at or
+        after `origin`) with the features of the hours before it: what a model refitted daily and asked every hour
+        with live data answers. The series, their choice of candidate and the calibration are the fit's."""
         cfg = self.config
         past = values[:, :origin]
         filled = fill_for_features(past)
         observed = np.sum(~np.isnan(past[:, -WEEK:]), axis=1) if origin else np.zeros(len(values))
         short = (origin < WEEK + DAY) | (observed < DAY)
         rows = np.flatnonzero(np.sum(~np.isnan(past), axis=1) > 0)
-        out = {q: np.full((len(rows), cfg.horizon), np.nan) for q in cfg.quantiles}
         fallback = short[rows]
+        fit_anchors, cal_anchors = self._anchors(origin)
+        fitted = None
+        if len(fit_anchors) * cfg.anchor_step >= 3 * DAY and cal_anchors and (~fallback).any():
+            model_rows = rows[~fallback]
+            fitted = self._fit(filled[model_rows], past[model_rows], index, fit_anchors, cal_anchors)
+        else:
+            fallback = np.ones(len(rows), dtype=bool)
+        out = []
+        for at in origins:
+            if at < origin:
+                raise ValueError(f"origin {at} is before the fit's origin {origin}")
+            seen = values[:, :at] if at > origin else past
+            out.append(self._predict_at(fitted, seen, rows, fallback, index, at))
+        return out
+
+    def _predict_at(
+        self, fitted: _Fitted | None, past: np.ndarray, rows: np.ndarray, fallback: np.ndarray,
+        index: pd.DatetimeIndex, at: int,
+    ) -> PanelForecast:  # fmt: skip
+        cfg = self.config
+        out = {q: np.full((len(rows), cfg.horizon), np.nan) for q in cfg.quantiles}
         model = np.full(len(rows), "fallback", dtype=object)
         candidates: dict[str, np.ndarray] = {}
         selection_mae: dict[str, np.ndarray] = {}
         calibration: dict[str, np.ndarray] = {}
-        fit_anchors, cal_anchors = self._anchors(origin)
-        if len(fit_anchors) * cfg.anchor_step >= 3 * DAY and cal_anchors and (~fallback).any():
+        if fitted is not None:
             model_rows = rows[~fallback]
-            fitted = self._fit_predict(filled[model_rows], past[model_rows], index, fit_anchors, cal_anchors, origin)
+            quantiles, medians = self._predict(fitted, fill_for_features(past[model_rows]), index, at)
             for q in cfg.quantiles:
-                out[q][~fallback] = fitted.quantiles[q]
-            model[~fallback] = fitted.model
-            for name, median in fitted.candidates.items():
+                out[q][~fallback] = quantiles[q]
+            model[~fallback] = fitted.chosen
+            for name, median in medians.items():
                 candidates[name] = _spread(median, ~fallback, cfg.horizon)
                 selection_mae[name] = _spread(fitted.selection_mae[name], ~fallback)
             for name, points in fitted.calibration.items():  # windows x rows x horizon
                 calibration[name] = np.full((len(points), len(rows), cfg.horizon), np.nan)
                 calibration[name][:, ~fallback] = points
-        else:
-            fallback = np.ones(len(rows), dtype=bool)
         if fallback.any():
             flat = flat_fallback(past[rows[fallback]], cfg.horizon, cfg.quantiles)
             for q in cfg.quantiles:
@@ -131,39 +167,29 @@ class GlobalQuantileForecaster:
         fit = [a for a in anchors if a + cfg.horizon <= (cal[0] if cal else origin)]
         return fit, cal
 
-    def _fit_predict(
-        self,
-        filled: np.ndarray,
-        raw: np.ndarray,
-        index: pd.DatetimeIndex,
-        fit_anchors: list[int],
+    def _fit(
+        self, filled: np.ndarray, raw: np.ndarray, index: pd.DatetimeIndex, fit_anchors: list[int],
         cal_anchors: list[int],
-        origin: int,
-    ) -> PanelForecast:
+    ) -> _Fitted:  # fmt: skip
         """Fits on all but the last calibration days, conformalises on those, refits on all, then chooses per series."""
         cfg = self.config
         levels = tuple(sorted(set(cfg.quantiles) | {0.5}))
         x_fit, y_fit = _flatten(*self._windows(filled, raw, index, fit_anchors)[:2])
         x_cal, y_cal, cal_scale = self._windows(filled, raw, index, cal_anchors)
         x_seen, y_seen = _flatten(x_cal, y_cal)
-        x_new, scale = features(filled, index, origin, cfg.horizon, self.event_days, cfg.rich)
         rows = min(min(len(y_fit), cfg.max_train_rows) + len(y_seen), cfg.max_train_rows)
-        out, cal_median = {}, None
+        models, offsets, cal_median = {}, {}, None
         for step, q in enumerate(levels, 1):
             self._progress(f"fitting quantile {q:g} ({step}/{len(levels)}) on {rows} windows-hours")
             bag = cfg.median_bag if q == 0.5 else 1
             first = self._bagged(q, [(x_fit, y_fit)], bag)
             cal_pred = first(x_cal.reshape(-1, x_cal.shape[-1])).reshape(y_cal.shape)
-            offset = _conformal_offset(y_cal - cal_pred, q) if cfg.conformal else 0.0
+            offsets[q] = _conformal_offset(y_cal - cal_pred, q) if cfg.conformal else 0.0
             if q == 0.5:
-                cal_median = np.maximum((cal_pred + offset) * cal_scale[..., None], 0.0)
-            final_model = self._bagged(q, [(x_fit, y_fit), (x_seen, y_seen)], bag) if cfg.refit else first
-            pred = final_model(x_new.reshape(-1, x_new.shape[-1]))
-            out[q] = np.maximum((pred.reshape(len(filled), cfg.horizon) + offset) * scale[:, None], 0.0)
-        out = _uncross(out)
+                cal_median = np.maximum((cal_pred + offsets[q]) * cal_scale[..., None], 0.0)
+            models[q] = self._bagged(q, [(x_fit, y_fit), (x_seen, y_seen)], bag) if cfg.refit else first
         assert cal_median is not None
         actual = np.stack([raw[:, a : a + cfg.horizon] for a in cal_anchors])
-        candidates = {"global_gbm": out[0.5], **baselines(filled, origin, cfg.horizon)}
         cal_points = {"global_gbm": cal_median}
         past_baselines = [baselines(filled, a, cfg.horizon) for a in cal_anchors]
         for name in BASELINES:
@@ -172,13 +198,27 @@ class GlobalQuantileForecaster:
             warnings.simplefilter("ignore", RuntimeWarning)  # a series unseen on every calibration day: NaN, kept
             mae = {name: np.nanmean(np.abs(actual - p), axis=(0, 2)) for name, p in cal_points.items()}
         chosen = choose(mae, cfg.selection_margin) if cfg.select else np.full(len(filled), "global_gbm", dtype=object)
+        return _Fitted(models, offsets, chosen, mae, {**cal_points, "actual": actual})
+
+    def _predict(
+        self, fitted: _Fitted, filled: np.ndarray, index: pd.DatetimeIndex, at: int
+    ) -> tuple[dict[float, np.ndarray], dict[str, np.ndarray]]:
+        """(quantiles, each candidate's median) from position `at`: the global model's quantiles, and for a series
+        whose chosen candidate is a simple one, that candidate's median with the global model's spread around it."""
+        cfg = self.config
+        x_new, scale = features(filled, index, at, cfg.horizon, self.event_days, cfg.rich)
+        out = {}
+        for q, predict in fitted.models.items():
+            pred = predict(x_new.reshape(-1, x_new.shape[-1]))
+            out[q] = np.maximum((pred.reshape(len(filled), cfg.horizon) + fitted.offsets[q]) * scale[:, None], 0.0)
+        out = _uncross(out)
+        candidates = {"global_gbm": out[0.5], **baselines(filled, at, cfg.horizon)}
         final = {q: out[q].copy() for q in cfg.quantiles}
-        for name in set(chosen) - {"global_gbm"}:
-            pick = chosen == name
+        for name in set(fitted.chosen) - {"global_gbm"}:
+            pick = fitted.chosen == name
             for q in cfg.quantiles:  # the candidate's median with the global model's calibrated spread around it
                 final[q][pick] = np.maximum(candidates[name][pick] + out[q][pick] - out[0.5][pick], 0.0)
-        return PanelForecast(np.arange(len(filled)), _uncross(final), np.zeros(len(filled), bool), chosen,
-                             candidates, mae, {**cal_points, "actual": actual})  # fmt: skip
+        return _uncross(final), candidates
 
     def _windows(
         self, filled: np.ndarray, raw: np.ndarray, index: pd.DatetimeIndex, anchors: list[int]

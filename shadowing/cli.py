@@ -338,6 +338,15 @@ def simulate(
     slice_hours: Annotated[int, typer.Option(min=1, max=24, help="slice length the product decides on")] = 1,
     workers: Annotated[int, typer.Option(min=1, max=64, help="processes for the policies")] = 2,
     cache: Annotated[Path | None, typer.Option("--forecast-cache", help=".npz: reuse forecasts across runs")] = None,
+    sizing_quantile: Annotated[
+        float | None,
+        typer.Option(
+            "--sizing-quantile",
+            min=0.51,
+            max=0.99,
+            help="the entity policy's sizing quantile (default: the policy's own, 0.9)",
+        ),
+    ] = None,
 ) -> None:
     """Replays a usage trace through the product's policy and reactive, point-forecast, static and oracle ones."""
     import time as clock
@@ -362,8 +371,11 @@ def simulate(
         console.print(f"[dim][{clock.perf_counter() - began:6.1f}s][/] {message}", highlight=False)
 
     try:
-        result = run(str(input_path), SimConfig(start=first, end=last, slice_hours=slice_hours, workers=workers),
-                     entities or None, progress, str(cache) if cache else None)  # fmt: skip
+        from shadowing.models import EntityPolicy
+
+        policy = EntityPolicy() if sizing_quantile is None else EntityPolicy(sizing_quantile=sizing_quantile)
+        cfg = SimConfig(start=first, end=last, slice_hours=slice_hours, workers=workers, policy=policy)
+        result = run(str(input_path), cfg, entities or None, progress, str(cache) if cache else None)
     except ValueError as exc:  # the data cannot support the window; UsageDataError names the file's problem
         raise InvalidRequest(str(exc), "input") from exc
     from rich.table import Table

@@ -128,6 +128,11 @@ class EntityPolicy(Frozen):
     scale_in_trusted_only: bool = Field(
         False, description="shrink only on a forecast whose readiness reaches readiness_threshold"
     )
+    rightsize_min_saving: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="move to a cheaper instance type in place when it saves at least this share of the hourly cost "
+        "(on a trusted forecast; 1 = never)",
+    )  # fmt: skip
     lead_time_s: float = Field(900.0, gt=0, description="forecast and prepare this long before a slice starts")
     prepare_s: float = Field(
         300.0, gt=0, description="expected time to provision and warm shadows; less time left lowers readiness"

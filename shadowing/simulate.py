@@ -4,10 +4,11 @@ Every policy sizes the same entities from the same trace, with the same instance
 scored on the same hours: an hour is under-provisioned when its 5-minute peak (CPU or memory, the `_max` columns)
 exceeds the capacity serving it. Policies:
 
-- predictive: the product. Each slice is forecast (the global quantile engine, one forecast per day at midnight
-  for the day's hours, from data before midnight), decided by `workflows.policy.decide` (shadow a bigger fleet,
-  shrink, stay or skip, with the readiness gate), shadows launched `warmup_h` before the slice (their pre-warm is
-  paid), and a replaced fleet kept through the watch window and the record TTL (the overlap is paid).
+- predictive: the product. Each slice is forecast as the product forecasts it, `warmup_h` before it starts from
+  the hours complete by then (the global quantile engine, refitted once a day), decided by
+  `workflows.policy.decide` (shadow a bigger fleet, shrink, stay or skip, with the readiness gate), shadows
+  launched `warmup_h` before the slice (their pre-warm is paid), and a replaced fleet kept through the watch
+  window and the record TTL (the overlap is paid).
 - reactive: target tracking on average utilisation (as AWS target tracking on CPUUtilization): each hour starts
   with the capacity the previous hour's *average* load needed at the target; a 5-minute peak above that hour's
   capacity is under-provisioned, and the extra instances it triggers serve (and are paid) after
@@ -72,9 +73,10 @@ class SimConfig:
     history_days: int = 14  # the static fleet's peak and the point forecast's pattern look this far back
     workers: int = 2
     # The engine as the simulation runs it: one median model instead of a bag of three, fewer boosting rounds,
-    # windows every 12 h: 500 entities x 14 days forecast in minutes (the product's own defaults: GlobalConfig()).
+    # at most 300,000 training window-hours: 500 entities x 14 days forecast in minutes (the product's own
+    # defaults: GlobalConfig()). Windows every 2 hours: the forecasts are 2 hours ahead, from every hour of the day.
     engine: GlobalConfig = field(
-        default_factory=lambda: GlobalConfig(median_bag=1, max_iter=100, anchor_step=12, max_train_rows=300_000)
+        default_factory=lambda: GlobalConfig(median_bag=1, max_iter=100, anchor_step=2, max_train_rows=300_000)
     )
 
     @property
@@ -269,7 +271,7 @@ def simulate_predictive(e: Entity, itype: InstanceType, cfg: SimConfig, index: p
             actions["no-forecast"] = actions.get("no-forecast", 0) + 1
         else:
             lead = slot.start - timedelta(seconds=p.lead_time_s)
-            decision = decide(spec, slot, active, fc, (), lead, prepare_s=p.prepare_s, scale_in=True)
+            decision = decide(spec, slot, active, fc, (), lead, prepare_s=p.prepare_s, scale_in=True, rightsize=True)
             actions[decision.action] = actions.get(decision.action, 0) + 1
             old = INSTANCE_TYPES[active.instance_type]
             if decision.action == "shadow":  # a new fleet warmed ahead; the old one runs on through the overlap
@@ -341,29 +343,39 @@ def _chunk(args: tuple[list[Entity], SimConfig, pd.DatetimeIndex]) -> dict[str, 
 
 
 def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress) -> tuple[dict, np.ndarray]:
-    """Quantiles for positions [first, last) of every series, one forecast a day at midnight, and readiness."""
+    """Quantiles for positions [first, last) of every series, and readiness, as the product gets them: each slice
+    is forecast `warmup_h` before it starts, from the hours complete by then (all but the hour in progress), by a
+    model refitted once a day at midnight (`GlobalQuantileForecaster.forecast_rolling`)."""
     q = cfg.policy.sizing_quantile
-    config = replace(cfg.engine, horizon=24, quantiles=tuple(sorted({0.1, 0.5, 0.9, q})))
+    # steps: the hour in progress (unknown yet), then the slice's hours
+    config = replace(cfg.engine, horizon=cfg.slice_hours + 1, quantiles=tuple(sorted({0.1, 0.5, 0.9, q})))
     model = GlobalQuantileForecaster(config)
     n, hours = len(panel.entities), last - first
     out = {level: np.full((n, hours), np.nan) for level in config.quantiles}
     ready = np.full((n, hours), np.nan)
-    origins = range(first, last, 24)
-    for k, origin in enumerate(origins, 1):
-        result = model.forecast(panel.values, panel.index, origin)
-        span = min(24, last - origin)
-        cols = slice(origin - first, origin - first + span)
-        for level in config.quantiles:
-            out[level][result.rows, cols] = result.quantiles[level][:, :span]
-        ready[result.rows, cols] = _readiness(panel, origin, result)[:, None]
-        progress(f"forecast {k}/{len(origins)} ({panel.index[origin]:%Y-%m-%d}): {len(result.rows)} series")
+    starts = list(range(first, last, cfg.slice_hours))
+    days = [[h for h in starts if day <= h < day + 24] for day in range(first, last, 24)]
+    days = [d for d in days if d]
+    for k, day in enumerate(days, 1):
+        origins = [h - 1 for h in day]  # a slice at h is forecast from the hours before h - 1
+        results = model.forecast_rolling(panel.values, panel.index, origins[0], origins)
+        for h, result in zip(day, results, strict=True):
+            span = min(cfg.slice_hours, last - h)
+            cols = slice(h - first, h - first + span)
+            for level in config.quantiles:
+                out[level][result.rows, cols] = result.quantiles[level][:, 1 : 1 + span]
+        span = slice(day[0] - first, min(day[-1] + cfg.slice_hours, last) - first)
+        ready[results[0].rows, span] = _readiness(panel, origins[0], results[0])[:, None]
+        progress(f"forecast {k}/{len(days)} ({panel.index[day[0]]:%Y-%m-%d}): {len(results[0].rows)} series, "
+                 f"{len(day)} slices")  # fmt: skip
     return out, ready
 
 
 def cached_forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress,
                      cache: str | None) -> tuple[dict, np.ndarray]:  # fmt: skip
     """`forecasts`, kept in `cache` (.npz) for the same series, window and engine: policy runs then skip fitting."""
-    key = f"{panel.entities}|{panel.index[first]}|{panel.index[last - 1]}|{cfg.engine}|{cfg.policy.sizing_quantile}"
+    key = (f"rolling|{panel.entities}|{panel.index[first]}|{panel.index[last - 1]}|{cfg.engine}|"
+           f"{cfg.policy.sizing_quantile}|{cfg.slice_hours}")  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if cache and os.path.exists(cache):
         with np.load(cache) as saved:

@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
 
 #: Workflows from this patch on shrink a fleet a trusted forecast says is too big (policy.decide's "shrink").
 SCALE_IN = "scale-in"
+RIGHTSIZE = "rightsize"  # policy.decide may move a fleet that covers its slice to a cheaper type in place
 LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
 
 MAX_EVENTS = 200
@@ -221,7 +222,7 @@ class EntityScheduleWorkflow:
         decision = policy.decide(
             self._spec, slot, active, forecast, self._s.slices, workflow.now(),
             migration_gate=workflow.patched("migration-readiness-gate"),
-            prepare_s=self._prepare_s(), scale_in=workflow.patched(SCALE_IN),
+            prepare_s=self._prepare_s(), scale_in=workflow.patched(SCALE_IN), rightsize=workflow.patched(RIGHTSIZE),
         )  # fmt: skip
         self._set_slice(index, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), key)

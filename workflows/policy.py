@@ -121,6 +121,7 @@ def decide(
     migration_gate: bool = True,
     prepare_s: float | None = None,
     scale_in: bool = False,
+    rightsize: bool = False,
 ) -> Decision:
     """Shadow when the slice needs more than the entity has where it must run, and the forecast is trusted.
 
@@ -132,6 +133,10 @@ def decide(
     `scale_in_trusted_only`), and a same-region peak the fleet cannot carry is shadowed whatever the forecast's
     trust (`shadowctl simulate` on the Bitbrains trace: gating both on readiness left 2x reactive's
     under-provisioned hours; ungated growth and gated shrink cost 1.40x reactive; both ungated 1.27x).
+    With `rightsize` (workflows from the "rightsize" patch on), a fleet that covers the slice is replaced in place
+    by a cheaper type when that saves at least `rightsize_min_saving` of the hourly cost, on a trusted forecast
+    ("shadow"): a peak that made a bigger type the cheapest one no longer keeps it after the peak (on the
+    Bitbrains trace, 27 % of the predictive policy's cost was m5.large entities left on c5.xlarge).
     """
     itype, quantity = choose_instance_type(spec, forecast, slot.region)
     current = active.size if active else 0
@@ -143,10 +148,17 @@ def decide(
         p = spec.policy
         surplus = current - capacity
         trusted = forecast.readiness >= p.readiness_threshold or not p.scale_in_trusted_only
-        if scale_in and p.scale_in and surplus >= p.scale_in_min and trusted:
+        shrinking = scale_in and p.scale_in and surplus >= p.scale_in_min and trusted
+        per_instance = INSTANCE_TYPES[active.instance_type].price(slot.region)
+        if rightsize and capacity <= current and itype != active.instance_type:
+            kept = (capacity if shrinking else current) * per_instance
+            if cost <= (1 - p.rightsize_min_saving) * kept and forecast.readiness >= p.readiness_threshold:
+                why = (f"rightsize: {quantity} x {itype} cover the p{_pct(forecast)} peak for ${cost:g}/h instead "
+                       f"of ${kept:g}/h on {active.instance_type}")  # fmt: skip
+                return Decision(action="shadow", reason=why, hourly_cost_usd=cost, **base)
+        if shrinking:
             why = (f"{capacity} x {active.instance_type} cover the p{_pct(forecast)} peak (have {current}): "
                    f"{surplus} released at the slice start")  # fmt: skip
-            per_instance = INSTANCE_TYPES[active.instance_type].price(slot.region)
             return Decision(action="shrink", reason=why, hourly_cost_usd=round(capacity * per_instance, 4),
                             **{**base, "instance_type": active.instance_type, "quantity": capacity})  # fmt: skip
         if capacity <= current:

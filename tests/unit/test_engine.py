@@ -59,6 +59,30 @@ def test_forecast_sees_only_the_past() -> None:
         np.testing.assert_array_equal(first.quantiles[level], second.quantiles[level])
 
 
+def test_rolling_forecasts_use_the_newer_hours_and_never_the_future() -> None:
+    """`forecast_rolling` fits once: from the fit's origin it answers what `forecast` answers; from a later origin
+    it follows the hours between the two (a level shift there moves it) and ignores the hours after that origin."""
+    panel = panel_from_frame(synthetic(), "cpu")
+    origin = panel.position(START + pd.Timedelta(days=27))
+    later = origin + 10
+    engine = GlobalQuantileForecaster(FAST)
+    at_fit, at_later = engine.forecast_rolling(panel.values, panel.index, origin, [origin, later])
+    alone = GlobalQuantileForecaster(FAST).forecast(panel.values, panel.index, origin)
+    for level in FAST.quantiles:
+        np.testing.assert_array_equal(at_fit.quantiles[level], alone.quantiles[level])
+    shifted = panel.values.copy()
+    shifted[:, origin:later] *= 3  # a level shift after the fit, before the later origin
+    _, moved = engine.forecast_rolling(shifted, panel.index, origin, [origin, later])
+    assert np.mean(moved.quantiles[0.5]) > 1.05 * np.mean(at_later.quantiles[0.5])
+    future = panel.values.copy()
+    future[:, later:] *= 7  # hours after the later origin: unseen
+    _, blind = engine.forecast_rolling(future, panel.index, origin, [origin, later])
+    for level in FAST.quantiles:
+        np.testing.assert_array_equal(blind.quantiles[level], at_later.quantiles[level])
+    with pytest.raises(ValueError, match="before the fit's origin"):
+        engine.forecast_rolling(panel.values, panel.index, origin, [origin - 1])
+
+
 def test_short_history_uses_the_documented_fallback() -> None:
     """A series with less than a season (24 h) observed gets the flat last-value fallback, flagged, never zero."""
     frame = synthetic(n=3, days=30)

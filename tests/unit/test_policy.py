@@ -191,3 +191,39 @@ def test_an_untrusted_forecast_still_shrinks_and_still_grows_in_place() -> None:
     assert decide(spec(), SLOT, fleet("eu-west-1", 1), low, scale_in=True).action == "shadow"
     assert decide(spec(), SLOT, fleet("us-east-1", 1), low, scale_in=True).action == "skip"
     assert decide(spec(), SLOT, fleet("eu-west-1", 1), low).action == "skip"  # before the patch: gated
+
+
+def test_a_fleet_left_on_a_dearer_type_is_rightsized_in_place() -> None:
+    """1 x c5.xlarge ($0.192/h in eu-west-1) for a 2000 MHz p90 peak that 1 x m5.large ($0.107/h) covers: 44 % saved,
+    above the policy's 20 %, so a trusted forecast shadows the cheaper fleet in place (same region)."""
+    d = decide(spec(), SLOT, fleet("eu-west-1", 1, "c5.xlarge"), forecast(2000), scale_in=True, rightsize=True)
+    assert d.action == "shadow" and d.instance_type == "m5.large" and d.quantity == 1 and d.target_region == "eu-west-1"
+    assert d.reason.startswith("rightsize:") and d.hourly_cost_usd == pytest.approx(0.107)
+
+
+def test_rightsizing_compares_with_the_fleet_after_scale_in() -> None:
+    """4 x c5.xlarge where 1 covers the peak: the saving is judged against the 1 kept ($0.192), not the 4."""
+    d = decide(spec(), SLOT, fleet("eu-west-1", 4, "c5.xlarge"), forecast(2000), scale_in=True, rightsize=True)
+    assert d.action == "shadow" and d.quantity == 1 and "instead of $0.192/h" in d.reason
+    keep = decide(spec(rightsize_min_saving=0.5), SLOT, fleet("eu-west-1", 4, "c5.xlarge"), forecast(2000),
+                  scale_in=True, rightsize=True)  # fmt: skip
+    assert keep.action == "shrink" and keep.instance_type == "c5.xlarge" and keep.quantity == 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "readiness", "policy"),
+    [
+        ({"scale_in": True}, 0.9, {}),  # workflows from before the rightsize patch
+        ({"scale_in": True, "rightsize": True}, 0.1, {}),  # an untrusted forecast never changes the type
+        ({"scale_in": True, "rightsize": True}, 0.9, {"rightsize_min_saving": 0.5}),  # 44 % < 50 %
+        ({"scale_in": True, "rightsize": True}, 0.9, {"rightsize_min_saving": 1.0}),  # off
+    ],
+)
+def test_rightsizing_needs_the_patch_trust_and_the_saving(kw: dict, readiness: float, policy: dict) -> None:
+    d = decide(spec(**policy), SLOT, fleet("eu-west-1", 1, "c5.xlarge"), forecast(2000, readiness=readiness), **kw)
+    assert d.action == "stay" and d.instance_type == "m5.large" and d.quantity == 1
+
+
+def test_a_fleet_on_the_cheapest_type_is_never_rightsized() -> None:
+    d = decide(spec(), SLOT, fleet("eu-west-1", 1), forecast(2000), scale_in=True, rightsize=True)
+    assert d.action == "stay"

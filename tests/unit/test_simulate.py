@@ -100,3 +100,35 @@ def test_predictive_on_an_untrusted_forecast_still_follows_it_in_place() -> None
 def test_predictive_without_a_forecast_keeps_its_fleet() -> None:
     t = simulate_predictive(entity(**SPIKE), M5, CFG, INDEX)
     assert t.migrations == 0 and t.underprovisioned_entity_hours == 1 and t.decisions == {"no-forecast": 3}
+
+
+def test_a_run_on_real_entities_forecasts_every_slice_and_reuses_its_cache(shared_trace, tmp_path) -> None:
+    """Three Bitbrains VMs, one day: every slice gets a forecast made before it (no "no-forecast"), the JSON has the
+    issue's shape, and a second run from the cache gives the same figures without fitting."""
+    from shadowing.simulate import POLICIES, run
+
+    cfg = SimConfig(start=pd.Timestamp("2013-08-20", tz="UTC"), end=pd.Timestamp("2013-08-21", tz="UTC"), workers=1)
+    names = ["rnd-001", "rnd-002", "rnd-003"]
+    cache, said = tmp_path / "fc.npz", []
+    first = run(str(shared_trace), cfg, names, said.append, str(cache))
+    assert first["entities"] == 3 and set(first["policies"]) == set(POLICIES)
+    keys = {"underprovisioned_entity_hours", "shortfall_capacity_hours", "cost_usd", "migrations"}
+    assert all(keys <= set(p) for p in first["policies"].values())
+    decisions = first["policies"]["predictive"]["decisions"]
+    assert "no-forecast" not in decisions and sum(decisions.values()) == 3 * 24
+    assert cache.exists() and not any("forecasts from" in m for m in said)
+    again = run(str(shared_trace), cfg, names, said.append, str(cache))
+    assert any("forecasts from" in m for m in said)
+    assert again["policies"] == first["policies"]
+
+
+def test_the_cli_names_a_bad_sizing_quantile_and_a_window_without_history(shared_trace) -> None:
+    from typer.testing import CliRunner
+
+    from shadowing.cli import app
+
+    common = ["simulate", "--input", str(shared_trace), "--entities", "rnd-001"]
+    bad = CliRunner().invoke(app, [*common, "--start", "2013-08-20", "--end", "2013-08-21", "--sizing-quantile", "1.5"])
+    assert bad.exit_code == 2 and "--sizing-quantile" in bad.output
+    early = CliRunner().invoke(app, [*common, "--start", "2013-07-02", "--end", "2013-07-03"])
+    assert early.exit_code != 0 and "8 days of data before it" in str(early.exception)  # main() prints it
