@@ -84,8 +84,8 @@ async def test_entity_slice_runs_end_to_end(dev_env: WorkflowEnvironment, moto_u
         if os.environ.get("SHADOWING_RECORD_HISTORIES"):
             await _record(dev_env.client, handle.id, "entity_schedule_success")
             query = f"WorkflowType = 'ShadowMigration' AND WorkflowId STARTS_WITH 'migration/{entity}'"
-            child = [w.id async for w in dev_env.client.list_workflows(query)][0]
-            await _record(dev_env.client, child, "shadow_migration_success")
+            async for run in dev_env.client.list_workflows(query, limit=1):
+                await _record(dev_env.client, run.id, "shadow_migration_success")
     assert final.slices[0].state == "done" and final.migrations == 1, final.slices[0]
     fleet = final.active_fleet
     assert fleet is not None and fleet.region == "eu-west-1"
