@@ -136,7 +136,7 @@ def decide(
     With `rightsize` (workflows from the "rightsize" patch on), a fleet that covers the slice is replaced in place
     by a cheaper type when that saves at least `rightsize_min_saving` of the hourly cost, on a trusted forecast
     ("shadow"): a peak that made a bigger type the cheapest one no longer keeps it after the peak (on the
-    Bitbrains trace, 27 % of the predictive policy's cost was m5.large entities left on c5.xlarge).
+    Bitbrains trace, ~30 % of the predictive policy's cost was m5.large entities left on c5.xlarge).
     """
     itype, quantity = choose_instance_type(spec, forecast, slot.region)
     current = active.size if active else 0
