@@ -251,7 +251,7 @@ def test_actual_usage_is_read_from_cloudwatch_as_the_forecast_reads_it(monkeypat
 
 
 def test_a_successful_migration_shows_its_steps_in_order() -> None:
-    tl = plots.migration_timeline(_history("shadow_migration_success.json"))
+    tl = plots.migration_timeline(_history("shadow_migration_success_v2.json"))
     assert tl.steps == ("provision", "warm", "sync check", "cutover", "watch", "retire")
     assert tl.outcome == "migrated"
     assert [b.activity for b in tl.bars if b.step == "cutover"] == [
@@ -391,7 +391,7 @@ async def test_migration_history_finds_the_slices_migration_or_says_why_not() ->
     status = _status()
     moved = status.slices[0].model_copy(update={"migration_id": "migration/p-abc/" + status.slices[0].time_slice.key})
     status = status.model_copy(update={"slices": (moved, *status.slices[1:])})
-    history = _history("shadow_migration_success.json")
+    history = _history("shadow_migration_success_v2.json")
     client = _Client(status, history)
     got, entry = await plots.migration_history(client, "shop", moved.time_slice.key)
     assert got is history and entry == moved and client.asked == [moved.migration_id]

@@ -126,6 +126,9 @@ async def test_pause_skips_slices_and_abort_skips_a_pending_one(time_env: Workfl
         handle, reg = await start(time_env, queue, ["us-east-1", "eu-west-1", "eu-west-1"])
         first, _, third = (s.as_time_slice() for s in reg.schedule.slices)
         await wait_for(time_env, handle, lambda s: s.active_fleet is not None)
+        await handle.execute_update("pause", {"reason": "a look"})
+        await handle.execute_update("resume")
+        await rejected(handle, "not paused", "resume", None)
         await handle.execute_update("pause", {"reason": "freeze"})
         await rejected(handle, "already paused", "pause", {})
         await time_env.sleep(3 * HOUR)  # two slices pass while paused
@@ -133,8 +136,8 @@ async def test_pause_skips_slices_and_abort_skips_a_pending_one(time_env: Workfl
         assert status.paused and [s.state for s in status.slices] == ["skipped", "skipped", "pending"]
         assert [s.outcome for s in status.slices[:2]] == ["paused through the slice"] * 2
         await rejected(handle, "already skipped", "abort", SliceAction(time_slice=first))
-        await handle.execute_update("resume")
-        await rejected(handle, "not paused", "resume", None)
+        # Aborted while still paused: a resumed entity would forecast and decide the slice at once, racing the
+        # abort (it lost about 1 run in 30: the slice ended "skip" by the readiness gate).
         try:
             await handle.execute_update("abort", SliceAction(time_slice=third, reason="not needed"))
         except RPCError as exc:
@@ -143,7 +146,7 @@ async def test_pause_skips_slices_and_abort_skips_a_pending_one(time_env: Workfl
             # The real servers keep it. The result below shows whether the abort took effect.
             assert "not found" in str(exc), exc
         final = await handle.result()
-    assert cloud.names().count("forecast_demand") <= 1, "only the resumed slice may have been forecast"
+    assert cloud.names().count("forecast_demand") == 0, "no slice was forecast: paused, then aborted"
     assert cloud.names().count("provision_fleet") == 1, "only the bootstrap fleet"
     assert final.slices[2].state == "skipped" and final.slices[2].outcome == "aborted: not needed"
 
