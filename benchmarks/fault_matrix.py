@@ -233,12 +233,13 @@ async def diagnose(handle: Any) -> str:
             + (f" ({a.last_failure.message[:120]})" if a.last_failure.message else "")
             for a in desc.raw_description.pending_activities
         ]
+        events = [e async for e in handle.fetch_history_events()]
         failed = [
             f"{EventType.Name(e.event_type)}: {e.workflow_task_failed_event_attributes.failure.message[:300]}"
-            async for e in handle.fetch_history_events()
+            for e in events
             if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
         ]
-        last = [e async for e in handle.fetch_history_events()][-1]
+        last = events[-1]
         return (
             f"pending activities: {pending or 'none'}; failed workflow tasks: {len(failed)}"
             + (f", first: {failed[0]}" if failed else "")
