@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -63,10 +64,25 @@ def registration(
     return {"spec": spec, "schedule": {"slices": [{"start": start, "end": end, "region": ent.regions[0]}]}}
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a running process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, tree: bool = False) -> float:
+    """User + system CPU of a running process, from /proc (Linux); with `tree`, plus its reaped children's and its
+    live children's own (the data-plane agent and its stand-ins)."""
+
+    def fields(p: int | str) -> list[str]:
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
+    if not tree:
+        own = fields(pid)
+        return (int(own[11]) + int(own[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(x) for x in fields(pid)[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            child = fields(entry.name)
+            if int(child[1]) == pid:
+                ticks += sum(int(x) for x in child[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu() -> float:

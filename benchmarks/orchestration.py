@@ -56,7 +56,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,6 +71,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from activities.monitoring import percentile
 from benchmarks.load import cpu_seconds, own_cpu
 from shadowing import search
 from shadowing.models import DegradationPolicy, EntityPolicy, EntitySpec, EntityStatus, MigrationResult
@@ -183,24 +184,6 @@ class _MeteredOutbound(ActivityOutboundInterceptor):
 # ---- measuring processes and the database -------------------------------------------------------------------------
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a process, its reaped children and its live children (the data-plane agent and its
-    stand-ins), from /proc (Linux)."""
-
-    def fields(p: int | str) -> list[str]:
-        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-
-    ticks = sum(int(x) for x in fields(pid)[11:15])  # utime, stime, cutime, cstime
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            f = fields(entry.name)
-            if int(f[1]) == pid:
-                ticks += sum(int(x) for x in f[11:15])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def db_bytes(state: Path) -> tuple[int, int]:
     """(bytes in use in the dev server's SQLite database, bytes of its files incl. the WAL)."""
     files = sum(p.stat().st_size for p in state.glob("temporal.db*"))
@@ -214,39 +197,14 @@ def db_bytes(state: Path) -> tuple[int, int]:
         return files, files
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile (p99 of 10 values is the largest)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-@contextlib.contextmanager
-def services(settings: Any) -> Iterator[Any]:
-    """What `shadowing.local.embedded_services` starts (moto, the local data plane, the dev server), from the same
-    functions, except that the stand-ins publish to CloudWatch once an hour instead of every 5 s: nothing on the
-    migration path reads those metrics (`probe_fleet` asks the instances), and at 600 stand-ins the puts saturate
-    moto and each stand-in's boto3 import costs ~35 MB (measured: 22 GB in use at N=300)."""
+def services(settings: Any) -> contextlib.AbstractContextManager[Any]:
+    """`shadowing.local.embedded_services` (moto, the local data plane, the dev server), except that the stand-ins
+    publish to CloudWatch once an hour instead of every 5 s: nothing on the migration path reads those metrics
+    (`probe_fleet` asks the instances), and at 600 stand-ins the puts saturate moto and each stand-in's boto3
+    import costs ~35 MB (measured: 22 GB in use at N=300)."""
     from shadowing import local
-    from shadowing.endpoints import registry_path
 
-    svc = local.Services(temporal_address=f"{local.HOST}:{settings.temporal_port}", aws_endpoint_url=None)
-    try:
-        svc.started.append(local.start_moto(settings))
-        svc.aws_endpoint_url = f"http://{local.HOST}:{settings.moto_port}"
-        local.wait_http(f"{svc.aws_endpoint_url}/moto-api/", settings.startup_timeout_s, svc.started[-1])
-        registry = registry_path(settings)
-        svc.data_plane = local.start_dataplane_agent(
-            svc.aws_endpoint_url, registry, settings.data_plane_regions, settings.data_plane_poll_s,
-            ("--publish-s", str(PUBLISH_S)),
-        )  # fmt: skip
-        local.wait_file(registry, settings.startup_timeout_s, svc.data_plane)
-        svc.started.append(local.start_temporal(settings))
-        local.wait_port(local.HOST, settings.temporal_port, settings.startup_timeout_s, svc.started[-1])
-        yield svc
-    finally:
-        svc.stop()
+    return local.embedded_services(settings, standin_args=("--publish-s", str(PUBLISH_S)))
 
 
 def mem_available_mb() -> float:
@@ -364,7 +322,7 @@ async def measure(n: int, opts: Options, progress: Progress = print, keep_state:
             def snapshot() -> dict[str, float]:
                 snap = {"worker": own_cpu(), **{name: cpu_seconds(pid) for name, pid in pids.items()}}
                 if agent is not None:
-                    snap["data plane"] = tree_cpu(agent)
+                    snap["data plane"] = cpu_seconds(agent, tree=True)
                 snap["db"], snap["db files"] = db_bytes(state)
                 return snap
 
@@ -430,7 +388,7 @@ async def measure(n: int, opts: Options, progress: Progress = print, keep_state:
                 fig["activity_runs"] = dict(meter.runs)
                 fig["heartbeat_calls"], fig["heartbeats_est"] = meter.heartbeats()
             progress(f"N={n}: window {wall:.0f} s; reading the histories ...")
-            fig.update(await analyse(client, n, t0, start))
+            fig.update(await analyse(client, t0, start))
     finally:
         if not keep_state:
             shutil.rmtree(state, ignore_errors=True)
@@ -524,7 +482,7 @@ def _lease_wait(events: Sequence[Any]) -> float | None:
     return (granted - asked).total_seconds() if asked and granted else None
 
 
-async def analyse(client: Any, n: int, since: datetime, start: datetime) -> dict:
+async def analyse(client: Any, since: datetime, start: datetime) -> dict:
     """Every execution's history (each run of a continued-as-new coordinator too): actions, results, latencies."""
     execs = [e async for e in client.list_workflows()]
 

@@ -125,8 +125,9 @@ def dataplane_agent(
 
 
 @contextlib.contextmanager
-def embedded_services(settings: Settings) -> Iterator[Services]:
-    """Starts what the settings leave unset, yields where everything is, stops what it started."""
+def embedded_services(settings: Settings, standin_args: Iterable[str] = ()) -> Iterator[Services]:
+    """Starts what the settings leave unset, yields where everything is, stops what it started (`standin_args`:
+    extra options for every local stand-in the data-plane agent starts)."""
     services = Services(temporal_address=settings.temporal_address or "", aws_endpoint_url=settings.aws_endpoint_url)
     try:
         if settings.embedded_aws:
@@ -137,7 +138,9 @@ def embedded_services(settings: Settings) -> Iterator[Services]:
             # Emulated instances need their stand-ins whether this process started the emulator or was pointed
             # at one (AWS_ENDPOINT_URL on loopback): the agent is part of the local data plane, not of AWS.
             registry, regions = registry_path(settings), settings.data_plane_regions
-            agent = start_dataplane_agent(services.aws_endpoint_url, registry, regions, settings.data_plane_poll_s)
+            agent = start_dataplane_agent(
+                services.aws_endpoint_url, registry, regions, settings.data_plane_poll_s, standin_args
+            )
             services.data_plane = agent
             wait_file(registry, settings.startup_timeout_s, agent)
         if settings.embedded_temporal:
