@@ -55,7 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, refresh_record, root_cause
     from workflows.predict import FORECAST
-    from workflows.waiting import condition_within
+    from workflows.waiting import SETTLE_THEN_DECIDE, condition_within, wait_until
 
 #: Workflows from this patch on shrink a fleet a trusted forecast says is too big (policy.decide's "shrink").
 SCALE_IN = "scale-in"
@@ -251,6 +251,8 @@ class EntityScheduleWorkflow:
 
     async def _wait_until(self, moment: datetime, condition: Callable[[], bool]) -> bool:
         """Waits until `moment` (True) unless `condition` turns true first (False)."""
+        if workflow.patched(SETTLE_THEN_DECIDE):
+            return await wait_until(moment, condition)
         left = (moment - workflow.now()).total_seconds()
         if left <= 0:
             return True

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker._workflow_instance import _WorkflowLogicFlag
 
-from workflows.waiting import condition_within
+from workflows.waiting import SETTLE_S, condition_within, wait_until
 
 
 @workflow.defn
@@ -83,3 +83,66 @@ async def test_a_deadline_alone_times_out(time_env: WorkflowEnvironment) -> None
     async with _worker(time_env, queue):
         result = await time_env.client.execute_workflow(Waiter.run, 5.0, id=f"waiter-{uuid.uuid4()}", task_queue=queue)
     assert result is False
+
+
+@workflow.defn
+class DeadlineWaiter:
+    """Waits for `proceed` until a deadline with `wait_until`, then does what each answer asks (a different
+    command each: a timer of 2 s or of 3 s), so a replay that took the other branch would fail."""
+
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+    @workflow.run
+    async def run(self, timeout_s: float) -> bool:
+        from datetime import timedelta
+
+        reached = await wait_until(workflow.now() + timedelta(seconds=timeout_s), lambda: self.go)
+        await workflow.sleep(2 if reached else 3)
+        return reached
+
+
+def _timers(history: object) -> list[float]:
+    return [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+        for e in history.events  # type: ignore[attr-defined]
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
+
+
+async def test_wait_until_settles_every_wake_up_with_the_same_timer_then_decides_on_state(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """Deadline alone: True; the condition first: False; the deadline and the condition delivered together to a
+    replacement worker (as after a crash): False (the condition holds). Every run issues the settle timer right
+    after waking, whatever woke it, and every history replays."""
+    queue = f"waiting-{uuid.uuid4()}"
+    replayer = Replayer(workflows=[DeadlineWaiter], workflow_runner=UnsandboxedWorkflowRunner())
+    worker = lambda: Worker(  # noqa: E731
+        time_env.client, task_queue=queue, workflows=[DeadlineWaiter], workflow_runner=UnsandboxedWorkflowRunner(),
+        max_cached_workflows=0,
+    )  # fmt: skip
+    async with worker():
+        alone = await time_env.client.start_workflow(DeadlineWaiter.run, 5.0, id=f"dw-{uuid.uuid4()}", task_queue=queue)
+        assert await alone.result() is True
+        early = await time_env.client.start_workflow(DeadlineWaiter.run, 60.0, id=f"dw-{uuid.uuid4()}",
+                                                     task_queue=queue)  # fmt: skip
+        await _timer_started(early)
+        await early.signal(DeadlineWaiter.proceed)
+        assert await early.result() is False
+        crashed = await time_env.client.start_workflow(DeadlineWaiter.run, 1.0, id=f"dw-{uuid.uuid4()}",
+                                                       task_queue=queue)  # fmt: skip
+        await _timer_started(crashed)
+    await asyncio.sleep(2)  # the deadline passes with nobody polling, then the signal lands
+    await crashed.signal(DeadlineWaiter.proceed)
+    async with worker():
+        assert await crashed.result() is False
+    for handle, timers in ((alone, [5.0, SETTLE_S, 2.0]), (early, [60.0, SETTLE_S, 3.0]),
+                           (crashed, [1.0, SETTLE_S, 3.0])):  # fmt: skip
+        history = await handle.fetch_history()
+        assert _timers(history) == pytest.approx(timers)
+        assert (await replayer.replay_workflow(history)).replay_failure is None
