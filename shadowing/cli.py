@@ -344,7 +344,7 @@ def simulate(
             "--sizing-quantile",
             min=0.51,
             max=0.99,
-            help="the entity policy's sizing quantile (default: the policy's own, 0.9)",
+            help="the entity policy's sizing quantile (default: the policy's own, 0.85)",
         ),
     ] = None,
 ) -> None:
@@ -385,8 +385,10 @@ def simulate(
                   "under vs reactive", "cost vs reactive", "cost vs oracle",
                   title=f"{result['entities']} entities, {result['window']['start']} .. {result['window']['end']}",
                   )  # fmt: skip
-    for name in POLICIES:
-        r = pol[name]
+    rows = [(name, pol[name]) for name in POLICIES]
+    if (matched := result["point_forecast_at_predictive_cost"]) is not None:
+        rows.insert(3, (f"point_forecast +{matched['point_buffer']:.0%} (predictive's cost)", matched))
+    for name, r in rows:
         table.add_row(
             name, f"{r['underprovisioned_entity_hours']:.0f}", f"{r['shortfall_capacity_hours']:.1f}",
             f"{r['cost_usd']:.2f}", str(r["migrations"]), f"{r['cost_per_entity_hour']:.4f}",

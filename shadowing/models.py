@@ -117,7 +117,7 @@ class DegradationPolicy(Frozen):
 class EntityPolicy(Frozen):
     """How cautious and how generous the product is for one entity."""
 
-    sizing_quantile: float = Field(0.9, gt=0.5, lt=1.0)
+    sizing_quantile: float = Field(0.85, gt=0.5, lt=1.0)
     readiness_threshold: float = Field(0.4, ge=0.0, le=1.0)
     target_utilisation: float = Field(0.7, gt=0.0, le=1.0)
     max_instances: int = Field(20, ge=1, le=500)

@@ -54,6 +54,7 @@ from shadowing.models import (
 )
 
 POLICIES = ("predictive", "reactive", "point_forecast", "static", "oracle")
+POINT_SWEEP = "point_forecast+"  # simulate_entity's keys for the buffer sweep: point_forecast+0.35, ...
 CPU, MEM = "cpu_usage_mhz_max", "mem_usage_kb_max"  # the 5-minute peaks capacity must cover
 CPU_MEAN, MEM_MEAN = "cpu_usage_mhz_mean", "mem_usage_kb_mean"  # the averages AWS's policies track
 Progress = Callable[[str], None]
@@ -183,27 +184,46 @@ def simulate_oracle(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
     return fixed_type(counts, itype, cfg, cpu, mem, launches_ahead=True)
 
 
-def point_forecast(cpu: np.ndarray, at: int) -> float:
-    """AWS-style point forecast of hour `at`: the same hour's mean over the last 7 days, blended half and half
-    with the same hour a week ago (NaN-aware)."""
-    days = [cpu[at - 24 * k] for k in range(1, 8) if at - 24 * k >= 0]
-    daily = np.nanmean(days) if np.any(~np.isnan(days)) else np.nan
-    weekly = cpu[at - 168] if at - 168 >= 0 else np.nan
-    if np.isnan(weekly):
-        return float(daily)
-    if np.isnan(daily):
-        return float(weekly)
-    return float(0.5 * daily + 0.5 * weekly)
+def point_forecasts(mean: np.ndarray, first: int) -> np.ndarray:
+    """AWS-style point forecast of every hour from `first` on: the same hour's mean over the last 7 days, blended
+    half and half with the same hour a week ago (NaN-aware: either part alone when the other is missing)."""
+    hours = np.arange(first, len(mean))
+
+    def back(k: int) -> np.ndarray:  # the series k hours before each hour (NaN before the trace starts)
+        at = hours - k
+        return np.where(at >= 0, mean[np.maximum(at, 0)], np.nan)
+
+    days = np.stack([back(24 * k) for k in range(1, 8)])
+    seen = ~np.isnan(days)
+    daily = np.where(seen.any(axis=0), np.nansum(days, axis=0) / np.maximum(seen.sum(axis=0), 1), np.nan)
+    weekly = back(168)
+    return np.where(np.isnan(weekly), daily, np.where(np.isnan(daily), weekly, 0.5 * daily + 0.5 * weekly))
 
 
-def simulate_point(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
-    p, b = cfg.policy, 1 + cfg.point_buffer
-    counts = np.array([
-        needed(point_forecast(e.cpu_mean, h) * b, point_forecast(e.mem_mean, h) * b, itype, p.target_utilisation,
-               p.max_instances)
-        for h in range(e.first, len(e.cpu))
-    ])  # fmt: skip
+def needed_counts(cpu: np.ndarray, mem: np.ndarray, itype: InstanceType, utilisation: float,
+                  max_instances: int) -> np.ndarray:  # fmt: skip
+    """`needed` for every hour at once."""
+    with np.errstate(invalid="ignore"):
+        k = np.fmax(np.ceil(cpu / (itype.cpu_mhz * utilisation)), np.ceil(mem / (itype.memory_kb * utilisation)))
+    return np.clip(np.where(np.isnan(k), 1, k), 1, max_instances).astype(int)
+
+
+# AWS predictive scaling's own knob, swept to find the point forecast that costs what the product costs
+POINT_BUFFERS = tuple(round(0.05 * k, 2) for k in range(61))  # +0 % .. +300 %
+
+
+def simulate_point(e: Entity, itype: InstanceType, cfg: SimConfig, buffer: float | None = None) -> Totals:
+    """The point forecast + `buffer` (default: `cfg.point_buffer`), launched ahead."""
+    p, b = cfg.policy, 1 + (cfg.point_buffer if buffer is None else buffer)
+    cpu, mem = point_forecasts(e.cpu_mean, e.first) * b, point_forecasts(e.mem_mean, e.first) * b
+    counts = needed_counts(cpu, mem, itype, p.target_utilisation, p.max_instances)
     return fixed_type(counts, itype, cfg, e.cpu[e.first :], e.mem[e.first :], launches_ahead=True)
+
+
+def point_at_cost(curve: dict[float, Totals], budget: float) -> tuple[float, Totals] | None:
+    """The point forecast with the largest buffer whose total cost stays within `budget` (None: none does)."""
+    within = [(b, t) for b, t in sorted(curve.items()) if t.cost_usd <= budget]
+    return within[-1] if within else None
 
 
 def simulate_reactive(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
@@ -327,15 +347,16 @@ def simulate_entity(e: Entity, cfg: SimConfig, index: pd.DatetimeIndex) -> dict[
         "point_forecast": simulate_point(e, itype, cfg),
         "static": simulate_static(e, itype, cfg),
         "oracle": simulate_oracle(e, itype, cfg),
+        **{f"{POINT_SWEEP}{b:g}": simulate_point(e, itype, cfg, b) for b in POINT_BUFFERS},
     }
 
 
 def _chunk(args: tuple[list[Entity], SimConfig, pd.DatetimeIndex]) -> dict[str, Totals]:
     entities, cfg, index = args
-    totals = {name: Totals() for name in POLICIES}
+    totals: dict[str, Totals] = {}
     for e in entities:
         for name, t in simulate_entity(e, cfg, index).items():
-            totals[name].add(t)
+            totals.setdefault(name, Totals()).add(t)
     return totals
 
 
@@ -448,11 +469,11 @@ def run(path: str, cfg: SimConfig, entities: list[str] | None = None, progress: 
         for i, name in enumerate(names)
     ]  # fmt: skip
     chunks = [ents[k :: cfg.workers] for k in range(cfg.workers)]
-    totals = {name: Totals() for name in POLICIES}
+    totals: dict[str, Totals] = {}
     with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
         for done, part in enumerate(pool.map(_chunk, [(c, cfg, index) for c in chunks]), 1):
             for name, t in part.items():
-                totals[name].add(t)
+                totals.setdefault(name, Totals()).add(t)
             progress(f"policies: {done}/{len(chunks)} worker chunks done")
     return {
         "window": {"start": str(index[first]), "end": str(index[last - 1] + pd.Timedelta(hours=1))},
@@ -465,7 +486,24 @@ def run(path: str, cfg: SimConfig, entities: list[str] | None = None, progress: 
             "overlap_h": round(cfg.overlap_h, 4), "workers": cfg.workers,
             "engine": {k: v for k, v in asdict(cfg.engine).items() if k != "quantiles"},
         },
-        "policies": {name: t.report() for name, t in totals.items()},
+        "policies": {name: totals[name].report() for name in POLICIES},
+        **point_comparison(totals),
+    }  # fmt: skip
+
+
+def point_comparison(totals: dict[str, Totals]) -> dict:
+    """The point forecast's buffer sweep (cost against under-provisioned hours) and its point at the predictive
+    policy's cost: the buffer AWS predictive scaling would need to spend what the product spends."""
+    curve = {float(name[len(POINT_SWEEP) :]): t for name, t in totals.items() if name.startswith(POINT_SWEEP)}
+    matched = point_at_cost(curve, totals["predictive"].cost_usd)
+    return {
+        "point_forecast_curve": [
+            {"point_buffer": b, "underprovisioned_entity_hours": t.underprovisioned_entity_hours,
+             "shortfall_capacity_hours": round(t.shortfall_capacity_hours, 4), "cost_usd": round(t.cost_usd, 4)}
+            for b, t in sorted(curve.items())
+        ],
+        "point_forecast_at_predictive_cost": None if matched is None else {"point_buffer": matched[0],
+                                                                           **matched[1].report()},
     }  # fmt: skip
 
 

@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 
 from shadowing.catalog import INSTANCE_TYPES
+from shadowing.models import EntityPolicy
 from shadowing.simulate import (
     Entity,
     SimConfig,
     needed,
+    point_at_cost,
+    point_forecasts,
     shortfall,
     simulate_oracle,
     simulate_point,
@@ -23,7 +26,8 @@ M5 = INSTANCE_TYPES["m5.large"]
 PRICE = M5.price("us-east-1")
 NAN = float("nan")
 INDEX = pd.date_range("2013-08-20", periods=4, freq="h", tz="UTC")
-CFG = SimConfig(start=INDEX[1], end=INDEX[-1], instance_types=("m5.large",))
+CFG = SimConfig(start=INDEX[1], end=INDEX[-1], instance_types=("m5.large",),
+                policy=EntityPolicy(sizing_quantile=0.9))  # fmt: skip
 
 
 def entity(peaks: list[float], means: list[float], p90: list[float] | None = None, ready: float = 0.9) -> Entity:
@@ -32,7 +36,8 @@ def entity(peaks: list[float], means: list[float], p90: list[float] | None = Non
     forecast = np.array(p90 if p90 is not None else [NAN] * hours, dtype=float)
     return Entity(
         "e", np.array(peaks, float), np.zeros(len(peaks)), np.array(means, float), np.zeros(len(peaks)), 1,
-        {0.1: forecast * 0.5, 0.5: forecast * 0.8, 0.9: forecast}, {q: np.zeros(hours) for q in (0.1, 0.5, 0.9)},
+        {0.1: forecast * 0.5, 0.5: forecast * 0.8, 0.85: forecast * 0.95, 0.9: forecast},
+        {q: np.zeros(hours) for q in (0.1, 0.5, 0.85, 0.9)},
         np.full(hours, ready),
     )  # fmt: skip
 
@@ -77,6 +82,29 @@ def test_point_forecast_without_a_week_of_history_follows_what_it_has() -> None:
     assert t.underprovisioned_entity_hours == 1
 
 
+def test_the_point_forecast_is_the_daily_and_weekly_pattern_and_its_buffer_buys_coverage() -> None:
+    """Eight days of history, then the spike hour: 7 days back the same hour averaged 4000 (1 day) and 2000
+    (6 days) -> 16000 / 7; a week back 2000: forecast 0.5 x 16000 / 7 + 0.5 x 2000 = 2142.86. Sized at 70 % of
+    5000 MHz: +10 % (2357) asks 1 instance, short of the 9000 MHz peak by 0.8 of one; +200 % (6429) asks 2,
+    which cover it; +300 % (8571) asks 3."""
+    day = [1000.0] * 24
+    means = day * 8 + [1000.0]
+    for k in range(1, 8):
+        means[192 - 24 * k] = 2000.0
+    means[192 - 24] = 4000.0
+    peaks = [1000.0] * 192 + [9000.0]
+    e = Entity("e", np.array(peaks), np.zeros(193), np.array(means), np.zeros(193), 192, {}, {}, np.ones(1))
+    assert point_forecasts(e.cpu_mean, 192)[0] == pytest.approx(0.5 * 16000 / 7 + 0.5 * 2000)
+    assert np.isnan(point_forecasts(np.array([NAN, 1.0, 2.0]), 1)).all()  # nothing a day or a week back
+    curve = {b: simulate_point(e, M5, CFG, b) for b in (0.1, 2.0, 3.0)}
+    assert curve[0.1].shortfall_capacity_hours == pytest.approx(0.8)
+    assert [t.instance_hours for t in curve.values()] == [1, 2, 3]  # one hour, nothing grown inside the window
+    assert [t.underprovisioned_entity_hours for t in curve.values()] == [1, 0, 0]
+    assert simulate_point(e, M5, CFG).instance_hours == 1  # the configured buffer, +10 %
+    assert point_at_cost(curve, 2.5 * PRICE) == (2.0, curve[2.0])  # the largest buffer within the budget
+    assert point_at_cost(curve, 3 * PRICE)[0] == 3.0 and point_at_cost(curve, 0.5 * PRICE) is None
+
+
 def test_predictive_shadows_ahead_of_the_spike_then_shrinks() -> None:
     """The p90 forecast says 9000 MHz for hour 2: shadows of 3 warm up ahead (0.25 h paid), the old fleet runs
     through the overlap; hour 3's forecast needs 1: 2 are released after the record's TTL."""
@@ -105,7 +133,7 @@ def test_predictive_without_a_forecast_keeps_its_fleet() -> None:
 def test_a_run_on_real_entities_forecasts_every_slice_and_reuses_its_cache(shared_trace, tmp_path) -> None:
     """Three Bitbrains VMs, one day: every slice gets a forecast made before it (no "no-forecast"), the JSON has the
     issue's shape, and a second run from the cache gives the same figures without fitting."""
-    from shadowing.simulate import POLICIES, run
+    from shadowing.simulate import POINT_BUFFERS, POLICIES, run
 
     cfg = SimConfig(start=pd.Timestamp("2013-08-20", tz="UTC"), end=pd.Timestamp("2013-08-21", tz="UTC"), workers=1)
     names = ["rnd-001", "rnd-002", "rnd-003"]
@@ -116,6 +144,15 @@ def test_a_run_on_real_entities_forecasts_every_slice_and_reuses_its_cache(share
     assert all(keys <= set(p) for p in first["policies"].values())
     decisions = first["policies"]["predictive"]["decisions"]
     assert "no-forecast" not in decisions and sum(decisions.values()) == 3 * 24
+    curve = first["point_forecast_curve"]  # the buffer sweep; +10 % is the point_forecast policy itself
+    assert [c["point_buffer"] for c in curve] == list(POINT_BUFFERS)
+    at_10 = next(c for c in curve if c["point_buffer"] == 0.1)
+    assert at_10["cost_usd"] == pytest.approx(first["policies"]["point_forecast"]["cost_usd"])
+    matched = first["point_forecast_at_predictive_cost"]
+    if matched is not None:  # the dearest buffer the predictive cost affords
+        assert matched["cost_usd"] <= first["policies"]["predictive"]["cost_usd"]
+        above = [c for c in curve if c["point_buffer"] > matched["point_buffer"]]
+        assert not above or above[0]["cost_usd"] > first["policies"]["predictive"]["cost_usd"]
     assert cache.exists() and not any("forecasts from" in m for m in said)
     again = run(str(shared_trace), cfg, names, said.append, str(cache))
     assert any("forecasts from" in m for m in said)
