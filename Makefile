@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix bench-load bench-orchestration
+.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix bench-load bench-orchestration bench-entity-forecast
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ clean:
 TRACE ?= ../shared/data/bitbrains_rnd/usage_hourly_2013-07_2013-08.csv.gz
 bench-forecast: install
 	$(BIN)/python -W ignore -m forecasting evaluate --input $(TRACE) --target cpu_usage_mhz_mean --holdout-days 14
+
+bench-entity-forecast: install
+	$(BIN)/python -m benchmarks.entity_forecast --input $(TRACE) --json .shadowing/bench-entity-forecast.json
 
 # The cutover benchmark of issue 4: a migration under steady load, warmed vs cold shadows (a few minutes).
 bench-cutover: install
