@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import threading
 import warnings
 from collections.abc import Callable, Iterable
@@ -236,7 +237,7 @@ def _quantiles(
     point: np.ndarray, residuals: np.ndarray, levels: list[float], filled: pd.Series
 ) -> dict[float, np.ndarray]:
     if len(residuals) >= 5:
-        offsets = {q: float(np.quantile(residuals, q)) for q in levels}
+        offsets = {q: _conformal(residuals, q) for q in levels}
     else:  # too little backtest: a spread from the series' own hour-to-hour variability, widened
         scale = float(np.nanstd(np.diff(filled.to_numpy()))) * 2 or float(np.nanmean(filled)) * 0.2
         z = {q: float(np.sqrt(2) * _erfinv(2 * q - 1)) for q in levels}
@@ -245,6 +246,18 @@ def _quantiles(
     for lo, hi in itertools.pairwise(levels):  # keep quantiles ordered
         out[hi] = np.maximum(out[hi], out[lo])
     return out
+
+
+def _conformal(residuals: np.ndarray, q: float) -> float:
+    """The q-quantile offset with split conformal's finite-sample correction: an upper quantile is the
+    ceil((n + 1) q)-th smallest of the n residuals (a lower one the floor((n + 1) q)-th), so that a new error falls
+    under it with probability >= q. A short slice has few backtest residuals (5 origins x 1-2 hours): the plain
+    empirical quantile of 10 made a 10-90 % band that held 66 % of the actuals (`make bench-entity-forecast`)."""
+    if q == 0.5:
+        return float(np.median(residuals))
+    ordered, n = np.sort(residuals), len(residuals)
+    k = math.ceil((n + 1) * q) if q > 0.5 else math.floor((n + 1) * q)
+    return float(ordered[min(max(k, 1), n) - 1])
 
 
 def _held_out_coverage(residuals: list[np.ndarray], lo: float = 0.1, hi: float = 0.9) -> float | None:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from forecasting.data import UsageDataError, hourly_series, load_usage, points_to_series
-from forecasting.engine import CANDIDATES, ForecastError, _event_covariate, _fit_predict, forecast_series
+from forecasting.engine import CANDIDATES, ForecastError, _conformal, _event_covariate, _fit_predict, forecast_series
 from forecasting.readiness import readiness
 
 OUTAGE = pd.Timestamp("2013-07-16T18:00Z")  # inside the monitoring outage that hits most VMs
@@ -97,6 +97,15 @@ def test_every_darts_candidate_is_backtested_on_a_long_history(shared_trace: Pat
     assert "prophet" in expected and "arima_2_0_1" in expected and "linear_calendar" in expected
     assert set(fc.scores) == expected
     assert fc.scores[fc.model] == min(fc.scores.values())
+
+
+def test_interval_offsets_take_the_conformal_order_statistics() -> None:
+    """10 residuals: q0.9 and q0.85 are the largest (ceil(11 x 0.9) = 10th), q0.1 the smallest, q0.5 the median;
+    100 residuals: q0.9 is the 91st smallest, q0.1 the 10th."""
+    ten = np.arange(1.0, 11.0)[::-1]
+    assert [_conformal(ten, q) for q in (0.1, 0.5, 0.85, 0.9)] == [1.0, 5.5, 10.0, 10.0]
+    hundred = np.arange(1.0, 101.0)
+    assert _conformal(hundred, 0.9) == 91.0 and _conformal(hundred, 0.1) == 10.0
 
 
 def test_calendar_candidate_learns_event_days() -> None:
