@@ -86,16 +86,9 @@ async def test_a_deadline_alone_times_out(time_env: WorkflowEnvironment) -> None
 
 
 @workflow.defn
-class DeadlineWaiter:
-    """Waits for `proceed` until a deadline with `wait_until`, then does what each answer asks (a different
-    command each: a timer of 2 s or of 3 s), so a replay that took the other branch would fail."""
-
-    def __init__(self) -> None:
-        self.go = False
-
-    @workflow.signal
-    def proceed(self) -> None:
-        self.go = True
+class DeadlineWaiter(Waiter):
+    """Waits for `proceed` (Waiter's signal) until a deadline with `wait_until`, then does what each answer asks (a
+    different command each: a timer of 2 s or of 3 s), so a replay that took the other branch would fail."""
 
     @workflow.run
     async def run(self, timeout_s: float) -> bool:
