@@ -267,7 +267,7 @@ def _held_out_coverage(residuals: list[np.ndarray], lo: float = 0.1, hi: float =
     inside, total = 0, 0
     for i, held in enumerate(residuals):
         rest = np.concatenate([r for j, r in enumerate(residuals) if j != i])
-        a, b = np.quantile(rest, lo), np.quantile(rest, hi)
+        a, b = _conformal(rest, lo), _conformal(rest, hi)  # the band `_quantiles` gives
         inside += int(np.sum((held >= a) & (held <= b)))
         total += len(held)
     return inside / total if total else None
