@@ -25,8 +25,8 @@ old fleet in the same minutes: one migration per entity. Over that window only i
   not counted: workflow tasks, patch markers, completion events;
 - the delay from the slice start to the traffic switch (`MigrationResult.cutover_at`: after the last `set_weights`).
 
-Orchestration is isolated from forecasting: the product's forecast costs about 10 CPU-s per entity with 14 days of
-history (darts candidates), which is not orchestration and would make N=1000 impossible on 2 cores. Entities here
+Orchestration is isolated from forecasting: the product's forecast costs about 3.4 CPU-s per entity with 14 days of
+history (darts candidates, two metrics: `make bench-entity-forecast`), which is not orchestration. Entities here
 have 60 hours of hourly history, so only the two seasonal-naive candidates apply (the engine picks candidates by
 history length; nothing in the product was changed), and `readiness_threshold=0` lets such a short history act.
 Settings for migrations to complete on 2 cores: fleets of 1 instance (`max_instances=1`), no warm-up of the shadows
