@@ -42,6 +42,7 @@ from temporalio.service import RPCError
 
 from activities import TAG_ENTITY, TAG_FLEET, ClientFactory
 from benchmarks.cutover import old_fleet, seed_table, table_items, table_items_in
+from shadowing import search
 from shadowing.demo import hosted_zone
 from shadowing.endpoints import Endpoints
 from shadowing.faults import FaultRule
@@ -394,10 +395,10 @@ async def run_disrupted(env: Env, group: list[Case], disrupt: Callable[[], Await
     async def in_step(case: Case) -> bool:
         handle = env.client.get_workflow_handle(case.workflow_id)
         try:
-            if case.step == "watch":
-                progress = await handle.query("progress", result_type=MigrationProgress)
-                return progress.phase == "watching"
             desc = await handle.describe()
+            if case.step == "watch":  # the phase the migration upserted, read from the server: a query needs a
+                # worker, and while another case's kill restarts it the whole watch window can pass unseen
+                return desc.typed_search_attributes.get(search.PHASE) == "watching"
         except Exception:  # not started yet, the server restarting, no worker to answer the query
             return False
         started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
