@@ -399,7 +399,7 @@ async def run_disrupted(env: Env, group: list[Case], disrupt: Callable[[], Await
             if case.step == "watch":  # the phase the migration upserted, read from the server: a query needs a
                 # worker, and while another case's kill restarts it the whole watch window can pass unseen
                 return desc.typed_search_attributes.get(search.PHASE) == "watching"
-        except Exception:  # not started yet, the server restarting, no worker to answer the query
+        except Exception:  # not started yet, or the server restarting
             return False
         started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
         return any(a.activity_type.name == STEPS[case.step].activity and a.state == started

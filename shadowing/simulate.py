@@ -136,6 +136,14 @@ def needed(cpu: float, mem: float, itype: InstanceType, utilisation: float, max_
     return max(1, min(max_instances, max(counts, default=1)))
 
 
+def needed_counts(cpu: np.ndarray, mem: np.ndarray, itype: InstanceType, utilisation: float,
+                  max_instances: int) -> np.ndarray:  # fmt: skip
+    """`needed` for every hour at once."""
+    with np.errstate(invalid="ignore"):
+        k = np.fmax(np.ceil(cpu / (itype.cpu_mhz * utilisation)), np.ceil(mem / (itype.memory_kb * utilisation)))
+    return np.clip(np.where(np.isnan(k), 1, k), 1, max_instances).astype(int)
+
+
 def shortfall(cpu: np.ndarray, mem: np.ndarray, count: np.ndarray, types: list[InstanceType]) -> np.ndarray:
     """Per hour: instances (fractional, of that hour's type) missing to cover the peaks; NaN where unobserved."""
     cpu_cap = np.array([t.cpu_mhz for t in types])
@@ -180,8 +188,7 @@ def simulate_static(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
 def simulate_oracle(e: Entity, itype: InstanceType, cfg: SimConfig) -> Totals:
     p = cfg.policy
     cpu, mem = e.cpu[e.first :], e.mem[e.first :]
-    pairs = zip(cpu, mem, strict=True)
-    counts = np.array([needed(c, m, itype, p.target_utilisation, p.max_instances) for c, m in pairs])
+    counts = needed_counts(cpu, mem, itype, p.target_utilisation, p.max_instances)
     return fixed_type(counts, itype, cfg, cpu, mem, launches_ahead=True)
 
 
@@ -201,23 +208,17 @@ def point_forecasts(mean: np.ndarray, first: int) -> np.ndarray:
     return np.where(np.isnan(weekly), daily, np.where(np.isnan(daily), weekly, 0.5 * daily + 0.5 * weekly))
 
 
-def needed_counts(cpu: np.ndarray, mem: np.ndarray, itype: InstanceType, utilisation: float,
-                  max_instances: int) -> np.ndarray:  # fmt: skip
-    """`needed` for every hour at once."""
-    with np.errstate(invalid="ignore"):
-        k = np.fmax(np.ceil(cpu / (itype.cpu_mhz * utilisation)), np.ceil(mem / (itype.memory_kb * utilisation)))
-    return np.clip(np.where(np.isnan(k), 1, k), 1, max_instances).astype(int)
-
-
 # AWS predictive scaling's own knob, swept to find the point forecast that costs what the product costs
 POINT_BUFFERS = tuple(round(0.05 * k, 2) for k in range(61))  # +0 % .. +300 %
 
 
-def simulate_point(e: Entity, itype: InstanceType, cfg: SimConfig, buffer: float | None = None) -> Totals:
-    """The point forecast + `buffer` (default: `cfg.point_buffer`), launched ahead."""
+def simulate_point(e: Entity, itype: InstanceType, cfg: SimConfig, buffer: float | None = None,
+                   forecast: tuple[np.ndarray, np.ndarray] | None = None) -> Totals:  # fmt: skip
+    """The point forecast + `buffer` (default: `cfg.point_buffer`), launched ahead; `forecast`: the entity's
+    (CPU, memory) `point_forecasts` when already made (the buffer sweep makes them once)."""
     p, b = cfg.policy, 1 + (cfg.point_buffer if buffer is None else buffer)
-    cpu, mem = point_forecasts(e.cpu_mean, e.first) * b, point_forecasts(e.mem_mean, e.first) * b
-    counts = needed_counts(cpu, mem, itype, p.target_utilisation, p.max_instances)
+    cpu, mem = forecast or (point_forecasts(e.cpu_mean, e.first), point_forecasts(e.mem_mean, e.first))
+    counts = needed_counts(cpu * b, mem * b, itype, p.target_utilisation, p.max_instances)
     return fixed_type(counts, itype, cfg, e.cpu[e.first :], e.mem[e.first :], launches_ahead=True)
 
 
@@ -342,13 +343,14 @@ def entity_type(e: Entity, cfg: SimConfig) -> InstanceType:
 
 def simulate_entity(e: Entity, cfg: SimConfig, index: pd.DatetimeIndex) -> dict[str, Totals]:
     itype = entity_type(e, cfg)
+    point = (point_forecasts(e.cpu_mean, e.first), point_forecasts(e.mem_mean, e.first))
     return {
         "predictive": simulate_predictive(e, itype, cfg, index),
         "reactive": simulate_reactive(e, itype, cfg),
-        "point_forecast": simulate_point(e, itype, cfg),
+        "point_forecast": simulate_point(e, itype, cfg, forecast=point),
         "static": simulate_static(e, itype, cfg),
         "oracle": simulate_oracle(e, itype, cfg),
-        **{f"{POINT_SWEEP}{b:g}": simulate_point(e, itype, cfg, b) for b in POINT_BUFFERS},
+        **{f"{POINT_SWEEP}{b:g}": simulate_point(e, itype, cfg, b, point) for b in POINT_BUFFERS},
     }
 
 
