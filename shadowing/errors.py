@@ -3,6 +3,7 @@
     ShadowingError
      ├── InvalidRequest            bad input; names the field (CLI exit code 2)
      │    ├── UnknownEntity         no EntitySchedule runs for that entity id
+     │    ├── NotOwned              a resource the spec names does not carry the entity's ownership tags
      │    └── TimeSliceNotActive    "Time slice is not active"
      ├── ServiceUnavailable        Temporal or AWS cannot be reached / did not become healthy
      └── MigrationError            the migration ran and failed (after its compensations)
@@ -40,6 +41,10 @@ class TimeSliceNotActive(InvalidRequest):
         super().__init__(f"{self.MESSAGE}{': ' + detail if detail else ''}", "time_slice")
 
 
+class NotOwned(InvalidRequest):
+    """A resource the spec names is not the entity's (see activities/ownership.py); nothing was changed."""
+
+
 class ServiceUnavailable(ShadowingError):
     """Temporal or AWS could not be reached within the deadline."""
 
@@ -60,6 +65,7 @@ class MigrationFailed(MigrationError):
 NON_RETRYABLE: tuple[str, ...] = (
     "InvalidRequest",
     "UnknownEntity",
+    "NotOwned",
     "TimeSliceNotActive",
     "DataSyncFailed",
     "MigrationFailed",
@@ -72,6 +78,7 @@ BY_TYPE: dict[str, type[ShadowingError]] = {
     "InvalidRequest": InvalidRequest,
     "TimeSliceNotActive": InvalidRequest,
     "UnknownEntity": InvalidRequest,
+    "NotOwned": NotOwned,
     "DataSyncFailed": DataSyncFailed,
     "MigrationFailed": MigrationFailed,
 }
