@@ -1,9 +1,17 @@
 """Cutover routing: Route53 weighted records (one per fleet, SetIdentifier = fleet id) and ELBv2 weighted forwarding.
 
 Every weight change is one atomic request, verified by reading back what AWS reports; a read-back that differs
-from what was asked is a retryable `RoutingNotApplied`. A zone or listener that does not exist is a non-retryable
-`InvalidRequest`, raised before anything changes. The steps between weights are the workflow's (it sleeps between
-them, see `workflows.verdict.cutover_steps`).
+from what was asked is a `RoutingNotApplied`, retried up to `MAX_ATTEMPTS` attempts and then non-retryable, so a
+record that cannot be applied ends the step and the saga compensates instead of retrying forever. A zone or
+listener that does not exist is a non-retryable `InvalidRequest`, raised before anything changes.
+
+Ownership (activities/ownership.py): a hosted zone is used only when it carries `shadowing:managed-by=shadowing`
+(an operator hands a zone to the product by tagging it); at the entity's name every record must be one of the
+entity's own weighted A records (SetIdentifier `<entity id>:...`), so another team's record there (a CNAME, a simple
+A record, another entity's weighted record) refuses the step before anything changes. A listener must carry the
+entity's ownership tags. Names are compared in lower case, as Route53 stores them.
+
+The steps between weights are the workflow's (it sleeps between them, see `workflows.verdict.cutover_steps`).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED, ClientFactory
+from activities.ownership import MANAGED, not_owned, owned_by, tag_map
 from shadowing.models import (
     FleetRef,
     ListenerRef,
@@ -36,6 +45,8 @@ GLOBAL_REGION = "us-east-1"  # Route53 is global; its API lives in us-east-1
 POLL_S = 1.0
 MAX_R53_WEIGHT = 255
 MAX_ELB_WEIGHT = 999
+#: Attempts after which a routing change that AWS does not report as asked stops being retried.
+MAX_ATTEMPTS = 8
 
 
 def _invalid(message: str) -> ApplicationError:
@@ -45,7 +56,15 @@ def _invalid(message: str) -> ApplicationError:
 def _not_applied(what: str, asked: dict[str, int], got: dict[str, int]) -> ApplicationError:
     diff = {k: (asked.get(k), got.get(k)) for k in sorted(set(asked) | set(got)) if asked.get(k) != got.get(k)}
     detail = ", ".join(f"{k}: asked {a}, reported {g}" for k, (a, g) in diff.items())
-    return ApplicationError(f"{what} not applied: {detail}", type="RoutingNotApplied")
+    return _routing_error(f"{what} not applied: {detail}")
+
+
+def _routing_error(message: str) -> ApplicationError:
+    """Retryable while AWS may still converge; the last of `MAX_ATTEMPTS` attempts gives up for good."""
+    attempt = activity.info().attempt if activity.in_activity() else 1
+    final = attempt >= MAX_ATTEMPTS
+    suffix = f" (attempt {attempt} of {MAX_ATTEMPTS}: giving up)" if final else ""
+    return ApplicationError(message + suffix, type="RoutingNotApplied", non_retryable=final)
 
 
 class RoutingActivities:
@@ -59,6 +78,8 @@ class RoutingActivities:
     def switch_traffic(self, req: RoutingInput) -> RoutingState:
         """Atomically gives `to_fleet` all the weight and `from_fleet` none (one change batch)."""
         ttl = req.ttl_s or TTL_S
+        self._check_zone(req.hosted_zone_id, req.dns_name)
+        self._records(req.hosted_zone_id, req.dns_name, req.to_fleet.entity_id)
         changes = [_upsert(req.dns_name, req.to_fleet, 100, ttl)]
         if req.from_fleet is not None and req.from_fleet.fleet_id != req.to_fleet.fleet_id:
             changes.append(_upsert(req.dns_name, req.from_fleet, 0, ttl))
@@ -71,7 +92,7 @@ class RoutingActivities:
         changes = []
         if req.from_fleet is not None:
             changes.append(_upsert(req.dns_name, req.from_fleet, 100))
-        current = self._records(req.hosted_zone_id, req.dns_name)
+        current = self._records(req.hosted_zone_id, req.dns_name, req.to_fleet.entity_id)
         if req.to_fleet.fleet_id in current:
             changes.append({"Action": "DELETE", "ResourceRecordSet": current[req.to_fleet.fleet_id]})
         if changes:
@@ -81,7 +102,8 @@ class RoutingActivities:
     @activity.defn(name="remove_fleet_record")
     def remove_fleet_record(self, req: RoutingInput) -> RoutingState:
         """Deletes `to_fleet`'s record if it is still there (retirement and compensation); safe to repeat."""
-        record = self._records(req.hosted_zone_id, req.dns_name).get(req.to_fleet.fleet_id)
+        self._check_zone(req.hosted_zone_id, req.dns_name)
+        record = self._records(req.hosted_zone_id, req.dns_name, req.to_fleet.entity_id).get(req.to_fleet.fleet_id)
         if record is not None:
             change = [{"Action": "DELETE", "ResourceRecordSet": record}]
             self._change(req.hosted_zone_id, change, f"remove {req.to_fleet.fleet_id}")
@@ -94,7 +116,7 @@ class RoutingActivities:
         A missing zone (or a name outside it) is a non-retryable `InvalidRequest`, not an error retried forever.
         """
         self._check_zone(req.hosted_zone_id, req.dns_name)
-        return _state(self._records(req.hosted_zone_id, req.dns_name))
+        return _state(self._records(req.hosted_zone_id, req.dns_name, req.to_fleet.entity_id))
 
     # ---- Route53: stepped cutover ----------------------------------------------------------------------------
 
@@ -108,27 +130,27 @@ class RoutingActivities:
         self._check_zone(req.hosted_zone_id, req.dns_name)
         fleets = {f.fleet_id: f for f in req.fleets}
         _check_r53_weights(req.weights, fleets)
-        current = self._records(req.hosted_zone_id, req.dns_name)
+        current = self._records(req.hosted_zone_id, req.dns_name, req.entity_id)
         changes = [
             _upsert(req.dns_name, fleets[fid], weight, req.ttl_s)
             for fid, weight in sorted(req.weights.items())
             if not _same(current.get(fid), fleets[fid], weight, req.ttl_s)
         ]
         change_id = self._apply(req.hosted_zone_id, changes, f"weights {req.dns_name}", req.settle_timeout_s)
-        after = self._records(req.hosted_zone_id, req.dns_name)
+        after = self._records(req.hosted_zone_id, req.dns_name, req.entity_id)
         got = {fid: int(after[fid]["Weight"]) for fid in req.weights if fid in after}
         if got != req.weights:
             raise _not_applied(f"weights of {req.dns_name}", req.weights, got)
         stale = {fid: int(after[fid]["TTL"]) for fid in got if int(after[fid]["TTL"]) != req.ttl_s}
         if stale:
-            raise ApplicationError(f"TTL of {req.dns_name} not {req.ttl_s}s: {stale}", type="RoutingNotApplied")
+            raise _routing_error(f"TTL of {req.dns_name} not {req.ttl_s}s: {stale}")
         return _state(after).model_copy(update={"ttl_s": req.ttl_s, "change_id": change_id})
 
     @activity.defn(name="restore_weights")
     def restore_weights(self, req: RestoreWeightsInput) -> RoutingState:
         """Rollback: the name's weighted records become exactly `previous` (extra records deleted). Idempotent."""
         self._check_zone(req.hosted_zone_id, req.dns_name)
-        current = self._records(req.hosted_zone_id, req.dns_name)
+        current = self._records(req.hosted_zone_id, req.dns_name, req.entity_id)
         fleets = {f.fleet_id: f for f in req.fleets}
         changes = [
             {"Action": "DELETE", "ResourceRecordSet": rr}
@@ -139,7 +161,7 @@ class RoutingActivities:
             change = _restore_change(req, current.get(fid), fleets.get(fid), fid, weight)
             changes += [change] if change else []
         change_id = self._apply(req.hosted_zone_id, changes, f"restore {req.dns_name}", req.settle_timeout_s)
-        after = _state(self._records(req.hosted_zone_id, req.dns_name))
+        after = _state(self._records(req.hosted_zone_id, req.dns_name, req.entity_id))
         if after.weights != req.previous.weights:
             raise _not_applied(f"restore of {req.dns_name}", req.previous.weights, after.weights)
         return after.model_copy(update={"change_id": change_id})
@@ -147,28 +169,37 @@ class RoutingActivities:
     # ---- Route53 plumbing ------------------------------------------------------------------------------------
 
     def _check_zone(self, zone_id: str, dns_name: str) -> None:
+        """The zone exists, holds the name, and was handed to the product (tag `shadowing:managed-by`)."""
         r53 = self._clients("route53", GLOBAL_REGION)
         try:
-            zone_name = r53.get_hosted_zone(Id=zone_id)["HostedZone"]["Name"]
+            zone_name = r53.get_hosted_zone(Id=zone_id)["HostedZone"]["Name"].lower()
         except r53.exceptions.NoSuchHostedZone as exc:
             raise _invalid(f"hosted zone {zone_id} does not exist") from exc
-        name = dns_name.rstrip(".") + "."
+        name = _fqdn(dns_name)
         if name != zone_name and not name.endswith("." + zone_name):
             raise _invalid(f"{dns_name} is not inside hosted zone {zone_id} ({zone_name})")
+        tags = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=_zone_key(zone_id))
+        if tag_map(tags.get("ResourceTagSet", {}).get("Tags")).get(TAG_MANAGED) != MANAGED:
+            raise ApplicationError(
+                f"hosted_zone_id: zone {zone_id} ({zone_name}) is not handed to the product: tag it "
+                f"{TAG_MANAGED}={MANAGED}",
+                type="NotOwned", non_retryable=True,
+            )  # fmt: skip
 
-    def _records(self, zone_id: str, dns_name: str) -> dict[str, dict]:
+    def _records(self, zone_id: str, dns_name: str, entity_id: str) -> dict[str, dict]:
+        """The entity's weighted A records at the name, by SetIdentifier; any other record there refuses the step."""
         r53 = self._clients("route53", GLOBAL_REGION)
-        name = dns_name.rstrip(".") + "."
+        name = _fqdn(dns_name)
         try:
             pages = list(r53.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id))
         except r53.exceptions.NoSuchHostedZone as exc:
             raise _invalid(f"hosted zone {zone_id} does not exist") from exc
-        return {
-            rr["SetIdentifier"]: rr
-            for page in pages
-            for rr in page["ResourceRecordSets"]
-            if rr["Name"] == name and rr["Type"] == "A" and "SetIdentifier" in rr
-        }
+        at_name = [rr for page in pages for rr in page["ResourceRecordSets"] if _fqdn(rr["Name"]) == name]
+        foreign = [rr for rr in at_name if not _entity_record(rr, entity_id)]
+        if foreign:
+            what = ", ".join(f"{rr['Type']} {rr.get('SetIdentifier', '(simple)')}" for rr in foreign)
+            raise not_owned("dns_name", f"name {name} (holds {what})", entity_id, "records of someone else")
+        return {rr["SetIdentifier"]: rr for rr in at_name}
 
     def _change(self, zone_id: str, changes: list[dict], comment: str) -> str:
         r53 = self._clients("route53", GLOBAL_REGION)
@@ -197,9 +228,7 @@ class RoutingActivities:
             if status == "INSYNC":
                 return
             if time.monotonic() >= deadline:
-                raise ApplicationError(
-                    f"Route53 change {change_id} still {status} after {timeout_s:.0f}s", type="RoutingNotApplied"
-                )
+                raise _routing_error(f"Route53 change {change_id} still {status} after {timeout_s:.0f}s")
             time.sleep(self._poll_s)
 
     # ---- ELBv2 weighted forwarding (fleets in the listener's region) ----------------------------------------
@@ -247,16 +276,15 @@ class RoutingActivities:
     def listener_state(self, req: ListenerRef) -> ListenerState:
         """The listener's default forward weights by target group ARN; capture it before a stepped cutover."""
         elb = self._clients("elbv2", _arn_region(req.listener_arn))
-        return ListenerState(
-            listener_arn=req.listener_arn, weights=_forward_weights(self._listener(elb, req.listener_arn))
-        )
+        listener = self._listener(elb, req.listener_arn, req.entity_id)
+        return ListenerState(listener_arn=req.listener_arn, weights=_forward_weights(listener))
 
     @activity.defn(name="set_listener_weights")
     def set_listener_weights(self, req: ListenerWeightsInput) -> ListenerState:
         """Makes the listener's default action forward to `weights` (also the rollback, with captured weights)."""
         region = _arn_region(req.listener_arn)
         elb = self._clients("elbv2", region)
-        listener = self._listener(elb, req.listener_arn)
+        listener = self._listener(elb, req.listener_arn, req.entity_id)
         self._check_groups(elb, region, req.weights)
         if _forward_weights(listener) != req.weights:
             forward: dict[str, Any] = {
@@ -268,7 +296,7 @@ class RoutingActivities:
             elb.modify_listener(
                 ListenerArn=req.listener_arn, DefaultActions=[{"Type": "forward", "ForwardConfig": forward}]
             )
-        got = _forward_weights(self._listener(elb, req.listener_arn))
+        got = _forward_weights(self._listener(elb, req.listener_arn, req.entity_id))
         if got != req.weights:
             raise _not_applied(f"forward weights of {req.listener_arn}", req.weights, got)
         return ListenerState(listener_arn=req.listener_arn, weights=got)
@@ -293,11 +321,16 @@ class RoutingActivities:
             raise _invalid(f"instance {fleet.instance_ids[0]} of fleet {fleet.fleet_id} is in no VPC; pass vpc_id")
         return str(vpc)
 
-    def _listener(self, elb: Any, arn: str) -> dict:
+    def _listener(self, elb: Any, arn: str, entity_id: str) -> dict:
+        """The listener, after proving it is the entity's (its tags), before anything reads its weights."""
         try:
-            return dict(elb.describe_listeners(ListenerArns=[arn])["Listeners"][0])
+            listener = dict(elb.describe_listeners(ListenerArns=[arn])["Listeners"][0])
         except elb.exceptions.ListenerNotFoundException as exc:
             raise _invalid(f"listener {arn} does not exist") from exc
+        tags = elb.describe_tags(ResourceArns=[arn])["TagDescriptions"]
+        if not owned_by(tag_map(tags[0]["Tags"] if tags else ()), entity_id):
+            raise not_owned("listener_arn", f"listener {arn}", entity_id)
+        return listener
 
     def _check_groups(self, elb: Any, region: str, weights: dict[str, int]) -> None:
         if not weights or sum(weights.values()) == 0 or not all(0 <= w <= MAX_ELB_WEIGHT for w in weights.values()):
@@ -333,6 +366,21 @@ def _forward_weights(listener: dict) -> dict[str, int]:
     if groups:
         return {g["TargetGroupArn"]: int(g.get("Weight", 1)) for g in groups}
     return {action["TargetGroupArn"]: 1} if "TargetGroupArn" in action else {}
+
+
+def _fqdn(name: str) -> str:
+    """Route53's form of a name: lower case with one trailing dot (it reports names in lower case)."""
+    return name.rstrip(".").lower() + "."
+
+
+def _zone_key(zone_id: str) -> str:
+    return zone_id.rsplit("/", 1)[-1]
+
+
+def _entity_record(record: dict, entity_id: str) -> bool:
+    """One of the entity's weighted A records (SetIdentifier is a fleet id, `<entity id>:...`)."""
+    ident = record.get("SetIdentifier", "")
+    return record["Type"] == "A" and "Weight" in record and ident.startswith(f"{entity_id}:")
 
 
 def _check_r53_weights(weights: dict[str, int], fleets: dict[str, FleetRef]) -> None:
@@ -378,7 +426,7 @@ def _upsert(dns_name: str, fleet: FleetRef, weight: int, ttl_s: int = TTL_S) -> 
     return {
         "Action": "UPSERT",
         "ResourceRecordSet": {
-            "Name": dns_name.rstrip(".") + ".",
+            "Name": _fqdn(dns_name),
             "Type": "A",
             "SetIdentifier": fleet.fleet_id,
             "Weight": weight,

@@ -7,6 +7,7 @@ histories. Validation here is the first door for bad input: a malformed request 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
@@ -15,7 +16,14 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from shadowing.catalog import INSTANCE_TYPES, REGIONS
 
-_ENTITY_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ENTITY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+#: One DNS label (RFC 1123): letters, digits and '-', not at either end; '_' allowed (service labels).
+_DNS_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+_HOSTED_ZONE = re.compile(r"[A-Z0-9]{1,32}")  # AWS: Z..., moto: any upper-case alphanumerics
+#: Longest wait or window any policy may name (a week): a bound far past any slice, far below timedelta's.
+MAX_SECONDS = 7 * 86400.0
+#: Slices one schedule may hold: the workflow keeps them in its state (continue-as-new carries them).
+MAX_SLICES = 1000
 #: A registry/repository[:tag][@digest] reference; no characters a boot script would have to quote.
 _CONTAINER_IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
 
@@ -34,7 +42,7 @@ def _check_instance_type(value: str) -> str:
 
 
 def _check_entity_id(value: str) -> str:
-    if not _ENTITY_ID.match(value):
+    if not _ENTITY_ID.fullmatch(value):
         raise ValueError(f"entity id {value!r} must be 1-63 lowercase letters, digits or '-'")
     return value
 
@@ -43,14 +51,49 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+def normalize_dns_name(value: str) -> str:
+    """Lower case, no trailing dot, RFC 1123 labels, at most 253 characters (Route53 stores names in lower case)."""
+    name = value.strip().rstrip(".").lower()
+    if not 3 <= len(name) <= 253:
+        raise ValueError(f"DNS name {value!r} must be 3-253 characters")
+    bad = [label for label in name.split(".") if not _DNS_LABEL.fullmatch(label)]
+    if bad or "." not in name:
+        raise ValueError(f"DNS name {value!r} must be dot-separated labels of 1-63 letters, digits or '-' ({bad})")
+    return name
+
+
+def _check_hosted_zone(value: str) -> str:
+    zone = value.strip().removeprefix("/hostedzone/")
+    if not _HOSTED_ZONE.fullmatch(zone):
+        raise ValueError(f"hosted zone id {value!r} must be 1-32 upper-case letters or digits, e.g. Z0123456789ABC")
+    return zone
+
+
+def check_address(value: str) -> str:
+    """An instance address: an IP, never link-local (the metadata service), multicast, unspecified or reserved."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ValueError(f"address {value!r} is not an IP address") from exc
+    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        raise ValueError(f"address {value!r} is link-local, multicast, unspecified or reserved")
+    return str(ip)
+
+
 Region = Annotated[str, AfterValidator(_check_region)]
 InstanceTypeName = Annotated[str, AfterValidator(_check_instance_type)]
 EntityId = Annotated[str, AfterValidator(_check_entity_id)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+DnsName = Annotated[str, AfterValidator(normalize_dns_name)]
+HostedZoneId = Annotated[str, AfterValidator(_check_hosted_zone)]
+Address = Annotated[str, AfterValidator(check_address)]
+#: A duration in seconds: finite (every model refuses inf/nan) and at most a week.
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # inf and nan are refused everywhere: `timedelta(seconds=inf)` raises inside a workflow task, forever.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class TimeSlice(Frozen):
@@ -89,7 +132,7 @@ class ScheduledSlice(TimeSlice):
 class AllocationSchedule(Frozen):
     """The entity's slices, in order and without overlap."""
 
-    slices: tuple[ScheduledSlice, ...] = Field(min_length=1)
+    slices: tuple[ScheduledSlice, ...] = Field(min_length=1, max_length=MAX_SLICES)
 
     @model_validator(mode="after")
     def _no_overlap(self) -> AllocationSchedule:
@@ -106,11 +149,15 @@ class DegradationPolicy(Frozen):
     """When the post-cutover watch calls the new fleet degraded (see `workflows.verdict.judge`)."""
 
     min_samples: int = Field(20, ge=1, description="requests a signal needs before its rates are judged")
-    error_factor: float = Field(2.0, ge=1.0, description="error rate may grow to baseline x this ...")
+    error_factor: float = Field(2.0, ge=1.0, le=1000, description="error rate may grow to baseline x this ...")
     error_margin: float = Field(0.01, ge=0.0, le=1.0, description="... or to baseline + this, whichever is higher")
-    latency_factor: float = Field(1.5, ge=1.0, description="p99 above baseline p99 x this is degraded ...")
-    latency_floor_ms: float = Field(50.0, ge=0.0, description="... when it is also above this absolute floor")
-    latency_ceiling_ms: float = Field(2000.0, gt=0.0, description="p99 above this is degraded whatever the baseline")
+    latency_factor: float = Field(1.5, ge=1.0, le=1000, description="p99 above baseline p99 x this is degraded ...")
+    latency_floor_ms: float = Field(
+        50.0, ge=0.0, le=600_000, description="... when it is also above this absolute floor"
+    )
+    latency_ceiling_ms: float = Field(
+        2000.0, gt=0.0, le=600_000, description="p99 above this is degraded whatever the baseline"
+    )
     no_data_probes: int = Field(3, ge=1, description="consecutive signals without samples that count as degraded")
 
 
@@ -133,15 +180,22 @@ class EntityPolicy(Frozen):
         description="move to a cheaper instance type in place when it saves at least this share of the hourly cost "
         "(on a trusted forecast; 1 = never)",
     )  # fmt: skip
-    lead_time_s: float = Field(900.0, gt=0, description="forecast and prepare this long before a slice starts")
+    lead_time_s: float = Field(
+        900.0, gt=0, le=MAX_SECONDS, description="forecast and prepare this long before a slice starts"
+    )
     prepare_s: float = Field(
-        300.0, gt=0, description="expected time to provision and warm shadows; less time left lowers readiness"
+        300.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="expected time to provision and warm shadows; less time left lowers readiness",
     )
-    warmup_timeout_s: float = Field(600.0, gt=0)
+    warmup_timeout_s: float = Field(600.0, gt=0, le=86400)
     warm_p99_ms: float = Field(
-        25.0, gt=0, description="an instance is warm once its p99 under synthetic traffic stays below this"
+        25.0, gt=0, le=60_000, description="an instance is warm once its p99 under synthetic traffic stays below this"
     )
-    watch_s: float = Field(120.0, ge=0, description="post-cutover watch window before the old fleet is retired")
+    watch_s: float = Field(
+        120.0, ge=0, le=86400, description="post-cutover watch window before the old fleet is retired"
+    )
     cutover_strategy: Literal["all-at-once", "canary", "linear"] = "all-at-once"
     record_ttl_s: int = Field(30, ge=1, le=86400, description="TTL of the weighted records the cutover writes")
     degradation: DegradationPolicy = DegradationPolicy()
@@ -149,15 +203,23 @@ class EntityPolicy(Frozen):
     spot_max_price_ratio: float = Field(
         1.0, gt=0.0, le=10.0, description="highest spot price to pay, as a fraction of the on-demand price"
     )
-    spot_deadline_s: float = Field(120.0, gt=0, description="how long to wait for spot capacity before on-demand")
+    spot_deadline_s: float = Field(
+        120.0, gt=0, le=3600, description="how long to wait for spot capacity before on-demand"
+    )
     max_replication_lag_s: float = Field(
-        default=5.0, ge=0.0, description="the final sync check fails when the target's data lags more than this"
+        default=5.0,
+        ge=0.0,
+        le=3600,
+        description="the final sync check fails when the target's data lags more than this",
     )
     warm_up: bool = Field(
         default=True, description="warm shadows with synthetic traffic before cutover (False: only wait for health)"
     )
     catch_up_interval_s: float = Field(
-        default=60.0, gt=0, description="while shadows wait for the slice, replay the source's writes this often"
+        default=60.0,
+        ge=5,
+        le=86400,
+        description="while shadows wait for the slice, replay the source's writes this often",
     )
     mode: Literal["active", "forecast-only"] = Field(
         default="active", description="forecast-only: forecast, decide and report every slice, provision nothing"
@@ -166,7 +228,7 @@ class EntityPolicy(Frozen):
         default=False, description="a slice's shadows are provisioned only after an `approve` update"
     )
     approval_timeout_s: float = Field(
-        default=3600.0, gt=0, description="a slice not approved this long after its decision is skipped"
+        default=3600.0, gt=0, le=MAX_SECONDS, description="a slice not approved this long after its decision is skipped"
     )
     lead_time_margin: float = Field(
         default=1.5,
@@ -175,7 +237,10 @@ class EntityPolicy(Frozen):
         description="lead time >= this x the slowest recent measured preparation (provision + warm + replicate)",
     )
     reforecast_interval_s: float = Field(
-        default=600.0, gt=0, description="while shadows wait for the slice, re-forecast and resize them this often"
+        default=600.0,
+        ge=60,
+        le=86400,
+        description="while shadows wait for the slice, re-forecast and resize them this often",
     )
     step_timeout_s: float = Field(
         default=120.0, gt=0, le=3600,
@@ -196,7 +261,7 @@ class DemandClock(Frozen):
 
     origin: UtcDatetime
     history_origin: UtcDatetime
-    seconds_per_hour: float = Field(gt=0)
+    seconds_per_hour: float = Field(gt=0, le=3600)
 
     def to_history(self, moment: datetime) -> datetime:
         hours = (moment - self.origin).total_seconds() / self.seconds_per_hour
@@ -216,8 +281,8 @@ class EntitySpec(Frozen):
     home_region: Region
     instance_types: tuple[InstanceTypeName, ...] = Field(min_length=1)
     initial_instances: int = Field(1, ge=1, le=500)
-    dns_name: str = Field(min_length=3, description="record that clients resolve, e.g. api.example.internal")
-    hosted_zone_id: str = Field(min_length=1)
+    dns_name: DnsName = Field(description="record that clients resolve, e.g. api.example.internal (lower-cased)")
+    hosted_zone_id: HostedZoneId
     dynamodb_tables: tuple[str, ...] = ()
     metrics_namespace: str = "Shadowing/Usage"
     policy: EntityPolicy = EntityPolicy()
@@ -253,6 +318,11 @@ class RegisterEntityInput(Frozen):
     )  # fmt: skip
 
 
+def owns_fleet(entity_id: str, fleet: FleetRef) -> bool:
+    """Fleet ids are `<entity id>:<slice key or role>` (workflows.policy.fleet_id)."""
+    return fleet.entity_id == entity_id and fleet.fleet_id.startswith(f"{entity_id}:")
+
+
 class FleetRef(Frozen):
     """A set of instances that serve the entity together, found again by its tags."""
 
@@ -261,7 +331,7 @@ class FleetRef(Frozen):
     region: Region
     instance_type: InstanceTypeName
     instance_ids: tuple[str, ...] = ()
-    addresses: tuple[str, ...] = ()
+    addresses: tuple[Address, ...] = ()
     role: Literal["active", "shadow", "retired"] = "shadow"
     spot_instance_ids: tuple[str, ...] = Field((), description="the subset of instance_ids that run on spot")
     availability_zones: tuple[str, ...] = Field((), description="AZ of each instance, in instance_ids order")
@@ -377,7 +447,20 @@ class MigrationInput(Frozen):
     source_needed: int | None = Field(
         default=None, ge=0, description="instances the source fleet needs to carry the slice if cutover runs late"
     )
-    max_price_usd: float | None = Field(default=None, gt=0, description="spot bid per instance-hour (policy.spot_bid)")
+    max_price_usd: float | None = Field(
+        default=None, gt=0, le=1000, description="spot bid per instance-hour (policy.spot_bid)"
+    )
+
+    @model_validator(mode="after")
+    def _own_source(self) -> MigrationInput:
+        """A migration retires its source: it must be the entity's own fleet, never one named by hand."""
+        src = self.source
+        if src is not None and (src.entity_id != self.spec.entity_id or not owns_fleet(self.spec.entity_id, src)):
+            raise ValueError(
+                f"source: fleet {src.fleet_id!r} (entity {src.entity_id!r}) is not a fleet of entity "
+                f"{self.spec.entity_id!r}"
+            )
+        return self
 
 
 class CostEntry(Frozen):
@@ -389,12 +472,18 @@ class CostEntry(Frozen):
     instance_type: InstanceTypeName
     instances: int = 0
     spot_instances: int = 0
-    shadow_hours: float = Field(0.0, description="instance-hours the shadows ran before serving (or at all)")
-    overlap_hours: float = Field(0.0, description="instance-hours the old fleet ran after cutover (watch, drain)")
-    extra_hours: float = Field(0.0, description="instance-hours of a late migration's temporary scale-up")
-    cost_usd: float = 0.0
-    spot_savings_usd: float = 0.0
-    wasted_usd: float = Field(0.0, description="pre-warm that never served: shadows released or rolled back")
+    shadow_hours: float = Field(
+        0.0, ge=0, le=1e7, description="instance-hours the shadows ran before serving (or at all)"
+    )
+    overlap_hours: float = Field(
+        0.0, ge=0, le=1e7, description="instance-hours the old fleet ran after cutover (watch, drain)"
+    )
+    extra_hours: float = Field(0.0, ge=0, le=1e7, description="instance-hours of a late migration's temporary scale-up")
+    cost_usd: float = Field(0.0, ge=0, le=1e9)
+    spot_savings_usd: float = Field(0.0, ge=0, le=1e9)
+    wasted_usd: float = Field(
+        0.0, ge=0, le=1e9, description="pre-warm that never served: shadows released or rolled back"
+    )
 
 
 class CostLedger(Frozen):
@@ -438,7 +527,9 @@ class MigrationProgress(Frozen):
     shadows: FleetRef | None = None
     detail: str = ""
     cost: CostEntry | None = Field(default=None, description="set on the last report (done, released, rolled-back)")
-    prepare_s: float | None = Field(default=None, description="set on `ready`: seconds provisioning+warm-up took")
+    prepare_s: float | None = Field(
+        default=None, ge=0, le=MAX_SECONDS, description="set on `ready`: seconds provisioning+warm-up took"
+    )
 
 
 # ---- activities ---------------------------------------------------------------------------------------------
@@ -463,9 +554,13 @@ class ProvisionInput(Frozen):
         None, pattern=_CONTAINER_IMAGE, description="pulled and run at boot by a generated script"
     )
     market: Literal["on-demand", "spot"] = "on-demand"
-    max_price_usd: float | None = Field(None, gt=0, description="spot: highest USD/hour; default the on-demand price")
-    spot_deadline_s: float = Field(120.0, gt=0, description="spot: wait this long, then launch the rest on-demand")
-    image_timeout_s: float = Field(1800.0, gt=0, description="how long one attempt waits for an AMI copy")
+    max_price_usd: float | None = Field(
+        None, gt=0, le=1000, description="spot: highest USD/hour; default the on-demand price"
+    )
+    spot_deadline_s: float = Field(
+        120.0, gt=0, le=3600, description="spot: wait this long, then launch the rest on-demand"
+    )
+    image_timeout_s: float = Field(1800.0, gt=0, le=86400, description="how long one attempt waits for an AMI copy")
 
     @model_validator(mode="after")
     def _one_boot_payload(self) -> ProvisionInput:
@@ -491,7 +586,7 @@ class TemplatesInput(Frozen):
 
 class FleetInput(Frozen):
     fleet: FleetRef
-    timeout_s: float = 600.0
+    timeout_s: float = Field(600.0, gt=0, le=86400)
 
 
 class WarmupInput(FleetInput):
@@ -501,12 +596,12 @@ class WarmupInput(FleetInput):
     p50 and p99 moved less than `stable_ratio` (relative, or of the threshold) from the round before.
     """
 
-    p99_threshold_ms: float = Field(25.0, gt=0)
+    p99_threshold_ms: float = Field(25.0, gt=0, le=60_000)
     stable_ratio: float = Field(0.2, gt=0, lt=1)
     window: int = Field(50, ge=2, le=10_000)
     keys: int = Field(200, ge=1)
     concurrency: int = Field(4, ge=1, le=64)
-    request_timeout_s: float = Field(2.0, gt=0)
+    request_timeout_s: float = Field(2.0, gt=0, le=600)
 
 
 class InstanceWarmup(Frozen):
@@ -562,12 +657,14 @@ class ReplicationInput(Frozen):
     source_region: Region
     target_region: Region
     checkpoint: tuple[TableCheckpoint, ...] = ()
-    max_lag_s: float = Field(default=5.0, ge=0.0, description="check_sync: in sync only when lag_s <= this")
+    max_lag_s: float = Field(default=5.0, ge=0.0, le=3600, description="check_sync: in sync only when lag_s <= this")
     max_records: int = Field(default=10000, ge=1, description="catch-up: stream records applied per table and pass")
     mode: Literal["copy", "global-table"] = Field(
         default="copy", description="copy: scan + Streams catch-up (moto too); global-table: DynamoDB replicas (AWS)"
     )
-    timeout_s: float = Field(default=1800.0, gt=0, description="global-table / RDS: how long to wait for ACTIVE")
+    timeout_s: float = Field(
+        default=1800.0, gt=0, le=86400, description="global-table / RDS: how long to wait for ACTIVE"
+    )
     queues: tuple[str, ...] = ()
     visibility_timeout_s: int = Field(default=30, ge=0, le=43200, description="forward_queue: visibility timeout")
     rds_instance: str | None = Field(default=None, description="source RDS instance id or ARN (source_region)")
@@ -608,8 +705,8 @@ class ReadReplicaResult(Frozen):
 
 
 class RoutingInput(Frozen):
-    hosted_zone_id: str
-    dns_name: str
+    hosted_zone_id: HostedZoneId
+    dns_name: DnsName
     to_fleet: FleetRef
     from_fleet: FleetRef | None = None
     ttl_s: int | None = Field(default=None, ge=1, le=86400, description="TTL of the records written; default 30 s")
@@ -629,12 +726,22 @@ class WeightsInput(Frozen):
     `fleets` supplies the addresses of every fleet named in `weights`; records of fleets not named are left alone.
     """
 
-    hosted_zone_id: str
-    dns_name: str
+    hosted_zone_id: HostedZoneId
+    dns_name: DnsName
     fleets: tuple[FleetRef, ...]
     weights: dict[str, int]
     ttl_s: int = Field(30, ge=1, le=86400)
-    settle_timeout_s: float = Field(120.0, gt=0, description="how long to wait for Route53 to report INSYNC")
+    settle_timeout_s: float = Field(120.0, gt=0, le=3600, description="how long to wait for Route53 to report INSYNC")
+
+    @model_validator(mode="after")
+    def _one_entity(self) -> WeightsInput:
+        if len({f.entity_id for f in self.fleets}) != 1:
+            raise ValueError("fleets: must name at least one fleet, all of one entity")
+        return self
+
+    @property
+    def entity_id(self) -> str:
+        return self.fleets[0].entity_id
 
 
 class RestoreWeightsInput(Frozen):
@@ -643,11 +750,12 @@ class RestoreWeightsInput(Frozen):
     `fleets` is needed only for a fleet whose record has disappeared since `previous` was captured.
     """
 
-    hosted_zone_id: str
-    dns_name: str
+    entity_id: EntityId = Field(description="whose records these are: no other entity's record is touched")
+    hosted_zone_id: HostedZoneId
+    dns_name: DnsName
     previous: RoutingState
     fleets: tuple[FleetRef, ...] = ()
-    settle_timeout_s: float = Field(120.0, gt=0)
+    settle_timeout_s: float = Field(120.0, gt=0, le=3600)
 
 
 class TargetsInput(Frozen):
@@ -674,12 +782,16 @@ class TargetsResult(Frozen):
 
 
 class ListenerRef(Frozen):
+    """The entity's ELBv2 listener; it must carry the entity's ownership tags."""
+
+    entity_id: EntityId
     listener_arn: str
 
 
 class ListenerWeightsInput(Frozen):
     """ELBv2: forward the listener's default action to these target groups (ARN -> weight 0..999)."""
 
+    entity_id: EntityId
     listener_arn: str
     weights: dict[str, int]
 
@@ -700,14 +812,14 @@ class ProbeInput(Frozen):
     fleet: FleetRef
     requests_per_instance: int = Field(10, ge=1, le=1000)
     path: str = "/work"
-    timeout_s: float = Field(2.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0, le=600)
 
 
 class MetricsInput(Frozen):
     """CloudWatch data-plane metrics of the fleet's instances over [end - window_s, end)."""
 
     fleet: FleetRef
-    window_s: float = Field(300.0, gt=0)
+    window_s: float = Field(300.0, gt=0, le=86400)
     end: UtcDatetime | None = Field(None, description="default: now (the workflow passes workflow.now())")
     period_s: int = Field(60, ge=1)
     namespace: str = "Shadowing/DataPlane"
@@ -783,6 +895,7 @@ class EntityStatus(Frozen):
     ledger: CostLedger = CostLedger()
     lead_time_s: float | None = None
     runs: int = Field(default=1, description="workflow runs so far (continue-as-new starts a new one)")
+    ignored_signals: int = Field(default=0, description="signals this run ignored: no pending request or migration")
 
 
 class PlanEntry(Frozen):
@@ -861,6 +974,7 @@ class LeaseRequest(Frozen):
     expires_at: UtcDatetime
     limits: CoordinatorLimits | None = None
     coordinator_id: str = "shadowing-coordinator"
+    nonce: str = Field("", max_length=64, description="echoed in the grant: only the requester's answer counts")
 
 
 class LeaseRelease(Frozen):
@@ -875,6 +989,7 @@ class LeaseGrant(Frozen):
     granted: bool
     coordinator_id: str
     reason: str = ""
+    nonce: str = Field("", max_length=64, description="the request's nonce")
 
 
 class CoordinatorState(Frozen):

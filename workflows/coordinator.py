@@ -82,7 +82,11 @@ class FleetCoordinatorWorkflow:
             if req.instances > quota:
                 reason = f"{req.instances} shadow instances exceed the {req.region} quota of {quota}"
                 denied = LeaseGrant(
-                    slice_key=req.slice_key, granted=False, coordinator_id=req.coordinator_id, reason=reason
+                    slice_key=req.slice_key,
+                    granted=False,
+                    coordinator_id=req.coordinator_id,
+                    reason=reason,
+                    nonce=req.nonce,
                 )
                 self._outbox.append((req.holder, denied))
                 continue
@@ -90,7 +94,12 @@ class FleetCoordinatorWorkflow:
             if len(held) < limits.max_concurrent_migrations and in_region + req.instances <= quota:
                 held.append(req)
                 self._outbox.append(
-                    (req.holder, LeaseGrant(slice_key=req.slice_key, granted=True, coordinator_id=req.coordinator_id))
+                    (
+                        req.holder,
+                        LeaseGrant(
+                            slice_key=req.slice_key, granted=True, coordinator_id=req.coordinator_id, nonce=req.nonce
+                        ),
+                    )
                 )
                 self._s = self._s.model_copy(update={"granted_total": self._s.granted_total + 1})
             else:

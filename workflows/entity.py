@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from shadowing import prices, search
     from shadowing.errors import TimeSliceNotActive
     from shadowing.models import (
+        MAX_SLICES,
         AllocationSchedule,
         CostEntry,
         CostLedger,
@@ -51,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         SliceAction,
         SliceRequest,
         SliceStatus,
+        TimeSlice,
     )
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, refresh_record, root_cause
@@ -63,6 +65,8 @@ RIGHTSIZE = "rightsize"  # policy.decide may move a fleet that covers its slice 
 LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
 
 MAX_EVENTS = 200
+#: A migration's last reports: nothing of that slice is taken after one of them.
+FINAL_PHASES = ("done", "released", "rolled-back")
 SETTLED = ("done", "skipped", "failed", "released", "planned")
 #: Workflows started before this patch keep the original slice walk when they replay (tests/histories/*_v1.json).
 ORCHESTRATION_V2 = "orchestration-v2"
@@ -70,6 +74,11 @@ ORCHESTRATION_V2 = "orchestration-v2"
 BOOTSTRAP_V2 = "bootstrap-v2"
 #: Settled slices older than this many keep their decision but drop their forecast (the state stays small).
 KEEP_FORECASTS = 48
+#: Settled slices the state keeps (newest first): older ones are dropped, so the state stays bounded.
+KEEP_SETTLED = 100
+#: Spec fields that say where the entity serves and keeps its data: fixed while a fleet serves (a change would move
+#: DNS or data under a running fleet and strand the old record: issue "safe on a shared account", item 4).
+PINNED_FIELDS = ("dns_name", "hosted_zone_id", "listener_arn", "dynamodb_tables", "rds_instance", "sqs_queues")
 MEASURED = 10  # newest preparation durations kept for the lead time
 
 
@@ -83,6 +92,9 @@ class EntityScheduleWorkflow:
         self._v2 = False
         self._wake = False  # a handler changed the schedule or the pause: the walk re-plans
         self._grants: dict[str, LeaseGrant] = {}
+        self._launched: set[str] = set()  # slice keys whose migration this run started (before the start returns)
+        self._asked: dict[str, str] = {}  # slice key -> nonce of this run's pending lease request
+        self._ignored = 0  # signals that answered nothing this run asked for (forged or stale)
         self._sa: dict[str, object] = {}
 
     # ---- run -----------------------------------------------------------------------------------------------
@@ -336,9 +348,11 @@ class EntityScheduleWorkflow:
         """Asks the FleetCoordinator for room (concurrent migrations, region quota) and waits for the grant."""
         slot = self._s.slices[index].time_slice
         self._set_slice(index, state="waiting-for-capacity")
+        nonce = str(workflow.uuid4())
+        self._asked[slot.key] = nonce
         req = LeaseRequest(
             holder=workflow.info().workflow_id, slice_key=slot.key, region=slot.region, instances=quantity,
-            expires_at=slot.end,
+            expires_at=slot.end, nonce=nonce,
         )  # fmt: skip
         await workflow.execute_activity("request_lease", req, result_type=str, **LEASE)
         if await self._wait_until(slot.end, lambda: slot.key in self._grants) and slot.key not in self._grants:
@@ -388,6 +402,7 @@ class EntityScheduleWorkflow:
         if self._v2:
             pairs = search_attributes(self._key, "starting", self._s.active_fleet, slot)
             options["search_attributes"] = TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs])
+        self._launched.add(slot.key)  # its first report may arrive in the activation that resolves the start
         handle = await workflow.start_child_workflow(
             ShadowMigrationWorkflow.run, req, id=mid,
             parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL, **options,  # type: ignore[arg-type]
@@ -593,14 +608,18 @@ class EntityScheduleWorkflow:
 
     @update_schedule.validator
     def _validate_schedule(self, schedule: AllocationSchedule) -> None:
-        for entry in self._s.slices:
-            if entry.state == "pending":
-                continue
-            for s in schedule.slices:
-                if s.start < entry.time_slice.end and entry.time_slice.start < s.end and s != entry.time_slice:
-                    raise ValueError(
-                        f"schedule.slices: {s.key} overlaps slice {entry.time_slice.key}, which is {entry.state}"
-                    )
+        """Linear in the slices (both lists are sorted and without overlap); the merged schedule stays capped."""
+        started = [e for e in self._s.slices if e.state != "pending"]
+        clash = first_overlap([e.time_slice for e in started], schedule.slices)
+        if clash is not None:
+            new, entry = clash[0], started[clash[1]]
+            raise ValueError(
+                f"schedule.slices: {new.key} overlaps slice {entry.time_slice.key}, which is {entry.state}"
+            )
+        wanted = {s.key for s in schedule.slices}
+        total = len(wanted) + sum(e.time_slice.key not in wanted for e in started)
+        if total > MAX_SLICES:
+            raise ValueError(f"schedule.slices: {total} slices with the started ones kept; at most {MAX_SLICES}")
 
     @workflow.update(name="update_spec")
     async def update_spec(self, spec: EntitySpec) -> EntitySpec:
@@ -616,11 +635,25 @@ class EntityScheduleWorkflow:
             raise ValueError(f"spec.entity_id: {spec.entity_id!r} is not this entity ({self._spec.entity_id!r})")
         if spec.home_region != self._spec.home_region:
             raise ValueError("spec.home_region: cannot change while the entity runs (register it again)")
+        serving = self._s.active_fleet is not None or bool(self._children)
+        changed = [f for f in PINNED_FIELDS if getattr(spec, f) != getattr(self._spec, f)]
+        if serving and changed:
+            raise ValueError(
+                f"spec.{changed[0]}: cannot change while a fleet serves the entity (DNS and data stay where the fleet "
+                "uses them); register the entity again under the new name to move it"
+            )
 
     # ---- signals and queries --------------------------------------------------------------------------------
 
     @workflow.signal(name="lease_granted")
     def lease_granted(self, grant: LeaseGrant) -> None:
+        """Only the answer to this run's own pending request counts: the coordinator echoes the request's nonce
+        (a fresh `workflow.uuid4()`), so a grant signalled by anyone else is ignored and counted."""
+        asked = self._asked.get(grant.slice_key)
+        if asked is None or grant.nonce != asked or grant.slice_key in self._grants:
+            self._ignored += 1
+            workflow.logger.warning("ignored a lease_granted for %s that answers no pending request", grant.slice_key)
+            return
         self._grants[grant.slice_key] = grant
 
     @workflow.query(name="plan")
@@ -647,10 +680,16 @@ class EntityScheduleWorkflow:
 
     @workflow.signal(name="migration_progress")
     def migration_progress(self, progress: MigrationProgress) -> None:
+        """Reports of this run's own migrations only; each slice's cost and preparation time count once."""
+        known = self._progress.get(progress.slice_key)
+        if progress.slice_key not in self._launched or (known is not None and known.phase in FINAL_PHASES):
+            self._ignored += 1
+            workflow.logger.warning("ignored migration_progress for %s: no migration of it runs", progress.slice_key)
+            return
         self._progress[progress.slice_key] = progress
         if progress.cost is not None:
             self._update(ledger=self._s.ledger.add(progress.cost))
-        if progress.prepare_s is not None:
+        if progress.prepare_s is not None and (known is None or known.prepare_s is None):
             self._update(prepare_durations=(*self._s.prepare_durations, progress.prepare_s)[-MEASURED:])
         index = next((i for i, s in enumerate(self._s.slices) if s.time_slice.key == progress.slice_key), None)
         if index is not None and progress.phase in ("provisioning", "cutover"):
@@ -667,7 +706,7 @@ class EntityScheduleWorkflow:
             entity_id=self._spec.entity_id, phase=self._phase, active_fleet=self._s.active_fleet,
             slices=self._s.slices, events=self._s.events, migrations=self._s.migrations,
             mode=self._spec.policy.mode, paused=self._s.paused, planned_fleet=self._s.planned_fleet,
-            ledger=self._s.ledger, lead_time_s=self._lead_s(), runs=self._s.runs,
+            ledger=self._s.ledger, lead_time_s=self._lead_s(), runs=self._s.runs, ignored_signals=self._ignored,
         )  # fmt: skip
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -706,6 +745,9 @@ class EntityScheduleWorkflow:
         settled = [i for i, e in enumerate(self._s.slices) if e.state in SETTLED and e.forecast is not None]
         for i in settled[:-KEEP_FORECASTS]:
             self._set_slice(i, forecast=None)
+        old = {e.time_slice.key for e in [e for e in self._s.slices if e.state in SETTLED][:-KEEP_SETTLED]}
+        if old:
+            self._update(slices=tuple(e for e in self._s.slices if e.time_slice.key not in old))
 
     def _update(self, **changes: object) -> None:
         self._s = self._s.model_copy(update=changes)
@@ -719,6 +761,23 @@ class EntityScheduleWorkflow:
         seq = (self._s.events[-1].seq + 1) if self._s.events else 1
         event = Event(seq=seq, at=workflow.now(), kind=kind, message=message, slice_key=slice_key)
         self._update(events=(*self._s.events, event)[-MAX_EVENTS:])
+
+
+def first_overlap(started: list[TimeSlice], new: tuple[ScheduledSlice, ...]) -> tuple[ScheduledSlice, int] | None:
+    """The first new slice that overlaps a started one without being it (and that one's index); one sweep over both
+    sorted lists."""
+    i = j = 0
+    while i < len(started) and j < len(new):
+        a, b = started[i], new[j]
+        if b.end <= a.start:
+            j += 1
+        elif a.end <= b.start:
+            i += 1
+        elif b.same_as(a) and getattr(a, "region", None) == b.region:
+            i, j = i + 1, j + 1
+        else:
+            return b, i
+    return None
 
 
 def search_attributes(name: str, phase: str, active: FleetRef | None, slot: ScheduledSlice | None) -> list:

@@ -75,6 +75,8 @@ STEP = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RETRY}
 IMAGE_TIMEOUT_S = 1800.0
 WATCH_PROBES = 3
 UNHEALTHY_PROBES_TO_ROLL_BACK = 2
+#: Most wake-ups (catch-up, re-forecast) while shadows wait for the go: about 10 history events each.
+MAX_WAIT_STEPS = 500
 #: Migrations started before this patch replay the original (not adaptive, no ledger) path.
 ADAPTIVE = "adaptive-migration"
 #: Waiting for the go, every wake-up (timer or call) runs the same steps (re-forecast when due, catch-up) before the
@@ -288,7 +290,10 @@ class ShadowMigrationWorkflow:
         """
         slot = req.time_slice
         until = slot.start if req.mode == "auto" else slot.end
-        refine_every = req.spec.policy.reforecast_interval_s
+        # At most MAX_WAIT_STEPS wake-ups however long the wait (a manual slice may last days): the history stays
+        # far below Temporal's 51,200-event limit, past which the server would end the run without compensations.
+        floor_s = max((until - workflow.now()).total_seconds(), 0.0) / MAX_WAIT_STEPS
+        refine_every = max(req.spec.policy.reforecast_interval_s, floor_s)
         resizing = self._v2 and req.mode == "auto" and req.forecast is not None
         next_refine = workflow.now() + timedelta(seconds=refine_every) if resizing else None
         forecast = req.forecast
@@ -297,7 +302,7 @@ class ShadowMigrationWorkflow:
             left = (until - workflow.now()).total_seconds()
             if left <= 0:
                 return req.mode == "auto"
-            step = min(left, req.spec.policy.catch_up_interval_s) if self._checkpoint else left
+            step = min(left, max(req.spec.policy.catch_up_interval_s, floor_s)) if self._checkpoint else left
             if next_refine is not None:
                 step = max(min(step, (next_refine - workflow.now()).total_seconds()), 0.001)
             if not step_first and await condition_within(lambda: self._proceed or self._release, step):
@@ -391,7 +396,11 @@ class ShadowMigrationWorkflow:
         before = await self._act("routing_state", routing, RoutingState)
         fleets = (shadows,) if req.source is None else (shadows, req.source)
         restore = RestoreWeightsInput(
-            hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, previous=before, fleets=fleets
+            entity_id=spec.entity_id,
+            hosted_zone_id=spec.hosted_zone_id,
+            dns_name=spec.dns_name,
+            previous=before,
+            fleets=fleets,
         )
         saga.add("restore routing", lambda: self._long("restore_weights", restore, RoutingState, 300))
         listener = await self._listener_before(req, shadows, saga)
@@ -409,7 +418,9 @@ class ShadowMigrationWorkflow:
             if listener is not None:
                 before_lb, group = listener
                 lb = ListenerWeightsInput(
-                    listener_arn=before_lb.listener_arn, weights=listener_weights(before_lb.weights, group, weight)
+                    entity_id=spec.entity_id,
+                    listener_arn=before_lb.listener_arn,
+                    weights=listener_weights(before_lb.weights, group, weight),
                 )
                 await self._act("set_listener_weights", lb, ListenerState)
             last_switch = workflow.now()
@@ -424,8 +435,9 @@ class ShadowMigrationWorkflow:
         arn = req.spec.listener_arn
         if arn is None or self._target_group is None:
             return None
-        before = await self._act("listener_state", ListenerRef(listener_arn=arn), ListenerState)
-        undo = ListenerWeightsInput(listener_arn=arn, weights=before.weights)
+        entity = req.spec.entity_id
+        before = await self._act("listener_state", ListenerRef(entity_id=entity, listener_arn=arn), ListenerState)
+        undo = ListenerWeightsInput(entity_id=entity, listener_arn=arn, weights=before.weights)
         saga.add("restore listener", lambda: self._act("set_listener_weights", undo, ListenerState))
         return before, self._target_group
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.ec2 import Ec2Activities
-from activities.routing import RoutingActivities, target_group_name
+from activities.ownership import ownership_tags
+from activities.routing import MAX_ATTEMPTS, RoutingActivities, target_group_name
 from shadowing.models import (
     FleetRef,
     ListenerRef,
@@ -111,7 +113,7 @@ def test_restore_puts_back_exact_previous_weights_and_is_idempotent(aws: AwsClie
     cut = WeightsInput(hosted_zone_id=zone, dns_name=DNS, fleets=(OLD, NEW, other),
                        weights={"shop:new": 100, "shop:old": 0, "shop:other": 0}, ttl_s=5)  # fmt: skip
     env.run(route.set_weights, cut)
-    restore = RestoreWeightsInput(hosted_zone_id=zone, dns_name=DNS, previous=previous)
+    restore = RestoreWeightsInput(entity_id="shop", hosted_zone_id=zone, dns_name=DNS, previous=previous)
     for _ in range(2):
         assert env.run(route.restore_weights, restore).weights == previous.weights
         held = records(aws, zone)
@@ -126,7 +128,7 @@ def test_restore_recreates_a_record_that_disappeared(aws: AwsClients, zone: str)
     route, env = RoutingActivities(aws, poll_s=0.01), ActivityEnvironment()
     previous = env.run(route.set_weights, weights(zone, {"shop:old": 100}, ttl_s=30))
     env.run(route.remove_fleet_record, RoutingInput(hosted_zone_id=zone, dns_name=DNS, to_fleet=OLD))
-    bare = RestoreWeightsInput(hosted_zone_id=zone, dns_name=DNS, previous=previous)
+    bare = RestoreWeightsInput(entity_id="shop", hosted_zone_id=zone, dns_name=DNS, previous=previous)
     with pytest.raises(ApplicationError, match="shop:old") as err:
         env.run(route.restore_weights, bare)
     assert err.value.non_retryable
@@ -142,7 +144,7 @@ def test_missing_zone_is_invalid_request_before_any_change(aws: AwsClients, zone
     req: Any = (
         WeightsInput(hosted_zone_id="ZNOPE", dns_name=DNS, fleets=(NEW,), weights={"shop:new": 100})
         if activity_name == "set_weights"
-        else RestoreWeightsInput(hosted_zone_id="ZNOPE", dns_name=DNS, previous={"weights": {}})
+        else RestoreWeightsInput(entity_id="shop", hosted_zone_id="ZNOPE", dns_name=DNS, previous={"weights": {}})
     )
     with pytest.raises(ApplicationError, match="ZNOPE") as err:
         ActivityEnvironment().run(getattr(route, activity_name), req)
@@ -176,8 +178,8 @@ def _provision(aws: AwsClients, fleet_id: str, quantity: int) -> FleetRef:
     return ActivityEnvironment().run(Ec2Activities(aws).provision_fleet, req)
 
 
-def _listener(aws: AwsClients, fleet: FleetRef) -> str:
-    """An ALB in the fleet's VPC whose listener forwards to a plain target group (the pre-product state)."""
+def _listener(aws: AwsClients, fleet: FleetRef, tags: list[dict[str, str]] | None = None) -> str:
+    """An ALB in the fleet's VPC whose listener answers 503 (the pre-product state), handed to entity shop."""
     ec2, elb = aws("ec2", REGION), aws("elbv2", REGION)
     vpc = ec2.describe_instances(InstanceIds=[fleet.instance_ids[0]])["Reservations"][0]["Instances"][0]["VpcId"]
     subnets = [s["SubnetId"] for s in ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]]
@@ -186,6 +188,7 @@ def _listener(aws: AwsClients, fleet: FleetRef) -> str:
         elb.create_listener(
             LoadBalancerArn=lb["LoadBalancerArn"], Protocol="HTTP", Port=80,
             DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}],
+            **({"Tags": ownership_tags("shop") if tags is None else tags} if tags != [] else {}),
         )["Listeners"][0]["ListenerArn"]
     )  # fmt: skip
 
@@ -204,11 +207,11 @@ def test_elb_weighted_cutover_verify_restore_and_deregister(aws: AwsClients) -> 
     assert sorted(d["Target"]["Id"] for d in health) == sorted(new.instance_ids)
 
     a, b = old_tg.target_group_arn, new_tg.target_group_arn
-    env.run(route.set_listener_weights, ListenerWeightsInput(listener_arn=listener, weights={a: 100}))
-    previous = env.run(route.listener_state, ListenerRef(listener_arn=listener))
+    env.run(route.set_listener_weights, ListenerWeightsInput(entity_id="shop", listener_arn=listener, weights={a: 100}))
+    previous = env.run(route.listener_state, ListenerRef(entity_id="shop", listener_arn=listener))
     assert previous.weights == {a: 100}
     for step in (10, 100):
-        state = env.run(route.set_listener_weights, ListenerWeightsInput(listener_arn=listener,
+        state = env.run(route.set_listener_weights, ListenerWeightsInput(entity_id="shop", listener_arn=listener,
                                                                          weights={a: 100 - step, b: step}))  # fmt: skip
         assert state.weights == {a: 100 - step, b: step}
     action = elb.describe_listeners(ListenerArns=[listener])["Listeners"][0]["DefaultActions"][0]
@@ -217,7 +220,8 @@ def test_elb_weighted_cutover_verify_restore_and_deregister(aws: AwsClients) -> 
     busy = env.run(route.deregister_fleet_targets, TargetsInput(fleet=new))
     assert busy.deregistered == 3 and not busy.deleted, "a group the listener still forwards to is kept"
     restored = env.run(
-        route.set_listener_weights, ListenerWeightsInput(listener_arn=listener, weights=previous.weights)
+        route.set_listener_weights,
+        ListenerWeightsInput(entity_id="shop", listener_arn=listener, weights=previous.weights),
     )
     assert restored.weights == {a: 100}
     first = env.run(route.deregister_fleet_targets, TargetsInput(fleet=new))
@@ -235,7 +239,9 @@ def test_elb_readback_mismatch_and_missing_listener(aws: AwsClients) -> None:
     tg = env.run(route.register_fleet_targets, TargetsInput(fleet=fleet)).target_group_arn
     missing = listener.rsplit("/", 1)[0] + "/0123456789abcdef"
     with pytest.raises(ApplicationError, match="0123456789abcdef") as err:
-        env.run(route.set_listener_weights, ListenerWeightsInput(listener_arn=missing, weights={tg: 1}))
+        env.run(
+            route.set_listener_weights, ListenerWeightsInput(entity_id="shop", listener_arn=missing, weights={tg: 1})
+        )
     assert err.value.type == "InvalidRequest" and err.value.non_retryable
 
     def tamper(parsed: dict[str, Any], **_: Any) -> None:
@@ -245,5 +251,96 @@ def test_elb_readback_mismatch_and_missing_listener(aws: AwsClients) -> None:
 
     aws("elbv2", REGION).meta.events.register("after-call.elastic-load-balancing-v2.DescribeListeners", tamper)
     with pytest.raises(ApplicationError, match="asked 100, reported 3") as err:
-        env.run(route.set_listener_weights, ListenerWeightsInput(listener_arn=listener, weights={tg: 100}))
+        env.run(
+            route.set_listener_weights, ListenerWeightsInput(entity_id="shop", listener_arn=listener, weights={tg: 100})
+        )
     assert err.value.type == "RoutingNotApplied" and not err.value.non_retryable
+
+
+def test_routing_error_gives_up_after_max_attempts(aws: AwsClients, zone: str) -> None:
+    """A read-back that never matches is retryable until the last attempt, which fails the step for good."""
+    route, env = RoutingActivities(aws, poll_s=0.01), ActivityEnvironment()
+    env.run(route.set_weights, weights(zone, {"shop:old": 100}))
+
+    def tamper(parsed: dict[str, Any], **_: Any) -> None:
+        for rr in parsed.get("ResourceRecordSets", []):
+            rr["Weight"] = 7 if rr.get("SetIdentifier") == "shop:new" else rr.get("Weight")
+
+    aws("route53", "us-east-1").meta.events.register("after-call.route53.ListResourceRecordSets", tamper)
+    env.info = dataclasses.replace(env.info, attempt=MAX_ATTEMPTS)
+    with pytest.raises(ApplicationError, match="giving up") as err:
+        env.run(route.set_weights, weights(zone, {"shop:new": 50, "shop:old": 50}))
+    assert err.value.type == "RoutingNotApplied" and err.value.non_retryable
+
+
+def test_mixed_case_name_cuts_over_and_restores(aws: AwsClients, zone: str) -> None:
+    """A spec's `Shop.Example.INTERNAL.` is the lower-case name Route53 stores: steps verify and abort restores."""
+    route, env = RoutingActivities(aws, poll_s=0.01), ActivityEnvironment()
+    upper = "Shop.Example.INTERNAL."
+    mixed = WeightsInput(hosted_zone_id=zone, dns_name=upper, fleets=(OLD, NEW), weights={"shop:old": 100})
+    assert mixed.dns_name == DNS
+    previous = env.run(route.set_weights, mixed)
+    env.run(route.set_weights, mixed.model_copy(update={"weights": {"shop:new": 100, "shop:old": 0}}))
+    restore = RestoreWeightsInput(entity_id="shop", hosted_zone_id=zone, dns_name=upper, previous=previous)
+    assert env.run(route.restore_weights, restore).weights == {"shop:old": 100}
+    assert set(records(aws, zone)) == {"shop:old"}
+
+
+def _add_record(aws: AwsClients, zone: str, record: dict[str, Any]) -> None:
+    change = {"Action": "CREATE", "ResourceRecordSet": {"Name": DNS + ".", "TTL": 60, **record}}
+    aws("route53", "us-east-1").change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [change]})
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        {"Type": "CNAME", "ResourceRecords": [{"Value": "other.example.net"}]},
+        {"Type": "A", "ResourceRecords": [{"Value": "10.9.9.9"}]},
+        {"Type": "A", "SetIdentifier": "billing:20260101T000000Z", "Weight": 100,
+         "ResourceRecords": [{"Value": "10.9.9.9"}]},
+    ],
+    ids=["cname", "simple-a", "other-entity"],
+)  # fmt: skip
+def test_a_name_holding_someone_elses_record_is_refused(aws: AwsClients, zone: str, foreign: dict) -> None:
+    """Another team's record at the entity's name refuses every routing step (NotOwned, field named) unchanged."""
+    _add_record(aws, zone, foreign)
+    route, env = RoutingActivities(aws, poll_s=0.01), ActivityEnvironment()
+    before = aws("route53", "us-east-1").list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    restore = RestoreWeightsInput(entity_id="shop", hosted_zone_id=zone, dns_name=DNS, previous={"weights": {}})
+    remove = RoutingInput(hosted_zone_id=zone, dns_name=DNS, to_fleet=OLD)
+    steps = [("set_weights", weights(zone, {"shop:new": 100})), ("restore_weights", restore),
+             ("remove_fleet_record", remove)]  # fmt: skip
+    for name, req in steps:
+        with pytest.raises(ApplicationError, match="dns_name") as err:
+            env.run(getattr(route, name), req)
+        assert err.value.type == "NotOwned" and err.value.non_retryable, name
+    after = aws("route53", "us-east-1").list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    assert after == before
+
+
+def test_a_zone_not_handed_to_the_product_is_refused(aws: AwsClients) -> None:
+    """A hosted zone without the managed-by tag is refused before any record is written."""
+    r53 = aws("route53", "us-east-1")
+    zone = r53.create_hosted_zone(Name="example.internal.", CallerReference="untagged")["HostedZone"]["Id"]
+    zone = zone.split("/")[-1]
+    with pytest.raises(ApplicationError, match="hosted_zone_id") as err:
+        ActivityEnvironment().run(RoutingActivities(aws).set_weights, weights(zone, {"shop:old": 100}))
+    assert err.value.type == "NotOwned" and records(aws, zone) == {}
+
+
+@pytest.mark.parametrize("tags", [[], ownership_tags("billing")], ids=["untagged", "other-entity"])
+def test_a_listener_not_the_entitys_is_refused_unchanged(aws: AwsClients, tags: list) -> None:
+    """A listener without the entity's tags is neither read nor rewritten: its forward weights stay as they were."""
+    route, env = RoutingActivities(aws), ActivityEnvironment()
+    fleet = _provision(aws, "shop:new", 1)
+    listener = _listener(aws, fleet, tags)
+    tg = env.run(route.register_fleet_targets, TargetsInput(fleet=fleet)).target_group_arn
+    elb = aws("elbv2", REGION)
+    before = elb.describe_listeners(ListenerArns=[listener])["Listeners"][0]["DefaultActions"]
+    for name, req in [("listener_state", ListenerRef(entity_id="shop", listener_arn=listener)),
+                      ("set_listener_weights",
+                       ListenerWeightsInput(entity_id="shop", listener_arn=listener, weights={tg: 100}))]:  # fmt: skip
+        with pytest.raises(ApplicationError, match="listener_arn") as err:
+            env.run(getattr(route, name), req)
+        assert err.value.type == "NotOwned", name
+    assert elb.describe_listeners(ListenerArns=[listener])["Listeners"][0]["DefaultActions"] == before

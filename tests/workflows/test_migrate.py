@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from shadowing.models import MigrationInput, MigrationProgress, MigrationResult
 from tests.fakes import FakeCloud
-from tests.workflows.helpers import migration, worker
+from tests.workflows.helpers import migration, slot, worker
+from workflows.migrate import MAX_WAIT_STEPS
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"
 COMPENSATIONS = {"restore_weights", "drop_replicas", "terminate_fleet"}
@@ -132,6 +134,26 @@ async def test_manual_mode_releases_by_itself_when_the_slice_ends(time_env: Work
     result = await run(time_env, cloud, mode="manual")
     assert result.outcome == "released"
     assert cloud.live == {}
+
+
+async def test_a_long_manual_wait_keeps_the_history_bounded(time_env: WorkflowEnvironment) -> None:
+    """Shadows held by hand for a 3-day slice catch up at most MAX_WAIT_STEPS times (not every minute: 4,320
+    passes, past Temporal's 51,200-event limit), then release at the slice end with their compensations."""
+    cloud = FakeCloud()
+    now = await time_env.get_current_time()
+    req = migration(now, "manual").model_copy(
+        update={"time_slice": slot(now, timedelta(minutes=10), length=timedelta(days=3))}
+    )
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle = await time_env.client.start_workflow(
+            "ShadowMigration", req, id=f"migration-{uuid.uuid4()}", task_queue=queue, result_type=MigrationResult
+        )
+        result = await handle.result()
+        events = len((await handle.fetch_history()).events)
+    assert result.outcome == "released" and cloud.live == {}
+    assert cloud.names().count("catch_up") <= MAX_WAIT_STEPS + 1
+    assert events < 12 * MAX_WAIT_STEPS, events
 
 
 async def test_cancellation_runs_compensations(time_env: WorkflowEnvironment) -> None:
