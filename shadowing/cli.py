@@ -411,19 +411,31 @@ def _ratio(a: float, b: float) -> str:
 @app.command("codec-server")
 def codec_server(
     port: Annotated[int, typer.Option("--port")] = 8081,
+    host: Annotated[str, typer.Option("--host", help="address to bind; off loopback, put TLS in front")] = "127.0.0.1",
     origin: Annotated[list[str], typer.Option("--origin", help="Web UI origin allowed by CORS")] = [  # noqa: B006
         "http://127.0.0.1:8233", "http://localhost:8233"],
     token: Annotated[str | None, typer.Option("--token", envvar="SHADOWING_CODEC_SERVER_TOKEN",
                                               help="require Authorization: Bearer <token>")] = None,
+    insecure_no_auth: Annotated[bool, typer.Option(
+        "--insecure-no-auth", help="no token (loopback only): any local user or process can decode")] = False,
+    allowed_host: Annotated[list[str], typer.Option(
+        "--allowed-host", help="a Host name clients use besides the bound address (repeatable)")] = [],  # noqa: B006
 ) -> None:  # fmt: skip
-    """Serves the payload codec to the Temporal Web UI (`temporal server start-dev --ui-codec-endpoint URL`)."""
+    """Serves the payload codec to the Temporal Web UI (`temporal server start-dev --ui-codec-endpoint URL`).
+
+    A token is required: `temporal --codec-endpoint URL --codec-auth "Bearer <token>"`, or a UI that forwards its
+    users' access tokens. A UI without one (the local dev server's) needs `--insecure-no-auth`, refused off loopback.
+    """
     from shadowing.codec_server import make_server
 
     codec = _settings().codec()
     if codec is None:
         raise InvalidRequest("no key: set SHADOWING_CODEC_KEY or SHADOWING_CODEC_KEY_FILE", "codec_key")
-    server = make_server(codec, port=port, origins=tuple(origin), token=token)
-    console.print(f"codec server on http://127.0.0.1:{port} (Ctrl-C to stop)")
+    server = make_server(codec, host=host, port=port, origins=tuple(origin), token=token,
+                         allow_no_token=insecure_no_auth, allowed_hosts=allowed_host)  # fmt: skip
+    if not token:
+        console.print("[yellow]warning:[/] no token: every local user and process can decode payloads")
+    console.print(f"codec server on http://{host}:{port} (Ctrl-C to stop)")
     try:
         server.serve_forever()
     finally:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import hmac
+import http.client
 import json
 import threading
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
 
 from shadowing.codec import ENCODING, KEY_ID, EncryptionCodec, codec_from, data_converter, new_key
-from shadowing.codec_server import make_server
+from shadowing.codec_server import MAX_BODY, make_server
 from shadowing.errors import InvalidRequest
 from shadowing.models import FleetRef
 from shadowing.settings import Settings
@@ -67,35 +70,117 @@ def test_bad_keys_are_clear_errors(tmp_path: Path, key: str | None, file_body: s
     assert field in str(err.value)
 
 
-def test_codec_server_decodes_for_the_ui_with_a_token() -> None:
-    codec = EncryptionCodec({"k1": _key()}, "k1")
-    server = make_server(codec, port=0, origins=("http://127.0.0.1:8233",), token="t0ken")
+@contextlib.contextmanager
+def _serving(codec: EncryptionCodec, **options: Any) -> Iterator[int]:
+    """A codec server on a free loopback port for the block; yields the port."""
+    server = make_server(codec, port=0, origins=(UI,), **options)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    sealed = codec.encode_one(Payload(metadata={"encoding": b"json/plain"}, data=b'"secret-app"'))
-    body = {"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()},
-                          "data": base64.b64encode(sealed.data).decode()}]}  # fmt: skip
-
-    def post(path: str, token: str | None) -> tuple[int, dict, str | None]:
-        headers = {"Content-Type": "application/json", "Origin": "http://127.0.0.1:8233"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(url + path, json.dumps(body).encode(), headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return resp.status, json.loads(resp.read()), resp.headers.get("Access-Control-Allow-Origin")
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read()), None
-
     try:
-        status, out, cors = post("/decode", "t0ken")
-        assert status == 200 and cors == "http://127.0.0.1:8233"
-        assert base64.b64decode(out["payloads"][0]["data"]) == b'"secret-app"'
-        assert post("/decode", None)[0] == 401 and post("/decode", "wrong")[0] == 401
-        assert post("/nope", "t0ken")[0] == 404
+        yield int(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict, str | None]:
+    """(status, JSON body, Access-Control-Allow-Origin); `headers` may set Host (http.client then sends that)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/json", "Origin": UI, **headers})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}"), resp.getheader("Access-Control-Allow-Origin")
+    finally:
+        conn.close()
+
+
+def _sealed_body(codec: EncryptionCodec) -> bytes:
+    sealed = codec.encode_one(Payload(metadata={"encoding": b"json/plain"}, data=b'"secret-app"'))
+    return json.dumps({"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in sealed.metadata.items()},
+                                     "data": base64.b64encode(sealed.data).decode()}]}).encode()  # fmt: skip
+
+
+UI = "http://127.0.0.1:8233"
+BEARER = {"Authorization": "Bearer t0ken"}
+
+
+def test_codec_server_decodes_for_the_ui_with_a_token() -> None:
+    """With the token the UI gets plaintext; without it, or with a wrong one, 401; an unknown path 404."""
+    codec = EncryptionCodec({"k1": _key()}, "k1")
+    body = _sealed_body(codec)
+    with _serving(codec, token="t0ken") as port:
+        status, out, cors = _post(port, "/decode", body, BEARER)
+        assert status == 200 and cors == UI
+        assert base64.b64decode(out["payloads"][0]["data"]) == b'"secret-app"'
+        assert _post(port, "/decode", body, {})[0] == 401
+        assert _post(port, "/decode", body, {"Authorization": "Bearer wrong"})[0] == 401
+        assert _post(port, "/decode", body, {"Authorization": "Bearer t0ken2"})[0] == 401
+        assert _post(port, "/nope", body, BEARER)[0] == 404
+
+
+def test_codec_server_compares_the_token_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bearer token is checked with hmac.compare_digest, not ==, so its timing says nothing of the token."""
+    codec = EncryptionCodec({"k1": _key()}, "k1")
+    seen: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: Any, b: Any) -> bool:
+        seen.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    with _serving(codec, token="t0ken") as port:
+        assert _post(port, "/decode", _sealed_body(codec), {"Authorization": "Bearer nope"})[0] == 401
+    assert seen == [(b"Bearer nope", b"Bearer t0ken")]
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8081", "127.0.0.1.nip.io", "10.0.0.5"])
+def test_codec_server_refuses_foreign_host_headers(host: str) -> None:
+    """A page whose name re-resolves to 127.0.0.1 (DNS rebinding) sends its own Host: refused, token or not."""
+    codec = EncryptionCodec({"k1": _key()}, "k1")
+    with _serving(codec, token="t0ken") as port:
+        status, out, _ = _post(port, "/decode", _sealed_body(codec), {**BEARER, "Host": host})
+        assert status == 403 and "payloads" not in out
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("OPTIONS", "/decode", headers={"Host": host, "Origin": UI})
+        assert conn.getresponse().status == 403
+        conn.close()
+        for ok in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "LOCALHOST"):
+            assert _post(port, "/decode", _sealed_body(codec), {**BEARER, "Host": ok})[0] == 200, ok
+
+
+def test_codec_server_caps_the_body() -> None:
+    """A body over the cap is refused with 413 before it is read; the default cap is 4 MiB."""
+    assert MAX_BODY == 4 * 1024 * 1024
+    codec = EncryptionCodec({"k1": _key()}, "k1")
+    body = _sealed_body(codec)
+    with _serving(codec, token="t0ken", max_body=len(body)) as port:
+        assert _post(port, "/decode", body, BEARER)[0] == 200
+        assert _post(port, "/decode", body + b" ", BEARER)[0] == 413
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.putrequest("POST", "/decode")
+        conn.putheader("Authorization", "Bearer t0ken")
+        conn.putheader("Content-Length", str(10 * MAX_BODY))  # announced, never sent: must not be waited for
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+        conn.close()
+        assert _post(port, "/decode", body, {**BEARER, "Content-Length": "-1"})[0] == 400
+
+
+def test_codec_server_needs_a_token_unless_explicitly_insecure_on_loopback() -> None:
+    """No token: refused unless --insecure-no-auth, and that only on loopback; every interface needs host names."""
+    codec = EncryptionCodec({"k1": _key()}, "k1")
+    with pytest.raises(InvalidRequest) as err:
+        make_server(codec, port=0)
+    assert err.value.field == "--token"
+    for host in ("0.0.0.0", "192.0.2.10"):
+        with pytest.raises(InvalidRequest) as err:
+            make_server(codec, host=host, port=0, allow_no_token=True)
+        assert err.value.field == "--host"
+    with pytest.raises(InvalidRequest) as err:
+        make_server(codec, host="0.0.0.0", port=0, token="t0ken")
+    assert err.value.field == "--allowed-host"
+    with _serving(codec, allow_no_token=True) as port:
+        assert _post(port, "/decode", _sealed_body(codec), {})[0] == 200
 
 
 def test_remote_cluster_options_from_temporal_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
