@@ -3,8 +3,9 @@
 The compose file must be valid under the Compose Specification's JSON schema, vendored in deploy/compose-spec.json
 (from the `check-jsonschema` 0.39.0 wheel on PyPI, which vendors compose-spec/compose-spec's schema/compose-spec.json;
 Apache-2.0, see deploy/compose-spec.LICENSE). The rest checks what the schema cannot: ports only on loopback, images
-pinned to exact tags, the worker built from this repository's Dockerfile, the search attributes the product uses,
-and the settings the worker is given.
+pinned to exact tags, no default password, a read-only Web UI, the worker built from this repository's Dockerfile
+(without the emulator or the test server), the search attributes the product uses, and the settings the worker is
+given.
 """
 
 from __future__ import annotations
@@ -182,3 +183,36 @@ def test_the_worker_gets_settings_the_product_reads(services: dict[str, dict[str
     assert "127.0.0.1:9464:9464" in services["worker"]["ports"]
     for name in ("AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
         assert env.get(name, "").startswith("${" + name), f"{name} is not passed through from the environment"
+
+
+#: `${VAR:?message}` or `${VAR?message}`: compose refuses to start while VAR is unset (no default value).
+REQUIRED_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):?\?[^}]*\}")
+
+
+def test_database_passwords_are_required_and_have_no_default(services: dict[str, dict[str, Any]]) -> None:
+    """Every password is `${VAR:?...}` (compose refuses to start without it), the same VAR on both ends."""
+    passwords = {f"{name}.{key}": value for name, service in services.items()
+                 for key, value in _env(service).items() if "PASSWORD" in key or key.endswith("PWD")}  # fmt: skip
+    assert {"postgresql.POSTGRES_PASSWORD", "temporal.POSTGRES_PWD"} <= set(passwords)
+    names = set()
+    for where, value in passwords.items():
+        match = REQUIRED_VARIABLE.fullmatch(value)
+        assert match, f"{where} = {value!r}: a password must be required (${{VAR:?message}}), never a default"
+        names.add(match["name"])
+    assert len(names) == 1, f"the database and Temporal must read the same variable: {names}"
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("${TEMPORAL_DB_PASSWORD:?set it}", True), ("${P?set it}", True), ("${TEMPORAL_DB_PASSWORD:-temporal}", False),
+     ("${TEMPORAL_DB_PASSWORD}", False), ("temporal", False), ("${P:?x}suffix", False)],
+)  # fmt: skip
+def test_required_variable(value: str, ok: bool) -> None:
+    assert (REQUIRED_VARIABLE.fullmatch(value) is not None) is ok
+
+
+def test_the_web_ui_cannot_write(services: dict[str, dict[str, Any]]) -> None:
+    """Terminate/cancel/signal/reset from the UI would skip a migration's compensations: write actions are off."""
+    ui = [s for s in services.values() if str(s.get("image", "")).startswith("temporalio/ui:")]
+    assert len(ui) == 1
+    assert _env(ui[0]).get("TEMPORAL_DISABLE_WRITE_ACTIONS", "").lower() == "true"
