@@ -1,14 +1,20 @@
 """EC2 fleets: images, launch templates, AZ-spread launches (spot with on-demand fallback), found again by tag.
 
+A fleet is the instances carrying all of `shadowing:managed-by=shadowing`, `shadowing:installation=<this
+installation>`, `shadowing:entity=<entity>` and `shadowing:fleet=<fleet>`: every describe filters on all four and
+every change (terminate, shrink, re-tag) touches only what they matched. Instance ids a `FleetRef` lists are a
+claim, not proof: one without the tags is ignored and reported, never changed. The installation tag keeps two
+installations (Temporal namespaces) that share an account, and use the same entity ids, out of each other's fleets.
+
 `provision_fleet` is idempotent end to end: every resource it makes is found again by name or tag before anything
 is created (moto ignores ClientToken; on real AWS the deterministic tokens also cover the short window in which
 a launch succeeded but its tags are not visible yet). Its steps, each safe to repeat:
 
 1. image: the entity's AMI copied into the target region (found again by its source tag), or Amazon Linux;
-2. launch template `shadowing-<entity>-<type>` carrying the image, the boot payload and tags (a new version
-   when the image or payload changed);
-3. spot (if asked): spot requests per AZ, tagged with the fleet; waits for them until the deadline (kept in
-   the heartbeat so a retry does not restart it), then cancels what is still open;
+2. launch template `shadowing-<installation>-<entity>-<type>` carrying the image, the boot payload, IMDSv2 and the
+   ownership tags (a new version when the image or payload changed);
+3. spot (if asked): RunInstances with spot market options through the same template, tagged at launch; AZs
+   without spot capacity are asked again until the deadline (kept in the heartbeat so a retry does not restart it);
 4. on-demand for whatever is still missing, one RunInstances per AZ.
 """
 
@@ -16,17 +22,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import shlex
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED, TAG_ROLE, TAG_SLICE, ClientFactory
+from activities import TAG_FLEET, TAG_ROLE, TAG_SLICE, ClientFactory
+from activities.ownership import ownership_tags, tag_map
 from shadowing import prices
 from shadowing.models import FleetRef, ProvisionInput, ResizeInput, TemplatesInput
 
@@ -34,16 +43,22 @@ from shadowing.models import FleetRef, ProvisionInput, ResizeInput, TemplatesInp
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 LIVE_STATES = ["pending", "running"]
 TAG_MARKET = "shadowing:market"
-TAG_AZ = "shadowing:az"
 TAG_SOURCE_IMAGE = "shadowing:source-image"
+#: Which installation of the product made a resource (workers/ passes the Temporal namespace by default).
+TAG_INSTALLATION = "shadowing:installation"
+DEFAULT_INSTALLATION = "default"
+#: A tag value that also fits in a launch template name.
+INSTALLATION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 AZ_TYPE = "availability-zone"  # not local zones / wavelength zones
 #: On-demand launch failures that mean "this AZ has no capacity for this type now": try the other AZs.
 CAPACITY_ERRORS = {"InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity"}
-#: Spot request failures that mean "no spot capacity at this price now": fall back to on-demand.
+#: Spot launch failures that may pass (capacity, price): that AZ is asked again until the spot deadline.
 SPOT_UNAVAILABLE = {
     "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded",
-    "InsufficientFreeAddressesInSubnet", "Unsupported",
+    "InsufficientFreeAddressesInSubnet",
 }  # fmt: skip
+#: Spot launch failures that will not pass before the deadline: that AZ goes to on-demand at once.
+SPOT_REFUSED = {"Unsupported", "UnsupportedOperation"}
 
 Ec2 = Any  # a boto3 EC2 client
 Json = dict[str, Any]  # one resource as boto3 returns it
@@ -53,21 +68,62 @@ def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type="InvalidRequest", non_retryable=True)
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Whose a resource is: this installation's, for this entity and (instances, spot requests) this fleet."""
+
+    installation: str
+    entity_id: str
+    fleet_id: str | None = None
+
+    def tags(self) -> list[dict[str, str]]:
+        """The tags, in AWS's list shape, that hand a new resource to this owner."""
+        fleet = [{"Key": TAG_FLEET, "Value": self.fleet_id}] if self.fleet_id else []
+        return [*ownership_tags(self.entity_id), {"Key": TAG_INSTALLATION, "Value": self.installation}, *fleet]
+
+    def filters(self) -> list[dict[str, Any]]:
+        """describe_* filters that match only this owner's resources."""
+        return [{"Name": f"tag:{t['Key']}", "Values": [t["Value"]]} for t in self.tags()]
+
+    def owns(self, resource: Json) -> bool:
+        """True when `resource` (as boto3 describes it) carries every one of this owner's tags."""
+        have = tag_map(resource.get("Tags"))
+        return all(have.get(t["Key"]) == t["Value"] for t in self.tags())
+
+
+def check_installation(installation: str) -> str:
+    """`installation` when it can be a tag value and part of a launch template name; ValueError otherwise."""
+    if not INSTALLATION_PATTERN.fullmatch(installation):
+        raise ValueError(
+            f"installation {installation!r} must be 1-64 letters, digits, '.', '_' or '-' (set SHADOWING_INSTALLATION)"
+        )
+    return installation
+
+
 class Ec2Activities:
-    """EC2 side effects. `clock` (epoch seconds), `sleep` and `poll_s` are injectable so waits test instantly."""
+    """EC2 side effects for one installation. `clock` (epoch seconds), `sleep`, `poll_s` and `spot_retry_s` are
+    injectable so waits test instantly."""
 
     def __init__(
         self,
         clients: ClientFactory,
         *,
+        installation: str = DEFAULT_INSTALLATION,
         poll_s: float = 2.0,
+        spot_retry_s: float = 15.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._clients = clients
+        self._installation = check_installation(installation)
         self._poll_s = poll_s
+        # RunInstances shares one rate bucket with everything else in the account: ask for spot sparingly.
+        self._spot_retry_s = spot_retry_s
         self._clock = clock
         self._sleep = sleep
+
+    def owner(self, entity_id: str, fleet_id: str | None = None) -> Owner:
+        return Owner(self._installation, entity_id, fleet_id)
 
     @activity.defn(name="provision_fleet")
     def provision_fleet(self, req: ProvisionInput) -> FleetRef:
@@ -75,7 +131,8 @@ class Ec2Activities:
 
         Raises a non-retryable `InvalidRequest` ApplicationError, before any AWS call, when a spot max price is
         below the price table's typical spot price (a bid that would almost never fill is a configuration
-        mistake to fix, not something to wait out), and when the source AMI does not exist.
+        mistake to fix, not something to wait out), and when the source AMI does not exist; `NotOwned` when the
+        launch template's name is taken by a template that is not this installation's for the entity.
         """
         _check_spot_price(req)
         # Heartbeats between the phases: the step's heartbeat timeout then notices a lost worker within seconds,
@@ -87,20 +144,20 @@ class Ec2Activities:
             activity.heartbeat({"phase": phase, **carry})
 
         ec2 = self._clients("ec2", req.region)
+        owner = self.owner(req.entity_id, req.fleet_id)
         beat("image")
         image = self._image(req)
         beat("template")
-        template, version = _ensure_template(ec2, req, image)
+        template = _ensure_template(ec2, req, self.owner(req.entity_id), image)
         zones = _zones(ec2)
         if req.market == "spot":
-            carry["spot_deadline"] = self._spot(ec2, req, image, zones)
+            carry["spot_deadline"] = self._spot(ec2, req, owner, (image, *template), zones)
         beat("launch")
-        _adopt_spot_instances(ec2, req)
-        self._on_demand(ec2, req, image, (template, version), zones, beat)
-        return _fleet(req, _live_instances(ec2, req.fleet_id)[: req.quantity], image, template)
+        self._on_demand(ec2, req, owner, (image, *template), zones, beat)
+        return _fleet(req, _live_instances(ec2, owner)[: req.quantity], image, template[0])
 
     def _on_demand(
-        self, ec2: Ec2, req: ProvisionInput, image: str, template: tuple[str, str], zones: dict[str, str | None],
+        self, ec2: Ec2, req: ProvisionInput, owner: Owner, launch: tuple[str, str, str], zones: dict[str, str | None],
         beat: Callable[[str], None],
     ) -> None:  # fmt: skip
         """Launches what is missing; an AZ out of capacity hands its share to the others.
@@ -110,12 +167,12 @@ class Ec2Activities:
         """
         usable = dict(zones)
         while True:
-            live = _live_instances(ec2, req.fleet_id)
+            live = _live_instances(ec2, owner)
             refused = False
             for az, count in _plan(usable, req.quantity, live).items():
                 beat("launch")
                 try:
-                    _run_on_demand(ec2, req, image, template, usable[az], az, count, live)
+                    _run(ec2, req, owner, launch, (az, usable[az]), count, live, "on-demand")
                 except ClientError as exc:
                     if _code(exc) not in CAPACITY_ERRORS:
                         raise
@@ -133,27 +190,30 @@ class Ec2Activities:
 
     @activity.defn(name="terminate_fleet")
     def terminate_fleet(self, fleet: FleetRef) -> int:
-        """Cancels the fleet's open spot requests and terminates its live instances; returns how many. Repeatable."""
+        """Cancels the fleet's open spot requests and terminates its instances; returns how many. Repeatable.
+
+        Only instances carrying the fleet's tags are terminated: a listed id without them is reported and left.
+        """
         ec2 = self._clients("ec2", fleet.region)
-        requests = _spot_requests(ec2, fleet.fleet_id, ["open", "active", "closed", "cancelled"])
-        if cancel := [r["SpotInstanceRequestId"] for r in requests if r["State"] in ("open", "active")]:
+        owner = self.owner(fleet.entity_id, fleet.fleet_id)
+        if cancel := [r["SpotInstanceRequestId"] for r in _spot_requests(ec2, owner, ["open", "active"])]:
             ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=cancel)
-        states = [*LIVE_STATES, "stopping", "stopped"]
-        ids = {i["InstanceId"] for i in _live_instances(ec2, fleet.fleet_id, states)}
-        # A spot instance whose request filled just before a crash may not carry the fleet tag yet.
-        ids |= {i["InstanceId"] for i in _instances(ec2, [r["InstanceId"] for r in requests if r.get("InstanceId")])}
+        ids = {i["InstanceId"] for i in _live_instances(ec2, owner, [*LIVE_STATES, "stopping", "stopped"])}
+        _report_foreign(ec2, owner, fleet.instance_ids, ids, "terminate")
         if ids:
             ec2.terminate_instances(InstanceIds=sorted(ids))
-        _drop_unused_templates(ec2, fleet.entity_id, ids)
+        _drop_unused_templates(ec2, self.owner(fleet.entity_id), ids)
         return len(ids)
 
     @activity.defn(name="shrink_fleet")
     def shrink_fleet(self, req: ResizeInput) -> FleetRef:
         """Terminates the fleet's newest live instances beyond `quantity` (or all but `keep`); returns the survivors.
-        Repeatable."""
+        Repeatable; only instances carrying the fleet's tags are counted, kept or terminated."""
         fleet = req.fleet
         ec2 = self._clients("ec2", fleet.region)
-        live = _live_instances(ec2, fleet.fleet_id)
+        owner = self.owner(fleet.entity_id, fleet.fleet_id)
+        live = _live_instances(ec2, owner)
+        _report_foreign(ec2, owner, (*fleet.instance_ids, *req.keep), {i["InstanceId"] for i in live}, "shrink")
         # with `keep`, exactly those stay (their addresses are what the record names now)
         kept = [i for i in live if not req.keep or i["InstanceId"] in req.keep][: req.quantity]
         chosen = {i["InstanceId"] for i in kept}
@@ -170,17 +230,19 @@ class Ec2Activities:
 
     @activity.defn(name="mark_fleet_role")
     def mark_fleet_role(self, fleet: FleetRef) -> FleetRef:
-        """Re-tags the fleet's instances with `fleet.role` (shadow -> active at cutover)."""
+        """Re-tags the fleet's instances with `fleet.role` (shadow -> active at cutover); only those with its tags."""
         ec2 = self._clients("ec2", fleet.region)
-        ids = [i["InstanceId"] for i in _live_instances(ec2, fleet.fleet_id)]
+        owner = self.owner(fleet.entity_id, fleet.fleet_id)
+        ids = [i["InstanceId"] for i in _live_instances(ec2, owner)]
+        _report_foreign(ec2, owner, fleet.instance_ids, set(ids), "mark")
         if ids:
             ec2.create_tags(Resources=ids, Tags=[{"Key": TAG_ROLE, "Value": fleet.role}])
         return fleet
 
     @activity.defn(name="delete_launch_templates")
     def delete_launch_templates(self, req: TemplatesInput) -> int:
-        """Deletes the entity's launch templates in the region (found by tag); returns how many. Repeatable."""
-        return _delete_templates(self._clients("ec2", req.region), req.entity_id)
+        """Deletes this installation's launch templates of the entity in the region (by tag); returns how many."""
+        return _delete_templates(self._clients("ec2", req.region), self.owner(req.entity_id))
 
     # ---- image -------------------------------------------------------------------------------------------
 
@@ -195,7 +257,7 @@ class Ec2Activities:
         copy = _find_copy(ec2, req.source_image_id, source_region)
         if copy is None:
             source = _describe_image(self._clients("ec2", source_region), req.source_image_id, source_region)
-            copy = _copy_image(ec2, req, source, source_region)
+            copy = _copy_image(ec2, req, self.owner(req.entity_id), source, source_region)
         return self._wait_image(ec2, copy, req.image_timeout_s)
 
     def _wait_image(self, ec2: Ec2, image_id: str, timeout_s: float) -> str:
@@ -217,22 +279,32 @@ class Ec2Activities:
 
     # ---- spot --------------------------------------------------------------------------------------------
 
-    def _spot(self, ec2: Ec2, req: ProvisionInput, image: str, zones: dict[str, str | None]) -> float:
-        """Requests spot capacity for what is missing, waits until the deadline, cancels what did not fill;
-        returns the deadline."""
+    def _spot(
+        self, ec2: Ec2, req: ProvisionInput, owner: Owner, launch: tuple[str, str, str], zones: dict[str, str | None]
+    ) -> float:
+        """Launches what is missing on spot, through the launch template; AZs without spot capacity are asked again
+        every `spot_retry_s` until the deadline, then on-demand takes over. Returns the deadline."""
         deadline = self._spot_deadline(req)
-        _adopt_spot_instances(ec2, req)
-        if self._clock() < deadline:
-            pending = Counter(_tag(r, TAG_AZ) for r in _spot_requests(ec2, req.fleet_id, ["open"]))
-            plan = _plan(zones, req.quantity, _live_instances(ec2, req.fleet_id), pending)
+        usable, round_ = dict(zones), 0
+        while usable and self._clock() < deadline:
+            live, launched, refused = _live_instances(ec2, owner), 0, False
+            plan = _plan(usable, req.quantity, live)
             for az, count in plan.items():
-                _request_spot(ec2, req, image, zones[az], az, count, deadline)
-            while _spot_requests(ec2, req.fleet_id, ["open"]) and self._clock() < deadline:
+                try:
+                    launched += _run(ec2, req, owner, launch, (az, usable[az]), count, live, "spot", round_)
+                except ClientError as exc:
+                    if _code(exc) not in SPOT_UNAVAILABLE | SPOT_REFUSED:
+                        raise
+                    activity.logger.info("no spot in %s (%s)", az, _code(exc))
+                    refused = refused or _code(exc) in SPOT_UNAVAILABLE
+                    if _code(exc) in SPOT_REFUSED:
+                        del usable[az]
+            round_ += 1
+            if not plan or (not refused and launched == sum(plan.values())):
+                break
+            if refused and not launched:  # no capacity anywhere asked: wait (progress or a dropped AZ re-plans at once)
                 activity.heartbeat({"phase": "spot", "spot_deadline": deadline})
-                self._sleep(self._poll_s)
-        still_open = _spot_requests(ec2, req.fleet_id, ["open"])
-        if still_open:
-            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=[r["SpotInstanceRequestId"] for r in still_open])
+                self._sleep(max(0.0, min(self._spot_retry_s, deadline - self._clock())))
         return deadline
 
     def _spot_deadline(self, req: ProvisionInput) -> float:
@@ -301,22 +373,17 @@ def _code(exc: ClientError) -> str:
 
 
 def _tag(resource: Json, key: str) -> str:
-    return next((t["Value"] for t in resource.get("Tags", []) if t["Key"] == key), "")
+    return tag_map(resource.get("Tags")).get(key, "")
 
 
-def _base_tags(entity_id: str) -> list[dict[str, str]]:
-    return [{"Key": TAG_ENTITY, "Value": entity_id}, {"Key": TAG_MANAGED, "Value": "shadowing"}]
-
-
-def _tags(req: ProvisionInput, market: str | None = None) -> list[dict[str, str]]:
-    tags = [
-        *_base_tags(req.entity_id),
-        {"Key": TAG_FLEET, "Value": req.fleet_id},
+def _tags(req: ProvisionInput, owner: Owner, market: str) -> list[dict[str, str]]:
+    return [
+        *owner.tags(),
         {"Key": TAG_SLICE, "Value": req.slice_key},
         {"Key": TAG_ROLE, "Value": req.role},
+        {"Key": TAG_MARKET, "Value": market},
         {"Key": "Name", "Value": f"{req.entity_id}-{req.role}-{req.slice_key}"},
     ]
-    return tags + ([{"Key": TAG_MARKET, "Value": market}] if market else [])
 
 
 def _is_spot(instance: Json) -> bool:
@@ -348,24 +415,36 @@ def _fleet(req: ProvisionInput, instances: list[Json], image: str, template: str
 # ---- AWS helpers --------------------------------------------------------------------------------------------
 
 
-def _live_instances(ec2: Ec2, fleet_id: str, states: list[str] | None = None) -> list[Json]:
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[
-            {"Name": f"tag:{TAG_FLEET}", "Values": [fleet_id]},
-            {"Name": "instance-state-name", "Values": states or LIVE_STATES},
-        ]
-    )
-    found = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
-    return sorted(found, key=lambda i: (i["LaunchTime"], i["InstanceId"]))
-
-
-def _instances(ec2: Ec2, ids: list[str]) -> list[Json]:
-    if not ids:
-        return []
-    pages = ec2.get_paginator("describe_instances").paginate(
-        InstanceIds=ids, Filters=[{"Name": "instance-state-name", "Values": [*LIVE_STATES, "stopping", "stopped"]}]
-    )
+def _describe(ec2: Ec2, filters: list[dict[str, Any]]) -> list[Json]:
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=filters)
     return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+
+def _live_instances(ec2: Ec2, owner: Owner, states: list[str] | None = None) -> list[Json]:
+    """The owner's instances in `states` (default: live), oldest first. The tags are checked again here: what
+    reaches a terminate must carry them whatever the describe call matched."""
+    found = _describe(ec2, [*owner.filters(), {"Name": "instance-state-name", "Values": states or LIVE_STATES}])
+    return sorted((i for i in found if owner.owns(i)), key=lambda i: (i["LaunchTime"], i["InstanceId"]))
+
+
+def _spell(tags: list[dict[str, str]]) -> str:
+    return ", ".join(f"{t['Key']}={t['Value']}" for t in tags)
+
+
+def _report_foreign(ec2: Ec2, owner: Owner, listed: Iterable[str], mine: set[str], action: str) -> list[str]:
+    """Ids the caller listed that are live but do not carry the fleet's tags: logged, never touched."""
+    missing = sorted(set(listed) - mine)
+    if not missing:
+        return []
+    # Filters, not InstanceIds: an id that does not exist is then no error, and a terminated one no warning.
+    live = [{"Name": "instance-id", "Values": missing}, {"Name": "instance-state-name", "Values": LIVE_STATES}]
+    foreign = sorted(i["InstanceId"] for i in _describe(ec2, live))
+    if foreign:
+        activity.logger.warning(
+            "%s %s: ignored %s: listed in the fleet but without its tags (%s)", action, owner.fleet_id,
+            ", ".join(foreign), _spell(owner.tags()),
+        )  # fmt: skip
+    return foreign
 
 
 def _amazon_linux(ssm: Any, region: str) -> str:
@@ -405,7 +484,7 @@ def _copy_name(source_image_id: str, source_region: str) -> str:
     return f"shadowing-{source_image_id}-from-{source_region}"
 
 
-def _copy_image(ec2: Ec2, req: ProvisionInput, source: Json, source_region: str) -> str:
+def _copy_image(ec2: Ec2, req: ProvisionInput, owner: Owner, source: Json, source_region: str) -> str:
     copied = ec2.copy_image(
         SourceImageId=source["ImageId"],
         SourceRegion=source_region,
@@ -414,16 +493,12 @@ def _copy_image(ec2: Ec2, req: ProvisionInput, source: Json, source_region: str)
         ClientToken=_token("copy", source["ImageId"], source_region, req.region),
     )
     image_id = str(copied["ImageId"])
-    tags = [*_base_tags(req.entity_id), {"Key": TAG_SOURCE_IMAGE, "Value": source["ImageId"]}]
-    ec2.create_tags(Resources=[image_id], Tags=tags)
+    ec2.create_tags(Resources=[image_id], Tags=[*owner.tags(), {"Key": TAG_SOURCE_IMAGE, "Value": source["ImageId"]}])
     return image_id
 
 
-def _delete_templates(ec2: Ec2, entity_id: str) -> int:
-    found = ec2.describe_launch_templates(
-        Filters=[{"Name": f"tag:{TAG_ENTITY}", "Values": [entity_id]},
-                 {"Name": f"tag:{TAG_MANAGED}", "Values": ["shadowing"]}]
-    )["LaunchTemplates"]  # fmt: skip
+def _delete_templates(ec2: Ec2, owner: Owner) -> int:
+    found = [t for t in ec2.describe_launch_templates(Filters=owner.filters())["LaunchTemplates"] if owner.owns(t)]
     for template in found:
         try:
             ec2.delete_launch_template(LaunchTemplateId=template["LaunchTemplateId"])
@@ -433,38 +508,42 @@ def _delete_templates(ec2: Ec2, entity_id: str) -> int:
     return len(found)
 
 
-def _drop_unused_templates(ec2: Ec2, entity_id: str, terminated: set[str]) -> None:
+def _drop_unused_templates(ec2: Ec2, owner: Owner, terminated: set[str]) -> None:
     """The entity's launch templates in a region live as long as it has instances there (a retired or
     compensated fleet must not leave them behind); the next provisioning makes them again."""
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[{"Name": f"tag:{TAG_ENTITY}", "Values": [entity_id]},
-                 {"Name": "instance-state-name", "Values": [*LIVE_STATES, "stopping", "stopped"]}]
-    )  # fmt: skip
-    if not any(i["InstanceId"] not in terminated for p in pages for r in p["Reservations"] for i in r["Instances"]):
-        _delete_templates(ec2, entity_id)
+    states = [*LIVE_STATES, "stopping", "stopped"]
+    if not any(i["InstanceId"] not in terminated for i in _live_instances(ec2, owner, states)):
+        _delete_templates(ec2, owner)
 
 
-def _template_name(entity_id: str, instance_type: str) -> str:
-    return f"shadowing-{entity_id}-{instance_type}"
+def template_name(installation: str, entity_id: str, instance_type: str) -> str:
+    """One template per installation, entity and type: two installations never share (or version) one."""
+    return f"shadowing-{installation}-{entity_id}-{instance_type}"
 
 
-def _ensure_template(ec2: Ec2, req: ProvisionInput, image: str) -> tuple[str, str]:
-    """(name, version) of the entity's template for this type with this image and payload; made if missing."""
-    name = _template_name(req.entity_id, req.instance_type)
+def _ensure_template(ec2: Ec2, req: ProvisionInput, owner: Owner, image: str) -> tuple[str, str]:
+    """(name, version) of the entity's template for this type with this image and payload; made if missing.
+    A template of that name without the owner's tags is refused (`NotOwned`), never versioned."""
+    name = template_name(owner.installation, req.entity_id, req.instance_type)
     data: dict[str, Any] = {
         "ImageId": image,
         "InstanceType": req.instance_type,
         "MetadataOptions": {"HttpTokens": "required"},
-        "TagSpecifications": [{"ResourceType": k, "Tags": _base_tags(req.entity_id)} for k in ("instance", "volume")],
+        "TagSpecifications": [{"ResourceType": k, "Tags": owner.tags()} for k in ("instance", "volume")],
     }
     if script := _boot_script(req):
         data["UserData"] = _b64(script)
-    try:
-        latest = ec2.describe_launch_template_versions(LaunchTemplateName=name, Versions=["$Latest"])
-    except ClientError as exc:
-        if "NotFound" not in _code(exc):
-            raise
-        return _create_template(ec2, req, name, data)
+    named = [{"Name": "launch-template-name", "Values": [name]}]
+    existing = ec2.describe_launch_templates(Filters=named)["LaunchTemplates"]
+    if not existing:
+        return _create_template(ec2, req, owner, name, data)
+    if not owner.owns(existing[0]):
+        raise ApplicationError(
+            f"launch_template: launch template {name} in {req.region} exists but does not carry "
+            f"{_spell(owner.tags())}: it is not this installation's; delete or retag it",
+            type="NotOwned", non_retryable=True,
+        )  # fmt: skip
+    latest = ec2.describe_launch_template_versions(LaunchTemplateName=name, Versions=["$Latest"])
     current = latest["LaunchTemplateVersions"][0]
     have = current["LaunchTemplateData"]
     if have.get("ImageId") == image and have.get("UserData", "") == data.get("UserData", ""):
@@ -473,18 +552,18 @@ def _ensure_template(ec2: Ec2, req: ProvisionInput, image: str) -> tuple[str, st
     return name, str(made["LaunchTemplateVersion"]["VersionNumber"])
 
 
-def _create_template(ec2: Ec2, req: ProvisionInput, name: str, data: dict[str, Any]) -> tuple[str, str]:
+def _create_template(ec2: Ec2, req: ProvisionInput, owner: Owner, name: str, data: dict[str, Any]) -> tuple[str, str]:
     try:
         ec2.create_launch_template(
             LaunchTemplateName=name,
             LaunchTemplateData=data,
             ClientToken=_token("template", name),
-            TagSpecifications=[{"ResourceType": "launch-template", "Tags": _base_tags(req.entity_id)}],
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": owner.tags()}],
         )
     except ClientError as exc:
         if "AlreadyExists" not in _code(exc):  # a concurrent attempt made it first: use theirs
             raise
-        return _ensure_template(ec2, req, data["ImageId"])
+        return _ensure_template(ec2, req, owner, data["ImageId"])
     return name, "1"
 
 
@@ -509,64 +588,44 @@ def _where(subnet: str | None, az: str) -> dict[str, Any]:
     return {"SubnetId": subnet} if subnet else {"Placement": {"AvailabilityZone": az}}
 
 
-def _run_on_demand(
-    ec2: Ec2, req: ProvisionInput, image: str, template: tuple[str, str], subnet: str | None, az: str, count: int,
-    live: list[Json],
-) -> None:  # fmt: skip
-    """One RunInstances in `az`. ImageId, type and tags are also given explicitly: moto drops the template's."""
+def _spot_options(req: ProvisionInput) -> dict[str, Any]:
+    price = {"MaxPrice": f"{req.max_price_usd:.5f}"} if req.max_price_usd else {}
+    return {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time", **price}}
+
+
+def _run(
+    ec2: Ec2, req: ProvisionInput, owner: Owner, launch: tuple[str, str, str], where: tuple[str, str | None],
+    count: int, live: list[Json], market: str, round_: int = 0,
+) -> int:  # fmt: skip
+    """One RunInstances in an AZ through the launch template, on-demand or spot, tagged at launch.
+
+    `launch` is (image, template name, version). Image, type, IMDSv2 and tags are also given explicitly: moto
+    drops what a template launch should inherit. Spot takes what it can get (MinCount 1); on-demand all or none.
+    Returns how many instances the call launched.
+    """
+    (image, name, version), (az, subnet) = launch, where
     already = sum(1 for i in live if i["Placement"]["AvailabilityZone"] == az)
-    kwargs: dict[str, Any] = {}
+    kinds = ("instance", "volume", "spot-instances-request") if market == "spot" else ("instance", "volume")
+    kwargs: dict[str, Any] = {"InstanceMarketOptions": _spot_options(req)} if market == "spot" else {}
     if script := _boot_script(req):
         kwargs["UserData"] = script
-    ec2.run_instances(
-        LaunchTemplate={"LaunchTemplateName": template[0], "Version": template[1]},
+    made = ec2.run_instances(
+        LaunchTemplate={"LaunchTemplateName": name, "Version": version},
         ImageId=image,
         InstanceType=req.instance_type,
-        MinCount=count,
+        MinCount=1 if market == "spot" else count,
         MaxCount=count,
-        ClientToken=_token(req.fleet_id, az, already, count),
-        TagSpecifications=[{"ResourceType": k, "Tags": _tags(req, "on-demand")} for k in ("instance", "volume")],
+        MetadataOptions={"HttpTokens": "required"},
+        ClientToken=_token(req.fleet_id, az, already, count, *((market, round_) if market == "spot" else ())),
+        TagSpecifications=[{"ResourceType": k, "Tags": _tags(req, owner, market)} for k in kinds],
         **_where(subnet, az),
         **kwargs,
     )
+    return len(made.get("Instances", []))
 
 
-def _spot_requests(ec2: Ec2, fleet_id: str, states: list[str]) -> list[Json]:
-    found = ec2.describe_spot_instance_requests(
-        Filters=[{"Name": f"tag:{TAG_FLEET}", "Values": [fleet_id]}, {"Name": "state", "Values": states}]
-    )["SpotInstanceRequests"]
-    return [r for r in found if r.get("State") in states]
-
-
-def _request_spot(
-    ec2: Ec2, req: ProvisionInput, image: str, subnet: str | None, az: str, count: int, deadline: float
-) -> None:
-    """One-time spot requests for `count` instances in `az`; 'no capacity at this price' leaves them to on-demand."""
-    spec: dict[str, Any] = {"ImageId": image, "InstanceType": req.instance_type}
-    spec |= {"SubnetId": subnet} if subnet else {"Placement": {"AvailabilityZone": az}}
-    if script := _boot_script(req):
-        spec["UserData"] = _b64(script)  # RequestSpotInstances, unlike RunInstances, takes it encoded
-    price = {"SpotPrice": f"{req.max_price_usd:.5f}"} if req.max_price_usd else {}
-    tags = [t for t in _tags(req) if t["Key"] != "Name"] + [{"Key": TAG_AZ, "Value": az}]
-    try:
-        ec2.request_spot_instances(
-            InstanceCount=count,
-            Type="one-time",
-            ValidUntil=deadline,
-            LaunchSpecification=spec,
-            ClientToken=_token("spot", req.fleet_id, az, count, deadline),
-            TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}],
-            **price,
-        )
-    except ClientError as exc:
-        if _code(exc) not in SPOT_UNAVAILABLE:
-            raise
-        activity.logger.info("spot unavailable in %s (%s): on-demand takes over", az, _code(exc))
-
-
-def _adopt_spot_instances(ec2: Ec2, req: ProvisionInput) -> None:
-    """Tags the live instances of the fleet's filled spot requests (spot requests cannot tag their instances)."""
-    requests = _spot_requests(ec2, req.fleet_id, ["active", "closed", "cancelled"])
-    ids = [i["InstanceId"] for i in _instances(ec2, [r["InstanceId"] for r in requests if r.get("InstanceId")])]
-    if ids:
-        ec2.create_tags(Resources=ids, Tags=_tags(req, "spot"))
+def _spot_requests(ec2: Ec2, owner: Owner, states: list[str]) -> list[Json]:
+    """The fleet's spot requests (RunInstances makes one per spot instance and tags it; older workers made them
+    with RequestSpotInstances) in `states`."""
+    found = ec2.describe_spot_instance_requests(Filters=[*owner.filters(), {"Name": "state", "Values": states}])
+    return [r for r in found["SpotInstanceRequests"] if r.get("State") in states and owner.owns(r)]

@@ -14,12 +14,12 @@ from botocore.exceptions import ClientError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import TAG_FLEET
-from activities.ec2 import AMI_PARAMETER, TAG_SOURCE_IMAGE, Ec2Activities
+from activities import TAG_FLEET, TAG_ROLE
+from activities.ec2 import AMI_PARAMETER, TAG_INSTALLATION, TAG_MARKET, TAG_SOURCE_IMAGE, Ec2Activities
 from shadowing import prices
 from shadowing.catalog import INSTANCE_TYPES, REGIONS
 from shadowing.errors import InvalidRequest
-from shadowing.models import ProvisionInput, TemplatesInput
+from shadowing.models import ProvisionInput, ResizeInput, TemplatesInput
 from workers.aws import AwsClients
 
 SLICE = "20260101T000000Z"
@@ -87,7 +87,8 @@ class FakeClock:
 
 
 def test_launch_template_is_created_once_reused_and_carries_the_boot_payload(aws: AwsClients) -> None:
-    """Two fleets of one entity and type share `shadowing-shop-m5.large`; it holds the image and the boot script."""
+    """Two fleets of one entity and type share `shadowing-default-shop-m5.large` (installation, entity, type); it
+    holds the image and the boot script."""
     launches: list[dict] = []
 
     def recording(real: Any) -> Any:
@@ -99,9 +100,9 @@ def test_launch_template_is_created_once_reused_and_carries_the_boot_payload(aws
     second = env.run(ec2.provision_fleet, req("shop:b", 1, container_image="registry.example/shop:1.2"))
     client = aws("ec2", "eu-west-1")
     templates = client.describe_launch_templates()["LaunchTemplates"]
-    assert [t["LaunchTemplateName"] for t in templates] == ["shadowing-shop-m5.large"]
-    assert first.launch_template == second.launch_template == "shadowing-shop-m5.large"
-    versions = client.describe_launch_template_versions(LaunchTemplateName="shadowing-shop-m5.large")
+    assert [t["LaunchTemplateName"] for t in templates] == ["shadowing-default-shop-m5.large"]
+    assert first.launch_template == second.launch_template == "shadowing-default-shop-m5.large"
+    versions = client.describe_launch_template_versions(LaunchTemplateName="shadowing-default-shop-m5.large")
     assert len(versions["LaunchTemplateVersions"]) == 1
     data = versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]
     assert data["ImageId"] == first.image_id
@@ -109,7 +110,7 @@ def test_launch_template_is_created_once_reused_and_carries_the_boot_payload(aws
     for inst in fleet_instances(aws, "shop:a") + fleet_instances(aws, "shop:b"):
         assert inst["ImageId"] == first.image_id and inst["InstanceType"] == "m5.large"
     for launch in launches:  # explicit too: moto may drop what a template launch should inherit
-        assert launch["LaunchTemplate"]["LaunchTemplateName"] == "shadowing-shop-m5.large"
+        assert launch["LaunchTemplate"]["LaunchTemplateName"] == "shadowing-default-shop-m5.large"
         assert launch["ImageId"] == first.image_id and launch["InstanceType"] == "m5.large"
         assert {t["Key"] for t in launch["TagSpecifications"][0]["Tags"]} >= {TAG_FLEET, "shadowing:market"}
 
@@ -120,7 +121,9 @@ def test_changed_boot_payload_makes_a_new_template_version(aws: AwsClients) -> N
     env = ActivityEnvironment()
     env.run(ec2.provision_fleet, req("shop:a", 1, user_data="#!/bin/bash\necho v1\n"))
     env.run(ec2.provision_fleet, req("shop:b", 1, user_data="#!/bin/bash\necho v2\n"))
-    versions = aws("ec2", "eu-west-1").describe_launch_template_versions(LaunchTemplateName="shadowing-shop-m5.large")
+    versions = aws("ec2", "eu-west-1").describe_launch_template_versions(
+        LaunchTemplateName="shadowing-default-shop-m5.large"
+    )
     scripts = {v["VersionNumber"]: base64.b64decode(v["LaunchTemplateData"]["UserData"]).decode()
                for v in versions["LaunchTemplateVersions"]}  # fmt: skip
     assert scripts == {1: "#!/bin/bash\necho v1\n", 2: "#!/bin/bash\necho v2\n"}
@@ -248,93 +251,109 @@ def test_rerun_after_a_crash_between_launch_and_completion_launches_only_what_is
 # ---- spot -----------------------------------------------------------------------------------------------------
 
 
-def test_spot_happy_path_fills_every_instance_with_spot(aws: AwsClients) -> None:
-    """Spot requests at the max price fill; the instances carry the fleet's tags and are reported as spot."""
-    env = ActivityEnvironment()
-    fleet = env.run(Ec2Activities(aws).provision_fleet, req(quantity=4, market="spot", max_price_usd=0.05))
-    assert fleet.size == 4 and set(fleet.spot_instance_ids) == set(fleet.instance_ids)
-    assert len(all_live(aws)) == 4, "every spot instance is adopted into the fleet by tag"
-    requests = aws("ec2", "eu-west-1").describe_spot_instance_requests(
-        Filters=[{"Name": f"tag:{TAG_FLEET}", "Values": ["shop:a"]}]
-    )["SpotInstanceRequests"]
-    assert len(requests) == 4 and {float(r["SpotPrice"]) for r in requests} == {0.05}
-    assert env.run(Ec2Activities(aws).provision_fleet, req(quantity=4, market="spot", max_price_usd=0.05)) == fleet
-
-
-def never_filled(log: dict[str, list]) -> Any:
-    """EC2 whose spot requests stay open: nothing launches (moto's instance is terminated at once)."""
+def recording_launches(launches: list[dict], refuse: Any = None) -> Any:
+    """EC2 that records every RunInstances; `refuse(kwargs)` may return an error code to answer instead."""
 
     def make(real: Any) -> Any:
-        def request_spot_instances(**kw: Any) -> dict:
-            out = real.request_spot_instances(**kw)
-            real.terminate_instances(InstanceIds=[r["InstanceId"] for r in out["SpotInstanceRequests"]])
-            log["requested"] += [r["SpotInstanceRequestId"] for r in out["SpotInstanceRequests"]]
-            return out
+        def run_instances(**kw: Any) -> dict:
+            launches.append(kw)
+            if refuse is not None and (code := refuse(kw)):
+                raise ClientError({"Error": {"Code": code, "Message": "no"}}, "RunInstances")
+            return real.run_instances(**kw)
 
-        def describe_spot_instance_requests(**kw: Any) -> dict:
-            kw["Filters"] = [f for f in kw.get("Filters", []) if f["Name"] != "state"]
-            out = real.describe_spot_instance_requests(**kw)
-            still = [{**r, "State": "open", "Status": {"Code": "capacity-not-available"}, "InstanceId": ""}
-                     for r in out["SpotInstanceRequests"]]  # fmt: skip
-            return {**out, "SpotInstanceRequests": still}
-
-        def cancel_spot_instance_requests(**kw: Any) -> dict:
-            log["cancelled"] += kw["SpotInstanceRequestIds"]
-            return real.cancel_spot_instance_requests(**kw)
-
-        return Proxy(
-            real,
-            request_spot_instances=request_spot_instances,
-            cancel_spot_instance_requests=cancel_spot_instance_requests,
-            describe_spot_instance_requests=describe_spot_instance_requests,
-        )
+        return Proxy(real, run_instances=run_instances)
 
     return make
 
 
-def test_spot_not_filled_by_the_deadline_falls_back_to_on_demand_and_cancels(aws: AwsClients) -> None:
-    """Open spot requests are waited on until the deadline (heartbeating it), cancelled, and on-demand fills in."""
-    log: dict[str, list] = {"requested": [], "cancelled": []}
+def is_spot_launch(kw: dict) -> bool:
+    return kw.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+
+
+def test_spot_launches_go_through_the_launch_template_with_imdsv2_and_tags_at_launch(aws: AwsClients) -> None:
+    """Spot instances come from RunInstances through the fleet's launch template: IMDSv2 required, every tag
+    (fleet, entity, installation, market) set by the launch itself, the max price as spot options; repeatable."""
+    launches: list[dict] = []
+    ec2 = Ec2Activities(with_ec2(aws, recording_launches(launches)))
+    env = ActivityEnvironment()
+    fleet = env.run(ec2.provision_fleet, req(quantity=4, market="spot", max_price_usd=0.05))
+    assert fleet.size == 4 and set(fleet.spot_instance_ids) == set(fleet.instance_ids)
+    assert launches and all(is_spot_launch(kw) for kw in launches)
+    for kw in launches:
+        assert kw["LaunchTemplate"]["LaunchTemplateName"] == fleet.launch_template
+        assert kw["MetadataOptions"] == {"HttpTokens": "required"}
+        assert kw["InstanceMarketOptions"]["SpotOptions"]["MaxPrice"] == "0.05000"
+        kinds = {s["ResourceType"] for s in kw["TagSpecifications"]}
+        assert kinds == {"instance", "volume", "spot-instances-request"}
+    template = aws("ec2", "eu-west-1").describe_launch_template_versions(LaunchTemplateName=fleet.launch_template)
+    assert template["LaunchTemplateVersions"][0]["LaunchTemplateData"]["MetadataOptions"]["HttpTokens"] == "required"
+    for inst in all_live(aws):
+        tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+        assert tags[TAG_FLEET] == "shop:a" and tags[TAG_INSTALLATION] == "default" and tags[TAG_MARKET] == "spot"
+        assert inst["MetadataOptions"]["HttpTokens"] == "required" and inst["InstanceLifecycle"] == "spot"
+    assert env.run(ec2.provision_fleet, req(quantity=4, market="spot", max_price_usd=0.05)) == fleet
+    assert not any("request_spot_instances" in str(kw) for kw in launches)
+
+
+def test_spot_without_capacity_is_asked_again_until_the_deadline_then_on_demand(aws: AwsClients) -> None:
+    """AZs refusing spot for capacity are asked again every `spot_retry_s` (heartbeating the deadline); at the
+    deadline on-demand launches the whole fleet."""
+    launches: list[dict] = []
+    refuse = lambda kw: "InsufficientInstanceCapacity" if is_spot_launch(kw) else None  # noqa: E731
     clock, beats = FakeClock(), []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *d: beats.append(d)
     start = clock.now
-    ec2 = Ec2Activities(with_ec2(aws, never_filled(log)), clock=clock, sleep=clock.sleep, poll_s=10)
+    ec2 = Ec2Activities(
+        with_ec2(aws, recording_launches(launches, refuse)), clock=clock, sleep=clock.sleep, spot_retry_s=30
+    )
     fleet = env.run(ec2.provision_fleet, req(quantity=3, market="spot", max_price_usd=0.05, spot_deadline_s=120))
-    assert clock.now - start >= 120, "the activity waited for the spot requests until the deadline"
-    assert len(log["requested"]) == 3 and sorted(log["cancelled"]) == sorted(log["requested"])
+    assert clock.now - start >= 120, "spot was asked for until the deadline"
+    spot = [kw for kw in launches if is_spot_launch(kw)]
+    assert len(spot) == 3 * 4, "three AZs, asked at 0, 30, 60 and 90 s"
     assert fleet.size == 3 and fleet.spot_instance_ids == ()
     assert {i["InstanceId"] for i in all_live(aws)} == set(fleet.instance_ids)
     assert any(b and b[0].get("spot_deadline") == start + 120 for b in beats)
 
 
-def test_spot_request_refused_for_capacity_falls_back_at_once(aws: AwsClients) -> None:
-    """A capacity error from RequestSpotInstances sends those instances to on-demand without waiting."""
+def test_spot_capacity_that_comes_back_before_the_deadline_is_used(aws: AwsClients) -> None:
+    """An AZ that refused spot once fills on the next ask: the fleet ends all spot, nothing on-demand."""
+    launches: list[dict] = []
+    refused: set[str] = set()
 
-    def refusing(real: Any) -> Any:
-        def request_spot_instances(**kw: Any) -> dict:
-            raise ClientError(
-                {"Error": {"Code": "InsufficientInstanceCapacity", "Message": "no"}}, "RequestSpotInstances"
-            )
-
-        return Proxy(real, request_spot_instances=request_spot_instances)
+    def once_per_az(kw: dict) -> str | None:
+        where = kw.get("SubnetId") or kw["Placement"]["AvailabilityZone"]
+        if where in refused:
+            return None
+        refused.add(where)
+        return "InsufficientInstanceCapacity"
 
     clock = FakeClock()
+    ec2 = Ec2Activities(with_ec2(aws, recording_launches(launches, once_per_az)), clock=clock, sleep=clock.sleep)
+    fleet = ActivityEnvironment().run(ec2.provision_fleet, req(quantity=3, market="spot", spot_deadline_s=120))
+    assert fleet.size == 3 and set(fleet.spot_instance_ids) == set(fleet.instance_ids)
+    assert all(is_spot_launch(kw) for kw in launches) and clock.now - 1_000_000 < 120
+
+
+def test_spot_unsupported_falls_back_at_once(aws: AwsClients) -> None:
+    """An AZ that does not offer the type on spot goes to on-demand without waiting for the deadline."""
+    refuse = lambda kw: "Unsupported" if is_spot_launch(kw) else None  # noqa: E731
+    clock = FakeClock()
     start = clock.now
-    ec2 = Ec2Activities(with_ec2(aws, refusing), clock=clock, sleep=clock.sleep, poll_s=10)
+    ec2 = Ec2Activities(with_ec2(aws, recording_launches([], refuse)), clock=clock, sleep=clock.sleep)
     fleet = ActivityEnvironment().run(ec2.provision_fleet, req(quantity=2, market="spot"))
     assert fleet.size == 2 and fleet.spot_instance_ids == () and clock.now == start
 
 
 def test_retry_after_the_spot_deadline_goes_straight_to_on_demand(aws: AwsClients) -> None:
-    """A retry whose heartbeat says the spot deadline has passed makes no new spot request."""
-    log: dict[str, list] = {"requested": [], "cancelled": []}
+    """A retry whose heartbeat says the spot deadline has passed makes no spot launch."""
+    launches: list[dict] = []
     clock = FakeClock()
     env = ActivityEnvironment()
     env.info = dataclasses.replace(env.info, heartbeat_details=[{"phase": "spot", "spot_deadline": clock.now - 1}])
-    ec2 = Ec2Activities(with_ec2(aws, never_filled(log)), clock=clock, sleep=clock.sleep)
+    ec2 = Ec2Activities(with_ec2(aws, recording_launches(launches)), clock=clock, sleep=clock.sleep)
     fleet = env.run(ec2.provision_fleet, req(quantity=2, market="spot", max_price_usd=0.05))
-    assert log["requested"] == [] and fleet.size == 2 and fleet.spot_instance_ids == ()
+    assert not any(is_spot_launch(kw) for kw in launches) and fleet.size == 2 and fleet.spot_instance_ids == ()
 
 
 def test_spot_max_price_below_market_is_refused_before_any_aws_call(aws: AwsClients) -> None:
@@ -354,26 +373,102 @@ def test_spot_max_price_below_market_is_refused_before_any_aws_call(aws: AwsClie
     assert calls == [] and all_live(aws) == []
 
 
-def test_terminate_cancels_spot_requests_and_catches_untagged_spot_instances(aws: AwsClients) -> None:
-    """Terminate cancels the fleet's spot requests and ends instances they launched even before tagging; repeatable."""
+def test_terminate_cancels_the_fleets_spot_requests_and_leaves_untagged_instances(aws: AwsClients) -> None:
+    """Terminate cancels the spot requests carrying the fleet's tags; an instance of a request that carries only the
+    fleet tag (anyone can write that tag) is not the fleet's and keeps running."""
     ec2 = Ec2Activities(aws)
     env = ActivityEnvironment()
     fleet = env.run(ec2.provision_fleet, req(quantity=2))
     client = aws("ec2", "eu-west-1")
-    image = fleet.image_id
-    client.request_spot_instances(  # an attempt that crashed right after its spot request filled
-        InstanceCount=1, LaunchSpecification={"ImageId": image, "InstanceType": "m5.large"},
-        TagSpecifications=[{"ResourceType": "spot-instances-request",
-                            "Tags": [{"Key": TAG_FLEET, "Value": fleet.fleet_id}]}],
-    )  # fmt: skip
-    assert len(all_live(aws)) == 3
-    assert env.run(ec2.terminate_fleet, fleet) == 3
+    ours = ec2.owner("shop", fleet.fleet_id).tags()
+    for tags in (ours, [{"Key": TAG_FLEET, "Value": fleet.fleet_id}]):
+        client.request_spot_instances(
+            InstanceCount=1, LaunchSpecification={"ImageId": fleet.image_id, "InstanceType": "m5.large"},
+            TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": tags}],
+        )  # fmt: skip
+    assert len(all_live(aws)) == 4
+    assert env.run(ec2.terminate_fleet, fleet) == 2
     assert env.run(ec2.terminate_fleet, fleet) == 0
+    assert len(all_live(aws)) == 2, "the spot requests' untagged instances were not the fleet's to terminate"
+    left = client.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])
+    assert [r["Tags"] for r in left["SpotInstanceRequests"]] == [[{"Key": TAG_FLEET, "Value": fleet.fleet_id}]]
+
+
+# ---- fleet identity -------------------------------------------------------------------------------------------
+
+
+def foreign_instance(aws: AwsClients, tags: list[dict], region: str = "eu-west-1") -> str:
+    """An instance someone else launched in the shared account, with the tags given (copied from ours)."""
+    image = aws("ssm", region).get_parameter(Name=AMI_PARAMETER)["Parameter"]["Value"]
+    made = aws("ec2", region).run_instances(
+        ImageId=image, InstanceType="m5.large", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )  # fmt: skip
+    return str(made["Instances"][0]["InstanceId"])
+
+
+def live_ids(aws: AwsClients, region: str = "eu-west-1") -> set[str]:
+    return {i["InstanceId"] for i in all_live(aws, region)}
+
+
+def test_another_installation_with_the_same_entity_and_fleet_keeps_its_fleet(aws: AwsClients) -> None:
+    """Two installations (Temporal namespaces) in one account with the same entity and fleet id: each provisions its
+    own instances and template, and terminate, shrink and template deletion of one leave the other's alone."""
+    env = ActivityEnvironment()
+    a, b = Ec2Activities(aws, installation="team-a"), Ec2Activities(aws, installation="team-b.x1y2z")
+    fleet_a = env.run(a.provision_fleet, req(quantity=2))
+    fleet_b = env.run(b.provision_fleet, req(quantity=3))
+    assert not set(fleet_a.instance_ids) & set(fleet_b.instance_ids) and len(all_live(aws)) == 5
+    assert fleet_a.launch_template == "shadowing-team-a-shop-m5.large" != fleet_b.launch_template
+    shrunk = env.run(a.shrink_fleet, ResizeInput(fleet=fleet_a, quantity=1))
+    assert shrunk.size == 1 and live_ids(aws) >= set(fleet_b.instance_ids)
+    assert env.run(a.terminate_fleet, fleet_a) == 1
+    assert live_ids(aws) == set(fleet_b.instance_ids)
+    assert env.run(a.delete_launch_templates, TemplatesInput(entity_id="shop", region="eu-west-1")) == 0
+    names = [t["LaunchTemplateName"] for t in aws("ec2", "eu-west-1").describe_launch_templates()["LaunchTemplates"]]
+    assert names == [fleet_b.launch_template]
+
+
+def test_listed_instances_without_the_fleets_tags_are_ignored_and_reported(
+    aws: AwsClients, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FleetRef listing an instance that carries only some of the tags (the fleet tag, even the entity's) does not
+    make it the fleet's: terminate, shrink and re-tagging leave it as it was, and say so."""
+    ec2 = Ec2Activities(aws)
+    env = ActivityEnvironment()
+    fleet = env.run(ec2.provision_fleet, req(quantity=2))
+    copied = [t for t in ec2.owner("shop", fleet.fleet_id).tags() if t["Key"] != TAG_INSTALLATION]
+    stranger = foreign_instance(aws, [*copied, {"Key": TAG_ROLE, "Value": "shadow"}])
+    crafted = fleet.model_copy(update={"instance_ids": (*fleet.instance_ids, stranger), "role": "active"})
+    env.run(ec2.mark_fleet_role, crafted)
+    roles = {i["InstanceId"]: {t["Key"]: t["Value"] for t in i["Tags"]}[TAG_ROLE] for i in all_live(aws)}
+    assert roles == {**dict.fromkeys(fleet.instance_ids, "active"), stranger: "shadow"}
+    shrunk = env.run(ec2.shrink_fleet, ResizeInput(fleet=crafted, quantity=0, keep=(stranger,)))
+    assert shrunk.instance_ids == () and live_ids(aws) == {stranger}
+    with caplog.at_level("WARNING"):
+        assert env.run(ec2.terminate_fleet, crafted) == 0
+    assert live_ids(aws) == {stranger}
+    assert f"ignored {stranger}" in caplog.text and "shadowing:installation=default" in caplog.text
+
+
+def test_a_launch_template_of_our_name_that_is_not_ours_is_refused(aws: AwsClients) -> None:
+    """A template named as ours but without this installation's tags is never versioned or launched from."""
+    client = aws("ec2", "eu-west-1")
+    client.create_launch_template(
+        LaunchTemplateName="shadowing-default-shop-m5.large", LaunchTemplateData={"ImageId": "ami-12c6146b"}
+    )
+    with pytest.raises(ApplicationError) as err:
+        ActivityEnvironment().run(Ec2Activities(aws).provision_fleet, req(quantity=1))
+    assert err.value.type == "NotOwned" and err.value.non_retryable and "launch_template" in err.value.message
     assert all_live(aws) == []
-    open_requests = client.describe_spot_instance_requests(Filters=[{"Name": "state", "Values": ["open", "active"]}])[
-        "SpotInstanceRequests"
-    ]
-    assert open_requests == []
+    versions = client.describe_launch_template_versions(LaunchTemplateName="shadowing-default-shop-m5.large")
+    assert len(versions["LaunchTemplateVersions"]) == 1
+
+
+def test_an_installation_that_cannot_be_a_tag_or_template_name_is_refused() -> None:
+    """The installation id ends up in tags and template names: spaces or slashes are refused up front."""
+    with pytest.raises(ValueError, match="SHADOWING_INSTALLATION"):
+        Ec2Activities(lambda *_: None, installation="team a/prod")
 
 
 # ---- price table ----------------------------------------------------------------------------------------------
