@@ -25,7 +25,27 @@ Conflict rule (symmetric, so the same `catch_up` with the regions swapped replay
 
 RDS: a cross-region read replica (`create_read_replica`), promoted at cutover, deleted as compensation while it
 is still a replica. SQS: `forward_queue` moves messages at cutover (and back, as compensation).
-Everything the product creates carries the managed-by/entity tags, and only such resources are ever deleted.
+
+Ownership (`activities/ownership.py`), the rule every activity here follows:
+
+* Touch: before the first read or change of a table, queue or DB instance (a stream enabled, a scan, a receive, a
+  replica made), in either region, the activity proves it is the entity's: it carries `shadowing:managed-by =
+  shadowing` and `shadowing:entity = <ReplicationInput.entity_id>`. A source that is not, or a same-named table,
+  queue or DB already in the target region that is not, is refused with a non-retryable `NotOwned` naming the spec
+  field (`dynamodb_tables`, `sqs_queues`, `rds_instance`), before anything changed. An existing target that is
+  the entity's is written into: it is the entity's own data store, e.g. its home table when a follow-the-sun cycle
+  (home -> eu -> us -> home) comes back.
+* Delete: what the product creates as a copy also carries `shadowing:role = replica`. A compensation
+  (`drop_replicas`, `delete_read_replica`) deletes only a resource with all three tags: never a source, never what
+  an operator handed over (managed-by + entity, no role), so the home table, queue or DB that a cycle comes back
+  to survives a failed return. A table or queue the product made on an earlier day is a replica too: dropping it
+  while the source holds the data loses nothing.
+* RDS in addition: a replica is tagged `shadowing:promoted` *before* `promote_read_replica` is called, and it is
+  deleted only while `ReadReplicaSourceDBInstanceIdentifier` is still set (so it is a replica, never a primary)
+  and after a final snapshot (`final_snapshot_id`) is available. A crash between tagging and promoting leaves a
+  marked replica that the compensation keeps (a cost, not a loss).
+
+Conflicting keys are reported as `key_digest` (a sha256 prefix of the key), never the key: the report is logged.
 """
 
 from __future__ import annotations
@@ -40,7 +60,8 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import TAG_ENTITY, TAG_MANAGED, TAG_ROLE, ClientFactory
+from activities import TAG_ROLE, ClientFactory
+from activities.ownership import not_owned, owned_by, ownership_tags, require_owned, tag_map
 from shadowing.models import (
     QueueForwardResult,
     ReadReplicaResult,
@@ -52,7 +73,10 @@ from shadowing.models import (
 )
 
 V, TS, R = "_v", "_ts", "_r"
-MANAGED = "shadowing"
+#: `shadowing:role` of what the product creates as a copy: the only kind of resource a compensation deletes.
+ROLE_REPLICA = "replica"
+#: Set on an RDS replica before it is promoted: from then on no compensation deletes it.
+TAG_PROMOTED = "shadowing:promoted"
 CONFLICT_REPORT_CAP = 50
 #: Stream ids a standard-queue forward remembers in its heartbeat (at-least-once dedupe across retries).
 SENT_IDS_CAP = 10000
@@ -63,12 +87,25 @@ def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type="InvalidRequest", non_retryable=True)
 
 
-def _tags(entity_id: str) -> list[dict[str, str]]:
-    return [{"Key": TAG_ENTITY, "Value": entity_id}, {"Key": TAG_MANAGED, "Value": MANAGED}]
+def _replica_tags(entity_id: str) -> list[dict[str, str]]:
+    return [*ownership_tags(entity_id), {"Key": TAG_ROLE, "Value": ROLE_REPLICA}]
 
 
-def _ours(tags: dict[str, str], entity_id: str) -> bool:
-    return tags.get(TAG_MANAGED) == MANAGED and tags.get(TAG_ENTITY) == entity_id
+def _our_replica(tags: dict[str, str], entity_id: str) -> bool:
+    """The product made it as a copy for this entity: the only thing a compensation may delete."""
+    return owned_by(tags, entity_id) and tags.get(TAG_ROLE) == ROLE_REPLICA
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    """What reports and logs show of an item key: `sha256:` + 16 hex digits of its canonical JSON.
+
+    Enough to match a key an operator already knows (`key_digest({"pk": {"S": "a"}})`), without the key itself.
+    """
+    return _digest(_key_json(key))
+
+
+def _digest(key_json: str) -> str:
+    return "sha256:" + hashlib.sha256(key_json.encode()).hexdigest()[:16]
 
 
 class ReplicationActivities:
@@ -80,16 +117,16 @@ class ReplicationActivities:
 
     @activity.defn(name="replicate_tables")
     def replicate_tables(self, req: ReplicationInput) -> ReplicationStatus:
-        """Initial copy: stream on, position recorded, target created (tagged), every item copied.
+        """Initial copy: ownership proved, stream on, position recorded, target created (tagged), items copied.
 
         Returns the checkpoint `catch_up` starts from. Resumes per table from heartbeat details.
         """
         if req.source_region == req.target_region or not req.tables:
             return ReplicationStatus(in_sync=True, detail="nothing to replicate")
         src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
-        _require_tables(src, req.tables, req.source_region)
+        _require_tables(src, dst, req)
         if req.mode == "global-table":
-            return self._global_tables(req, src)
+            return self._global_tables(req, src, dst)
         streams = self._clients("dynamodbstreams", req.source_region)
         done = _resume()
         for table in req.tables:
@@ -118,7 +155,8 @@ class ReplicationActivities:
         """
         if req.source_region == req.target_region or not req.tables:
             return ReplicationStatus(in_sync=True, detail="nothing to replicate")
-        _require_tables(self._clients("dynamodb", req.source_region), req.tables, req.source_region)
+        src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
+        _require_tables(src, dst, req)
         return self._catch_up(req)
 
     @activity.defn(name="check_sync")
@@ -131,7 +169,7 @@ class ReplicationActivities:
         if req.source_region == req.target_region or not req.tables:
             return ReplicationStatus(in_sync=True, detail="nothing to replicate")
         src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
-        _require_tables(src, req.tables, req.source_region)
+        _require_tables(src, dst, req)
         caught = self._catch_up(req) if req.checkpoint else ReplicationStatus(in_sync=True)
         problems, total = [], 0
         for table in req.tables:
@@ -152,10 +190,11 @@ class ReplicationActivities:
 
     @activity.defn(name="drop_replicas")
     def drop_replicas(self, req: ReplicationInput) -> int:
-        """Compensation: deletes what this product created in the target region; returns how many.
+        """Compensation: deletes the replicas this product created in the target region; returns how many.
 
-        Tables, the RDS read replica (while still a replica) and empty queues go only when tagged as the
-        entity's and managed by shadowing: the source, or anything someone else made, is never touched.
+        Tables, the RDS read replica (while still a replica, after its final snapshot) and empty queues go only
+        when tagged as the entity's replica (managed-by, entity, role=replica): a source, what an operator handed
+        over, or anything someone else made is never touched.
         """
         if req.source_region == req.target_region:
             return 0
@@ -172,26 +211,33 @@ class ReplicationActivities:
         dropped = 0
         for table in req.tables:
             if req.mode == "global-table":
-                dropped += _drop_global_replica(src, table, req.target_region)
+                dropped += _drop_global_replica(src, dst, table, req)
                 continue
             try:
                 arn = dst.describe_table(TableName=table)["Table"]["TableArn"]
-                tags = {t["Key"]: t["Value"] for t in dst.list_tags_of_resource(ResourceArn=arn).get("Tags", [])}
-                if _ours(tags, req.entity_id):
+                if _our_replica(_table_tags(dst, arn), req.entity_id):
                     dst.delete_table(TableName=table)
                     dropped += 1
             except dst.exceptions.ResourceNotFoundException:
                 pass
         return dropped
 
-    def _global_tables(self, req: ReplicationInput, src: Any) -> ReplicationStatus:
+    def _global_tables(self, req: ReplicationInput, src: Any, dst: Any) -> ReplicationStatus:
+        """Replicas asked for, waited for, then tagged as ours (role=replica) in the target region.
+
+        The tables whose replica this activity asked for ride in the heartbeat, so a retry still tags them; a
+        replica that was there before is never tagged, so `drop_replicas` leaves it (e.g. the home table's).
+        """
         deadline = time.monotonic() + req.timeout_s
+        asked = _resume_asked()
         for table in req.tables:
             _ensure_stream(src, table)
             if _replica_status(src, table, req.target_region) is None:
                 src.update_table(TableName=table, ReplicaUpdates=[{"Create": {"RegionName": req.target_region}}])
+                asked.append(table)
+                activity.heartbeat({"asked": asked})
             while (status := _replica_status(src, table, req.target_region)) != "ACTIVE":
-                activity.heartbeat(f"{table}: replica {status}")
+                activity.heartbeat({"asked": asked, "waiting": f"{table}: replica {status}"})
                 if time.monotonic() > deadline:
                     raise ApplicationError(
                         f"global table {table}: replica in {req.target_region} not ACTIVE after {req.timeout_s}s "
@@ -199,6 +245,9 @@ class ReplicationActivities:
                         type="ReplicaNotActive",
                     )
                 time.sleep(5)
+            if table in asked:
+                arn = dst.describe_table(TableName=table)["Table"]["TableArn"]
+                dst.tag_resource(ResourceArn=arn, Tags=_replica_tags(req.entity_id))
         return ReplicationStatus(in_sync=True, detail=f"global-table replicas ACTIVE in {req.target_region}")
 
     def _catch_up(self, req: ReplicationInput) -> ReplicationStatus:
@@ -239,7 +288,9 @@ class ReplicationActivities:
     def create_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
         """A cross-region read replica of `req.rds_instance`, same identifier, tagged; waits for `available`.
 
-        Idempotent: an existing replica of ours is reused; a same-named instance not ours is an InvalidRequest.
+        The source must be the entity's. Idempotent: our replica of this source is reused; a same-named instance
+        that is not the entity's is refused (NotOwned), and one that is the entity's but not our replica of this
+        source (a primary, e.g. the home DB a cycle comes back to) is refused too: it is never written over.
         """
         if not req.rds_instance or req.source_region == req.target_region:
             return ReadReplicaResult(status="no RDS instance to replicate")
@@ -253,49 +304,64 @@ class ReplicationActivities:
                 SourceDBInstanceIdentifier=source["DBInstanceArn"],
                 DBInstanceClass=source["DBInstanceClass"],
                 SourceRegion=req.source_region,
-                Tags=_tags(req.entity_id),
+                Tags=_replica_tags(req.entity_id),
             )
-        elif not _ours(_db_tags(rds, existing), req.entity_id):
-            raise _invalid(f"rds_instance: {name!r} already exists in {req.target_region} and is not ours")
+        else:
+            _require_replica_of(rds, existing, source, req)
         db = _wait_db_available(rds, name, req.timeout_s)
         return _replica_result(db, req.target_region, created=existing is None)
 
     @activity.defn(name="promote_read_replica")
     def promote_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
-        """Cutover: the target replica becomes a stand-alone primary (tagged role=promoted); idempotent."""
+        """Cutover: our replica becomes a stand-alone primary; idempotent.
+
+        It is tagged `shadowing:promoted` before the promote call, so that no crash can leave a primary that a
+        compensation would take for a replica.
+        """
         if not req.rds_instance or req.source_region == req.target_region:
             return ReadReplicaResult(status="no RDS instance to promote")
         rds = self._clients("rds", req.target_region)
         name = _db_name(req.rds_instance)
         db = _describe_db(rds, name)
-        tags = _db_tags(rds, db) if db else {}
-        if db is None or not _ours(tags, req.entity_id):
-            raise _invalid(f"rds_instance: no read replica {name!r} of ours in {req.target_region}")
-        if tags.get(TAG_ROLE) != "promoted":
-            rds.promote_read_replica(DBInstanceIdentifier=name)
-            rds.add_tags_to_resource(ResourceName=db["DBInstanceArn"], Tags=[{"Key": TAG_ROLE, "Value": "promoted"}])
+        if db is None:
+            raise _invalid(f"rds_instance: no read replica {name!r} in {req.target_region}")
+        tags = _db_tags(rds, db)
+        require_owned("rds_instance", f"DB instance {name!r} in {req.target_region}", tags, req.entity_id)
+        if not _our_replica(tags, req.entity_id):
+            raise _invalid(f"rds_instance: DB instance {name!r} in {req.target_region} is not a replica we made")
+        if _still_replica(db):
+            if TAG_PROMOTED not in tags:
+                rds.add_tags_to_resource(ResourceName=db["DBInstanceArn"], Tags=[{"Key": TAG_PROMOTED, "Value": "1"}])
+            if db.get("DBInstanceStatus") == "available":  # otherwise an earlier attempt's promotion is under way
+                rds.promote_read_replica(DBInstanceIdentifier=name)
+        elif TAG_PROMOTED not in tags:
+            raise _invalid(f"rds_instance: DB instance {name!r} in {req.target_region} is not a read replica")
         db = _wait_db_available(rds, name, req.timeout_s)
         return _replica_result(db, req.target_region, promoted=True)
 
     @activity.defn(name="delete_read_replica")
     def delete_read_replica(self, req: ReplicationInput) -> ReadReplicaResult:
-        """Compensation of `create_read_replica`: deletes our replica unless it was promoted; idempotent."""
+        """Compensation of `create_read_replica`: deletes our replica unless promotion began; idempotent."""
         if not req.rds_instance or req.source_region == req.target_region:
             return ReadReplicaResult(status="no RDS instance")
         return self._delete_replica(req)
 
     def _delete_replica(self, req: ReplicationInput) -> ReadReplicaResult:
+        """Deletes only our unpromoted replica that is still a replica, and only once its final snapshot exists.
+
+        AWS refuses `FinalDBSnapshotIdentifier` when deleting a read replica (`SkipFinalSnapshot` must be set for
+        one), so the final snapshot is taken explicitly first; while it is being made the step fails retryably.
+        """
         rds = self._clients("rds", req.target_region)
         name = _db_name(req.rds_instance or "")
         db = _describe_db(rds, name)
         if db is None:
             return ReadReplicaResult(db_instance_identifier=name, region=req.target_region, status="absent")
-        tags = _db_tags(rds, db)
-        if not _ours(tags, req.entity_id) or tags.get(TAG_ROLE) == "promoted":
-            why = "promoted (now a primary)" if _ours(tags, req.entity_id) else "not managed by shadowing"
+        if why := _keep_reason(_db_tags(rds, db), db, req.entity_id):
             return _replica_result(db, req.target_region, status=f"kept: {why}")
         if db.get("DBInstanceStatus") != "deleting":
-            rds.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True, DeleteAutomatedBackups=True)
+            _require_final_snapshot(rds, db, req.entity_id)
+            rds.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True, DeleteAutomatedBackups=False)
         return _replica_result(db, req.target_region, deleted=True, status="deleting")
 
     # ---- SQS --------------------------------------------------------------------------------------------
@@ -304,24 +370,25 @@ class ReplicationActivities:
     def forward_queue(self, req: ReplicationInput) -> QueueForwardResult:
         """Cutover: moves every visible message of each source queue to the same-named target queue.
 
-        The target queue is created when missing (FIFO like the source, tagged). A message is deleted from the
-        source only after its send succeeded. FIFO sends carry MessageDeduplicationId = the source MessageId and
-        the source MessageGroupId, so a retry within SQS's 5-minute window cannot duplicate. Standard queues are
-        at-least-once: sent ids ride in the heartbeat details (a retry skips them) and every forwarded message
-        carries the attribute `shadowing-source-id` for consumers to dedupe. Compensation: the same activity
-        with the regions swapped.
+        Every source queue, and every same-named queue already in the target region, must be the entity's
+        (checked for all of them before the first message moves). The target queue is created when missing (FIFO
+        like the source, tagged as our replica). A message is deleted from the source only after its send
+        succeeded. FIFO sends carry MessageDeduplicationId = the source MessageId and the source MessageGroupId,
+        so a retry within SQS's 5-minute window cannot duplicate. Standard queues are at-least-once: sent ids
+        ride in the heartbeat details (a retry skips them) and every forwarded message carries the attribute
+        `shadowing-source-id` for consumers to dedupe. Compensation: the same activity with the regions swapped.
         """
         if req.source_region == req.target_region or not req.queues:
             return QueueForwardResult()
         src, dst = self._clients("sqs", req.source_region), self._clients("sqs", req.target_region)
-        urls = {name: _queue_url(src, name, req.source_region) for name in req.queues}
+        urls = _require_queues(src, dst, req)
         sent: list[str] = list(_resume_ids())
         moved: dict[str, int] = {}
         created, skipped, in_flight = [], 0, 0
-        for name, url in urls.items():
+        for name, (url, target) in urls.items():
             attrs = src.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-            target, made = _ensure_queue(dst, name, attrs, req.entity_id)
-            if made:
+            if target is None:
+                target = _create_queue(dst, name, attrs, req.entity_id)
                 created.append(name)
             mover = _QueueMover(src, dst, url, target, attrs.get("FifoQueue") == "true", sent)
             moved[name], dup = mover.run(req.visibility_timeout_s)
@@ -336,16 +403,53 @@ class ReplicationActivities:
 # ---- DynamoDB helpers ---------------------------------------------------------------------------------
 
 
-def _require_tables(src: Any, tables: tuple[str, ...], region: str) -> None:
-    """Fails before anything is created when a table is absent or its stream cannot carry images."""
-    for table in tables:
-        try:
-            spec = src.describe_table(TableName=table)["Table"].get("StreamSpecification") or {}
-        except src.exceptions.ResourceNotFoundException:
-            raise _invalid(f"tables: DynamoDB table {table!r} does not exist in {region}") from None
+def _require_tables(src: Any, dst: Any, req: ReplicationInput) -> None:
+    """Fails before anything is read or changed when a source table is absent, not the entity's or its stream
+    cannot carry images, or when a same-named table already in the target region is not the entity's."""
+    source, target = req.source_region, req.target_region
+    for table in req.tables:
+        desc = _describe_table(src, table)
+        if desc is None:
+            raise _invalid(f"dynamodb_tables: DynamoDB table {table!r} does not exist in {source}")
+        tags = _table_tags(src, desc["TableArn"])
+        require_owned("dynamodb_tables", f"table {table!r} in {source}", tags, req.entity_id)
+        spec = desc.get("StreamSpecification") or {}
         view = spec.get("StreamViewType")
         if spec.get("StreamEnabled") and view not in ("NEW_AND_OLD_IMAGES", "NEW_IMAGE"):
-            raise _invalid(f"tables: the stream of {table!r} in {region} is {view}; replication needs its images")
+            raise _invalid(
+                f"dynamodb_tables: the stream of {table!r} in {source} is {view}; replication needs its images"
+            )
+        if target in {r.get("RegionName") for r in desc.get("Replicas", [])}:
+            continue  # the target holds a replica of this very (global) table: the entity's, as its source is
+        existing = _describe_table(dst, table)
+        if existing is not None and not owned_by(_table_tags(dst, existing["TableArn"]), req.entity_id):
+            why = "it exists already; the product never writes into it"
+            raise not_owned("dynamodb_tables", f"table {table!r} in {target}", req.entity_id, why)
+
+
+def _describe_table(ddb: Any, table: str) -> dict[str, Any] | None:
+    try:
+        return dict(ddb.describe_table(TableName=table)["Table"])
+    except ddb.exceptions.ResourceNotFoundException:
+        return None
+
+
+def _table_tags(ddb: Any, arn: str) -> dict[str, str]:
+    tags: list[dict[str, str]] = []
+    kwargs = {"ResourceArn": arn}
+    while True:
+        page = ddb.list_tags_of_resource(**kwargs)
+        tags += page.get("Tags", [])
+        if not page.get("NextToken"):
+            return tag_map(tags)
+        kwargs["NextToken"] = page["NextToken"]
+
+
+def _resume_asked() -> list[str]:
+    details = activity.info().heartbeat_details
+    if details and isinstance(details[-1], dict):
+        return list(details[-1].get("asked", []))
+    return []
 
 
 def _resume() -> dict[str, Any]:
@@ -448,7 +552,7 @@ def _ensure_table(src: Any, dst: Any, table: str, entity_id: str) -> bool:
         AttributeDefinitions=[a for a in desc["AttributeDefinitions"] if a["AttributeName"] in keys],
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        Tags=_tags(entity_id),
+        Tags=_replica_tags(entity_id),
     )
     dst.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     return True
@@ -590,7 +694,12 @@ class _TablePass:
             self.positions.setdefault(sid, None)
 
     def conflicts(self) -> list[ReplicationConflict]:
-        return [ReplicationConflict(table=self.table, key=k) for k, o in self.last_outcome.items() if o == "conflict"]
+        """The keys whose newest record lost, as digests: the report reaches the workflow's log."""
+        return [
+            ReplicationConflict(table=self.table, key=_digest(k))
+            for k, o in self.last_outcome.items()
+            if o == "conflict"
+        ]
 
     def checkpoint(self) -> TableCheckpoint:
         shards = tuple(ShardPosition(shard_id=s, sequence_number=n) for s, n in self.positions.items())
@@ -604,13 +713,17 @@ def _replica_status(src: Any, table: str, region: str) -> str | None:
     return None
 
 
-def _drop_global_replica(src: Any, table: str, region: str) -> int:
+def _drop_global_replica(src: Any, dst: Any, table: str, req: ReplicationInput) -> int:
+    """Removes the target region's replica only when `_global_tables` tagged it as ours (role=replica)."""
+    replica = _describe_table(dst, table)
+    if replica is None or not _our_replica(_table_tags(dst, replica["TableArn"]), req.entity_id):
+        return 0
     try:
-        if _replica_status(src, table, region) in (None, "DELETING"):
+        if _replica_status(src, table, req.target_region) in (None, "DELETING"):
             return 0
     except src.exceptions.ResourceNotFoundException:
         return 0
-    src.update_table(TableName=table, ReplicaUpdates=[{"Delete": {"RegionName": region}}])
+    src.update_table(TableName=table, ReplicaUpdates=[{"Delete": {"RegionName": req.target_region}}])
     return 1
 
 
@@ -629,8 +742,9 @@ def _describe_db(rds: Any, name: str) -> dict[str, Any] | None:
 
 
 def _db_tags(rds: Any, db: dict[str, Any]) -> dict[str, str]:
-    tags = rds.list_tags_for_resource(ResourceName=db["DBInstanceArn"]).get("TagList", [])
-    return {t["Key"]: t["Value"] for t in tags}
+    if "TagList" in db:  # DescribeDBInstances carries them
+        return tag_map(db["TagList"])
+    return tag_map(rds.list_tags_for_resource(ResourceName=db["DBInstanceArn"]).get("TagList", []))
 
 
 def _source_db(rds: Any, req: ReplicationInput) -> dict[str, Any]:
@@ -640,7 +754,69 @@ def _source_db(rds: Any, req: ReplicationInput) -> dict[str, Any]:
     db = _describe_db(rds, _db_name(ref))
     if db is None:
         raise _invalid(f"rds_instance: DB instance {ref!r} does not exist in {req.source_region}")
+    what = f"DB instance {db['DBInstanceIdentifier']!r} in {req.source_region}"
+    require_owned("rds_instance", what, _db_tags(rds, db), req.entity_id)
     return db
+
+
+def _still_replica(db: dict[str, Any]) -> bool:
+    """RDS's own word that the instance is (still) a read replica: promotion clears the field."""
+    return bool(db.get("ReadReplicaSourceDBInstanceIdentifier"))
+
+
+def _require_replica_of(rds: Any, db: dict[str, Any], source: dict[str, Any], req: ReplicationInput) -> None:
+    """A same-named instance in the target region may be reused only when it is our replica of this source."""
+    name, tags = db["DBInstanceIdentifier"], _db_tags(rds, db)
+    what = f"DB instance {name!r} in {req.target_region}"
+    if not owned_by(tags, req.entity_id):
+        raise not_owned("rds_instance", what, req.entity_id, "it exists already; the product never replaces it")
+    ours = _our_replica(tags, req.entity_id) and TAG_PROMOTED not in tags
+    of_source = db.get("ReadReplicaSourceDBInstanceIdentifier") in (source["DBInstanceArn"], name)
+    if not (ours and of_source):
+        raise _invalid(
+            f"rds_instance: {what} exists already and is not a read replica of {source['DBInstanceArn']} that "
+            "the product made; it is never replaced (rename or retire it to replicate into this region)"
+        )
+
+
+def _keep_reason(tags: dict[str, str], db: dict[str, Any], entity_id: str) -> str:
+    """Why a compensation must not delete `db` ("" when it may: our unpromoted replica, still a replica)."""
+    if not owned_by(tags, entity_id):
+        return "not the entity's"
+    if not _our_replica(tags, entity_id):
+        return "not a replica the product made"
+    if TAG_PROMOTED in tags:
+        return "promoted (now a primary, or becoming one)"
+    if not _still_replica(db):
+        return "not a read replica (a primary is never deleted)"
+    return ""
+
+
+def final_snapshot_id(db: dict[str, Any]) -> str:
+    """The final snapshot's id: one per instance (its DbiResourceId), so a retry finds the one it started."""
+    resource = str(db.get("DbiResourceId") or "").lower().removeprefix("db-")
+    return "-".join(filter(None, ("shadowing-final", db["DBInstanceIdentifier"], resource)))
+
+
+def _require_final_snapshot(rds: Any, db: dict[str, Any], entity_id: str) -> None:
+    """Starts the final snapshot (once) and returns when it is available; raises a retryable error until then."""
+    snapshot = final_snapshot_id(db)
+    try:
+        status = rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot)["DBSnapshots"][0]["Status"]
+    except rds.exceptions.DBSnapshotNotFoundFault:
+        tags = [*ownership_tags(entity_id), {"Key": TAG_ROLE, "Value": "final-snapshot"}]
+        try:
+            status = rds.create_db_snapshot(
+                DBSnapshotIdentifier=snapshot, DBInstanceIdentifier=db["DBInstanceIdentifier"], Tags=tags
+            )["DBSnapshot"]["Status"]
+        except rds.exceptions.DBSnapshotAlreadyExistsFault:  # a concurrent attempt started it
+            status = "creating"
+    if status != "available":
+        activity.heartbeat(f"{snapshot}: {status}")
+        raise ApplicationError(
+            f"rds_instance: final snapshot {snapshot} is {status}; the replica is deleted once it is available",
+            type="FinalSnapshotPending",
+        )
 
 
 def _wait_db_available(rds: Any, name: str, timeout_s: float) -> dict[str, Any]:
@@ -664,30 +840,43 @@ def _replica_result(db: dict[str, Any], region: str, **fields: Any) -> ReadRepli
 # ---- SQS helpers --------------------------------------------------------------------------------------
 
 
-def _queue_url(sqs: Any, name: str, region: str) -> str:
+def _find_queue(sqs: Any, name: str) -> str | None:
     try:
         return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
     except sqs.exceptions.QueueDoesNotExist:
-        raise _invalid(f"queues: SQS queue {name!r} does not exist in {region}") from None
+        return None
 
 
-def _ensure_queue(sqs: Any, name: str, source_attrs: dict[str, str], entity_id: str) -> tuple[str, bool]:
-    try:
-        return str(sqs.get_queue_url(QueueName=name)["QueueUrl"]), False
-    except sqs.exceptions.QueueDoesNotExist:
-        pass
+def _queue_tags(sqs: Any, url: str) -> dict[str, str]:
+    return dict(sqs.list_queue_tags(QueueUrl=url).get("Tags", {}))
+
+
+def _require_queues(src: Any, dst: Any, req: ReplicationInput) -> dict[str, tuple[str, str | None]]:
+    """name -> (source url, target url or None), once every source and existing target is the entity's."""
+    urls = {}
+    for name in req.queues:
+        url = _find_queue(src, name)
+        if url is None:
+            raise _invalid(f"sqs_queues: SQS queue {name!r} does not exist in {req.source_region}")
+        require_owned("sqs_queues", f"queue {name!r} in {req.source_region}", _queue_tags(src, url), req.entity_id)
+        target = _find_queue(dst, name)
+        if target is not None and not owned_by(_queue_tags(dst, target), req.entity_id):
+            why = "it exists already; the product never sends to it"
+            raise not_owned("sqs_queues", f"queue {name!r} in {req.target_region}", req.entity_id, why)
+        urls[name] = url, target
+    return urls
+
+
+def _create_queue(sqs: Any, name: str, source_attrs: dict[str, str], entity_id: str) -> str:
     copy = ("FifoQueue", "ContentBasedDeduplication", "VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds")
     attrs = {k: source_attrs[k] for k in copy if k in source_attrs}
-    tags = {t["Key"]: t["Value"] for t in _tags(entity_id)}
-    return str(sqs.create_queue(QueueName=name, Attributes=attrs, tags=tags)["QueueUrl"]), True
+    tags = tag_map(_replica_tags(entity_id))
+    return str(sqs.create_queue(QueueName=name, Attributes=attrs, tags=tags)["QueueUrl"])
 
 
 def _delete_queue_if_ours_and_empty(sqs: Any, name: str, entity_id: str) -> int:
-    try:
-        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    except sqs.exceptions.QueueDoesNotExist:
-        return 0
-    if not _ours(sqs.list_queue_tags(QueueUrl=url).get("Tags", {}), entity_id):
+    url = _find_queue(sqs, name)
+    if url is None or not _our_replica(_queue_tags(sqs, url), entity_id):
         return 0
     counts = (
         "ApproximateNumberOfMessages",

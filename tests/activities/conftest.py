@@ -8,6 +8,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from activities import TAG_MANAGED
+from activities.ownership import MANAGED, ownership_tags
 from shadowing.settings import Settings
 from workers.aws import AwsClients
 
@@ -24,12 +26,22 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsClients]:
 
 @pytest.fixture
 def zone(aws: AwsClients) -> str:
-    created = aws("route53", "us-east-1").create_hosted_zone(Name="example.internal.", CallerReference="t")
-    return str(created["HostedZone"]["Id"]).split("/")[-1]
+    """A hosted zone handed to the product (tagged `shadowing:managed-by`)."""
+    r53 = aws("route53", "us-east-1")
+    zone_id = str(r53.create_hosted_zone(Name="example.internal.", CallerReference="t")["HostedZone"]["Id"])
+    zone_id = zone_id.split("/")[-1]
+    r53.change_tags_for_resource(
+        ResourceType="hostedzone", ResourceId=zone_id, AddTags=[{"Key": TAG_MANAGED, "Value": MANAGED}]
+    )
+    return zone_id
 
 
-def make_table(aws: AwsClients, region: str, name: str, items: int, tags: list | None = None) -> None:
+def make_table(
+    aws: AwsClients, region: str, name: str, items: int, tags: list | None = None, owner: str | None = "shop"
+) -> None:
+    """A table with `items` items, handed to entity `owner` (its ownership tags; `None`: not the product's)."""
     ddb = aws("dynamodb", region)
+    tags = [*(ownership_tags(owner) if owner else []), *(tags or [])]
     ddb.create_table(
         TableName=name, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",

@@ -1,4 +1,5 @@
-"""Streams catch-up, conflict rule, sync check, RDS read replica and SQS forwarding against moto."""
+"""Streams catch-up, conflict rule, sync check, RDS read replica and SQS forwarding against moto, and the
+ownership rule: only the entity's resources are touched, only the product's replicas are deleted."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import TAG_ENTITY, TAG_MANAGED
-from activities.replication import ReplicationActivities
+from activities import TAG_ENTITY, TAG_MANAGED, TAG_ROLE
+from activities.ownership import ownership_tags
+from activities.replication import TAG_PROMOTED, ReplicationActivities, final_snapshot_id, key_digest
 from shadowing.models import ReplicationInput
 from tests.activities.conftest import make_table
 from workers.aws import AwsClients
@@ -117,8 +119,8 @@ def test_conflicts_resolve_by_version_in_both_directions(aws: AwsClients) -> Non
     put(aws, EU, "c", _v=1, _ts=1500, who="eu")  # same version, later ts: eu wins
     forward = env.run(act.catch_up, repl(checkpoint=first.checkpoint))
     assert {(c.table, c.key, c.winner) for c in forward.conflict_report} == {
-        ("orders", '{"pk": {"S": "a"}}', "target"),
-        ("orders", '{"pk": {"S": "c"}}', "target"),
+        ("orders", key_digest({"pk": {"S": "a"}}), "target"),
+        ("orders", key_digest({"pk": {"S": "c"}}), "target"),
     }
     assert forward.conflicts == 2
     backward = env.run(act.catch_up, repl(src=EU, dst=US))
@@ -167,47 +169,175 @@ def test_missing_source_table_is_invalid_and_creates_nothing(aws: AwsClients) ->
     assert aws("dynamodb", EU).list_tables()["TableNames"] == []
 
 
-def test_global_table_mode_asks_for_a_replica_and_waits_for_active(aws: AwsClients) -> None:
-    """moto ignores replicas, so a recording client stands in: Create is requested once, ACTIVE ends the wait."""
-    make_table(aws, US, "orders", 1)
-    calls: list[dict] = []
+# ---- ownership: DynamoDB ------------------------------------------------------------------------------
 
-    def clients(service: str, region: str) -> Any:
-        client = aws(service, region)
+FOREIGN = {
+    "untagged": [],
+    "other-entity": ownership_tags("billing"),
+    "entity-tag-only": [{"Key": TAG_ENTITY, "Value": "shop"}],
+}
+
+
+def _table_tags(aws: AwsClients, region: str, table: str) -> dict[str, str]:
+    ddb = aws("dynamodb", region)
+    arn = ddb.describe_table(TableName=table)["Table"]["TableArn"]
+    return {t["Key"]: t["Value"] for t in ddb.list_tags_of_resource(ResourceArn=arn)["Tags"]}
+
+
+class _Counting:
+    """A client factory that counts the calls made per (service, region, operation)."""
+
+    def __init__(self, aws: AwsClients) -> None:
+        self._aws, self.calls = aws, []
+
+    def __call__(self, service: str, region: str) -> Any:
+        client, calls = self._aws(service, region), self.calls
+
+        class Proxy:
+            def __getattr__(self, name: str) -> Any:
+                calls.append((service, region, name))
+                return getattr(client, name)
+
+        return Proxy()
+
+    def made(self, *names: str) -> list[tuple[str, str, str]]:
+        return [c for c in self.calls if c[2] in names]
+
+
+@pytest.mark.parametrize("tags", FOREIGN.values(), ids=FOREIGN.keys())
+def test_a_source_table_not_the_entitys_is_refused_untouched(aws: AwsClients, tags: list) -> None:
+    """A spec naming another team's table: NotOwned naming dynamodb_tables; no stream enabled, no scan, no copy."""
+    make_table(aws, US, "orders", 3, tags=tags, owner=None)
+    clients = _Counting(aws)
+    act = ReplicationActivities(clients)
+    for activity_fn in (act.replicate_tables, act.catch_up, act.check_sync):
+        with pytest.raises(ApplicationError) as err:
+            ActivityEnvironment().run(activity_fn, repl())
+        assert err.value.type == "NotOwned" and err.value.non_retryable
+        assert "dynamodb_tables" in str(err.value) and "'orders' in us-east-1" in str(err.value)
+    assert "StreamSpecification" not in aws("dynamodb", US).describe_table(TableName="orders")["Table"]
+    assert clients.made("update_table", "scan", "get_paginator", "batch_write_item", "put_item", "create_table") == []
+    assert aws("dynamodb", EU).list_tables()["TableNames"] == []
+
+
+@pytest.mark.parametrize("tags", FOREIGN.values(), ids=FOREIGN.keys())
+def test_an_existing_target_table_not_the_entitys_is_never_written(aws: AwsClients, tags: list) -> None:
+    """Another team's same-named table in the target region: refused before anything changed, on either side."""
+    make_table(aws, US, "orders", 3)
+    make_table(aws, EU, "orders", 1, tags=tags, owner=None)
+    before = items(aws, EU, "orders")
+    act = ReplicationActivities(aws)
+    for activity_fn in (act.replicate_tables, act.catch_up, act.check_sync):
+        with pytest.raises(ApplicationError) as err:
+            ActivityEnvironment().run(activity_fn, repl())
+        assert err.value.type == "NotOwned" and "dynamodb_tables" in str(err.value)
+        assert "'orders' in eu-west-1" in str(err.value)
+    assert items(aws, EU, "orders") == before
+    assert "StreamSpecification" not in aws("dynamodb", US).describe_table(TableName="orders")["Table"]
+    assert ActivityEnvironment().run(act.drop_replicas, repl()) == 0
+    assert items(aws, EU, "orders") == before
+
+
+def test_follow_the_sun_return_writes_into_the_home_table_and_never_drops_it(aws: AwsClients) -> None:
+    """home -> eu -> home: the eu copy is a replica (dropped by a compensation); the home table, the entity's
+    origin that the return writes into, survives the return's compensation."""
+    make_table(aws, US, "orders", 4)
+    act, env = ReplicationActivities(aws), ActivityEnvironment()
+    out = env.run(act.replicate_tables, repl())
+    assert out.created_tables == ("orders",) and _table_tags(aws, EU, "orders")[TAG_ROLE] == "replica"
+    put(aws, EU, "written-in-eu", v=1)
+    back = env.run(act.replicate_tables, repl(src=EU, dst=US))
+    assert back.created_tables == () and "written-in-eu" in items(aws, US, "orders")
+    assert env.run(act.drop_replicas, repl(src=EU, dst=US)) == 0, "the return failed: home is kept"
+    assert len(items(aws, US, "orders")) == 5 and TAG_ROLE not in _table_tags(aws, US, "orders")
+    assert env.run(act.drop_replicas, repl()) == 1, "the eu replica may go"
+    assert aws("dynamodb", EU).list_tables()["TableNames"] == []
+
+
+def test_conflict_report_carries_key_digests_not_keys(aws: AwsClients) -> None:
+    """The conflict report (the workflow logs it) names a losing key only by its sha256 prefix."""
+    make_table(aws, US, "orders", 0)
+    act, env = ReplicationActivities(aws), ActivityEnvironment()
+    first = env.run(act.replicate_tables, repl())
+    put(aws, US, "alice@example.com", _v=1, _ts=1000)
+    put(aws, EU, "alice@example.com", _v=2, _ts=900)
+    status = env.run(act.catch_up, repl(checkpoint=first.checkpoint))
+    assert status.conflicts == 1 and "alice" not in status.model_dump_json()
+    assert status.conflict_report[0].key == key_digest({"pk": {"S": "alice@example.com"}})
+    assert status.conflict_report[0].key.startswith("sha256:") and len(status.conflict_report[0].key) == 23
+
+
+class _GlobalTables:
+    """moto ignores global-table replicas, so this client factory plays them: a Create makes the replica table in
+    the target region (untagged, as AWS makes it) and reports it ACTIVE; a Delete is recorded."""
+
+    def __init__(self, aws: AwsClients, existing: bool = False) -> None:
+        self._aws, self.calls, self.active = aws, [], existing
+
+    def __call__(self, service: str, region: str) -> Any:
+        client = self._aws(service, region)
         if service != "dynamodb":
             return client
+        outer = self
 
         class Recorder:
             def __getattr__(self, name: str) -> Any:
                 return getattr(client, name)
 
             def update_table(self, **kw: Any) -> Any:
-                if "ReplicaUpdates" in kw:
-                    calls.append(kw)
-                    return {}
-                return client.update_table(**kw)
+                if "ReplicaUpdates" not in kw:
+                    return client.update_table(**kw)
+                outer.calls.append(kw)
+                if "Create" in kw["ReplicaUpdates"][0]:
+                    make_table(outer._aws, EU, kw["TableName"], 0, owner=None)
+                    outer.active = True
+                return {}
 
             def describe_table(self, **kw: Any) -> Any:
                 out = client.describe_table(**kw)
-                if calls:
+                if outer.active:
                     out["Table"]["Replicas"] = [{"RegionName": EU, "ReplicaStatus": "ACTIVE"}]
                 return out
 
         return Recorder()
 
-    status = ActivityEnvironment().run(ReplicationActivities(clients).replicate_tables, repl(mode="global-table"))
-    assert status.in_sync and calls == [{"TableName": "orders", "ReplicaUpdates": [{"Create": {"RegionName": EU}}]}]
+
+def test_global_table_mode_asks_for_a_replica_waits_for_active_and_tags_it(aws: AwsClients) -> None:
+    """Create is requested once, ACTIVE ends the wait, the new replica is tagged ours and the compensation drops it."""
+    make_table(aws, US, "orders", 1)
+    clients = _GlobalTables(aws)
+    act, env = ReplicationActivities(clients), ActivityEnvironment()
+    status = env.run(act.replicate_tables, repl(mode="global-table"))
+    create = {"TableName": "orders", "ReplicaUpdates": [{"Create": {"RegionName": EU}}]}
+    assert status.in_sync and clients.calls == [create]
     assert aws("dynamodb", US).describe_table(TableName="orders")["Table"]["StreamSpecification"]["StreamEnabled"]
+    assert _table_tags(aws, EU, "orders")[TAG_ROLE] == "replica"
+    assert env.run(act.drop_replicas, repl(mode="global-table")) == 1
+    assert clients.calls[-1] == {"TableName": "orders", "ReplicaUpdates": [{"Delete": {"RegionName": EU}}]}
+
+
+def test_global_table_replica_that_was_there_before_is_never_dropped(aws: AwsClients) -> None:
+    """The home replica a cycle comes back to (the entity's, not made by this migration) survives a failed return."""
+    make_table(aws, US, "orders", 1)
+    make_table(aws, EU, "orders", 1)  # the entity's own replica in EU: handed over, no replica role
+    clients = _GlobalTables(aws, existing=True)
+    act, env = ReplicationActivities(clients), ActivityEnvironment()
+    assert env.run(act.replicate_tables, repl(mode="global-table")).in_sync
+    assert env.run(act.drop_replicas, repl(mode="global-table")) == 0
+    assert clients.calls == [], "neither a Create nor a Delete of the existing replica"
+    assert TAG_ROLE not in _table_tags(aws, EU, "orders")
 
 
 # ---- SQS ----------------------------------------------------------------------------------------------
 
 
-def _queue(aws: AwsClients, region: str, name: str, n: int) -> str:
+def _queue(aws: AwsClients, region: str, name: str, n: int, tags: dict | None = None) -> str:
+    """A queue with `n` messages, handed to entity "shop" unless `tags` say otherwise."""
     sqs = aws("sqs", region)
     fifo = name.endswith(".fifo")
     attrs = {"FifoQueue": "true"} if fifo else {}
-    url = sqs.create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
+    tags = {t["Key"]: t["Value"] for t in ownership_tags("shop")} if tags is None else tags
+    url = sqs.create_queue(QueueName=name, Attributes=attrs, **({"tags": tags} if tags else {}))["QueueUrl"]
     for i in range(n):
         extra = {"MessageGroupId": f"g{i % 3}", "MessageDeduplicationId": f"d{i}"} if fifo else {}
         sqs.send_message(QueueUrl=url, MessageBody=f"m{i}", **extra)
@@ -271,7 +401,7 @@ def test_forward_queue_moves_every_message_once_even_after_a_crash(aws: AwsClien
     assert sorted(m["Body"] for m in got) == sorted(f"m{i}" for i in range(25))
     assert _drain(aws, US, name) == []
     tags = aws("sqs", EU).list_queue_tags(QueueUrl=aws("sqs", EU).get_queue_url(QueueName=name)["QueueUrl"])["Tags"]
-    assert tags[TAG_MANAGED] == "shadowing" and tags[TAG_ENTITY] == "shop"
+    assert tags[TAG_MANAGED] == "shadowing" and tags[TAG_ENTITY] == "shop" and tags[TAG_ROLE] == "replica"
     if name.endswith(".fifo"):
         assert {m["Attributes"]["MessageGroupId"] for m in got} == {"g0", "g1", "g2"}
         by_group = [m["Body"] for m in got if m["Attributes"]["MessageGroupId"] == "g0"]
@@ -295,55 +425,266 @@ def test_forward_back_and_drop_leaves_only_what_is_not_ours(aws: AwsClients) -> 
         env.run(act.forward_queue, repl((), queues=("nope",)))
 
 
+def _queue_tags(aws: AwsClients, region: str, name: str) -> dict[str, str]:
+    sqs = aws("sqs", region)
+    return dict(sqs.list_queue_tags(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"]).get("Tags", {}))
+
+
+FOREIGN_QUEUE = {name: {t["Key"]: t["Value"] for t in tags} for name, tags in FOREIGN.items()}
+
+
+@pytest.mark.parametrize("tags", FOREIGN_QUEUE.values(), ids=FOREIGN_QUEUE.keys())
+def test_a_source_queue_not_the_entitys_is_refused_and_keeps_its_messages(aws: AwsClients, tags: dict) -> None:
+    """A spec naming another team's queue: NotOwned naming sqs_queues; nothing received, nothing created."""
+    _queue(aws, US, "jobs", 3, tags=tags)
+    with pytest.raises(ApplicationError) as err:
+        ActivityEnvironment().run(ReplicationActivities(aws).forward_queue, repl((), queues=("jobs",)))
+    assert err.value.type == "NotOwned" and "sqs_queues" in str(err.value) and "'jobs' in us-east-1" in str(err.value)
+    assert aws("sqs", EU).list_queues().get("QueueUrls", []) == []
+    assert len(_drain(aws, US, "jobs")) == 3, "every message still visible: none was received"
+
+
+@pytest.mark.parametrize("tags", FOREIGN_QUEUE.values(), ids=FOREIGN_QUEUE.keys())
+def test_an_existing_target_queue_not_the_entitys_gets_no_message(aws: AwsClients, tags: dict) -> None:
+    """Another team's same-named queue in the target region: refused before the first message moves."""
+    _queue(aws, US, "jobs", 3)
+    _queue(aws, US, "audit", 2)
+    _queue(aws, EU, "audit", 0, tags=tags)
+    with pytest.raises(ApplicationError) as err:
+        ActivityEnvironment().run(ReplicationActivities(aws).forward_queue, repl((), queues=("jobs", "audit")))
+    assert err.value.type == "NotOwned" and "'audit' in eu-west-1" in str(err.value)
+    assert _drain(aws, EU, "audit") == [] and aws("sqs", EU).list_queues()["QueueUrls"][0].endswith("/audit")
+    assert len(_drain(aws, US, "jobs")) == 3 and len(_drain(aws, US, "audit")) == 2
+
+
+def test_an_empty_home_queue_a_return_forwards_to_is_never_dropped(aws: AwsClients) -> None:
+    """home -> eu -> home: the compensation of the return keeps the entity's own (empty) home queue."""
+    _queue(aws, US, "jobs", 2)
+    act, env = ReplicationActivities(aws), ActivityEnvironment()
+    assert env.run(act.forward_queue, repl((), queues=("jobs",))).created_queues == ("jobs",)
+    assert env.run(act.forward_queue, repl((), src=EU, dst=US, queues=("jobs",))).moved == {"jobs": 2}
+    _drain(aws, US, "jobs")
+    assert env.run(act.drop_replicas, repl((), src=EU, dst=US, queues=("jobs",))) == 0
+    assert _queue_tags(aws, US, "jobs") == {TAG_MANAGED: "shadowing", TAG_ENTITY: "shop"}
+    assert env.run(act.drop_replicas, repl((), queues=("jobs",))) == 1, "the eu replica queue may go"
+
+
 # ---- RDS ----------------------------------------------------------------------------------------------
 
 
-def _db(aws: AwsClients) -> str:
-    db = aws("rds", US).create_db_instance(
+def _db(aws: AwsClients, region: str = US, tags: list | None = None) -> str:
+    """A DB instance `shopdb`, handed to entity "shop" unless `tags` say otherwise."""
+    db = aws("rds", region).create_db_instance(
         DBInstanceIdentifier="shopdb", Engine="postgres", DBInstanceClass="db.t3.micro",
         MasterUsername="admin", MasterUserPassword="secret123", AllocatedStorage=20,
+        Tags=ownership_tags("shop") if tags is None else tags,
     )  # fmt: skip
     return str(db["DBInstance"]["DBInstanceArn"])
 
 
-def _moto_cross_region_delete(monkeypatch: pytest.MonkeyPatch) -> None:
-    """moto 5.2 records a cross-region replica on its primary by ARN but removes it by identifier (ValueError)."""
-    from moto.rds.models import DBInstance
+@pytest.fixture
+def rds(aws: AwsClients, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
+    """moto 5.2 as AWS behaves: a cross-region replica is removed from its primary by ARN too (moto records it by
+    ARN and removes it by identifier: ValueError), and promotion clears ReadReplicaSourceDBInstanceIdentifier."""
+    from moto.rds.models import DBInstance, RDSBackend
 
     def remove_replica(self: Any, replica: Any) -> None:
         for ref in (replica.db_instance_identifier, replica.db_instance_arn):
             if ref in self.replicas:
                 self.replicas.remove(ref)
 
+    promote = RDSBackend.promote_read_replica
+
+    def promote_read_replica(self: Any, db_kwargs: dict[str, Any]) -> Any:
+        database = promote(self, db_kwargs)
+        database.source_db_instance_identifier = None
+        return database
+
     monkeypatch.setattr(DBInstance, "remove_replica", remove_replica)
+    monkeypatch.setattr(RDSBackend, "promote_read_replica", promote_read_replica)
+    return aws
 
 
-def test_rds_cross_region_replica_create_is_idempotent_and_drop_deletes_it(
-    aws: AwsClients, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A tagged cross-region replica of the source is made once; the compensation deletes it."""
-    _moto_cross_region_delete(monkeypatch)
-    _db(aws)
-    act, env = ReplicationActivities(aws), ActivityEnvironment()
-    made = env.run(act.create_read_replica, repl((), rds_instance="shopdb"))
-    again = env.run(act.create_read_replica, repl((), rds_instance="shopdb"))
+def _instance(aws: AwsClients, region: str = EU) -> dict[str, Any] | None:
+    found = aws("rds", region).describe_db_instances(Filters=[{"Name": "db-instance-id", "Values": ["shopdb"]}])
+    return found["DBInstances"][0] if found["DBInstances"] else None
+
+
+def _db_tags(aws: AwsClients, region: str = EU) -> dict[str, str]:
+    db = _instance(aws, region)
+    assert db is not None
+    return {t["Key"]: t["Value"] for t in db.get("TagList", [])}
+
+
+def _snapshots(aws: AwsClients, region: str = EU) -> dict[str, str]:
+    """Manual snapshots (moto also makes an automated one per instance)."""
+    found = aws("rds", region).describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+    return {s["DBSnapshotIdentifier"]: s["Status"] for s in found}
+
+
+RDS = repl((), rds_instance="shopdb")
+
+
+def test_rds_replica_is_made_once_and_dropped_only_after_its_final_snapshot(rds: AwsClients) -> None:
+    """A tagged cross-region replica of the source is made once; the compensation snapshots it, then deletes it."""
+    _db(rds)
+    act, env = ReplicationActivities(rds), ActivityEnvironment()
+    made = env.run(act.create_read_replica, RDS)
+    again = env.run(act.create_read_replica, RDS)
     assert made.created and not again.created and made.region == EU and made.db_instance_arn.split(":")[3] == EU
-    replica = aws("rds", EU).describe_db_instances(DBInstanceIdentifier="shopdb")["DBInstances"][0]
-    assert replica["ReadReplicaSourceDBInstanceIdentifier"].endswith(":db:shopdb")
-    assert env.run(act.drop_replicas, repl((), rds_instance="shopdb")) == 1
-    gone = env.run(act.delete_read_replica, repl((), rds_instance="shopdb"))
-    assert not gone.deleted and gone.status in ("absent", "deleting")
+    replica = _instance(rds)
+    assert replica is not None and replica["ReadReplicaSourceDBInstanceIdentifier"].endswith(":db:shopdb")
+    assert _db_tags(rds)[TAG_ROLE] == "replica" and _db_tags(rds)[TAG_ENTITY] == "shop"
+    assert env.run(act.drop_replicas, RDS) == 1
+    assert _instance(rds) is None and _snapshots(rds) == {final_snapshot_id(replica): "available"}
+    gone = env.run(act.delete_read_replica, RDS)
+    assert not gone.deleted and gone.status == "absent"
+    assert _instance(rds, US) is not None, "the source is never touched"
 
 
-def test_rds_promoted_replica_is_never_deleted_and_foreign_instances_are_refused(aws: AwsClients) -> None:
-    """After promotion the compensation keeps the new primary; a same-named instance not ours is an error."""
-    _db(aws)
-    act, env = ReplicationActivities(aws), ActivityEnvironment()
-    env.run(act.create_read_replica, repl((), rds_instance="shopdb"))
-    assert env.run(act.promote_read_replica, repl((), rds_instance="shopdb")).promoted
-    assert env.run(act.promote_read_replica, repl((), rds_instance="shopdb")).promoted
-    kept = env.run(act.delete_read_replica, repl((), rds_instance="shopdb"))
+class _Rds:
+    """EU RDS client whose snapshots report `snapshot_status`; records what exists when the delete is called."""
+
+    def __init__(self, aws: AwsClients, snapshot_status: str = "available") -> None:
+        self._aws, self.snapshot_status, self.at_delete = aws, snapshot_status, []
+
+    def __call__(self, service: str, region: str) -> Any:
+        client, outer = self._aws(service, region), self
+        if (service, region) != ("rds", EU):
+            return client
+
+        class Proxy:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(client, name)
+
+            def describe_db_snapshots(self, **kw: Any) -> Any:
+                out = client.describe_db_snapshots(**kw)
+                for snap in out["DBSnapshots"]:
+                    snap["Status"] = outer.snapshot_status
+                return out
+
+            def create_db_snapshot(self, **kw: Any) -> Any:
+                out = client.create_db_snapshot(**kw)
+                out["DBSnapshot"]["Status"] = outer.snapshot_status
+                return out
+
+            def delete_db_instance(self, **kw: Any) -> Any:
+                outer.at_delete.append((kw, _snapshots(outer._aws)))
+                return client.delete_db_instance(**kw)
+
+        return Proxy()
+
+
+def test_rds_delete_waits_for_the_final_snapshot_and_a_retry_reuses_it(rds: AwsClients) -> None:
+    """While the final snapshot is being made the step fails retryably and deletes nothing; the retry finds the
+    same snapshot (deterministic id) and deletes the replica only then."""
+    _db(rds)
+    env = ActivityEnvironment()
+    env.run(ReplicationActivities(rds).create_read_replica, RDS)
+    replica = _instance(rds)
+    assert replica is not None
+    clients = _Rds(rds, snapshot_status="creating")
+    for _ in range(2):
+        with pytest.raises(ApplicationError, match="final snapshot") as err:
+            env.run(ReplicationActivities(clients).delete_read_replica, RDS)
+        assert err.value.type == "FinalSnapshotPending" and not err.value.non_retryable
+    assert clients.at_delete == [] and _instance(rds) is not None
+    clients.snapshot_status = "available"
+    assert env.run(ReplicationActivities(clients).delete_read_replica, RDS).deleted
+    [(_, snapshots)] = clients.at_delete
+    assert snapshots == {final_snapshot_id(replica): "available"}, "one snapshot, made before the delete"
+    assert _instance(rds) is None
+
+
+def test_rds_promoted_replica_is_never_deleted(rds: AwsClients) -> None:
+    """After promotion (tagged promoted) the compensation keeps the new primary; promote is idempotent."""
+    _db(rds)
+    act, env = ReplicationActivities(rds), ActivityEnvironment()
+    env.run(act.create_read_replica, RDS)
+    assert env.run(act.promote_read_replica, RDS).promoted
+    assert env.run(act.promote_read_replica, RDS).promoted
+    assert TAG_PROMOTED in _db_tags(rds)
+    kept = env.run(act.delete_read_replica, RDS)
     assert not kept.deleted and "promoted" in kept.status
-    with pytest.raises(ApplicationError, match="does not exist in us-east-1") as err:
-        env.run(act.create_read_replica, repl((), rds_instance="other"))
-    assert err.value.non_retryable
+    assert env.run(act.drop_replicas, RDS) == 0 and _instance(rds) is not None and _snapshots(rds) == {}
+
+
+def test_rds_crash_between_promote_and_tag_leaves_the_primary(rds: AwsClients) -> None:
+    """A replica promoted but never tagged (the old order's crash window) is a primary: the compensation keeps it."""
+    _db(rds)
+    act, env = ReplicationActivities(rds), ActivityEnvironment()
+    env.run(act.create_read_replica, RDS)
+    rds("rds", EU).promote_read_replica(DBInstanceIdentifier="shopdb")  # ... and the worker died here
+    kept = env.run(act.delete_read_replica, RDS)
+    assert not kept.deleted and "a primary is never deleted" in kept.status
+    assert env.run(act.drop_replicas, RDS) == 0
+    assert _instance(rds) is not None and _instance(rds)["DBInstanceStatus"] == "available"  # type: ignore[index]
+
+
+def test_rds_promote_tags_before_it_promotes(rds: AwsClients) -> None:
+    """The promoted marker is on the replica when promote is called, so a crash right there deletes nothing."""
+    _db(rds)
+    env = ActivityEnvironment()
+    env.run(ReplicationActivities(rds).create_read_replica, RDS)
+    seen: list[dict[str, str]] = []
+
+    def crashing(service: str, region: str) -> Any:
+        client = rds(service, region)
+        if (service, region) != ("rds", EU):
+            return client
+
+        class Proxy:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(client, name)
+
+            def promote_read_replica(self, **kw: Any) -> Any:
+                seen.append(_db_tags(rds))
+                raise RuntimeError("worker died")
+
+        return Proxy()
+
+    with pytest.raises(RuntimeError, match="worker died"):
+        env.run(ReplicationActivities(crashing).promote_read_replica, RDS)
+    assert seen and seen[0].get(TAG_PROMOTED) and seen[0][TAG_ROLE] == "replica"
+    kept = env.run(ReplicationActivities(rds).delete_read_replica, RDS)
+    assert not kept.deleted and "promoted" in kept.status and _instance(rds) is not None
+    assert env.run(ReplicationActivities(rds).promote_read_replica, RDS).promoted, "the retry promotes it"
+
+
+@pytest.mark.parametrize("tags", FOREIGN.values(), ids=FOREIGN.keys())
+def test_a_source_db_not_the_entitys_is_never_replicated(rds: AwsClients, tags: list) -> None:
+    """A spec naming another team's DB: NotOwned naming rds_instance, and no replica anywhere."""
+    _db(rds, tags=tags)
+    with pytest.raises(ApplicationError) as err:
+        ActivityEnvironment().run(ReplicationActivities(rds).create_read_replica, RDS)
+    assert err.value.type == "NotOwned" and err.value.non_retryable
+    assert "rds_instance" in str(err.value) and "'shopdb' in us-east-1" in str(err.value)
+    assert _instance(rds) is None
+
+
+@pytest.mark.parametrize("tags", FOREIGN.values(), ids=FOREIGN.keys())
+def test_an_existing_target_db_not_the_entitys_is_refused_and_kept(rds: AwsClients, tags: list) -> None:
+    """Another team's same-named DB in the target region: refused (NotOwned), never promoted, never deleted."""
+    _db(rds)
+    _db(rds, EU, tags=tags)
+    act, env = ReplicationActivities(rds), ActivityEnvironment()
+    for activity_fn in (act.create_read_replica, act.promote_read_replica):
+        with pytest.raises(ApplicationError) as err:
+            env.run(activity_fn, RDS)
+        assert err.value.type == "NotOwned" and "'shopdb' in eu-west-1" in str(err.value)
+    assert env.run(act.delete_read_replica, RDS).status == "kept: not the entity's"
+    assert _instance(rds) is not None and _snapshots(rds) == {}
+
+
+def test_the_home_db_a_return_meets_is_neither_replaced_nor_deleted(rds: AwsClients) -> None:
+    """The entity's own primary in the target region (home, on a cycle's return) is refused as a replica target
+    and survives the compensation: only a replica the product made is ever deleted."""
+    _db(rds)
+    _db(rds, EU)  # the entity's primary in EU, handed over (managed-by + entity, no replica role)
+    act, env = ReplicationActivities(rds), ActivityEnvironment()
+    for activity_fn in (act.create_read_replica, act.promote_read_replica):
+        with pytest.raises(ApplicationError, match="rds_instance") as err:
+            env.run(activity_fn, RDS)
+        assert err.value.non_retryable
+    assert env.run(act.drop_replicas, RDS) == 0
+    assert _instance(rds) is not None and _snapshots(rds) == {}

@@ -35,19 +35,20 @@ def test_replicate_copies_items_and_check_sync_detects_drift(aws: AwsClients) ->
 
 
 def test_drop_replicas_removes_only_tables_the_product_made(aws: AwsClients) -> None:
-    """The compensation deletes replicas it created and leaves a same-named table someone else owns."""
+    """The compensation deletes the replica it created and keeps the entity's own table already in the target."""
     make_table(aws, "us-east-1", "sessions", 3)
     make_table(aws, "us-east-1", "orders", 3)
-    make_table(aws, "eu-west-1", "orders", 1, tags=[{"Key": "owner", "Value": "someone"}])
+    make_table(aws, "eu-west-1", "orders", 1)  # handed over by an operator: managed-by + entity, no replica role
     act, env = ReplicationActivities(aws), ActivityEnvironment()
-    env.run(act.replicate_tables, repl(("sessions", "orders")))
+    assert env.run(act.replicate_tables, repl(("sessions", "orders"))).created_tables == ("sessions",)
     assert env.run(act.drop_replicas, repl(("sessions", "orders"))) == 1
     names = aws("dynamodb", "eu-west-1").list_tables()["TableNames"]
     assert names == ["orders"]
-    tags = aws("dynamodb", "us-east-1").list_tags_of_resource(
-        ResourceArn=aws("dynamodb", "us-east-1").describe_table(TableName="sessions")["Table"]["TableArn"]
-    )["Tags"]
-    assert not {t["Key"] for t in tags} & {TAG_MANAGED, TAG_ENTITY}, "the source is never tagged or dropped"
+    assert env.run(act.drop_replicas, repl(("sessions", "orders"))) == 0
+    for table in ("sessions", "orders"):
+        ddb = aws("dynamodb", "us-east-1")
+        tags = ddb.list_tags_of_resource(ResourceArn=ddb.describe_table(TableName=table)["Table"]["TableArn"])["Tags"]
+        assert {t["Key"] for t in tags} == {TAG_MANAGED, TAG_ENTITY}, "the source is never retagged or dropped"
 
 
 def _spec() -> EntitySpec:
