@@ -32,6 +32,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import ClientFactory
 from activities.ec2 import Ec2Activities
+from activities.ownership import ownership_tags
 from activities.routing import RoutingActivities
 from activities.warmup import WarmupActivities
 from shadowing.dataplane.loadgen import LoadGenerator, summarise
@@ -79,7 +80,7 @@ async def migrate_under_load(
     entity = f"bench-{'warm' if warm else 'cold'}-{uuid.uuid4().hex[:6]}"
     table = f"{entity}-orders"
     zone_id = await asyncio.to_thread(hosted_zone, clients("route53", SOURCE), ZONE)
-    await asyncio.to_thread(seed_table, clients, table, items)
+    await asyncio.to_thread(seed_table, clients, table, items, entity)
     old = await old_fleet(clients, endpoints, entity, zone_id, fleet_size, ttl_s)
     policy = EntityPolicy(
         warm_up=warm, record_ttl_s=ttl_s, watch_s=watch_s, catch_up_interval_s=2, warmup_timeout_s=120,
@@ -198,11 +199,13 @@ class _Writer:
             n += 1
 
 
-def seed_table(clients: ClientFactory, table: str, items: int) -> None:
+def seed_table(clients: ClientFactory, table: str, items: int, entity_id: str) -> None:
+    """The entity's table in SOURCE, handed to the product (its ownership tags), with `items` items."""
     ddb = clients("dynamodb", SOURCE)
     ddb.create_table(
         TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        Tags=ownership_tags(entity_id),
     )  # fmt: skip
     for i in range(items):
         ddb.put_item(TableName=table, Item={"pk": {"S": f"o-{i:05d}"}, "n": {"N": str(i)}})

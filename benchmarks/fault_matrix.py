@@ -181,7 +181,7 @@ def policy(case: Case) -> EntityPolicy:
 
 async def prepare(env: Env, case: Case) -> tuple[MigrationInput, FleetRef]:
     table = f"{case.entity}-orders"
-    await asyncio.to_thread(seed_table, env.aws, table, ITEMS)
+    await asyncio.to_thread(seed_table, env.aws, table, ITEMS, case.entity)
     old = await old_fleet(env.aws, env.endpoints, case.entity, env.zone_id, 1, 1, zone=ZONE, warm=False)
     spec = EntitySpec(
         entity_id=case.entity, home_region=SOURCE, instance_types=("m5.large",), dns_name=f"{case.entity}.{ZONE}",

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from activities import TAG_ENTITY, TAG_MANAGED, ClientFactory
+from activities.ownership import MANAGED, ownership_tags
 from forecasting.data import METRICS, hourly_series, load_usage
 from shadowing.client import ShadowingClient
 from shadowing.models import EntityPolicy, EntitySpec, EntityStatus
@@ -96,7 +97,7 @@ def _seed_table(ddb: Any, table: str, entity_id: str) -> None:
     ddb.create_table(
         TableName=table, KeySchema=[{"AttributeName": "session_id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "session_id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
-        Tags=[{"Key": TAG_ENTITY, "Value": entity_id}],
+        Tags=ownership_tags(entity_id),  # the demo, as the entity's operator, hands its table to the product
     )  # fmt: skip
     ddb.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     for i in range(40):
@@ -104,12 +105,17 @@ def _seed_table(ddb: Any, table: str, entity_id: str) -> None:
 
 
 def hosted_zone(r53: Any, name: str = ZONE) -> str:
-    """The id of the hosted zone `name` (created when missing)."""
+    """The id of the hosted zone `name`; when missing it is created and handed to the product (tagged
+    `shadowing:managed-by`, without which routing refuses to write records in it). An existing zone is not retagged:
+    whoever made it decides whether the product may use it."""
     for zone in r53.list_hosted_zones_by_name(DNSName=name)["HostedZones"]:
         if zone["Name"] == name:
             return str(zone["Id"]).split("/")[-1]
     created = r53.create_hosted_zone(Name=name, CallerReference=str(uuid.uuid4()))
-    return str(created["HostedZone"]["Id"]).split("/")[-1]
+    zone_id = str(created["HostedZone"]["Id"]).split("/")[-1]
+    tags = [{"Key": TAG_MANAGED, "Value": MANAGED}]
+    r53.change_tags_for_resource(ResourceType="hostedzone", ResourceId=zone_id, AddTags=tags)
+    return zone_id
 
 
 def registrations(

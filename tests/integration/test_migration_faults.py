@@ -11,7 +11,8 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from activities import TAG_FLEET
+from activities import TAG_FLEET, TAG_MANAGED
+from activities.ownership import MANAGED
 from shadowing.models import EntityPolicy, EntitySpec, MigrationInput, MigrationResult, ScheduledSlice
 from shadowing.settings import Settings
 from workers.aws import AwsClients
@@ -40,6 +41,8 @@ async def test_bad_input_fails_clearly_and_leaves_nothing(
     aws = AwsClients(settings)
     r53 = aws("route53", "us-east-1")
     zone = r53.create_hosted_zone(Name=ZONE, CallerReference=str(uuid.uuid4()))["HostedZone"]["Id"].split("/")[-1]
+    managed = [{"Key": TAG_MANAGED, "Value": MANAGED}]  # handed to the product: routing refuses an untagged zone
+    r53.change_tags_for_resource(ResourceType="hostedzone", ResourceId=zone, AddTags=managed)
     entity = f"f-{uuid.uuid4().hex[:6]}"
     policy = EntityPolicy(watch_s=0, record_ttl_s=1, warmup_timeout_s=60, **policy_update)
     spec = EntitySpec(
