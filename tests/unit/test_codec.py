@@ -18,6 +18,7 @@ from temporalio.api.common.v1 import Payload
 from shadowing.codec import ENCODING, KEY_ID, EncryptionCodec, codec_from, data_converter, new_key
 from shadowing.codec_server import MAX_BODY, make_server
 from shadowing.errors import InvalidRequest
+from shadowing.ids import Pseudonyms, pseudonym_key_id, pseudonym_secret
 from shadowing.models import FleetRef
 from shadowing.settings import Settings
 
@@ -194,7 +195,9 @@ def test_remote_cluster_options_from_temporal_variables(tmp_path: Path, monkeypa
     assert opts["api_key"] == "sekrit-key" and opts["tls"] is not None
     assert "sekrit-key" not in repr(Settings())
     monkeypatch.setenv("SHADOWING_CODEC_KEY", new_key())
-    assert Settings().codec_key is not None and Settings().codec_key not in repr(Settings())
+    key = Settings().codec_key
+    assert key is not None and key.get_secret_value() not in repr(Settings())
+    assert key.get_secret_value() not in str(Settings().model_dump()), "secrets stay out of dumps (logs)"
     monkeypatch.delenv("SHADOWING_CODEC_KEY")
     monkeypatch.delenv("TEMPORAL_API_KEY")
     cert = tmp_path / "c.pem"
@@ -219,6 +222,23 @@ def test_entity_ids_become_pseudonyms_that_survive_key_rotation(tmp_path: Path) 
     assert Settings(codec_key=second).pseudonyms()("shop") != single("shop"), "keyed: another key, another name"
     plain = Settings().pseudonyms()
     assert plain("shop") == "shop" and plain.entity_workflow_id("shop") == "entity/shop" and not plain.hidden
+
+
+def test_the_pseudonym_key_is_stable_under_reordering_and_rotation() -> None:
+    """The pseudonym secret comes from the smallest key id (or the pinned `pseudonym_key`), never from file order:
+    reordering the keys or adding one for rotation keeps every workflow id."""
+    k0, k1, k2 = _key(), _key(), _key()
+    base = pseudonym_secret({"k1": k1})
+    assert pseudonym_secret({"k2": k2, "k1": k1}) == pseudonym_secret({"k1": k1, "k2": k2}) == base
+    assert pseudonym_secret({"k0": k0, "k1": k1}) != base, "a smaller id moves it: pin pseudonym_key then"
+    assert pseudonym_secret({"k0": k0, "k1": k1}, "k1") == base
+    assert pseudonym_key_id({"b": k1, "a": k2}) == "a"
+    with pytest.raises(InvalidRequest) as err:
+        pseudonym_secret({"k1": k1}, "k9")
+    assert err.value.field == "pseudonym_key"
+    raw = new_key()
+    single = Settings(codec_key=raw).pseudonyms()("shop")
+    assert Pseudonyms(pseudonym_secret({"k1": base64.b64decode(raw)}))("shop") == single, "single-key ids unchanged"
 
 
 def test_failure_messages_are_encoded_with_the_codec() -> None:
