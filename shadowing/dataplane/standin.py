@@ -4,9 +4,10 @@
 
 GET /health -> {instance_id, region, cached_keys, served}; GET /work?key=K -> slow (cold-ms) until K is cached,
 fast (warm-ms) afterwards, the cache holding the `keys` most recently used keys; GET /stats -> requests, errors,
-p50/p99 of the last requests; POST /fault {"mode": "none"|"errors"|"slow"}; POST /shutdown. Metrics go to
-CloudWatch (namespace Shadowing/DataPlane) every few seconds when AWS_ENDPOINT_URL is set; publishing failures
-are logged, never fatal. SIGTERM shuts it down cleanly.
+p50/p99 of the last requests; POST /fault {"mode": "none"|"errors"|"slow"}. Metrics go to CloudWatch (namespace
+Shadowing/DataPlane) every few seconds when AWS_ENDPOINT_URL is set; publishing failures are logged, never fatal.
+SIGTERM (what the agent sends: it owns the process) or SIGINT shuts it down cleanly; there is no HTTP shutdown,
+which any local process could call.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ NAMESPACE = "Shadowing/DataPlane"
 FAULTS = ("none", "errors", "slow")
 SLOW_EXTRA_MS = 200.0
 JITTER = (0.9, 1.25)
+#: Latencies kept for the next CloudWatch publish: without a publisher (or while it fails) the oldest go.
+PENDING_CAP = 10_000
 
 log = logging.getLogger("shadowing.standin")
 
@@ -37,13 +40,16 @@ log = logging.getLogger("shadowing.standin")
 class App:
     """The stand-in's state: an LRU cache of keys, counters, recent latencies and the injected fault."""
 
-    def __init__(self, instance_id: str, region: str, cold_ms: float, warm_ms: float, keys: int, window: int = 1000):
+    def __init__(
+        self, instance_id: str, region: str, cold_ms: float, warm_ms: float, keys: int, window: int = 1000,
+        pending_cap: int = PENDING_CAP,
+    ) -> None:  # fmt: skip
         self.instance_id, self.region = instance_id, region
         self.cold_ms, self.warm_ms, self.capacity = cold_ms, warm_ms, keys
         self.fault = "none"
         self._cache: OrderedDict[str, None] = OrderedDict()
         self._recent: deque[float] = deque(maxlen=window)
-        self._pending: list[float] = []  # latencies not yet published
+        self._pending: deque[float] = deque(maxlen=pending_cap)  # latencies not yet published
         self._pending_errors = 0
         self.served = self.errors = 0
         self._lock = threading.Lock()
@@ -91,8 +97,9 @@ class App:
     def drain(self) -> tuple[list[float], int]:
         """Latencies and error count since the last call (what the next CloudWatch publish carries)."""
         with self._lock:
-            pending, errors = self._pending, self._pending_errors
-            self._pending, self._pending_errors = [], 0
+            pending, errors = list(self._pending), self._pending_errors
+            self._pending.clear()
+            self._pending_errors = 0
             return pending, errors
 
     def _record(self, ms: float, failed: bool) -> None:
@@ -135,9 +142,6 @@ class Handler(BaseHTTPRequestHandler):
                 self._reply(400, {"error": str(exc)})
                 return
             self._reply(200, {"fault": self.server.app.fault})
-        elif url.path == "/shutdown":
-            self._reply(200, {"stopping": True})
-            self.server.stop.set()
         else:
             self._reply(404, {"error": f"no route {url.path}"})
 
