@@ -20,6 +20,7 @@ import ipaddress
 import json
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
@@ -89,7 +90,7 @@ def make_server(
                 self.send_header("Access-Control-Allow-Headers", "Content-Type, Authorization, X-Namespace")
                 self.send_header("Access-Control-Allow-Credentials", "true")
 
-        def _reply(self, status: int, body: dict) -> None:
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self._cors()

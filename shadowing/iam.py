@@ -231,7 +231,7 @@ def _request_tagged(stmt: Mapping[str, Any], *_: Any) -> bool:
 def _create_action(stmt: Mapping[str, Any], action: str) -> bool:
     service = action.split(":", 1)[0]
     allowed = {a.split(":", 1)[1] for a in CREATES if a.startswith(service + ":")}
-    values = _cond(stmt, "StringEquals", CREATE_ACTION_KEYS.get(service, ""))
+    values = _cond(stmt, "StringEquals", CREATE_ACTION_KEYS.get(service, "")) or []
     return bool(values) and set(values) <= allowed
 
 
