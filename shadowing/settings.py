@@ -1,15 +1,18 @@
 """One settings model; only `workers/`, the CLI and the client read it.
 
 The ecosystem's own variables come first: `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `AWS_ENDPOINT_URL`,
-`AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_PROFILE`. Product settings are prefixed `SHADOWING_`.
+`AWS_REGION`/`AWS_DEFAULT_REGION`, `AWS_PROFILE`. Product settings are prefixed `SHADOWING_`. Secrets (the codec key,
+the Temporal API key) are `SecretStr`: `repr`, logs and `model_dump()` never carry them; readers call
+`get_secret_value()`.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shadowing import TASK_QUEUE
@@ -21,6 +24,9 @@ from shadowing.models import CoordinatorLimits
 if TYPE_CHECKING:
     from shadowing.codec import EncryptionCodec
 
+#: An installation id: a tag value that also fits in a launch template name (activities/ec2.py checks it too).
+_INSTALLATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHADOWING_", extra="ignore", frozen=True)
@@ -29,7 +35,7 @@ class Settings(BaseSettings):
     temporal_namespace: str = Field("default", validation_alias=AliasChoices("TEMPORAL_NAMESPACE"))
     task_queue: str = TASK_QUEUE
     # A remote cluster (Temporal Cloud, self-hosted with mTLS): Temporal's own environment variables.
-    temporal_api_key: str | None = Field(None, validation_alias=AliasChoices("TEMPORAL_API_KEY"), repr=False)
+    temporal_api_key: SecretStr | None = Field(None, validation_alias=AliasChoices("TEMPORAL_API_KEY"), repr=False)
     temporal_tls: bool = Field(False, validation_alias=AliasChoices("TEMPORAL_TLS"))
     temporal_tls_client_cert_path: Path | None = Field(
         None, validation_alias=AliasChoices("TEMPORAL_TLS_CLIENT_CERT_PATH")
@@ -48,6 +54,10 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL"))
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     aws_profile: str | None = Field(None, validation_alias=AliasChoices("AWS_PROFILE"))
+    # Which installation of the product this worker is, tagged on every instance and launch template it makes and
+    # required by every fleet operation: two installations sharing an AWS account (and entity ids) never touch
+    # each other's fleets. None: the Temporal namespace.
+    installation: str | None = Field(None, description="default: TEMPORAL_NAMESPACE")
 
     state_dir: Path = Path(".shadowing")
     temporal_port: int = 7233
@@ -61,9 +71,10 @@ class Settings(BaseSettings):
     metrics_bind: str = "127.0.0.1:9464"
     # OpenTelemetry spans client -> workflow -> activities (shadowing/tracing.py): off, otlp or console.
     tracing: Literal["off", "otlp", "console"] = "off"
-    # How the product reaches an instance's HTTP endpoint (see shadowing/endpoints.py). None: "local" when AWS is
-    # embedded or AWS_ENDPOINT_URL is on loopback (instances are stand-ins run by the data-plane agent),
-    # "direct" (http://<private ip>:<data_plane_port>) otherwise.
+    # How the product reaches an instance's HTTP endpoint (see shadowing/endpoints.py). None: "local" when
+    # AWS_ENDPOINT_URL is on loopback (an emulator: the embedded one, which `shadowctl up`/`demo` start and hand
+    # on as a loopback URL, or one of yours; instances are stand-ins run by the data-plane agent), "direct"
+    # (http://<instance address>:<data_plane_port>) otherwise, real AWS included.
     data_plane: Literal["local", "direct"] | None = None
     data_plane_port: int = 80
     data_plane_scheme: Literal["http", "https"] = "http"
@@ -71,7 +82,7 @@ class Settings(BaseSettings):
     data_plane_regions: tuple[str, ...] | None = Field(None, description="regions the agent watches; default: all")
     data_plane_poll_s: float = 0.5
     # Payload encryption (shadowing/codec.py): off unless a key or a key file is given.
-    codec_key: str | None = Field(None, description="base64 of a 32-byte AES key", repr=False)
+    codec_key: SecretStr | None = Field(None, description="base64 of a 32-byte AES key", repr=False)
     codec_key_id: str = "k1"
     codec_key_file: Path | None = Field(None, description='JSON {"current": id, "keys": {id: base64}}')
     # Fleet coordination (workflows/coordinator.py): account-wide limits every entity's migrations share.
@@ -93,11 +104,19 @@ class Settings(BaseSettings):
         "codec_key",
         "temporal_api_key",
         "temporal_profile",
+        "installation",
         mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("installation")
+    @classmethod
+    def _installation_fits(cls, value: str | None) -> str | None:
+        if value is not None and not _INSTALLATION.fullmatch(value):
+            raise ValueError(f"{value!r} must be 1-64 letters, digits, '.', '_' or '-' (it is a tag value)")
+        return value
 
     @model_validator(mode="after")
     def _apply_temporal_profile(self) -> Settings:
@@ -117,7 +136,9 @@ class Settings(BaseSettings):
         fill = {
             "temporal_address": profile.address if self.temporal_address is None else None,
             "temporal_namespace": profile.namespace if "temporal_namespace" not in self.model_fields_set else None,
-            "temporal_api_key": profile.api_key if self.temporal_api_key is None else None,
+            "temporal_api_key": SecretStr(profile.api_key)
+            if profile.api_key and self.temporal_api_key is None
+            else None,
         }
         for name, value in fill.items():
             if value:
@@ -156,14 +177,15 @@ class Settings(BaseSettings):
                 server_root_ca_cert=ca, client_cert=cert, client_private_key=key, domain=self.temporal_tls_server_name
             )
         if self.temporal_api_key:
-            options["api_key"] = self.temporal_api_key
+            options["api_key"] = self.temporal_api_key.get_secret_value()
         return options
 
     def codec(self) -> EncryptionCodec | None:
         """The payload codec, or None when encryption is off (`InvalidRequest` for a bad key or key file)."""
         from shadowing.codec import codec_from
 
-        return codec_from(self.codec_key, self.codec_key_id, self.codec_key_file)
+        key = self.codec_key.get_secret_value() if self.codec_key else None
+        return codec_from(key, self.codec_key_id, self.codec_key_file)
 
     def pseudonyms(self) -> Pseudonyms:
         """How entity ids appear in Temporal: pseudonyms when payloads are encrypted, else the ids themselves."""
@@ -182,7 +204,21 @@ class Settings(BaseSettings):
 
     @property
     def embedded_aws(self) -> bool:
+        """No AWS_ENDPOINT_URL: `shadowctl up`/`demo` start the emulator. Not "the data plane is local": a worker
+        alone (`shadowctl worker`) then talks to real AWS (see `shadowing.endpoints.data_plane_mode`)."""
         return not self.aws_endpoint_url
+
+    @property
+    def installation_id(self) -> str:
+        """The installation tag's value: `SHADOWING_INSTALLATION`, else the Temporal namespace."""
+        value = self.installation or self.temporal_namespace
+        if not _INSTALLATION.fullmatch(value):
+            raise InvalidRequest(
+                f"namespace {value!r} cannot be a tag value: set SHADOWING_INSTALLATION (1-64 letters, digits, '.', "
+                "'_' or '-')",
+                "SHADOWING_INSTALLATION",
+            )
+        return value
 
 
 def load_settings() -> Settings:

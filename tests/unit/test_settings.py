@@ -82,3 +82,43 @@ def test_a_broken_or_missing_config_file_is_named(config: Path, monkeypatch: pyt
     monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(config.parent / "missing.toml"))
     with pytest.raises(InvalidRequest, match=r"TEMPORAL_CONFIG_FILE.*no such file"):
         load_settings()
+
+
+def test_secrets_stay_out_of_dumps_and_reprs_and_still_reach_their_readers(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The codec key and the Temporal API key (from the variable or the profile) are SecretStr: neither `repr`,
+    `model_dump()` nor its JSON carry them, while the codec and the connection options still get the values."""
+    from shadowing.codec import new_key
+
+    codec_key = new_key()
+    monkeypatch.setenv("SHADOWING_CODEC_KEY", codec_key)
+    for profile in ("cloud", None):  # the profile's api_key, then TEMPORAL_API_KEY
+        if profile is None:
+            monkeypatch.delenv("TEMPORAL_PROFILE")
+            monkeypatch.setenv("TEMPORAL_API_KEY", "not-a-real-key")
+        else:
+            monkeypatch.setenv("TEMPORAL_PROFILE", profile)
+        settings = load_settings()
+        for shown in (repr(settings), str(settings.model_dump()), settings.model_dump_json()):
+            assert "not-a-real-key" not in shown and codec_key not in shown
+        assert settings.temporal_connect_options()["api_key"] == "not-a-real-key"
+        assert settings.codec() is not None and settings.pseudonyms()("shop") != "shop"
+
+
+def test_the_installation_defaults_to_the_namespace_and_must_fit_a_tag(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installation tag is SHADOWING_INSTALLATION, else the Temporal namespace; a value that cannot be a tag
+    value and part of a launch template name is refused naming the variable."""
+    monkeypatch.setenv("TEMPORAL_PROFILE", "cloud")
+    assert load_settings().installation_id == "payments.a1b2c"
+    monkeypatch.setenv("SHADOWING_INSTALLATION", "platform-eu")
+    assert load_settings().installation_id == "platform-eu"
+    monkeypatch.setenv("SHADOWING_INSTALLATION", "team a/prod")
+    with pytest.raises(InvalidRequest, match="SHADOWING_INSTALLATION"):
+        load_settings()
+    monkeypatch.delenv("SHADOWING_INSTALLATION")
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "a namespace")
+    with pytest.raises(InvalidRequest, match="SHADOWING_INSTALLATION"):
+        load_settings().installation_id  # noqa: B018
