@@ -2,6 +2,9 @@
 
 Both return `FleetSignals`; `workflows.verdict.judge` compares them with the baseline. Missing data is reported as
 `samples=0` with latencies None, never as invented zeros, so that "no traffic" cannot pass for "healthy".
+A fleet's addresses come from a payload: each is checked (`shadowing.endpoints.check_address`) before any probe, and
+one that is not an instance's (the metadata service, multicast, loopback off the local data plane) fails the
+activity non-retryably, naming the field.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import SYNTHETIC_KEY_PREFIX, ClientFactory
-from shadowing.models import FleetSignals, InstanceSignals, MetricsInput, ProbeInput
+from shadowing.endpoints import check_address
+from shadowing.errors import InvalidRequest
+from shadowing.models import FleetRef, FleetSignals, InstanceSignals, MetricsInput, ProbeInput
 
 MAX_PARALLEL = 8
 
@@ -30,18 +36,36 @@ class Endpoints(Protocol):
         ...
 
 
+def checked_address(address: str, field: str, loopback: bool = False) -> str:
+    """`check_address` as an activity failure: a non-retryable `InvalidRequest` ApplicationError naming `field`."""
+    try:
+        return check_address(address, field, loopback=loopback)
+    except InvalidRequest as exc:
+        raise ApplicationError(str(exc), type="InvalidRequest", non_retryable=True) from None
+
+
+def check_addresses(fleet: FleetRef, loopback: bool = False) -> tuple[str, ...]:
+    """Every `fleet.addresses[i]`, checked before the first request goes anywhere."""
+    return tuple(checked_address(a, f"fleet.addresses[{n}]", loopback) for n, a in enumerate(fleet.addresses))
+
+
 class MonitoringActivities:
-    def __init__(self, clients: ClientFactory, endpoints: Endpoints) -> None:
+    """Probes and metrics; `loopback`: addresses may be loopback (the local data plane's stand-ins)."""
+
+    def __init__(self, clients: ClientFactory, endpoints: Endpoints, *, loopback: bool = False) -> None:
         self._clients = clients
         self._endpoints = endpoints
+        self._loopback = loopback
 
     @activity.defn(name="probe_fleet")
     def probe_fleet(self, req: ProbeInput) -> FleetSignals:
-        """`requests_per_instance` GETs of `path` per instance; non-2xx/3xx, timeouts and no endpoint are errors."""
+        """`requests_per_instance` GETs of `path` per instance; non-2xx/3xx, timeouts and no endpoint are errors.
+        An address that is not an instance's is a non-retryable `InvalidRequest` before any request."""
         fleet = req.fleet
+        addresses = check_addresses(fleet, self._loopback)
         if not fleet.instance_ids:
             return FleetSignals(fleet_id=fleet.fleet_id, source="probe", detail="fleet has no instances")
-        ips = fleet.addresses if len(fleet.addresses) == len(fleet.instance_ids) else ("",) * fleet.size
+        ips = addresses if len(addresses) == len(fleet.instance_ids) else ("",) * fleet.size
         results: list[tuple[InstanceSignals, list[float]]] = []
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, fleet.size)) as pool:
             futures = [

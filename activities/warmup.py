@@ -5,6 +5,10 @@
 An instance is warm when its round p99 is under the threshold and p50/p99 have settled (see `is_warm`). It
 heartbeats after every poll and round; a retried attempt resumes from the details: same deadline, same key
 offsets, warm instances skipped. Without an `Endpoints` (no data plane wired) it only waits for EC2's view.
+
+Only the fleet's own instances (its four tags, as `activities.ec2.Owner` spells them) are warmed or counted healthy,
+and every address is checked (`shadowing.endpoints.check_address`) before a request is sent to it: a crafted
+`FleetRef` can neither aim synthetic traffic at the metadata service nor at someone else's instance.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import SYNTHETIC_KEY_PREFIX, ClientFactory
-from activities.ec2 import advertised_address
-from activities.monitoring import percentile
-from shadowing.models import FleetInput, HealthReport, InstanceWarmup, WarmupInput
+from activities.ec2 import DEFAULT_INSTALLATION, Owner, advertised_address
+from activities.monitoring import check_addresses, checked_address, percentile
+from shadowing.models import FleetInput, FleetRef, HealthReport, InstanceWarmup, WarmupInput
 
 if TYPE_CHECKING:
     from shadowing.endpoints import Endpoints
@@ -64,14 +68,26 @@ def is_warm(prev: InstanceWarmup, p50: float | None, p99: float | None, errors: 
 
 
 class WarmupActivities:
-    def __init__(self, clients: ClientFactory, endpoints: Endpoints | None = None, poll_s: float = POLL_S) -> None:
+    """Warm-up and health of one installation's fleets; `loopback`: addresses may be loopback (local data plane)."""
+
+    def __init__(
+        self, clients: ClientFactory, endpoints: Endpoints | None = None, poll_s: float = POLL_S, *,
+        installation: str = DEFAULT_INSTALLATION, loopback: bool = False,
+    ) -> None:  # fmt: skip
         self._clients = clients
         self._endpoints = endpoints
         self._poll_s = poll_s
+        self._installation = installation
+        self._loopback = loopback
+
+    def _owner(self, fleet: FleetRef) -> Owner:
+        return Owner(self._installation, fleet.entity_id, fleet.fleet_id)
 
     @activity.defn(name="warm_fleet")
     def warm_fleet(self, req: WarmupInput) -> HealthReport:
-        """Blocks until every instance is warm; non-retryable `InstanceNeverHealthy`/`FleetNotWarm` at the deadline."""
+        """Blocks until every instance is warm; non-retryable `InstanceNeverHealthy`/`FleetNotWarm` at the deadline,
+        `InvalidRequest` at once for an address no request may go to."""
+        check_addresses(req.fleet, self._loopback)
         if self._endpoints is None:
             return self._wait_ec2(req)
         if not isinstance(req, WarmupInput):  # called directly with a FleetInput (Temporal converts by itself)
@@ -114,14 +130,14 @@ class WarmupActivities:
 
     def _booted(self, req: WarmupInput, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         assert self._endpoints is not None
-        ec2 = self._clients("ec2", req.fleet.region)
-        pages = ec2.get_paginator("describe_instances").paginate(Filters=[{"Name": "instance-id", "Values": ids}])
-        seen = {i["InstanceId"]: i for p in pages for r in p["Reservations"] for i in r["Instances"]}
+        seen = self._instances(req.fleet, ids)
         urls, problems = {}, {}
         for iid in ids:
             inst = seen.get(iid)
-            state = inst["State"]["Name"] if inst else "not found"
-            url = self._endpoints.url(iid, advertised_address(inst)) if inst else None
+            state = inst["State"]["Name"] if inst else "not found with the fleet's tags"
+            address = advertised_address(inst) if inst else ""  # none yet while pending
+            address = checked_address(address, f"{iid} address (EC2)", self._loopback) if address else ""
+            url = self._endpoints.url(iid, address) if inst else None
             if state != "running":
                 problems[iid] = f"state {state}"
             elif url is None:
@@ -172,12 +188,22 @@ class WarmupActivities:
                 )
             time.sleep(self._poll_s)
 
+    def _instances(self, fleet: FleetRef, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Instance id -> EC2's description, for those of `ids` that carry the fleet's tags."""
+        owner = self._owner(fleet)
+        filters = [{"Name": "instance-id", "Values": ids}, *owner.filters()]
+        pages = self._clients("ec2", fleet.region).get_paginator("describe_instances").paginate(Filters=filters)
+        found = (i for p in pages for r in p["Reservations"] for i in r["Instances"])
+        return {i["InstanceId"]: i for i in found if owner.owns(i)}
+
     def _probe(self, req: FleetInput) -> HealthReport:
-        ids = list(req.fleet.instance_ids)
-        if not ids:
+        listed = list(req.fleet.instance_ids)
+        if not listed:
             return HealthReport(healthy=False, healthy_count=0, total=0, detail="fleet has no instances")
+        ids = sorted(self._instances(req.fleet, listed))  # an instance without the fleet's tags is never healthy
         ec2 = self._clients("ec2", req.fleet.region)
-        statuses = ec2.describe_instance_status(InstanceIds=ids, IncludeAllInstances=True)["InstanceStatuses"]
+        found = ec2.describe_instance_status(InstanceIds=ids, IncludeAllInstances=True) if ids else {}
+        statuses = found.get("InstanceStatuses", [])
         good = [
             s["InstanceId"]
             for s in statuses
@@ -185,11 +211,11 @@ class WarmupActivities:
             and s.get("InstanceStatus", {}).get("Status", "ok") in ("ok", "not-applicable")
             and s.get("SystemStatus", {}).get("Status", "ok") in ("ok", "not-applicable")
         ]
-        bad = sorted(set(ids) - set(good))
+        bad = sorted(set(listed) - set(good))
         return HealthReport(
             healthy=not bad,
             healthy_count=len(good),
-            total=len(ids),
+            total=len(listed),
             detail=f"unhealthy: {', '.join(bad)}" if bad else "all instances running, status checks ok",
         )
 

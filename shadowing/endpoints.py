@@ -1,6 +1,9 @@
-"""How the product reaches an instance's HTTP endpoint: directly by private IP, or through the local data plane.
+"""How the product reaches an instance's HTTP endpoint: directly by its address, or through the local data plane.
 
-On real AWS a worker in the VPC talks to `http://<private ip>:<port>`. Under an emulator (moto) instances do not
+On real AWS a worker in the VPC talks to `http://<instance address>:<port>`. An address is data from a payload
+(a `FleetRef`) or from EC2, never trusted as a URL: `check_address` accepts only an IP address that is not
+link-local (the instance metadata service, 169.254.169.254), multicast, unspecified or reserved, and loopback only
+for the local data plane. Under an emulator (moto) instances do not
 run anything, so the data-plane agent (`python -m shadowing.dataplane.agent`) runs one stand-in process per
 instance on 127.0.0.1 and publishes where each one listens in a registry file, written atomically:
 
@@ -13,6 +16,7 @@ that file; it never imports the agent or the stand-in.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import threading
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from shadowing.errors import InvalidRequest
 from shadowing.settings import Settings
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -37,8 +42,30 @@ class Endpoints(Protocol):
         ...
 
 
+#: AWS's link-local services over IPv6 (metadata fd00:ec2::254, DNS ::253, time ::123): unique-local, not link-local.
+AWS_IPV6_SERVICES = ipaddress.ip_network("fd00:ec2::/32")
+
+
+def check_address(address: str, field: str, *, loopback: bool = False) -> str:
+    """`address` as a canonical IP address when the product may send requests to it; else `InvalidRequest` naming
+    `field`. Loopback only with `loopback` (the local data plane, whose stand-ins listen on 127.0.0.1)."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        raise InvalidRequest(f"{address!r} is not an IP address", field) from None
+    seen = ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip  # ::ffff:169.254.169.254 too
+    kinds = {
+        "link-local (the instance metadata service lives there)": seen.is_link_local or seen in AWS_IPV6_SERVICES,
+        "multicast": seen.is_multicast, "unspecified": seen.is_unspecified, "reserved": seen.is_reserved,
+        "loopback": seen.is_loopback and not loopback,
+    }  # fmt: skip
+    if bad := [kind for kind, hit in kinds.items() if hit]:
+        raise InvalidRequest(f"{address!r} is {bad[0]}: not an instance address", field)
+    return str(ip)
+
+
 class DirectEndpoints:
-    """Real instances: `scheme://<private ip>:<port>`."""
+    """Real instances: `scheme://<address>:<port>`. Addresses that `check_address` refuses raise `InvalidRequest`."""
 
     def __init__(self, port: int = 80, scheme: str = "http") -> None:
         self._port, self._scheme = port, scheme
@@ -47,8 +74,11 @@ class DirectEndpoints:
         return self.resolve_ip(private_ip) if private_ip else None
 
     def resolve_ip(self, ip: str) -> str | None:
+        if not ip:
+            return None
+        ip = check_address(ip, "address")
         host = f"[{ip}]" if ":" in ip else ip
-        return f"{self._scheme}://{host}:{self._port}" if ip else None
+        return f"{self._scheme}://{host}:{self._port}"
 
 
 class LocalEndpoints:
@@ -93,11 +123,14 @@ class LocalEndpoints:
 
 
 def data_plane_mode(settings: Settings) -> str:
-    """ "local" or "direct": the setting when given, else local for an embedded or loopback AWS endpoint."""
+    """ "local" or "direct": the setting when given, else local only for an AWS endpoint on loopback (an emulator).
+
+    No AWS_ENDPOINT_URL is real AWS, hence direct: the embedded emulator that `shadowctl up` and `demo` start is
+    handed on as a loopback URL (`shadowing.local.Services.settings`), so they stay local, while a worker alone never
+    reads a registry file whoever wrote it.
+    """
     if settings.data_plane:
         return settings.data_plane
-    if settings.embedded_aws:
-        return "local"
     host = urlparse(settings.aws_endpoint_url or "").hostname or ""
     return "local" if host in LOOPBACK or host.startswith("127.") else "direct"
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.monitoring import MonitoringActivities, percentile
@@ -133,6 +134,29 @@ def test_probe_of_an_empty_fleet_has_no_samples(aws: AwsClients) -> None:
     act = MonitoringActivities(aws, StaticEndpoints({}))
     signals = ActivityEnvironment().run(act.probe_fleet, ProbeInput(fleet=fleet()))
     assert (signals.samples, signals.error_rate, signals.p99_ms) == (0, None, None)
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "224.0.0.1", "127.0.0.1", "latest"])
+def test_probe_refuses_an_address_that_is_not_an_instances_before_any_request(aws: AwsClients, address: str) -> None:
+    """A fleet address aimed at the metadata service, a multicast group, loopback (off the local data plane) or no IP
+    at all fails the probe non-retryably, naming the field, and no request is sent anywhere. (`model_copy` skips
+    the model's own check, as a payload from a worker without it would.)"""
+    crafted = fleet("i-a", "i-b").model_copy(update={"addresses": ("10.1.0.1", address)})
+    endpoints = StaticEndpoints({"i-a": "http://127.0.0.1:9", "i-b": "http://127.0.0.1:9"})
+    with pytest.raises(ApplicationError) as err:
+        ActivityEnvironment().run(MonitoringActivities(aws, endpoints).probe_fleet, ProbeInput(fleet=crafted))
+    assert err.value.type == "InvalidRequest" and err.value.non_retryable
+    assert err.value.message.startswith("fleet.addresses[1]: ") and address in err.value.message
+    assert endpoints.asked == [], "nothing was asked for, nothing probed"
+
+
+def test_probe_accepts_loopback_addresses_on_the_local_data_plane(aws: AwsClients, serve: Serve) -> None:
+    """The local data plane's stand-ins listen on loopback: there (and only there) a loopback address is fine."""
+    url = serve()
+    local = fleet("i-a").model_copy(update={"addresses": ("127.0.0.1",)})
+    act = MonitoringActivities(aws, StaticEndpoints({"i-a": url}), loopback=True)
+    signals = ActivityEnvironment().run(act.probe_fleet, ProbeInput(fleet=local, requests_per_instance=2))
+    assert (signals.samples, signals.errors) == (2, 0)
 
 
 def put(aws: AwsClients, instance_id: str, name: str, values: list[float], at: datetime) -> None:

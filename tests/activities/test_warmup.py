@@ -15,7 +15,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.ec2 import Ec2Activities
+from activities.ec2 import TAG_INSTALLATION, Ec2Activities
 from activities.warmup import Progress, WarmupActivities, is_warm
 from shadowing.dataplane.agent import Agent
 from shadowing.endpoints import LocalEndpoints
@@ -148,6 +148,67 @@ def test_without_a_data_plane_warm_up_is_ec2s_view(aws: AwsClients) -> None:
     warm = WarmupActivities(aws, poll_s=0.01)
     assert ActivityEnvironment().run(warm.warm_fleet, FleetInput(fleet=shadows, timeout_s=5)).healthy
     assert ActivityEnvironment().run(warm.check_fleet_health, FleetInput(fleet=shadows)).healthy_count == 2
+
+
+def stranger(aws: AwsClients, shadows: FleetRef) -> str:
+    """An instance someone else launched with a copy of the fleet's tags, all but the installation's."""
+    copied = [t for t in Ec2Activities(aws).owner("shop", shadows.fleet_id).tags() if t["Key"] != TAG_INSTALLATION]
+    made = aws("ec2", "eu-west-1").run_instances(
+        ImageId=shadows.image_id, InstanceType="m5.large", MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": copied}],
+    )  # fmt: skip
+    return str(made["Instances"][0]["InstanceId"])
+
+
+class Recording:
+    """Endpoints that remember which instances were asked for and never have one (no request leaves the test)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def url(self, instance_id: str, private_ip: str | None) -> str | None:
+        self.asked.append(instance_id)
+        return None
+
+    def resolve_ip(self, ip: str) -> str | None:
+        return None
+
+
+def test_an_instance_without_the_fleets_tags_is_never_warmed_nor_counted_healthy(aws: AwsClients) -> None:
+    """A FleetRef listing a foreign instance (the fleet tag copied, not the installation's): health never counts
+    it, the EC2-only warm-up never calls the fleet healthy, and the data-plane warm-up sends it nothing."""
+    shadows = fleet(aws, quantity=1)
+    foreign = stranger(aws, shadows)
+    crafted = shadows.model_copy(update={"instance_ids": (*shadows.instance_ids, foreign)})
+    warm = WarmupActivities(aws, poll_s=0.01)
+    health = ActivityEnvironment().run(warm.check_fleet_health, FleetInput(fleet=crafted))
+    assert (health.healthy, health.healthy_count, health.total) == (False, 1, 2) and foreign in health.detail
+    with pytest.raises(ApplicationError, match=foreign):
+        ActivityEnvironment().run(warm.warm_fleet, FleetInput(fleet=crafted, timeout_s=0.05))
+    endpoints = Recording()
+    with pytest.raises(ApplicationError) as err:
+        ActivityEnvironment().run(
+            WarmupActivities(aws, endpoints, poll_s=0.01).warm_fleet, warmup(crafted, timeout_s=0.05)
+        )
+    assert err.value.type == "InstanceNeverHealthy" and f"{foreign}: state not found with the fleet's tags" in str(
+        err.value
+    )
+    assert foreign not in endpoints.asked and set(endpoints.asked) == set(shadows.instance_ids)
+    other = WarmupActivities(aws, poll_s=0.01, installation="team-b")
+    assert ActivityEnvironment().run(other.check_fleet_health, FleetInput(fleet=shadows)).healthy_count == 0
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "::ffff:169.254.169.254", "127.0.0.1", "0.0.0.0"])
+def test_warm_up_refuses_an_address_that_is_not_an_instances(aws: AwsClients, address: str) -> None:
+    """A fleet address aimed at the metadata service (or loopback off the local data plane) fails the warm-up
+    at once, non-retryably, naming the field; with or without a data plane."""
+    shadows = fleet(aws, quantity=1)
+    crafted = shadows.model_copy(update={"addresses": (address,)})
+    for warm in (WarmupActivities(aws, poll_s=0.01), WarmupActivities(aws, Recording(), poll_s=0.01)):
+        with pytest.raises(ApplicationError) as err:
+            ActivityEnvironment().run(warm.warm_fleet, warmup(crafted, timeout_s=5))
+        assert err.value.type == "InvalidRequest" and err.value.non_retryable
+        assert err.value.message.startswith("fleet.addresses[0]: ")
 
 
 @pytest.mark.parametrize(

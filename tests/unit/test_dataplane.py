@@ -23,7 +23,15 @@ from temporalio.testing import ActivityEnvironment
 from activities.monitoring import MonitoringActivities
 from shadowing.dataplane.agent import Agent, stop_process, write_atomically
 from shadowing.dataplane.standin import App, Publisher
-from shadowing.endpoints import DirectEndpoints, LocalEndpoints, data_plane_mode, endpoints_for, registry_path
+from shadowing.endpoints import (
+    DirectEndpoints,
+    LocalEndpoints,
+    check_address,
+    data_plane_mode,
+    endpoints_for,
+    registry_path,
+)
+from shadowing.errors import InvalidRequest
 from shadowing.local import dataplane_agent, free_port, start_moto, wait_http
 from shadowing.models import FleetRef, MetricsInput
 from shadowing.settings import Settings
@@ -234,17 +242,69 @@ def test_direct_endpoints_use_the_private_ip() -> None:
 
 
 @pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",
+        "::ffff:169.254.169.254",
+        "fd00:ec2::254",
+        "fe80::1",
+        "224.0.0.251",
+        "0.0.0.0",
+        "::",
+        "240.0.0.1",
+        "127.0.0.1",
+        "::1",
+        "metadata.google.internal",
+        "10.0.0.1/latest",
+        "",
+    ],
+)
+def test_addresses_that_are_not_an_instances_are_refused_naming_the_field(address: str) -> None:
+    """Only an IP address may become a URL, and never the metadata service (IPv4, mapped or IPv6), link-local,
+    multicast, unspecified, reserved or (off the local data plane) loopback; the error names the field."""
+    with pytest.raises(InvalidRequest, match=r"^fleet\.addresses\[0\]: "):
+        check_address(address, "fleet.addresses[0]")
+    with pytest.raises(InvalidRequest):
+        DirectEndpoints().url("i-1", address or "0.0.0.0")
+
+
+def test_instance_addresses_pass_and_loopback_only_for_the_local_data_plane() -> None:
+    """Private, public and IPv6 addresses pass, canonicalised; loopback passes only when asked for."""
+    assert [check_address(a, "a") for a in ("10.1.2.3", "54.1.2.3", "2600:1F18::1")] == [
+        "10.1.2.3", "54.1.2.3", "2600:1f18::1"]  # fmt: skip
+    assert check_address("127.0.0.1", "a", loopback=True) == "127.0.0.1"
+    with pytest.raises(InvalidRequest, match="loopback"):
+        check_address("127.0.0.1", "a")
+
+
+def test_a_worker_with_no_aws_endpoint_is_direct_whatever_the_registry_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No AWS_ENDPOINT_URL is real AWS (`shadowctl worker` there): direct, so a registry file left in the state
+    directory (whoever wrote it) never chooses where warm-up and probes go."""
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("SHADOWING_DATA_PLANE", raising=False)
+    write_atomically(tmp_path / "dataplane.json", {"instances": {"i-1": {"url": "http://169.254.169.254"}}})
+    settings = Settings(state_dir=tmp_path)
+    assert settings.aws_endpoint_url is None and data_plane_mode(settings) == "direct"
+    endpoints = endpoints_for(settings)
+    assert isinstance(endpoints, DirectEndpoints) and endpoints.url("i-1", "10.0.0.7") == "http://10.0.0.7:80"
+
+
+@pytest.mark.parametrize(
     ("overrides", "mode"),
     [
-        ({}, "local"),
+        ({}, "direct"),
         ({"aws_endpoint_url": "http://127.0.0.1:5055"}, "local"),
         ({"aws_endpoint_url": "http://localhost:4566"}, "local"),
         ({"aws_endpoint_url": "https://ec2.eu-west-1.amazonaws.com"}, "direct"),
         ({"aws_endpoint_url": "http://127.0.0.1:5055", "data_plane": "direct"}, "direct"),
+        ({"data_plane": "local"}, "local"),
     ],
 )
 def test_data_plane_mode_defaults_to_local_for_an_emulator(overrides: dict, mode: str, tmp_path: Path) -> None:
-    """Embedded or loopback AWS means the local data plane, anything else direct, unless the setting says."""
+    """Loopback AWS (an emulator, the embedded one included) means the local data plane, anything else, real AWS
+    included, direct, unless the setting says."""
     settings = Settings(aws_endpoint_url=None, state_dir=tmp_path).model_copy(update=overrides)
     assert data_plane_mode(settings) == mode
     expected = LocalEndpoints if mode == "local" else DirectEndpoints
