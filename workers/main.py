@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 
 from activities import ClientFactory
 from activities.coordination import CoordinationActivities
-from activities.ec2 import Ec2Activities
+from activities.ec2 import DEFAULT_INSTALLATION, Ec2Activities
 from activities.forecast import ForecastActivities
 from activities.monitoring import MonitoringActivities
 from activities.registry import RegistryActivities
@@ -22,7 +22,7 @@ from activities.routing import RoutingActivities
 from activities.warmup import WarmupActivities
 from shadowing import metrics, tracing
 from shadowing.codec import data_converter
-from shadowing.endpoints import Endpoints, endpoints_for
+from shadowing.endpoints import Endpoints, data_plane_mode, endpoints_for
 from shadowing.errors import ServiceUnavailable
 from shadowing.ids import PLAIN, Pseudonyms
 from shadowing.models import CoordinatorLimits
@@ -70,12 +70,15 @@ async def connect(
 
 def activities(
     client: Client, clients: ClientFactory, endpoints: Endpoints, limits: CoordinatorLimits | None = None,
-    ids: Pseudonyms = PLAIN,
+    ids: Pseudonyms = PLAIN, *, installation: str = DEFAULT_INSTALLATION, loopback: bool = False,
 ) -> list:  # fmt: skip
-    """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct)."""
-    ec2, warm = Ec2Activities(clients), WarmupActivities(clients, endpoints)
+    """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct),
+    `installation` the tag that keeps this installation's fleets apart from another's in a shared account, and
+    `loopback` whether instance addresses may be loopback (only for the local data plane)."""
+    ec2 = Ec2Activities(clients, installation=installation)
+    warm = WarmupActivities(clients, endpoints, installation=installation, loopback=loopback)
     repl, route = ReplicationActivities(clients), RoutingActivities(clients)
-    watch, forecast = MonitoringActivities(clients, endpoints), ForecastActivities(clients)
+    watch, forecast = MonitoringActivities(clients, endpoints, loopback=loopback), ForecastActivities(clients)
     return [
         forecast.forecast_demand, forecast.refine_forecast,
         RegistryActivities(client, ids).lookup_entity,
@@ -99,7 +102,13 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
         activities=activities(
-            client, clients, endpoints_for(settings), settings.coordinator_limits(), settings.pseudonyms()
+            client,
+            clients,
+            endpoints_for(settings),
+            settings.coordinator_limits(),
+            settings.pseudonyms(),
+            installation=settings.installation_id,
+            loopback=data_plane_mode(settings) == "local",
         ),
         activity_executor=pool,
         max_concurrent_activities=settings.max_concurrent_activities,
