@@ -326,9 +326,9 @@ class ReplicationActivities:
         if db is None:
             raise _invalid(f"rds_instance: no read replica {name!r} in {req.target_region}")
         tags = _db_tags(rds, db)
+        # create_read_replica let only our replica of the source stand here; a role tag is not required, so that a
+        # replica made before roles were tagged can still be promoted (it is marked promoted first all the same)
         require_owned("rds_instance", f"DB instance {name!r} in {req.target_region}", tags, req.entity_id)
-        if not _our_replica(tags, req.entity_id):
-            raise _invalid(f"rds_instance: DB instance {name!r} in {req.target_region} is not a replica we made")
         if _still_replica(db):
             if TAG_PROMOTED not in tags:
                 rds.add_tags_to_resource(ResourceName=db["DBInstanceArn"], Tags=[{"Key": TAG_PROMOTED, "Value": "1"}])
