@@ -485,15 +485,17 @@ def _copy_name(source_image_id: str, source_region: str) -> str:
 
 
 def _copy_image(ec2: Ec2, req: ProvisionInput, owner: Owner, source: Json, source_region: str) -> str:
+    tags = [*owner.tags(), {"Key": TAG_SOURCE_IMAGE, "Value": source["ImageId"]}]
     copied = ec2.copy_image(
         SourceImageId=source["ImageId"],
         SourceRegion=source_region,
         Name=_copy_name(source["ImageId"], source_region),
         Description=f"{source.get('Name', source['ImageId'])} copied by shadowing for {req.entity_id}",
         ClientToken=_token("copy", source["ImageId"], source_region, req.region),
+        TagSpecifications=[{"ResourceType": "image", "Tags": tags}],  # the IAM policy's CreateTags on CopyImage
     )
-    image_id = str(copied["ImageId"])
-    ec2.create_tags(Resources=[image_id], Tags=[*owner.tags(), {"Key": TAG_SOURCE_IMAGE, "Value": source["ImageId"]}])
+    image_id = str(copied["ImageId"])  # tagged again below: moto ignores TagSpecifications on CopyImage
+    ec2.create_tags(Resources=[image_id], Tags=tags)
     return image_id
 
 

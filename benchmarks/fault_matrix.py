@@ -111,7 +111,7 @@ class Case:
             times = 1 if self.fault == "capacity-one-az" else 0
             return [FaultRule(operation="ec2:RunInstances", fault="capacity", times=times, **scope)]  # type: ignore[arg-type]
         if self.fault == "spot-unfulfilled":
-            return [FaultRule(operation="ec2:RequestSpotInstances", fault="spot-unfulfilled", times=0, **scope)]  # type: ignore[arg-type]
+            return [FaultRule(operation="ec2:RunInstances", fault="spot-unfulfilled", times=0, **scope)]  # type: ignore[arg-type]
         # a crash or a restart: the step's first AWS call hangs a little, so that it is caught in the act
         return [FaultRule(fault="latency", delay_s=2.0, **scope)]  # type: ignore[arg-type]
 

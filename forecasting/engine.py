@@ -32,6 +32,7 @@ with warnings.catch_warnings():
     from darts.models.forecasting.forecasting_model import ForecastingModel
 
     try:
+        import prophet  # noqa: F401  (without it darts leaves a stand-in object, not an ImportError)
         from darts.models import Prophet
     except ImportError:  # the `prophet` extra is not installed
         Prophet = None

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
-import hmac
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,13 +24,14 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 
 from shadowing.errors import InvalidRequest
+from shadowing.ids import pseudonym_secret
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 
 
 class EncryptionCodec(PayloadCodec):
-    def __init__(self, keys: Mapping[str, bytes], current: str) -> None:
+    def __init__(self, keys: Mapping[str, bytes], current: str, pseudonym_key: str | None = None) -> None:
         if current not in keys:
             raise InvalidRequest(f"current key {current!r} is not among the keys {sorted(keys)}", "codec_key_id")
         for key_id, key in keys.items():
@@ -40,9 +39,8 @@ class EncryptionCodec(PayloadCodec):
                 raise InvalidRequest(f"key {key_id!r} must be 32 bytes (AES-256), got {len(key)}", "codec_key")
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._current = current
-        # Pseudonyms of entity ids (shadowing/ids.py) come from the first key, which rotation keeps.
-        first = next(iter(keys.values()))
-        self.id_secret = hmac.new(first, b"shadowing entity pseudonyms", hashlib.sha256).digest()
+        # Pseudonyms of entity ids come from a key named explicitly, never from file order (shadowing/ids.py).
+        self.id_secret = pseudonym_secret(keys, pseudonym_key)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encode_one(p) for p in payloads]
@@ -88,7 +86,8 @@ def codec_from(key: str | None, key_id: str, key_file: Path | None) -> Encryptio
             keys, current = body["keys"], body["current"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise InvalidRequest(f'expected {{"current": id, "keys": {{id: base64}}}}: {exc}', str(key_file)) from exc
-        return EncryptionCodec({k: _b64(v, f"{key_file}: keys.{k}") for k, v in keys.items()}, current)
+        decoded = {k: _b64(v, f"{key_file}: keys.{k}") for k, v in keys.items()}
+        return EncryptionCodec(decoded, current, body.get("pseudonym_key"))
     if key:
         return EncryptionCodec({key_id: _b64(key, "SHADOWING_CODEC_KEY")}, key_id)
     return None

@@ -10,9 +10,10 @@ Injection uses botocore's own event hooks on every client the factory builds:
 - `before-call` answers in place of AWS with an error response (or raises a timeout), so botocore's retries are
   bypassed and every injected fault reaches the product's code: the harsher case;
 - `after-call` raises a read timeout after AWS did the work (`lost-reply`);
-- `spot-unfulfilled` keeps RequestSpotInstances from reaching AWS and answers with requests that stay `open`,
-  shown by DescribeSpotInstanceRequests and closed by CancelSpotInstanceRequests, like a request no capacity ever
-  fills. `open_spot_requests()` lists those left open (a leak the fault matrix checks).
+- `spot-unfulfilled` on a spot RunInstances (InstanceMarketOptions spot; on-demand launches pass) answers
+  InsufficientInstanceCapacity, like a market with no spot capacity; on RequestSpotInstances (older workers) it
+  answers with requests that stay `open`, shown by DescribeSpotInstanceRequests and closed by
+  CancelSpotInstanceRequests. `open_spot_requests()` lists those left open (a leak the fault matrix checks).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class FaultInjector:
         op = model.name
         if "fault_answer" in context:
             return context["fault_answer"]
-        for fault in self._hits(service, op, region, before=True):
+        spot = _is_spot_launch(context.get("fault_params") or {})
+        for fault in self._hits(service, op, region, before=True, spot=spot):
             if fault.fault == "latency":
                 time.sleep(fault.delay_s)
             elif fault.fault == "timeout":
@@ -111,6 +113,8 @@ class FaultInjector:
                 raise ReadTimeoutError(endpoint_url=f"injected://{service}.{region}/{op}")
             elif fault.fault == "spot-unfulfilled" and op == "RequestSpotInstances":
                 return self._fake_spot_request(context.get("fault_params") or {})
+            elif fault.fault == "spot-unfulfilled":  # a spot RunInstances: no spot capacity now
+                return _error(service, op, "capacity")
             else:
                 return _error(service, op, fault.fault)
         return None
@@ -122,12 +126,12 @@ class FaultInjector:
         if any(f.fault == "lost-reply" for f in self._hits(service, op, region, before=False)):
             raise ReadTimeoutError(endpoint_url=f"injected-lost-reply://{service}.{region}/{op}")
 
-    def _hits(self, service: str, op: str, region: str, before: bool) -> list[FaultRule]:
+    def _hits(self, service: str, op: str, region: str, before: bool, spot: bool = False) -> list[FaultRule]:
         where = _activity_context()
         hits = []
         with self._lock:
             for n, rule in enumerate(self.rules):
-                if (rule.fault == "lost-reply") == before or not self._matches(rule, service, op, region, where):
+                if (rule.fault == "lost-reply") == before or not self._matches(rule, service, op, region, where, spot):
                     continue
                 self._seen[n] += 1
                 seen = self._seen[n]
@@ -138,10 +142,15 @@ class FaultInjector:
         return hits
 
     @staticmethod
-    def _matches(rule: FaultRule, service: str, op: str, region: str, where: tuple[str, str] | None) -> bool:
+    def _matches(
+        rule: FaultRule, service: str, op: str, region: str, where: tuple[str, str] | None, spot: bool = False
+    ) -> bool:
         if not fnmatch.fnmatchcase(f"{service}:{op}", rule.operation if ":" in rule.operation else "*"):
             return False
-        if rule.fault == "spot-unfulfilled" and (service, op) != ("ec2", "RequestSpotInstances"):
+        spot_call = (service, op) == ("ec2", "RequestSpotInstances") or (
+            (service, op) == ("ec2", "RunInstances") and spot
+        )
+        if rule.fault == "spot-unfulfilled" and not spot_call:
             return False
         if rule.region is not None and rule.region != region:
             return False
@@ -182,6 +191,10 @@ class FaultInjector:
                     continue
                 out.append(dict(fake))
         return out
+
+
+def _is_spot_launch(params: dict[str, Any]) -> bool:
+    return bool(params.get("InstanceMarketOptions", {}).get("MarketType") == "spot")
 
 
 def _activity_context() -> tuple[str, str] | None:

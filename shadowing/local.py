@@ -9,6 +9,7 @@ moto comes the local data plane (`shadowing.dataplane.agent`: one stand-in app p
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import signal
 import socket
@@ -89,6 +90,8 @@ def start_moto(settings: Settings, port: int | None = None) -> Started:
     _require_free(port, "moto", "AWS_ENDPOINT_URL")
     state = settings.state_dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
+    if importlib.util.find_spec("moto") is None:
+        raise ServiceUnavailable("the embedded AWS emulator needs the local extra: pip install 'shadowing[local]'")
     cmd = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
     return _spawn("moto", cmd, state / "moto.log")
 
@@ -134,7 +137,7 @@ def embedded_services(settings: Settings, standin_args: Iterable[str] = ()) -> I
             services.started.append(start_moto(settings))
             services.aws_endpoint_url = f"http://{HOST}:{settings.moto_port}"
             wait_http(f"{services.aws_endpoint_url}/moto-api/", settings.startup_timeout_s, services.started[-1])
-        if data_plane_mode(settings) == "local" and services.aws_endpoint_url:
+        if data_plane_mode(services.settings(settings)) == "local" and services.aws_endpoint_url:
             # Emulated instances need their stand-ins whether this process started the emulator or was pointed
             # at one (AWS_ENDPOINT_URL on loopback): the agent is part of the local data plane, not of AWS.
             registry, regions = registry_path(settings), settings.data_plane_regions

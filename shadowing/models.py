@@ -53,7 +53,7 @@ def _utc(value: datetime) -> datetime:
 
 def normalize_dns_name(value: str) -> str:
     """Lower case, no trailing dot, RFC 1123 labels, at most 253 characters (Route53 stores names in lower case)."""
-    name = value.strip().rstrip(".").lower()
+    name = value.rstrip(".").lower()
     if not 3 <= len(name) <= 253:
         raise ValueError(f"DNS name {value!r} must be 3-253 characters")
     bad = [label for label in name.split(".") if not _DNS_LABEL.fullmatch(label)]
@@ -63,7 +63,7 @@ def normalize_dns_name(value: str) -> str:
 
 
 def _check_hosted_zone(value: str) -> str:
-    zone = value.strip().removeprefix("/hostedzone/")
+    zone = value.removeprefix("/hostedzone/")
     if not _HOSTED_ZONE.fullmatch(zone):
         raise ValueError(f"hosted zone id {value!r} must be 1-32 upper-case letters or digits, e.g. Z0123456789ABC")
     return zone
@@ -642,7 +642,8 @@ class TableCheckpoint(Frozen):
 
 
 class ReplicationConflict(Frozen):
-    """One write the conflict rule rejected: `key` is the item key as JSON, `winner` the side that kept its item."""
+    """One write the conflict rule rejected: `key` is `key_digest` of the item key (sha256: + 16 hex), never the
+    key itself; `winner` the side that kept its item."""
 
     table: str
     key: str

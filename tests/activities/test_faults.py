@@ -97,13 +97,13 @@ def test_every_az_out_of_capacity_is_a_clear_non_retryable_error(faulty) -> None
 
 
 def test_unfulfilled_spot_falls_back_to_on_demand_and_leaves_no_open_request(faulty) -> None:  # type: ignore[no-untyped-def]
-    aws = faulty(FaultRule(operation="ec2:RequestSpotInstances", fault="spot-unfulfilled", times=0))
+    aws = faulty(FaultRule(operation="ec2:RunInstances", fault="spot-unfulfilled", times=0))
     clock = FakeClock()
     ec2 = Ec2Activities(aws, clock=clock, sleep=clock.sleep, poll_s=1)
     fleet = env().run(ec2.provision_fleet, req(quantity=2, market="spot", spot_deadline_s=10))
     assert len(fleet.instance_ids) == 2 and fleet.spot_instance_ids == ()
     assert aws.faults is not None
-    assert aws.faults.injected["spot-unfulfilled ec2:RequestSpotInstances"] >= 1
+    assert aws.faults.injected["spot-unfulfilled ec2:RunInstances"] >= 1
     assert aws.faults.open_spot_requests() == [], "the unfilled requests were cancelled at the deadline"
     assert clock.now >= 1_000_010, "it waited for the deadline"
 

@@ -247,3 +247,20 @@ def test_failure_messages_are_encoded_with_the_codec() -> None:
     assert data_converter(codec_from(new_key(), "k1", None)).failure_converter_class is (
         DefaultFailureConverterWithEncodedAttributes
     )
+
+
+def test_pseudonyms_do_not_depend_on_key_file_order(tmp_path: Path) -> None:
+    """Reordering a key file's keys keeps every pseudonym (so every workflow id); `pseudonym_key` picks the key."""
+    k1, k2 = (base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2))
+    secrets = []
+    for n, keys in enumerate([{"k1": k1, "k2": k2}, {"k2": k2, "k1": k1}]):
+        path = tmp_path / f"keys{n}.json"
+        path.write_text(json.dumps({"current": "k2", "keys": keys}))
+        codec = codec_from(None, "k1", path)
+        assert codec is not None
+        secrets.append(codec.id_secret)
+    assert secrets[0] == secrets[1]
+    pinned = tmp_path / "pinned.json"
+    pinned.write_text(json.dumps({"current": "k1", "keys": {"k1": k1, "k2": k2}, "pseudonym_key": "k2"}))
+    codec = codec_from(None, "k1", pinned)
+    assert codec is not None and codec.id_secret != secrets[0]

@@ -7,7 +7,19 @@ from pydantic import ValidationError
 
 from shadowing.client import parse
 from shadowing.errors import InvalidRequest
-from shadowing.models import AllocationSchedule, DemandClock, ProvisionRequest, ScheduledSlice, TimeSlice
+from shadowing.models import (
+    AllocationSchedule,
+    CostEntry,
+    DemandClock,
+    EntityPolicy,
+    EntitySpec,
+    FleetRef,
+    MigrationInput,
+    MigrationProgress,
+    ProvisionRequest,
+    ScheduledSlice,
+    TimeSlice,
+)
 
 OK = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"}
 
@@ -57,3 +69,69 @@ def test_demand_clock_compresses_time() -> None:
     clock = DemandClock(origin="2026-01-01T00:00:00Z", history_origin="2013-08-20T13:00:00Z", seconds_per_hour=30)
     later = TimeSlice(start="2026-01-01T00:01:30Z", end="2026-01-01T00:02:00Z").start
     assert clock.to_history(later).isoformat() == "2013-08-20T16:00:00+00:00"
+
+
+# ---- untrusted input: numbers, names, addresses, fleets (issue "safe on a shared account") ----------------------
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e300])
+def test_time_fields_refuse_inf_nan_and_huge(value: float) -> None:
+    """`timedelta(seconds=inf)` or `1e300` raises inside a workflow task forever: the policy refuses them."""
+    with pytest.raises(ValidationError, match="lead_time_s"):
+        EntityPolicy(lead_time_s=value)
+
+
+def test_json_1e999_is_refused() -> None:
+    """JSON's 1e999 parses as inf; the model refuses it, naming the field."""
+    with pytest.raises(ValidationError, match="watch_s"):
+        EntityPolicy.model_validate_json('{"watch_s": 1e999}')
+
+
+def test_dns_names_are_normalised_and_checked() -> None:
+    """Mixed case and a trailing dot become Route53's lower-case name; bad labels and lengths name the field."""
+    base = {"entity_id": "shop", "home_region": "us-east-1", "instance_types": ["m5.large"], "hosted_zone_id": "Z1"}
+    assert EntitySpec(**base, dns_name="Shop.Example.INTERNAL.").dns_name == "shop.example.internal"
+    for bad in ["shop", "-shop.example.internal", "shop..example.internal", "a" * 64 + ".example", "x." * 127 + "io",
+                "shop.example.internal\n", "shop example.internal"]:  # fmt: skip
+        with pytest.raises(ValidationError, match="dns_name"):
+            EntitySpec(**base, dns_name=bad)
+    with pytest.raises(ValidationError, match="hosted_zone_id"):
+        EntitySpec(**{**base, "hosted_zone_id": "Z1; DROP"}, dns_name="shop.example.internal")
+
+
+def test_entity_ids_are_full_matches() -> None:
+    """`re.match` with `$` accepted "api\\n"; the id must match whole."""
+    with pytest.raises(ValidationError, match="entity id"):
+        EntitySpec(entity_id="api\n", home_region="us-east-1", instance_types=["m5.large"],
+                   dns_name="api.example.internal", hosted_zone_id="Z1")  # fmt: skip
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1", "0.0.0.0", "224.0.0.1", "example.com", "10.0.0.1/8"])
+def test_fleet_addresses_must_be_plain_routable_ips(address: str) -> None:
+    """The metadata service, link-local, multicast, unspecified and non-IP addresses never become probe URLs."""
+    with pytest.raises(ValidationError, match="address"):
+        FleetRef(fleet_id="shop:x", entity_id="shop", region="us-east-1", instance_type="m5.large",
+                 addresses=(address,))  # fmt: skip
+
+
+def test_a_migration_source_must_be_the_entitys_own_fleet() -> None:
+    """A ShadowMigration started by hand with another entity's fleet as its source is refused (it would retire it)."""
+    spec = EntitySpec(entity_id="shop", home_region="us-east-1", instance_types=["m5.large"],
+                      dns_name="shop.example.internal", hosted_zone_id="Z1")  # fmt: skip
+    slot = {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z", "region": "eu-west-1"}
+    for fleet_id, entity in [("billing:initial", "billing"), ("billing:initial", "shop"), ("shopx:1", "shop")]:
+        foreign = FleetRef(fleet_id=fleet_id, entity_id=entity, region="us-east-1", instance_type="m5.large")
+        with pytest.raises(ValidationError, match="source"):
+            MigrationInput(spec=spec, time_slice=slot, instance_type="m5.large", quantity=1, source=foreign)
+    own = FleetRef(fleet_id="shop:initial", entity_id="shop", region="us-east-1", instance_type="m5.large")
+    assert MigrationInput(spec=spec, time_slice=slot, instance_type="m5.large", quantity=1, source=own).source == own
+
+
+def test_progress_numbers_are_bounded() -> None:
+    """A forged progress report cannot carry an unbounded preparation time or cost."""
+    with pytest.raises(ValidationError, match="prepare_s"):
+        MigrationProgress(phase="ready", prepare_s=1e300)
+    with pytest.raises(ValidationError, match="cost_usd"):
+        CostEntry(
+            slice_key="k", outcome="migrated", region="us-east-1", instance_type="m5.large", cost_usd=float("inf")
+        )

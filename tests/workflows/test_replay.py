@@ -24,9 +24,10 @@ def test_histories_are_committed() -> None:
     names = {p.stem for p in HISTORIES}
     paths = {"entity_schedule_success", "shadow_migration_success", "shadow_migration_sync_failed",
              "shadow_migration_rolled_back"}  # fmt: skip
-    assert {f"{n}_v1" for n in paths} <= names
-    # recorded before the wait-steps-then-decides (ShadowMigration) and rightsize (EntitySchedule) patches
-    assert {"entity_schedule_success_v2", "shadow_migration_success_v2"} <= names
+    assert {f"{n}_v1" for n in paths - {"entity_schedule_success"}} <= names
+    # recorded before the wait-steps-then-decides patch (ShadowMigration). EntitySchedule's older generations went
+    # with the lease nonce (pre-release: no deployed history depends on them; docs/versioning comes with issue 18).
+    assert {"shadow_migration_success_v2"} <= names
     assert paths | {"entity_schedule_aborted", "entity_schedule_forecast_only", "shadow_migration_late",
                     "entity_schedule_continued", "entity_schedule_bootstrap_cold"} <= names  # fmt: skip
 
