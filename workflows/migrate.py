@@ -100,6 +100,7 @@ class ShadowMigrationWorkflow:
         self._shadows: FleetRef | None = None
         self._cutover_began: datetime | None = None  # for the cutover-duration metric
         self._grown: tuple[FleetRef, int, datetime] | None = None  # late scale-up: grown fleet, extra, since
+        self._routing_unrestored = False  # the "restore routing" compensation failed: shadows may still serve
         # Short steps' timeout and long steps' heartbeat timeout (the policy's; how soon a lost worker is noticed).
         self._step = timedelta(minutes=2)
         self._heartbeat = timedelta(seconds=60)
@@ -142,7 +143,7 @@ class ShadowMigrationWorkflow:
             fleet_id=fleet_id(spec.entity_id, slot.key), entity_id=spec.entity_id,
             region=slot.region, instance_type=req.instance_type,
         )  # fmt: skip
-        saga.add("terminate shadows", lambda: self._act("terminate_fleet", shadows, int))
+        saga.add("terminate shadows", lambda: self._terminate_shadows(shadows))
         if self._v2 and req.mode == "auto":
             shadows = await self._prepare_on_time(req, shadows, saga)
         else:
@@ -184,7 +185,7 @@ class ShadowMigrationWorkflow:
             entity_id=source.entity_id, fleet_id=source.fleet_id, slice_key="scale-up", region=source.region,
             instance_type=source.instance_type, quantity=needed, role="active",
         )  # fmt: skip
-        shrink = ResizeInput(fleet=source, quantity=source.size)
+        shrink = ResizeInput(fleet=source, quantity=source.size, keep=source.instance_ids)
         saga.add("scale the old fleet back", lambda: self._scale_back(req, shrink))
         grown = await self._long("provision_fleet", grow, FleetRef, 900)
         await self._refresh_record(req, grown)
@@ -192,8 +193,10 @@ class ShadowMigrationWorkflow:
         await self._report(req, "late", f"old fleet scaled {source.size} -> {grown.size} to carry the slice")
 
     async def _scale_back(self, req: MigrationInput, shrink: ResizeInput) -> None:
-        fleet = await self._act("shrink_fleet", shrink, FleetRef)
-        await self._refresh_record(req, fleet)
+        """The record first names only the instances kept, then the extra ones go: no answer points at a terminated
+        instance (their addresses may be reused by someone else's)."""
+        await self._refresh_record(req, shrink.fleet)
+        await self._act("shrink_fleet", shrink, FleetRef)
 
     async def _refresh_record(self, req: MigrationInput, fleet: FleetRef) -> None:
         """Rewrites the fleet's weighted record with its current addresses, at the weight it has now."""
@@ -402,7 +405,7 @@ class ShadowMigrationWorkflow:
             previous=before,
             fleets=fleets,
         )
-        saga.add("restore routing", lambda: self._long("restore_weights", restore, RoutingState, 300))
+        saga.add("restore routing", lambda: self._restore_routing(restore))
         listener = await self._listener_before(req, shadows, saga)
         old = req.source.fleet_id if req.source is not None else None
         last_switch = workflow.now()
@@ -427,6 +430,23 @@ class ShadowMigrationWorkflow:
             if weight < 100:
                 await self._watch(req, shadows, baseline, probes=1)
         return last_switch, max(before.ttl_s or 0, policy.record_ttl_s)
+
+    async def _restore_routing(self, restore: RestoreWeightsInput) -> None:
+        """Compensation: the captured weights back. If that fails for good the shadows may still carry traffic, so
+        the later "terminate shadows" keeps them (a leak an operator sees, rather than an outage)."""
+        try:
+            await self._long("restore_weights", restore, RoutingState, 300)
+        except Exception:
+            self._routing_unrestored = True
+            raise
+
+    async def _terminate_shadows(self, shadows: FleetRef) -> None:
+        if self._routing_unrestored:
+            raise ApplicationError(
+                f"kept {shadows.fleet_id}: routing was not restored, it may still serve; restore the records, then "
+                "release it", type="ShadowsKept", non_retryable=True,
+            )  # fmt: skip
+        await self._act("terminate_fleet", shadows, int)
 
     async def _listener_before(
         self, req: MigrationInput, shadows: FleetRef, saga: Saga

@@ -136,6 +136,19 @@ async def test_manual_mode_releases_by_itself_when_the_slice_ends(time_env: Work
     assert cloud.live == {}
 
 
+async def test_shadows_that_may_still_serve_are_kept_when_routing_cannot_be_restored(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """A cutover step fails and so does its routing restore: the shadows are kept (a visible leak), not terminated
+    while DNS may still send them traffic (an outage); the other compensations still run."""
+    cloud = FakeCloud(fail={"set_weights", "restore_weights"})
+    with pytest.raises(WorkflowFailureError):
+        await run(time_env, cloud)
+    assert [n for n in cloud.names() if n in COMPENSATIONS] == ["restore_weights", "drop_replicas"]
+    assert [f.region for f in cloud.live.values()] == ["eu-west-1"], "the shadows are kept"
+    assert "terminate_fleet" not in cloud.names()
+
+
 async def test_a_long_manual_wait_keeps_the_history_bounded(time_env: WorkflowEnvironment) -> None:
     """Shadows held by hand for a 3-day slice catch up at most MAX_WAIT_STEPS times (not every minute: 4,320
     passes, past Temporal's 51,200-event limit), then release at the slice end with their compensations."""
