@@ -42,6 +42,8 @@ from shadowing.models import FleetRef, ProvisionInput, ResizeInput, TemplatesInp
 #: Latest Amazon Linux 2023 in every region, through SSM's public parameter (moto serves it too).
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 LIVE_STATES = ["pending", "running"]
+#: Longest a waiting activity goes without a heartbeat (a policy's heartbeat timeout may be short).
+HEARTBEAT_EVERY_S = 2.0
 TAG_MARKET = "shadowing:market"
 TAG_SOURCE_IMAGE = "shadowing:source-image"
 #: Which installation of the product made a resource (workers/ passes the Temporal namespace by default).
@@ -303,8 +305,11 @@ class Ec2Activities:
             if not plan or (not refused and launched == sum(plan.values())):
                 break
             if refused and not launched:  # no capacity anywhere asked: wait (progress or a dropped AZ re-plans at once)
-                activity.heartbeat({"phase": "spot", "spot_deadline": deadline})
-                self._sleep(max(0.0, min(self._spot_retry_s, deadline - self._clock())))
+                wait = max(0.0, min(self._spot_retry_s, deadline - self._clock()))
+                while wait > 0:  # heartbeat at least every HEARTBEAT_EVERY_S: the policy's timeout may be short
+                    activity.heartbeat({"phase": "spot", "spot_deadline": deadline})
+                    self._sleep(min(wait, HEARTBEAT_EVERY_S))
+                    wait -= HEARTBEAT_EVERY_S
         return deadline
 
     def _spot_deadline(self, req: ProvisionInput) -> float:

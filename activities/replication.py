@@ -337,6 +337,10 @@ class ReplicationActivities:
         elif TAG_PROMOTED not in tags:
             raise _invalid(f"rds_instance: DB instance {name!r} in {req.target_region} is not a read replica")
         db = _wait_db_available(rds, name, req.timeout_s)
+        if _still_replica(db):  # it was busy (backing up, modifying) when asked, or RDS has not started yet
+            raise ApplicationError(
+                f"rds_instance: {name!r} is still a read replica; promoting again", type="NotPromoted"
+            )
         return _replica_result(db, req.target_region, promoted=True)
 
     @activity.defn(name="delete_read_replica")

@@ -79,10 +79,15 @@ class FakeCloud:
     def provision_fleet(self, req: ProvisionInput) -> FleetRef:
         self._record("provision_fleet", req.fleet_id)
         self.provision_inputs.append(req)
+        # Like EC2: a fleet that exists keeps its instances and grows to `quantity`.
+        had = self.live.get(req.fleet_id)
+        ids, addrs = (list(had.instance_ids), list(had.addresses)) if had else ([], [])
+        for n in range(len(ids), req.quantity):
+            ids.append(f"i-{req.slice_key}-{n}")
+            addrs.append(f"10.0.0.{n}")
         fleet = FleetRef(
             fleet_id=req.fleet_id, entity_id=req.entity_id, region=req.region, instance_type=req.instance_type,
-            instance_ids=tuple(f"i-{req.slice_key}-{n}" for n in range(req.quantity)),
-            addresses=tuple(f"10.0.0.{n}" for n in range(req.quantity)), role=req.role,
+            instance_ids=tuple(ids), addresses=tuple(addrs), role=req.role,
         )  # fmt: skip
         self.live[req.fleet_id] = fleet
         self.provisioned.add(req.fleet_id)

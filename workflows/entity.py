@@ -65,8 +65,6 @@ RIGHTSIZE = "rightsize"  # policy.decide may move a fleet that covers its slice 
 LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
 
 MAX_EVENTS = 200
-#: A migration's last reports: nothing of that slice is taken after one of them.
-FINAL_PHASES = ("done", "released", "rolled-back")
 SETTLED = ("done", "skipped", "failed", "released", "planned")
 #: Workflows started before this patch keep the original slice walk when they replay (tests/histories/*_v1.json).
 ORCHESTRATION_V2 = "orchestration-v2"
@@ -92,6 +90,8 @@ class EntityScheduleWorkflow:
         self._v2 = False
         self._wake = False  # a handler changed the schedule or the pause: the walk re-plans
         self._grants: dict[str, LeaseGrant] = {}
+        self._costed: set[str] = set()  # slices whose cost entered the ledger (once each)
+        self._prepared: set[str] = set()  # slices whose preparation time was measured (once each)
         self._launched: set[str] = set()  # slice keys whose migration this run started (before the start returns)
         self._asked: dict[str, str] = {}  # slice key -> nonce of this run's pending lease request
         self._ignored = 0  # signals that answered nothing this run asked for (forged or stale)
@@ -119,6 +119,7 @@ class EntityScheduleWorkflow:
                 self._v2 and info.get_current_history_length() > self._s.registration.history_limit
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                self._prune()
                 workflow.continue_as_new(self._s.model_copy(update={"runs": self._s.runs + 1}))
         self._set_phase("done")
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -681,15 +682,17 @@ class EntityScheduleWorkflow:
     @workflow.signal(name="migration_progress")
     def migration_progress(self, progress: MigrationProgress) -> None:
         """Reports of this run's own migrations only; each slice's cost and preparation time count once."""
-        known = self._progress.get(progress.slice_key)
-        if progress.slice_key not in self._launched or (known is not None and known.phase in FINAL_PHASES):
+        key = progress.slice_key
+        if key not in self._launched:
             self._ignored += 1
-            workflow.logger.warning("ignored migration_progress for %s: no migration of it runs", progress.slice_key)
+            workflow.logger.warning("ignored migration_progress for %s: no migration of it runs", key)
             return
-        self._progress[progress.slice_key] = progress
-        if progress.cost is not None:
+        self._progress[key] = progress
+        if progress.cost is not None and key not in self._costed:
+            self._costed.add(key)
             self._update(ledger=self._s.ledger.add(progress.cost))
-        if progress.prepare_s is not None and (known is None or known.prepare_s is None):
+        if progress.prepare_s is not None and key not in self._prepared:
+            self._prepared.add(key)
             self._update(prepare_durations=(*self._s.prepare_durations, progress.prepare_s)[-MEASURED:])
         index = next((i for i, s in enumerate(self._s.slices) if s.time_slice.key == progress.slice_key), None)
         if index is not None and progress.phase in ("provisioning", "cutover"):
@@ -745,6 +748,10 @@ class EntityScheduleWorkflow:
         settled = [i for i, e in enumerate(self._s.slices) if e.state in SETTLED and e.forecast is not None]
         for i in settled[:-KEEP_FORECASTS]:
             self._set_slice(i, forecast=None)
+
+    def _prune(self) -> None:
+        """Drops settled slices beyond the newest KEEP_SETTLED. Only right before continue-as-new, once every handler
+        has finished: handlers hold slice indexes across awaits."""
         old = {e.time_slice.key for e in [e for e in self._s.slices if e.state in SETTLED][:-KEEP_SETTLED]}
         if old:
             self._update(slices=tuple(e for e in self._s.slices if e.time_slice.key not in old))
