@@ -432,6 +432,12 @@ def _live_instances(ec2: Ec2, owner: Owner, states: list[str] | None = None) -> 
     return sorted((i for i in found if owner.owns(i)), key=lambda i: (i["LaunchTime"], i["InstanceId"]))
 
 
+def fleet_addresses(ec2: Ec2, owner: Owner, instance_ids: Iterable[str]) -> set[str]:
+    """The advertised addresses of the listed instances that are live and carry `owner`'s tags (EC2's word)."""
+    wanted = set(instance_ids)
+    return {a for i in _live_instances(ec2, owner) if i["InstanceId"] in wanted and (a := advertised_address(i))}
+
+
 def _spell(tags: list[dict[str, str]]) -> str:
     return ", ".join(f"{t['Key']}={t['Value']}" for t in tags)
 

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED, ClientFactory
+from activities.ec2 import DEFAULT_INSTALLATION, Owner, fleet_addresses
 from activities.ownership import MANAGED, not_owned, owned_by, tag_map
 from shadowing.models import (
     FleetRef,
@@ -68,9 +70,22 @@ def _routing_error(message: str) -> ApplicationError:
 
 
 class RoutingActivities:
-    def __init__(self, clients: ClientFactory, poll_s: float = POLL_S) -> None:
+    def __init__(
+        self, clients: ClientFactory, poll_s: float = POLL_S, *, installation: str = DEFAULT_INSTALLATION
+    ) -> None:
         self._clients = clients
         self._poll_s = poll_s
+        self._installation = installation
+
+    def _verified(self, fleet: FleetRef) -> FleetRef:
+        """`fleet`, once EC2 confirms each address it would put in DNS is one of its own tagged instances': a
+        fleet reference is a request (a hand-started migration can name any), never proof."""
+        owner = Owner(self._installation, fleet.entity_id, fleet.fleet_id)
+        known = fleet_addresses(self._clients("ec2", fleet.region), owner, fleet.instance_ids)
+        if stray := sorted(set(fleet.addresses) - known):
+            raise not_owned("fleet.addresses", f"addresses {stray} of fleet {fleet.fleet_id}", fleet.entity_id,
+                            "not addresses of its own tagged instances")  # fmt: skip
+        return fleet
 
     # ---- Route53: the original all-at-once cutover (the workflow uses these today) ---------------------------
 
@@ -80,9 +95,9 @@ class RoutingActivities:
         ttl = req.ttl_s or TTL_S
         self._check_zone(req.hosted_zone_id, req.dns_name)
         self._records(req.hosted_zone_id, req.dns_name, req.to_fleet.entity_id)
-        changes = [_upsert(req.dns_name, req.to_fleet, 100, ttl)]
+        changes = [_upsert(req.dns_name, self._verified(req.to_fleet), 100, ttl)]
         if req.from_fleet is not None and req.from_fleet.fleet_id != req.to_fleet.fleet_id:
-            changes.append(_upsert(req.dns_name, req.from_fleet, 0, ttl))
+            changes.append(_upsert(req.dns_name, self._verified(req.from_fleet), 0, ttl))
         self._change(req.hosted_zone_id, changes, f"switch {req.dns_name} to {req.to_fleet.fleet_id}")
         return self.routing_state(req)
 
@@ -91,7 +106,7 @@ class RoutingActivities:
         """Compensation of `switch_traffic`: weight back on `from_fleet`, `to_fleet`'s record removed."""
         changes = []
         if req.from_fleet is not None:
-            changes.append(_upsert(req.dns_name, req.from_fleet, 100))
+            changes.append(_upsert(req.dns_name, self._verified(req.from_fleet), 100))
         current = self._records(req.hosted_zone_id, req.dns_name, req.to_fleet.entity_id)
         if req.to_fleet.fleet_id in current:
             changes.append({"Action": "DELETE", "ResourceRecordSet": current[req.to_fleet.fleet_id]})
@@ -132,7 +147,7 @@ class RoutingActivities:
         _check_r53_weights(req.weights, fleets)
         current = self._records(req.hosted_zone_id, req.dns_name, req.entity_id)
         changes = [
-            _upsert(req.dns_name, fleets[fid], weight, req.ttl_s)
+            _upsert(req.dns_name, self._verified(fleets[fid]), weight, req.ttl_s)
             for fid, weight in sorted(req.weights.items())
             if not _same(current.get(fid), fleets[fid], weight, req.ttl_s)
         ]
@@ -158,7 +173,7 @@ class RoutingActivities:
             if fid not in req.previous.weights
         ]
         for fid, weight in sorted(req.previous.weights.items()):
-            change = _restore_change(req, current.get(fid), fleets.get(fid), fid, weight)
+            change = _restore_change(req, current.get(fid), fleets.get(fid), fid, weight, self._verified)
             changes += [change] if change else []
         change_id = self._apply(req.hosted_zone_id, changes, f"restore {req.dns_name}", req.settle_timeout_s)
         after = _state(self._records(req.hosted_zone_id, req.dns_name, req.entity_id))
@@ -401,7 +416,12 @@ def _same(record: dict | None, fleet: FleetRef, weight: int, ttl_s: int) -> bool
 
 
 def _restore_change(
-    req: RestoreWeightsInput, record: dict | None, fleet: FleetRef | None, fid: str, weight: int
+    req: RestoreWeightsInput,
+    record: dict | None,
+    fleet: FleetRef | None,
+    fid: str,
+    weight: int,
+    verify: Callable[[FleetRef], FleetRef],
 ) -> dict | None:
     ttl = req.previous.ttl_s
     if record is not None:
@@ -410,7 +430,7 @@ def _restore_change(
         return {"Action": "UPSERT", "ResourceRecordSet": {**record, "Weight": weight, "TTL": ttl or record["TTL"]}}
     if fleet is None:
         raise _invalid(f"record of fleet {fid} is gone and fleets does not describe it: cannot restore it")
-    return _upsert(req.dns_name, fleet, weight, ttl or TTL_S)
+    return _upsert(req.dns_name, verify(fleet), weight, ttl or TTL_S)
 
 
 def _state(records: dict[str, dict]) -> RoutingState:

@@ -77,7 +77,7 @@ def activities(
     `loopback` whether instance addresses may be loopback (only for the local data plane)."""
     ec2 = Ec2Activities(clients, installation=installation)
     warm = WarmupActivities(clients, endpoints, installation=installation, loopback=loopback)
-    repl, route = ReplicationActivities(clients), RoutingActivities(clients)
+    repl, route = ReplicationActivities(clients), RoutingActivities(clients, installation=installation)
     watch, forecast = MonitoringActivities(clients, endpoints, loopback=loopback), ForecastActivities(clients)
     return [
         forecast.forecast_demand, forecast.refine_forecast,

@@ -87,7 +87,9 @@ def test_switch_and_restore_traffic(aws: AwsClients, zone: str) -> None:
     """Cutover moves all weight to the new fleet in one batch; restore puts it back and removes the new record."""
     route = RoutingActivities(aws)
     env = ActivityEnvironment()
-    old, new = _fleet("shop:old", "us-east-1", "10.0.0.1"), _fleet("shop:new", "eu-west-1", "10.1.0.1")
+    ec2 = Ec2Activities(aws)
+    old = env.run(ec2.provision_fleet, provision_req(1, "shop:old", "us-east-1"))
+    new = env.run(ec2.provision_fleet, provision_req(1, "shop:new", "eu-west-1"))
     env.run(route.switch_traffic, RoutingInput(hosted_zone_id=zone, dns_name="shop.example.internal", to_fleet=old))
     req = RoutingInput(hosted_zone_id=zone, dns_name="shop.example.internal", to_fleet=new, from_fleet=old)
     assert env.run(route.switch_traffic, req).weights == {"shop:old": 0, "shop:new": 100}

@@ -27,13 +27,22 @@ from workers.aws import AwsClients
 DNS = "shop.example.internal"
 
 
-def _fleet(fid: str, region: str, *ips: str) -> FleetRef:
-    return FleetRef(fleet_id=fid, entity_id="shop", region=region, instance_type="m5.large",
-                    instance_ids=("i-1",), addresses=ips)  # fmt: skip
+def _fleet(aws: AwsClients, fid: str, region: str, size: int) -> FleetRef:
+    """A real (moto) fleet: routing writes only addresses EC2 confirms are the fleet's own instances'."""
+    req = ProvisionInput(entity_id="shop", fleet_id=fid, slice_key="20260101T000000Z", region=region,
+                         instance_type="m5.large", quantity=size)  # fmt: skip
+    return ActivityEnvironment().run(Ec2Activities(aws).provision_fleet, req)
 
 
-OLD = _fleet("shop:old", "us-east-1", "10.0.0.1", "10.0.0.2")
-NEW = _fleet("shop:new", "eu-west-1", "10.1.0.1")
+OLD: FleetRef
+NEW: FleetRef
+
+
+@pytest.fixture(autouse=True)
+def fleets(aws: AwsClients) -> None:
+    """OLD (2 instances, us-east-1) and NEW (1, eu-west-1) for each test, in that test's moto."""
+    global OLD, NEW
+    OLD, NEW = _fleet(aws, "shop:old", "us-east-1", 2), _fleet(aws, "shop:new", "eu-west-1", 1)
 
 
 def weights(zone: str, w: dict[str, int], ttl_s: int = 5) -> WeightsInput:
@@ -55,7 +64,7 @@ def test_set_weights_steps_and_reports_what_route53_holds(aws: AwsClients, zone:
         assert state.ttl_s == 5 and state.change_id
     held = records(aws, zone)
     assert {k: (rr["Weight"], rr["TTL"]) for k, rr in held.items()} == {"shop:new": (100, 5), "shop:old": (0, 5)}
-    assert sorted(r["Value"] for r in held["shop:old"]["ResourceRecords"]) == ["10.0.0.1", "10.0.0.2"]
+    assert sorted(r["Value"] for r in held["shop:old"]["ResourceRecords"]) == sorted(OLD.addresses)
 
 
 def test_set_weights_rerun_changes_nothing(aws: AwsClients, zone: str) -> None:
@@ -104,7 +113,7 @@ def test_set_weights_waits_for_insync(aws: AwsClients, zone: str) -> None:
 def test_restore_puts_back_exact_previous_weights_and_is_idempotent(aws: AwsClients, zone: str) -> None:
     """Rollback restores the captured weights and TTL, deletes the record the cutover added, and can repeat."""
     route, env = RoutingActivities(aws, poll_s=0.01), ActivityEnvironment()
-    other = _fleet("shop:other", "us-east-1", "10.0.0.9")
+    other = _fleet(aws, "shop:other", "us-east-1", 1)
     setup = WeightsInput(hosted_zone_id=zone, dns_name=DNS, fleets=(OLD, other),
                          weights={"shop:old": 70, "shop:other": 30}, ttl_s=60)  # fmt: skip
     env.run(route.set_weights, setup)
@@ -344,3 +353,16 @@ def test_a_listener_not_the_entitys_is_refused_unchanged(aws: AwsClients, tags: 
             env.run(getattr(route, name), req)
         assert err.value.type == "NotOwned", name
     assert elb.describe_listeners(ListenerArns=[listener])["Listeners"][0]["DefaultActions"] == before
+
+
+def test_addresses_that_are_not_the_fleets_own_are_refused(aws: AwsClients, zone: str) -> None:
+    """A fleet reference naming foreign addresses (a hand-started migration's crafted source) never reaches DNS."""
+    route, env = RoutingActivities(aws, poll_s=0.01), ActivityEnvironment()
+    crafted = OLD.model_copy(update={"addresses": ("203.0.113.7",)})
+    req = WeightsInput(hosted_zone_id=zone, dns_name=DNS, fleets=(crafted, NEW), weights={"shop:old": 100})
+    with pytest.raises(ApplicationError, match=r"fleet\.addresses") as err:
+        env.run(route.set_weights, req)
+    assert err.value.type == "NotOwned" and records(aws, zone) == {}
+    other = RoutingActivities(aws, poll_s=0.01, installation="other")
+    with pytest.raises(ApplicationError, match=r"fleet\.addresses"):
+        env.run(other.set_weights, weights(zone, {"shop:old": 100}))
