@@ -217,7 +217,7 @@ class EntityPolicy(Frozen):
     )
     catch_up_interval_s: float = Field(
         default=60.0,
-        ge=5,
+        ge=1,
         le=86400,
         description="while shadows wait for the slice, replay the source's writes this often",
     )
