@@ -71,11 +71,13 @@ def _routing_error(message: str) -> ApplicationError:
 
 class RoutingActivities:
     def __init__(
-        self, clients: ClientFactory, poll_s: float = POLL_S, *, installation: str = DEFAULT_INSTALLATION
-    ) -> None:
+        self, clients: ClientFactory, poll_s: float = POLL_S, *, installation: str = DEFAULT_INSTALLATION,
+        dns_suffixes: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self._clients = clients
         self._poll_s = poll_s
         self._installation = installation
+        self._suffixes = tuple(_fqdn(s) for s in dns_suffixes)
 
     def _verified(self, fleet: FleetRef) -> FleetRef:
         """`fleet`, once EC2 confirms each address it would put in DNS is one of its own tagged instances': a
@@ -193,6 +195,12 @@ class RoutingActivities:
         name = _fqdn(dns_name)
         if name != zone_name and not name.endswith("." + zone_name):
             raise _invalid(f"{dns_name} is not inside hosted zone {zone_id} ({zone_name})")
+        if self._suffixes and not any(name.endswith("." + s) for s in self._suffixes):
+            allowed = ", ".join(s.rstrip(".") for s in self._suffixes)
+            raise ApplicationError(
+                f"dns_name: {name.rstrip('.')} is not under a suffix this worker may route ({allowed}; "
+                "SHADOWING_DNS_SUFFIXES)", type="NotOwned", non_retryable=True,
+            )  # fmt: skip
         tags = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=_zone_key(zone_id))
         if tag_map(tags.get("ResourceTagSet", {}).get("Tags")).get(TAG_MANAGED) != MANAGED:
             raise ApplicationError(

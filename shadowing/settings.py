@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # required by every fleet operation: two installations sharing an AWS account (and entity ids) never touch
     # each other's fleets. None: the Temporal namespace.
     installation: str | None = Field(None, description="default: TEMPORAL_NAMESPACE")
+    # DNS names entities may route (SHADOWING_DNS_SUFFIXES='["apps.example.com"]'), as the IAM policy's suffix:
+    # empty means any name inside a zone handed to the product (tagged shadowing:managed-by).
+    dns_suffixes: tuple[str, ...] = ()
 
     state_dir: Path = Path(".shadowing")
     temporal_port: int = 7233

@@ -71,13 +71,17 @@ async def connect(
 def activities(
     client: Client, clients: ClientFactory, endpoints: Endpoints, limits: CoordinatorLimits | None = None,
     ids: Pseudonyms = PLAIN, *, installation: str = DEFAULT_INSTALLATION, loopback: bool = False,
+    dns_suffixes: tuple[str, ...] = (),
 ) -> list:  # fmt: skip
     """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct),
     `installation` the tag that keeps this installation's fleets apart from another's in a shared account, and
     `loopback` whether instance addresses may be loopback (only for the local data plane)."""
     ec2 = Ec2Activities(clients, installation=installation)
     warm = WarmupActivities(clients, endpoints, installation=installation, loopback=loopback)
-    repl, route = ReplicationActivities(clients), RoutingActivities(clients, installation=installation)
+    repl, route = (
+        ReplicationActivities(clients),
+        RoutingActivities(clients, installation=installation, dns_suffixes=dns_suffixes),
+    )
     watch, forecast = MonitoringActivities(clients, endpoints, loopback=loopback), ForecastActivities(clients)
     return [
         forecast.forecast_demand, forecast.refine_forecast,
@@ -109,6 +113,7 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
             settings.pseudonyms(),
             installation=settings.installation_id,
             loopback=data_plane_mode(settings) == "local",
+            dns_suffixes=settings.dns_suffixes,
         ),
         activity_executor=pool,
         max_concurrent_activities=settings.max_concurrent_activities,

@@ -366,3 +366,14 @@ def test_addresses_that_are_not_the_fleets_own_are_refused(aws: AwsClients, zone
     other = RoutingActivities(aws, poll_s=0.01, installation="other")
     with pytest.raises(ApplicationError, match=r"fleet\.addresses"):
         env.run(other.set_weights, weights(zone, {"shop:old": 100}))
+
+
+def test_names_outside_the_workers_suffixes_are_refused(aws: AwsClients, zone: str) -> None:
+    """With SHADOWING_DNS_SUFFIXES set, a name in a handed-over zone but outside those suffixes is refused."""
+    env = ActivityEnvironment()
+    narrow = RoutingActivities(aws, poll_s=0.01, dns_suffixes=("apps.example.internal",))
+    with pytest.raises(ApplicationError, match="SHADOWING_DNS_SUFFIXES") as err:
+        env.run(narrow.set_weights, weights(zone, {"shop:old": 100}))
+    assert err.value.type == "NotOwned" and records(aws, zone) == {}
+    wide = RoutingActivities(aws, poll_s=0.01, dns_suffixes=("Example.Internal.",))
+    assert env.run(wide.set_weights, weights(zone, {"shop:old": 100})).weights == {"shop:old": 100}
