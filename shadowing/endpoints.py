@@ -16,7 +16,6 @@ that file; it never imports the agent or the stand-in.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from shadowing import models
 from shadowing.errors import InvalidRequest
 from shadowing.settings import Settings
 
@@ -43,25 +43,15 @@ class Endpoints(Protocol):
 
 
 #: AWS's link-local services over IPv6 (metadata fd00:ec2::254, DNS ::253, time ::123): unique-local, not link-local.
-AWS_IPV6_SERVICES = ipaddress.ip_network("fd00:ec2::/32")
 
 
 def check_address(address: str, field: str, *, loopback: bool = False) -> str:
-    """`address` as a canonical IP address when the product may send requests to it; else `InvalidRequest` naming
-    `field`. Loopback only with `loopback` (the local data plane, whose stand-ins listen on 127.0.0.1)."""
+    """`address` as a canonical IP address when the product may send requests to it (`models.check_address`); else
+    `InvalidRequest` naming `field`. Loopback only with `loopback` (the local data plane's stand-ins)."""
     try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        raise InvalidRequest(f"{address!r} is not an IP address", field) from None
-    seen = ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip  # ::ffff:169.254.169.254 too
-    kinds = {
-        "link-local (the instance metadata service lives there)": seen.is_link_local or seen in AWS_IPV6_SERVICES,
-        "multicast": seen.is_multicast, "unspecified": seen.is_unspecified, "reserved": seen.is_reserved,
-        "loopback": seen.is_loopback and not loopback,
-    }  # fmt: skip
-    if bad := [kind for kind, hit in kinds.items() if hit]:
-        raise InvalidRequest(f"{address!r} is {bad[0]}: not an instance address", field)
-    return str(ip)
+        return models.check_address(address.strip(), loopback=loopback)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), field) from None
 
 
 class DirectEndpoints:

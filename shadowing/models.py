@@ -69,14 +69,25 @@ def _check_hosted_zone(value: str) -> str:
     return zone
 
 
-def check_address(value: str) -> str:
-    """An instance address: an IP, never link-local (the metadata service), multicast, unspecified or reserved."""
+#: AWS's IPv6 service addresses (metadata, DNS, time): link-local in all but name.
+AWS_IPV6_SERVICES = ipaddress.ip_network("fd00:ec2::/32")
+
+
+def check_address(value: str, loopback: bool = True) -> str:
+    """An instance address as a canonical IP: never link-local (the metadata service), multicast, unspecified or
+    reserved, IPv4-mapped forms included; loopback only with `loopback`. ValueError says which."""
     try:
         ip = ipaddress.ip_address(value)
-    except ValueError as exc:
-        raise ValueError(f"address {value!r} is not an IP address") from exc
-    if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_reserved:
-        raise ValueError(f"address {value!r} is link-local, multicast, unspecified or reserved")
+    except ValueError:
+        raise ValueError(f"address {value!r} is not an IP address") from None
+    seen = ip.ipv4_mapped or ip if isinstance(ip, ipaddress.IPv6Address) else ip  # ::ffff:169.254.169.254 too
+    kinds = {
+        "link-local (the instance metadata service lives there)": seen.is_link_local or seen in AWS_IPV6_SERVICES,
+        "multicast": seen.is_multicast, "unspecified": seen.is_unspecified, "reserved": seen.is_reserved,
+        "loopback": seen.is_loopback and not loopback,
+    }  # fmt: skip
+    if bad := [kind for kind, hit in kinds.items() if hit]:
+        raise ValueError(f"address {value!r} is {bad[0]}: not an instance address")
     return str(ip)
 
 
