@@ -10,12 +10,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.coordination import CoordinationActivities
+    from activities.ec2 import Ec2Activities
+    from activities.forecast import ForecastActivities
+    from activities.routing import RoutingActivities
+    from activities.warmup import WarmupActivities
     from shadowing import prices, search
     from shadowing.errors import TimeSliceNotActive
     from shadowing.models import (
@@ -33,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         FleetInput,
         FleetRef,
         ForecastInput,
-        HealthReport,
         LeaseGrant,
         LeaseRelease,
         LeaseRequest,
@@ -150,18 +155,18 @@ class EntityScheduleWorkflow:
             region=spec.home_region, instance_type=spec.instance_types[0], quantity=spec.initial_instances,
             role="active", **policy.launch_image(spec),
         )  # fmt: skip
-        fleet = await workflow.execute_activity("provision_fleet", provision, result_type=FleetRef, **STEP)
+        fleet = await workflow.execute_activity_method(Ec2Activities.provision_fleet, provision, **STEP)
         if not workflow.patched(BOOTSTRAP_V2):
-            await workflow.execute_activity(
-                "warm_fleet", FleetInput(fleet=fleet, timeout_s=spec.policy.warmup_timeout_s),
-                result_type=HealthReport, retry_policy=RETRY,
+            await workflow.execute_activity_method(
+                WarmupActivities.warm_fleet, FleetInput(fleet=fleet, timeout_s=spec.policy.warmup_timeout_s),
+                retry_policy=RETRY,
                 start_to_close_timeout=timedelta(seconds=spec.policy.warmup_timeout_s + 60),
             )  # fmt: skip
         else:
             try:
                 await self._warm_initial(fleet)
             except BaseException as exc:  # nothing serves yet: the fleet goes, the entity fails with the reason
-                await workflow.execute_activity("terminate_fleet", fleet, result_type=int, **STEP)
+                await workflow.execute_activity_method(Ec2Activities.terminate_fleet, fleet, **STEP)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 raise ApplicationError(
@@ -172,7 +177,7 @@ class EntityScheduleWorkflow:
         routing = RoutingInput(
             hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet, ttl_s=spec.policy.record_ttl_s
         )
-        await workflow.execute_activity("switch_traffic", routing, result_type=RoutingState, **STEP)
+        await workflow.execute_activity_method(RoutingActivities.switch_traffic, routing, **STEP)
         self._update(active_fleet=fleet)
         self._event("fleet", f"initial fleet {fleet.size} x {fleet.instance_type} in {fleet.region}")
         self._set_phase("bootstrapped")
@@ -182,8 +187,8 @@ class EntityScheduleWorkflow:
         cold (as a fresh deployment would); one that never answers fails the bootstrap."""
         p = self._spec.policy
         try:
-            await workflow.execute_activity(
-                "warm_fleet", policy.warmup(fleet, p), result_type=HealthReport, retry_policy=RETRY,
+            await workflow.execute_activity_method(
+                WarmupActivities.warm_fleet, policy.warmup(fleet, p), retry_policy=RETRY,
                 start_to_close_timeout=timedelta(seconds=p.warmup_timeout_s + 60),
                 heartbeat_timeout=timedelta(seconds=p.heartbeat_timeout_s),
             )  # fmt: skip
@@ -218,9 +223,9 @@ class EntityScheduleWorkflow:
         self._set_phase(f"forecasting {key}", slot)
         self._set_slice(index, state="forecasting")
         try:
-            forecast = await workflow.execute_activity(
-                "forecast_demand", ForecastInput(spec=self._spec, time_slice=slot.as_time_slice()),
-                result_type=DemandForecast, **FORECAST,
+            forecast = await workflow.execute_activity_method(
+                ForecastActivities.forecast_demand, ForecastInput(spec=self._spec, time_slice=slot.as_time_slice()),
+                **FORECAST,
             )  # fmt: skip
         except Exception as exc:
             self._set_slice(index, state="failed", error=f"forecast: {root_cause(exc)}")
@@ -300,10 +305,9 @@ class EntityScheduleWorkflow:
             ttl = await refresh_record(self._spec, kept, self._routing_step)
             if ttl is not None:
                 await workflow.sleep(ttl)  # answers cached before the rewrite still name the surplus
-            shrunk = await workflow.execute_activity(
-                "shrink_fleet", ResizeInput(fleet=active, quantity=n, keep=kept.instance_ids), result_type=FleetRef,
-                **STEP,
-            )  # fmt: skip
+            shrunk = await workflow.execute_activity_method(
+                Ec2Activities.shrink_fleet, ResizeInput(fleet=active, quantity=n, keep=kept.instance_ids), **STEP
+            )
         except ActivityError as exc:
             self._set_slice(index, state="failed", error=f"scale-in: {root_cause(exc)}")
             self._event("error", f"scale-in failed: {root_cause(exc)}", key)
@@ -312,8 +316,8 @@ class EntityScheduleWorkflow:
         self._set_slice(index, state="done", outcome=f"shrunk {active.size} -> {shrunk.size}")
         self._event("scale-in", f"{active.fleet_id}: {active.size} -> {shrunk.size} x {active.instance_type}", key)
 
-    async def _routing_step(self, name: str, arg: object) -> object:
-        return await workflow.execute_activity(name, arg, result_type=RoutingState, **STEP)
+    async def _routing_step(self, activity: Callable[[Any, Any], RoutingState], arg: object) -> RoutingState:
+        return await workflow.execute_activity_method(activity, arg, **STEP)
 
     def _plan_only(self, index: int, decision: Decision) -> None:
         """Forecast-only: record what would have been done and plan the next slices from there."""
@@ -355,7 +359,7 @@ class EntityScheduleWorkflow:
             holder=workflow.info().workflow_id, slice_key=slot.key, region=slot.region, instances=quantity,
             expires_at=slot.end, nonce=nonce,
         )  # fmt: skip
-        await workflow.execute_activity("request_lease", req, result_type=str, **LEASE)
+        await workflow.execute_activity_method(CoordinationActivities.request_lease, req, **LEASE)
         if await self._wait_until(slot.end, lambda: slot.key in self._grants) and slot.key not in self._grants:
             self._set_slice(index, state="skipped", outcome="no migration capacity before the slice ended")
             return False
