@@ -15,7 +15,6 @@ returned, replicas dropped, shadows terminated) and the workflow re-raises so Te
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -64,7 +63,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.policy import cost_entry, fleet_id, instances_needed, launch_image, warmup
     from workflows.saga import Saga
     from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
-    from workflows.waiting import condition_within
+    from workflows.waiting import wait_until
 
 R = TypeVar("R")
 #: How `refresh_record` runs a routing step: (activity method, argument) -> the routing state it returns.
@@ -80,15 +79,9 @@ STEP = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RETRY}
 IMAGE_TIMEOUT_S = 1800.0
 WATCH_PROBES = 3
 UNHEALTHY_PROBES_TO_ROLL_BACK = 2
-#: Most wake-ups (catch-up, re-forecast) while shadows wait for the go: about 10 history events each.
+#: Most wake-ups (catch-up, re-forecast) while shadows wait for the go: about 16 history events each (the settle
+#: timer included), so a wait stays under Temporal's 10,240-event history warning.
 MAX_WAIT_STEPS = 500
-#: Migrations started before this patch replay the original (not adaptive, no ledger) path.
-ADAPTIVE = "adaptive-migration"
-#: Waiting for the go, every wake-up (timer or call) runs the same steps (re-forecast when due, catch-up) before the
-#: call is read. A crashed worker's timed-out workflow task can have the timer and the call delivered to the workflow
-#: in one activation on replay but in two when first run; before this patch the two runs took different branches
-#: (the fault matrix: "UpsertWorkflowSearchAttributesMachine does not handle ActivityTaskScheduled", stuck).
-STEP_THEN_DECIDE = "wait-steps-then-decides"
 
 
 @workflow.defn(name="ShadowMigration")
@@ -99,7 +92,6 @@ class ShadowMigrationWorkflow:
         self._release = False
         self._checkpoint: tuple[TableCheckpoint, ...] = ()
         self._target_group: str | None = None  # the shadows' ELB target group, when the listener is in their region
-        self._v2 = False
         self._phase_attr: str | None = None  # the last ShadowingPhase this run upserted
         self._ready_at: datetime | None = None  # when the shadows were up (their pre-warm hours start)
         self._shadows: FleetRef | None = None
@@ -127,7 +119,6 @@ class ShadowMigrationWorkflow:
     @workflow.run
     async def run(self, req: MigrationInput) -> MigrationResult:
         saga = Saga()
-        self._v2 = workflow.patched(ADAPTIVE)
         self._step = timedelta(seconds=req.spec.policy.step_timeout_s)
         self._heartbeat = timedelta(seconds=req.spec.policy.heartbeat_timeout_s)
         try:
@@ -149,13 +140,12 @@ class ShadowMigrationWorkflow:
             region=slot.region, instance_type=req.instance_type,
         )  # fmt: skip
         saga.add("terminate shadows", lambda: self._terminate_shadows(shadows))
-        if self._v2 and req.mode == "auto":
+        if req.mode == "auto":
             shadows = await self._prepare_on_time(req, shadows, saga)
         else:
             shadows = await self._prepare(req, shadows, saga)
         if await self._wait_for_go(req):
-            if self._v2 and self._shadows is not None:  # resized while waiting for the slice
-                shadows = self._shadows
+            shadows = self._shadows or shadows  # resized while waiting for the slice
             return await self._cut_over(req, shadows, saga)
         ran = await saga.compensate()
         cost = self._cost(req, "released")
@@ -169,10 +159,7 @@ class ShadowMigrationWorkflow:
         scales it back), and the cutover is postponed until the shadows are ready, as long as the slice lasts.
         """
         task = asyncio.ensure_future(self._prepare(req, shadows, saga))
-        left = (req.time_slice.start - workflow.now()).total_seconds()
-        if left > 0:
-            await workflow.wait([task], timeout=left)
-        if not task.done():
+        if await wait_until(req.time_slice.start, task.done):
             await self._report(req, "late", "shadows not ready at the slice start: cutover postponed")
             try:
                 await self._carry_late(req, saga)
@@ -217,8 +204,8 @@ class ShadowMigrationWorkflow:
         await refresh_record(req.spec, fleet, run)
 
     def _cost(self, req: MigrationInput, outcome: str, cutover: datetime | None = None) -> CostEntry | None:
-        """The ledger line (v2 only): shadow hours until cutover or the end, old-fleet overlap, late scale-up."""
-        if not self._v2 or self._shadows is None or self._ready_at is None:
+        """The ledger line: shadow hours until cutover or the end, old-fleet overlap, late scale-up."""
+        if self._shadows is None or self._ready_at is None:
             return None
         now = workflow.now()
         shadow_s = ((cutover or now) - self._ready_at).total_seconds()
@@ -259,7 +246,7 @@ class ShadowMigrationWorkflow:
         else:
             await self._wait_healthy(req, shadows)
         detail = await self._replicate(req, saga)
-        prepared = (workflow.now() - started).total_seconds() if self._v2 else None
+        prepared = (workflow.now() - started).total_seconds()
         await self._report(req, "ready", f"{'warm' if policy.warm_up else 'cold'}; {detail}", shadows, prepared)
         return shadows
 
@@ -305,10 +292,9 @@ class ShadowMigrationWorkflow:
         # far below Temporal's 51,200-event limit, past which the server would end the run without compensations.
         floor_s = max((until - workflow.now()).total_seconds(), 0.0) / MAX_WAIT_STEPS
         refine_every = max(req.spec.policy.reforecast_interval_s, floor_s)
-        resizing = self._v2 and req.mode == "auto" and req.forecast is not None
+        resizing = req.mode == "auto" and req.forecast is not None
         next_refine = workflow.now() + timedelta(seconds=refine_every) if resizing else None
         forecast = req.forecast
-        step_first = workflow.patched(STEP_THEN_DECIDE)
         while True:
             left = (until - workflow.now()).total_seconds()
             if left <= 0:
@@ -316,19 +302,14 @@ class ShadowMigrationWorkflow:
             step = min(left, max(req.spec.policy.catch_up_interval_s, floor_s)) if self._checkpoint else left
             if next_refine is not None:
                 step = max(min(step, (next_refine - workflow.now()).total_seconds()), 0.001)
-            if not step_first and await condition_within(lambda: self._proceed or self._release, step):
-                return not self._release
-            if step_first:  # woken by the timer or by a call: which one does not matter here
-                with contextlib.suppress(TimeoutError):
-                    await workflow.wait_condition(lambda: self._proceed or self._release, timeout=step)
+            if not await wait_until(workflow.now() + timedelta(seconds=step), lambda: self._proceed or self._release):
+                return not self._release  # MigrateInstances or ReleaseShadowInstances
             if next_refine is not None and forecast is not None and workflow.now() >= next_refine:
                 forecast = await self._resize(req, forecast)
                 next_refine = workflow.now() + timedelta(seconds=refine_every)
             if self._checkpoint and (until - workflow.now()).total_seconds() > 0:
                 status = await self._act(ReplicationActivities.catch_up, self._replication(req))
                 self._checkpoint = status.checkpoint or self._checkpoint
-            if step_first and (self._proceed or self._release):
-                return not self._release
 
     async def _resize(self, req: MigrationInput, forecast: DemandForecast) -> DemandForecast:
         """Re-forecasts with the newest observations (the engine's Bayesian update) and resizes the shadows:
@@ -572,7 +553,7 @@ class ShadowMigrationWorkflow:
         )
         # Decided on what this run upserted (the workflow's own state), not on workflow.info(): the same commands
         # as before for every history, without depending on what the SDK hands a replaying worker at start.
-        if self._v2 and self._phase_attr != phase:
+        if self._phase_attr != phase:
             workflow.upsert_search_attributes([search.PHASE.value_set(phase)])
             self._phase_attr = phase
         parent = workflow.info().parent

@@ -1,6 +1,6 @@
 """Every committed history under tests/histories replays against today's workflow code (determinism check).
 
-Regenerate them with `SHADOWING_RECORD_HISTORIES=1 make test` after an intended, versioned workflow change.
+Record them with `SHADOWING_RECORD_HISTORIES=1` after an intended workflow change.
 """
 
 from __future__ import annotations
@@ -15,21 +15,20 @@ from temporalio.worker import Replayer
 
 from workers.main import WORKFLOWS
 
-HISTORIES = sorted((Path(__file__).resolve().parent.parent / "histories").glob("*.json"))
+ROOT = Path(__file__).resolve().parents[2]
+HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
+#: One history per scenario, recorded from the code as it is (one generation: no `_v1`, `_v2` ...).
+SCENARIOS = {
+    "entity_schedule_success", "entity_schedule_aborted", "entity_schedule_forecast_only",
+    "entity_schedule_continued", "entity_schedule_bootstrap_cold",
+    "shadow_migration_success", "shadow_migration_sync_failed", "shadow_migration_rolled_back",
+    "shadow_migration_late",
+}  # fmt: skip
 
 
 def test_histories_are_committed() -> None:
-    """Success and failure paths of both long workflows, recorded before the orchestration-v2 / adaptive-migration
-    patches (`*_v1`: they must still replay, taking the unpatched branches) and after them."""
-    names = {p.stem for p in HISTORIES}
-    paths = {"entity_schedule_success", "shadow_migration_success", "shadow_migration_sync_failed",
-             "shadow_migration_rolled_back"}  # fmt: skip
-    assert {f"{n}_v1" for n in paths - {"entity_schedule_success"}} <= names
-    # recorded before the wait-steps-then-decides patch (ShadowMigration). EntitySchedule's older generations went
-    # with the lease nonce (pre-release: no deployed history depends on them; docs/versioning comes with issue 18).
-    assert {"shadow_migration_success_v2"} <= names
-    assert paths | {"entity_schedule_aborted", "entity_schedule_forecast_only", "shadow_migration_late",
-                    "entity_schedule_continued", "entity_schedule_bootstrap_cold"} <= names  # fmt: skip
+    """Success and failure paths of both long workflows are committed, one history per scenario, nothing else."""
+    assert {p.stem for p in HISTORIES} == SCENARIOS
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
