@@ -218,9 +218,8 @@ class EntityScheduleWorkflow:
             return
         active = self._s.planned_fleet if self._forecast_only else self._s.active_fleet
         decision = policy.decide(
-            self._spec, slot, active, forecast, self._s.slices, workflow.now(), prepare_s=self._prepare_s(),
-            scale_in=True, rightsize=True,
-        )  # fmt: skip
+            self._spec, slot, active, forecast, self._s.slices, workflow.now(), prepare_s=self._prepare_s()
+        )
         self._set_slice(index, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), key)
         self._event("decision", f"{decision.action}: {decision.reason}", key)
