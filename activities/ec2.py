@@ -37,7 +37,7 @@ from temporalio.exceptions import ApplicationError
 from activities import TAG_FLEET, TAG_ROLE, TAG_SLICE, ClientFactory
 from activities.ownership import ownership_tags, tag_map
 from shadowing import prices
-from shadowing.models import FleetRef, ProvisionInput, ResizeInput, TemplatesInput
+from shadowing.models import FleetRef, ProvisionInput, ResizeInput
 
 #: Latest Amazon Linux 2023 in every region, through SSM's public parameter (moto serves it too).
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
@@ -240,11 +240,6 @@ class Ec2Activities:
         if ids:
             ec2.create_tags(Resources=ids, Tags=[{"Key": TAG_ROLE, "Value": fleet.role}])
         return fleet
-
-    @activity.defn(name="delete_launch_templates")
-    def delete_launch_templates(self, req: TemplatesInput) -> int:
-        """Deletes this installation's launch templates of the entity in the region (by tag); returns how many."""
-        return _delete_templates(self._clients("ec2", req.region), self.owner(req.entity_id))
 
     # ---- image -------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""Post-cutover health signals of a fleet: direct HTTP probes of its instances, and its CloudWatch data-plane metrics.
+"""Post-cutover health signals of a fleet: direct HTTP probes of its instances.
 
-Both return `FleetSignals`; `workflows.verdict.judge` compares them with the baseline. Missing data is reported as
+They return `FleetSignals`; `workflows.verdict.judge` compares them with the baseline. Missing data is reported as
 `samples=0` with latencies None, never as invented zeros, so that "no traffic" cannot pass for "healthy".
 A fleet's addresses come from a payload: each is checked (`shadowing.endpoints.check_address`) before any probe, and
 one that is not an instance's (the metadata service, multicast, loopback off the local data plane) fails the
@@ -14,16 +14,15 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import SYNTHETIC_KEY_PREFIX, ClientFactory
+from activities import SYNTHETIC_KEY_PREFIX
 from shadowing.endpoints import check_address
 from shadowing.errors import InvalidRequest
-from shadowing.models import FleetRef, FleetSignals, InstanceSignals, MetricsInput, ProbeInput
+from shadowing.models import FleetRef, FleetSignals, InstanceSignals, ProbeInput
 
 MAX_PARALLEL = 8
 
@@ -50,10 +49,9 @@ def check_addresses(fleet: FleetRef, loopback: bool = False) -> tuple[str, ...]:
 
 
 class MonitoringActivities:
-    """Probes and metrics; `loopback`: addresses may be loopback (the local data plane's stand-ins)."""
+    """Probes; `loopback`: addresses may be loopback (the local data plane's stand-ins)."""
 
-    def __init__(self, clients: ClientFactory, endpoints: Endpoints, *, loopback: bool = False) -> None:
-        self._clients = clients
+    def __init__(self, endpoints: Endpoints, *, loopback: bool = False) -> None:
         self._endpoints = endpoints
         self._loopback = loopback
 
@@ -85,32 +83,6 @@ class MonitoringActivities:
             p50_ms=percentile(latencies, 0.50),
             p99_ms=percentile(latencies, 0.99),
             instances=instances,
-        )
-
-    @activity.defn(name="fleet_metrics")
-    def fleet_metrics(self, req: MetricsInput) -> FleetSignals:
-        """Requests, Errors and LatencyMs (dimension InstanceId) of each instance over the window."""
-        end = req.end or datetime.now(UTC)
-        start = end - timedelta(seconds=req.window_s)
-        cw = self._clients("cloudwatch", req.fleet.region)
-        instances = []
-        for instance_id in req.fleet.instance_ids:
-            instances.append(_instance_metrics(cw, req, instance_id, start, end))
-            activity.heartbeat(len(instances))
-        with_data = [s for s in instances if s.samples]
-        samples = sum(s.samples for s in with_data)
-        p50s = [(s.p50_ms, s.samples) for s in with_data if s.p50_ms is not None]
-        p99s = [s.p99_ms for s in with_data if s.p99_ms is not None]
-        return FleetSignals(
-            fleet_id=req.fleet.fleet_id,
-            source="cloudwatch",
-            samples=samples,
-            errors=sum(s.errors for s in with_data),
-            # Percentiles do not add up across instances: weight the medians, keep the worst p99.
-            p50_ms=sum(p * n for p, n in p50s) / sum(n for _, n in p50s) if p50s else None,
-            p99_ms=max(p99s) if p99s else None,
-            instances=tuple(instances),
-            detail=f"{len(with_data)}/{len(instances)} instances reported {req.namespace} metrics",
         )
 
     def _probe_instance(self, req: ProbeInput, instance_id: str, ip: str) -> tuple[InstanceSignals, list[float]]:
@@ -146,39 +118,6 @@ def _get(url: str, timeout_s: float) -> tuple[int | None, str]:
     except (OSError, ValueError) as exc:  # refused, timed out, bad URL
         return None, f"{url}: {exc}"
     return status, ("" if 200 <= status < 400 else f"{url}: HTTP {status}")
-
-
-def _instance_metrics(cw: Any, req: MetricsInput, instance_id: str, start: datetime, end: datetime) -> InstanceSignals:
-    def stats(metric: str, **kind: Any) -> list[dict]:
-        return list(
-            cw.get_metric_statistics(
-                Namespace=req.namespace, MetricName=metric, Dimensions=[{"Name": "InstanceId", "Value": instance_id}],
-                StartTime=start, EndTime=end, Period=req.period_s, **kind,
-            )["Datapoints"]
-        )  # fmt: skip
-
-    requests = stats("Requests", Statistics=["Sum"])
-    if not requests:
-        return InstanceSignals(instance_id=instance_id, detail="no Requests datapoints in the window")
-    errors = stats("Errors", Statistics=["Sum"])
-    latency = stats("LatencyMs", Statistics=["Average", "Maximum", "SampleCount"], ExtendedStatistics=["p50", "p99"])
-    p50, p99, note = _latency(latency)
-    return InstanceSignals(
-        instance_id=instance_id, samples=round(sum(d["Sum"] for d in requests)),
-        errors=round(sum(d["Sum"] for d in errors)), p50_ms=p50, p99_ms=p99, detail=note,
-    )  # fmt: skip
-
-
-def _latency(points: list[dict]) -> tuple[float | None, float | None, str]:
-    """Percentiles when CloudWatch has them; else Average and Maximum (an upper bound of p99)."""
-    if not points:
-        return None, None, "no LatencyMs datapoints"
-    weights = [float(d.get("SampleCount", 1)) for d in points]
-    if all("p50" in d.get("ExtendedStatistics", {}) for d in points):
-        p50 = sum(d["ExtendedStatistics"]["p50"] * w for d, w in zip(points, weights, strict=True)) / sum(weights)
-        return p50, max(d["ExtendedStatistics"]["p99"] for d in points), ""
-    p50 = sum(d["Average"] * w for d, w in zip(points, weights, strict=True)) / sum(weights)
-    return p50, max(d["Maximum"] for d in points), "no percentiles: p50 ~ Average, p99 ~ Maximum"
 
 
 def percentile(values: list[float], q: float) -> float | None:

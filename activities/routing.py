@@ -103,19 +103,6 @@ class RoutingActivities:
         self._change(req.hosted_zone_id, changes, f"switch {req.dns_name} to {req.to_fleet.fleet_id}")
         return self.routing_state(req)
 
-    @activity.defn(name="restore_traffic")
-    def restore_traffic(self, req: RoutingInput) -> RoutingState:
-        """Compensation of `switch_traffic`: weight back on `from_fleet`, `to_fleet`'s record removed."""
-        changes = []
-        if req.from_fleet is not None:
-            changes.append(_upsert(req.dns_name, self._verified(req.from_fleet), 100))
-        current = self._records(req.hosted_zone_id, req.dns_name, req.to_fleet.entity_id)
-        if req.to_fleet.fleet_id in current:
-            changes.append({"Action": "DELETE", "ResourceRecordSet": current[req.to_fleet.fleet_id]})
-        if changes:
-            self._change(req.hosted_zone_id, changes, f"restore {req.dns_name}")
-        return self.routing_state(req)
-
     @activity.defn(name="remove_fleet_record")
     def remove_fleet_record(self, req: RoutingInput) -> RoutingState:
         """Deletes `to_fleet`'s record if it is still there (retirement and compensation); safe to repeat."""

@@ -588,13 +588,6 @@ class ResizeInput(Frozen):
     keep: tuple[str, ...] = Field((), description="instance ids to keep (the scale-in's, already out of DNS)")
 
 
-class TemplatesInput(Frozen):
-    """`delete_launch_templates`: the entity's launch templates in one region."""
-
-    entity_id: str
-    region: Region
-
-
 class FleetInput(Frozen):
     fleet: FleetRef
     timeout_s: float = Field(600.0, gt=0, le=86400)
@@ -825,16 +818,6 @@ class ProbeInput(Frozen):
     requests_per_instance: int = Field(10, ge=1, le=1000)
     path: str = "/work"
     timeout_s: float = Field(2.0, gt=0, le=600)
-
-
-class MetricsInput(Frozen):
-    """CloudWatch data-plane metrics of the fleet's instances over [end - window_s, end)."""
-
-    fleet: FleetRef
-    window_s: float = Field(300.0, gt=0, le=86400)
-    end: UtcDatetime | None = Field(None, description="default: now (the workflow passes workflow.now())")
-    period_s: int = Field(60, ge=1)
-    namespace: str = "Shadowing/DataPlane"
 
 
 class InstanceSignals(Frozen):

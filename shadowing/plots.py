@@ -547,7 +547,7 @@ class _Walk:
 
     def _enter(self, phase: str, at: datetime, phases: list[tuple[datetime, str]]) -> None:
         if phases and phases[-1][1] == phase:
-            return  # v2 runs record a phase twice: search attribute and progress signal
+            return  # a child migration records each phase twice: search attribute and progress signal
         phases.append((at, phase))
         self.phase = phase
         if phase == "compensating":

@@ -293,7 +293,7 @@ def simulate_predictive(e: Entity, itype: InstanceType, cfg: SimConfig, index: p
             actions["no-forecast"] = actions.get("no-forecast", 0) + 1
         else:
             lead = slot.start - timedelta(seconds=p.lead_time_s)
-            decision = decide(spec, slot, active, fc, (), lead, prepare_s=p.prepare_s, scale_in=True, rightsize=True)
+            decision = decide(spec, slot, active, fc, (), lead, prepare_s=p.prepare_s)
             actions[decision.action] = actions.get(decision.action, 0) + 1
             old = INSTANCE_TYPES[active.instance_type]
             if decision.action == "shadow":  # a new fleet warmed ahead; the old one runs on through the overlap

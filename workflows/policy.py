@@ -118,25 +118,21 @@ def decide(
     forecast: DemandForecast,
     history: tuple[SliceStatus, ...] = (),
     now: datetime | None = None,
-    migration_gate: bool = True,
     prepare_s: float | None = None,
-    scale_in: bool = False,
-    rightsize: bool = False,
 ) -> Decision:
     """Shadow when the slice needs more than the entity has where it must run, and the forecast is trusted.
 
     "More" is a region move (the active fleet is elsewhere) or a predicted peak the active fleet cannot carry.
     A move with readiness below the threshold is skipped: acting on an untrusted forecast costs more than it
-    saves, and the entity keeps serving from where it is. With `scale_in` (workflows from the "scale-in" patch on)
-    the policy is elastic: with the policy's `scale_in`, a fleet with at least `scale_in_min` instances more than
-    the forecast's sizing quantile needs is shrunk at the slice start ("shrink"; only on a trusted forecast with
-    `scale_in_trusted_only`), and a same-region peak the fleet cannot carry is shadowed whatever the forecast's
-    trust (`shadowctl simulate` on the Bitbrains trace: gating both on readiness left 2x reactive's
-    under-provisioned hours; ungated growth and gated shrink cost 1.40x reactive; both ungated 1.27x).
-    With `rightsize` (workflows from the "rightsize" patch on), a fleet that covers the slice is replaced in place
-    by a cheaper type when that saves at least `rightsize_min_saving` of the hourly cost, on a trusted forecast
-    ("shadow"): a peak that made a bigger type the cheapest one no longer keeps it after the peak (on the
-    Bitbrains trace, ~30 % of the predictive policy's cost was m5.large entities left on c5.xlarge).
+    saves, and the entity keeps serving from where it is. The policy is elastic: with the policy's `scale_in`, a
+    fleet with at least `scale_in_min` instances more than the forecast's sizing quantile needs is shrunk at the
+    slice start ("shrink"; only on a trusted forecast with `scale_in_trusted_only`), and a same-region peak the
+    fleet cannot carry is shadowed whatever the forecast's trust (`shadowctl simulate` on the Bitbrains trace:
+    gating both on readiness left 2x reactive's under-provisioned hours; ungated growth and gated shrink cost 1.40x
+    reactive; both ungated 1.27x). A fleet that covers the slice is replaced in place by a cheaper type when that
+    saves at least `rightsize_min_saving` of the hourly cost, on a trusted forecast ("shadow"): a peak that made a
+    bigger type the cheapest one no longer keeps it after the peak (on the Bitbrains trace, ~30 % of the
+    predictive policy's cost was m5.large entities left on c5.xlarge).
     """
     itype, quantity = choose_instance_type(spec, forecast, slot.region)
     current = active.size if active else 0
@@ -148,9 +144,9 @@ def decide(
         p = spec.policy
         surplus = current - capacity
         trusted = forecast.readiness >= p.readiness_threshold or not p.scale_in_trusted_only
-        shrinking = scale_in and p.scale_in and surplus >= p.scale_in_min and trusted
+        shrinking = p.scale_in and surplus >= p.scale_in_min and trusted
         per_instance = INSTANCE_TYPES[active.instance_type].price(slot.region)
-        if rightsize and capacity <= current and itype != active.instance_type:
+        if capacity <= current and itype != active.instance_type:
             kept = (capacity if shrinking else current) * per_instance
             if cost <= (1 - p.rightsize_min_saving) * kept and forecast.readiness >= p.readiness_threshold:
                 why = (f"rightsize: {quantity} x {itype} cover the p{_pct(forecast)} peak for ${cost:g}/h instead "
@@ -166,15 +162,12 @@ def decide(
             return Decision(action="stay", reason=why, hourly_cost_usd=cost, **{**base, "quantity": current})
     warmups, migrations = outcomes(history)
     time_left = (slot.start - now).total_seconds() if now is not None else float("inf")
-    if migration_gate:
-        needed = spec.policy.prepare_s if prepare_s is None else prepare_s
-        score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, needed)
-    else:  # histories recorded before the migration-readiness gate: the forecast's own confidence decides
-        score, inputs = forecast.readiness, {"forecast_confidence": forecast.readiness}
+    needed = spec.policy.prepare_s if prepare_s is None else prepare_s
+    score, inputs = migration_readiness(forecast.readiness, warmups, migrations, time_left, needed)
     gate = {"readiness": score, "readiness_inputs": inputs}
-    # With scale-in (the elastic policy), a peak the fleet in place cannot carry is provisioned whatever the
-    # forecast's trust: a slice with too many instances costs less than one under-provisioned. Moves stay gated.
-    if score < spec.policy.readiness_threshold and (moving or not scale_in):
+    # A peak the fleet in place cannot carry is provisioned whatever the forecast's trust: a slice with too many
+    # instances costs less than one under-provisioned. Moves stay gated.
+    if score < spec.policy.readiness_threshold and moving:
         weakest = min(inputs, key=inputs.__getitem__)
         why = f"readiness {score:.2f} < threshold {spec.policy.readiness_threshold:.2f} (weakest: {weakest})"
         return Decision(action="skip", reason=why, hourly_cost_usd=cost, **base, **gate)

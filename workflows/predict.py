@@ -7,7 +7,9 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from shadowing.models import DemandForecast, EntitySpec, ForecastInput, PredictDemandInput
+    from activities.forecast import ForecastActivities
+    from activities.registry import RegistryActivities
+    from shadowing.models import DemandForecast, ForecastInput, PredictDemandInput
     from workflows.migrate import RETRY
 
 LOOKUP = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
@@ -23,10 +25,9 @@ class PredictDemandWorkflow:
     @workflow.run
     async def run(self, req: PredictDemandInput) -> DemandForecast:
         """Looks the entity up (unless its spec is given) and forecasts the slice from its usage history."""
-        spec = req.spec or await workflow.execute_activity(
-            "lookup_entity", req.entity_id, result_type=EntitySpec, **LOOKUP
+        spec = req.spec or await workflow.execute_activity_method(
+            RegistryActivities.lookup_entity, req.entity_id, **LOOKUP
         )
-        return await workflow.execute_activity(
-            "forecast_demand", ForecastInput(spec=spec, time_slice=req.time_slice), result_type=DemandForecast,
-            **FORECAST,
-        )  # fmt: skip
+        return await workflow.execute_activity_method(
+            ForecastActivities.forecast_demand, ForecastInput(spec=spec, time_slice=req.time_slice), **FORECAST
+        )

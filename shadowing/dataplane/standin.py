@@ -188,8 +188,8 @@ class Publisher(threading.Thread):
             log.warning("publishing %d datapoints to %s failed: %s", len(latencies), self._endpoint, exc)
 
     def _data(self, latencies: list[float], errors: int) -> list[dict[str, Any]]:
-        # One series per instance. moto matches a query's dimensions as a subset, so `fleet_metrics` (which asks
-        # by InstanceId alone) finds it; real CloudWatch matches exactly, and a second InstanceId-only series
+        # One series per instance. moto matches a query's dimensions as a subset, so a query by InstanceId alone
+        # finds it; real CloudWatch matches exactly, and a second InstanceId-only series
         # would be counted twice here.
         dims = [{"Name": "InstanceId", "Value": self._app.instance_id}, {"Name": "Region", "Value": self._app.region}]
         values: dict[float, int] = {}

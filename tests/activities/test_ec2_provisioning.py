@@ -19,7 +19,7 @@ from activities.ec2 import AMI_PARAMETER, TAG_INSTALLATION, TAG_MARKET, TAG_SOUR
 from shadowing import prices
 from shadowing.catalog import INSTANCE_TYPES, REGIONS
 from shadowing.errors import InvalidRequest
-from shadowing.models import ProvisionInput, ResizeInput, TemplatesInput
+from shadowing.models import ProvisionInput, ResizeInput
 from workers.aws import AwsClients
 
 SLICE = "20260101T000000Z"
@@ -127,17 +127,6 @@ def test_changed_boot_payload_makes_a_new_template_version(aws: AwsClients) -> N
     scripts = {v["VersionNumber"]: base64.b64decode(v["LaunchTemplateData"]["UserData"]).decode()
                for v in versions["LaunchTemplateVersions"]}  # fmt: skip
     assert scripts == {1: "#!/bin/bash\necho v1\n", 2: "#!/bin/bash\necho v2\n"}
-
-
-def test_delete_launch_templates_is_idempotent(aws: AwsClients) -> None:
-    """The compensation deletes the entity's templates in the region once, then finds nothing to do."""
-    ec2 = Ec2Activities(aws)
-    env = ActivityEnvironment()
-    env.run(ec2.provision_fleet, req(quantity=1))
-    target = TemplatesInput(entity_id="shop", region="eu-west-1")
-    assert env.run(ec2.delete_launch_templates, target) == 1
-    assert env.run(ec2.delete_launch_templates, target) == 0
-    assert aws("ec2", "eu-west-1").describe_launch_templates()["LaunchTemplates"] == []
 
 
 # ---- images ---------------------------------------------------------------------------------------------------
@@ -424,7 +413,6 @@ def test_another_installation_with_the_same_entity_and_fleet_keeps_its_fleet(aws
     assert shrunk.size == 1 and live_ids(aws) >= set(fleet_b.instance_ids)
     assert env.run(a.terminate_fleet, fleet_a) == 1
     assert live_ids(aws) == set(fleet_b.instance_ids)
-    assert env.run(a.delete_launch_templates, TemplatesInput(entity_id="shop", region="eu-west-1")) == 0
     names = [t["LaunchTemplateName"] for t in aws("ec2", "eu-west-1").describe_launch_templates()["LaunchTemplates"]]
     assert names == [fleet_b.launch_template]
 

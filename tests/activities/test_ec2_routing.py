@@ -83,8 +83,8 @@ def _fleet(fid: str, region: str, ip: str) -> FleetRef:
                     instance_ids=("i-1",), addresses=(ip,))  # fmt: skip
 
 
-def test_switch_and_restore_traffic(aws: AwsClients, zone: str) -> None:
-    """Cutover moves all weight to the new fleet in one batch; restore puts it back and removes the new record."""
+def test_switch_traffic(aws: AwsClients, zone: str) -> None:
+    """Cutover moves all weight to the new fleet in one batch; retiring a fleet removes its record."""
     route = RoutingActivities(aws)
     env = ActivityEnvironment()
     ec2 = Ec2Activities(aws)
@@ -93,10 +93,8 @@ def test_switch_and_restore_traffic(aws: AwsClients, zone: str) -> None:
     env.run(route.switch_traffic, RoutingInput(hosted_zone_id=zone, dns_name="shop.example.internal", to_fleet=old))
     req = RoutingInput(hosted_zone_id=zone, dns_name="shop.example.internal", to_fleet=new, from_fleet=old)
     assert env.run(route.switch_traffic, req).weights == {"shop:old": 0, "shop:new": 100}
-    assert env.run(route.restore_traffic, req).weights == {"shop:old": 100}
-    assert env.run(route.restore_traffic, req).weights == {"shop:old": 100}, "restore is idempotent"
     retire = RoutingInput(hosted_zone_id=zone, dns_name="shop.example.internal", to_fleet=old)
-    assert env.run(route.remove_fleet_record, retire).weights == {}
+    assert env.run(route.remove_fleet_record, retire).weights == {"shop:new": 100}
 
 
 def test_switch_to_missing_zone_is_a_clear_non_retryable_error(aws: AwsClients) -> None:

@@ -1,4 +1,4 @@
-"""Fleet health signals: HTTP probes against a local server, CloudWatch data-plane metrics from moto."""
+"""Fleet health signals: HTTP probes against a local server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -14,8 +13,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.monitoring import MonitoringActivities, percentile
-from shadowing.models import DegradationPolicy, FleetRef, MetricsInput, ProbeInput
-from workers.aws import AwsClients
+from shadowing.models import DegradationPolicy, FleetRef, ProbeInput
 from workflows.verdict import judge
 
 Serve = Callable[..., str]
@@ -84,17 +82,17 @@ def closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def probe(aws: AwsClients, urls: dict[str, str | None], n: int = 5, timeout_s: float = 2.0) -> object:
-    act = MonitoringActivities(aws, StaticEndpoints(urls))
+def probe(urls: dict[str, str | None], n: int = 5, timeout_s: float = 2.0) -> object:
+    act = MonitoringActivities(StaticEndpoints(urls))
     req = ProbeInput(fleet=fleet(*sorted(urls)), requests_per_instance=n, timeout_s=timeout_s)
     return ActivityEnvironment().run(act.probe_fleet, req)
 
 
-def test_probe_healthy_fleet(aws: AwsClients, serve: Serve) -> None:
+def test_probe_healthy_fleet(serve: Serve) -> None:
     """Every instance gets N GETs of /work with a key; a healthy fleet has no errors and measured latencies."""
     url = serve()
     endpoints = StaticEndpoints({"i-a": url, "i-b": url})
-    act = MonitoringActivities(aws, endpoints)
+    act = MonitoringActivities(endpoints)
     signals = ActivityEnvironment().run(act.probe_fleet, ProbeInput(fleet=fleet("i-a", "i-b"), requests_per_instance=4))
     assert (signals.samples, signals.errors, signals.error_rate) == (8, 0, 0.0)
     assert signals.p50_ms is not None and signals.p99_ms is not None and signals.p50_ms <= signals.p99_ms
@@ -104,9 +102,9 @@ def test_probe_healthy_fleet(aws: AwsClients, serve: Serve) -> None:
     assert len(paths) == 8 and all(p.startswith("/work?key=warm-") for p in paths), "probes reuse the hot keys"
 
 
-def test_probe_counts_500s_and_unreachable_instances_as_errors(aws: AwsClients, serve: Serve) -> None:
+def test_probe_counts_500s_and_unreachable_instances_as_errors(serve: Serve) -> None:
     """HTTP 500s, a refused connection and an instance without endpoint are all errors, per instance."""
-    signals = probe(aws, {"i-ok": serve(), "i-500": serve(status=500), "i-down": closed_port_url(), "i-none": None})
+    signals = probe({"i-ok": serve(), "i-500": serve(status=500), "i-down": closed_port_url(), "i-none": None})
     by_id = {s.instance_id: s for s in signals.instances}  # type: ignore[attr-defined]
     assert {k: (s.samples, s.errors) for k, s in by_id.items()} == {
         "i-ok": (5, 0), "i-500": (5, 5), "i-down": (5, 5), "i-none": (5, 5),
@@ -116,108 +114,50 @@ def test_probe_counts_500s_and_unreachable_instances_as_errors(aws: AwsClients, 
     assert signals.errors == 15 and signals.error_rate == pytest.approx(0.75)  # type: ignore[attr-defined]
 
 
-def test_probe_slow_instances_show_in_p99_and_time_out_as_errors(aws: AwsClients, serve: Serve) -> None:
+def test_probe_slow_instances_show_in_p99_and_time_out_as_errors(serve: Serve) -> None:
     """A slow instance raises p99 enough for the verdict to see it; one slower than the timeout counts as errors."""
-    baseline = probe(aws, {"i-a": serve(), "i-b": serve()}, n=10)
-    slow = probe(aws, {"i-a": serve(), "i-b": serve(delay_s=0.08)}, n=10)
+    baseline = probe({"i-a": serve(), "i-b": serve()}, n=10)
+    slow = probe({"i-a": serve(), "i-b": serve(delay_s=0.08)}, n=10)
     assert slow.p99_ms >= 80  # type: ignore[attr-defined]
     policy = DegradationPolicy(min_samples=10, latency_floor_ms=40)
     assert not judge(baseline, baseline, policy).degraded  # type: ignore[arg-type]
     verdict = judge(baseline, slow, policy)  # type: ignore[arg-type]
     assert verdict.degraded and "p99" in verdict.reasons[0]
-    timed_out = probe(aws, {"i-a": serve(delay_s=0.3)}, n=2, timeout_s=0.05)
+    timed_out = probe({"i-a": serve(delay_s=0.3)}, n=2, timeout_s=0.05)
     assert (timed_out.samples, timed_out.errors) == (2, 2)  # type: ignore[attr-defined]
 
 
-def test_probe_of_an_empty_fleet_has_no_samples(aws: AwsClients) -> None:
+def test_probe_of_an_empty_fleet_has_no_samples() -> None:
     """A fleet without instances yields samples=0 and no latencies, not a healthy-looking zero."""
-    act = MonitoringActivities(aws, StaticEndpoints({}))
+    act = MonitoringActivities(StaticEndpoints({}))
     signals = ActivityEnvironment().run(act.probe_fleet, ProbeInput(fleet=fleet()))
     assert (signals.samples, signals.error_rate, signals.p99_ms) == (0, None, None)
 
 
 @pytest.mark.parametrize("address", ["169.254.169.254", "fd00:ec2::254", "224.0.0.1", "127.0.0.1", "latest"])
-def test_probe_refuses_an_address_that_is_not_an_instances_before_any_request(aws: AwsClients, address: str) -> None:
+def test_probe_refuses_an_address_that_is_not_an_instances_before_any_request(address: str) -> None:
     """A fleet address aimed at the metadata service, a multicast group, loopback (off the local data plane) or no IP
     at all fails the probe non-retryably, naming the field, and no request is sent anywhere. (`model_copy` skips
     the model's own check, as a payload from a worker without it would.)"""
     crafted = fleet("i-a", "i-b").model_copy(update={"addresses": ("10.1.0.1", address)})
     endpoints = StaticEndpoints({"i-a": "http://127.0.0.1:9", "i-b": "http://127.0.0.1:9"})
     with pytest.raises(ApplicationError) as err:
-        ActivityEnvironment().run(MonitoringActivities(aws, endpoints).probe_fleet, ProbeInput(fleet=crafted))
+        ActivityEnvironment().run(MonitoringActivities(endpoints).probe_fleet, ProbeInput(fleet=crafted))
     assert err.value.type == "InvalidRequest" and err.value.non_retryable
     assert err.value.message.startswith("fleet.addresses[1]: ") and address in err.value.message
     assert endpoints.asked == [], "nothing was asked for, nothing probed"
 
 
-def test_probe_accepts_loopback_addresses_on_the_local_data_plane(aws: AwsClients, serve: Serve) -> None:
+def test_probe_accepts_loopback_addresses_on_the_local_data_plane(serve: Serve) -> None:
     """The local data plane's stand-ins listen on loopback: there (and only there) a loopback address is fine."""
     url = serve()
     local = fleet("i-a").model_copy(update={"addresses": ("127.0.0.1",)})
-    act = MonitoringActivities(aws, StaticEndpoints({"i-a": url}), loopback=True)
+    act = MonitoringActivities(StaticEndpoints({"i-a": url}), loopback=True)
     signals = ActivityEnvironment().run(act.probe_fleet, ProbeInput(fleet=local, requests_per_instance=2))
     assert (signals.samples, signals.errors) == (2, 0)
-
-
-def put(aws: AwsClients, instance_id: str, name: str, values: list[float], at: datetime) -> None:
-    aws("cloudwatch", "eu-west-1").put_metric_data(
-        Namespace="Shadowing/DataPlane",
-        MetricData=[
-            {"MetricName": name, "Dimensions": [{"Name": "InstanceId", "Value": instance_id}], "Timestamp": at,
-             "Value": v, "Unit": "Milliseconds" if name == "LatencyMs" else "Count"}
-            for v in values
-        ],
-    )  # fmt: skip
-
-
-def test_fleet_metrics_from_cloudwatch(aws: AwsClients) -> None:
-    """Sums requests and errors over the window; an instance without data has samples=0, not zeros invented."""
-    now = datetime.now(UTC).replace(microsecond=0)
-    at = now - timedelta(minutes=2)
-    put(aws, "i-a", "Requests", [60, 40], at)
-    put(aws, "i-a", "Errors", [3], at)
-    put(aws, "i-a", "LatencyMs", [10, 20, 30, 400], at)
-    put(aws, "i-c", "Requests", [50], at)
-    put(aws, "i-c", "LatencyMs", [12, 14], at)
-    put(aws, "i-a", "Requests", [1000], now - timedelta(hours=2))  # outside the window
-    act = MonitoringActivities(aws, StaticEndpoints({}))
-    req = MetricsInput(fleet=fleet("i-a", "i-b", "i-c"), window_s=600, end=now)
-    signals = ActivityEnvironment().run(act.fleet_metrics, req)
-    by_id = {s.instance_id: s for s in signals.instances}
-    assert (by_id["i-a"].samples, by_id["i-a"].errors) == (100, 3)
-    assert by_id["i-a"].p99_ms == 400 and by_id["i-a"].p50_ms == pytest.approx(115)
-    assert (by_id["i-b"].samples, by_id["i-b"].p99_ms) == (0, None)
-    assert (by_id["i-c"].samples, by_id["i-c"].errors) == (50, 0)
-    assert (signals.samples, signals.errors, signals.p99_ms) == (150, 3, 400)
-    assert signals.p50_ms == pytest.approx((115 * 100 + 13 * 50) / 150)
-
-
-def test_fleet_metrics_without_data_reports_no_samples(aws: AwsClients) -> None:
-    """A window with no datapoints at all is samples=0 with no latencies (the verdict's no-data rule sees it)."""
-    act = MonitoringActivities(aws, StaticEndpoints({}))
-    signals = ActivityEnvironment().run(act.fleet_metrics, MetricsInput(fleet=fleet("i-a"), window_s=300))
-    assert (signals.samples, signals.errors, signals.p50_ms, signals.p99_ms) == (0, 0, None, None)
-    assert signals.error_rate is None
 
 
 def test_percentile_nearest_rank() -> None:
     """p50 and p99 by nearest rank; no values gives None."""
     values = [float(v) for v in range(1, 101)]
     assert (percentile(values, 0.5), percentile(values, 0.99), percentile([], 0.5)) == (50, 99, None)
-
-
-def test_fleet_metrics_prefers_cloudwatch_percentiles(aws: AwsClients) -> None:
-    """Where CloudWatch returns p50/p99 (real AWS does, moto does not), they are used instead of Average/Maximum."""
-    at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
-    put(aws, "i-a", "Requests", [20], at)
-    put(aws, "i-a", "LatencyMs", [10, 500], at)
-
-    def percentiles(parsed: dict, **_: object) -> None:
-        if parsed.get("Label") == "LatencyMs":
-            for point in parsed["Datapoints"]:
-                point["ExtendedStatistics"] = {"p50": 11.0, "p99": 90.0}
-
-    aws("cloudwatch", "eu-west-1").meta.events.register("after-call.cloudwatch.GetMetricStatistics", percentiles)
-    act = MonitoringActivities(aws, StaticEndpoints({}))
-    signals = ActivityEnvironment().run(act.fleet_metrics, MetricsInput(fleet=fleet("i-a"), window_s=300))
-    assert (signals.p50_ms, signals.p99_ms, signals.instances[0].detail) == (11.0, 90.0, "")

@@ -34,6 +34,7 @@ from shadowing.models import (
     FleetRef,
     HourQuantiles,
     MetricForecast,
+    MigrationInput,
     ScheduledSlice,
     SliceStatus,
 )
@@ -108,6 +109,12 @@ def _actual() -> dict[str, pd.Series]:
 
 def _history(name: str, body: dict | None = None) -> WorkflowHistory:
     return WorkflowHistory.from_json(f"migration/shop/{name}", body or json.loads((HISTORIES / name).read_text()))
+
+
+def _recorded_input(name: str) -> MigrationInput:
+    """The MigrationInput a committed ShadowMigration history was started with."""
+    started = _history(name).events[0].workflow_execution_started_event_attributes
+    return MigrationInput.model_validate_json(started.input.payloads[0].data)
 
 
 def _assert_png(path: Path, min_bytes: int = 20_000) -> tuple[int, int]:
@@ -251,25 +258,31 @@ def test_actual_usage_is_read_from_cloudwatch_as_the_forecast_reads_it(monkeypat
 
 
 def test_a_successful_migration_shows_its_steps_in_order() -> None:
-    tl = plots.migration_timeline(_history("shadow_migration_success_v2.json"))
+    tl = plots.migration_timeline(_history("shadow_migration_success.json"))
     assert tl.steps == ("provision", "warm", "sync check", "cutover", "watch", "retire")
     assert tl.outcome == "migrated"
     assert [b.activity for b in tl.bars if b.step == "cutover"] == [
         "probe_fleet", "routing_state", "set_weights", "mark_fleet_role"]  # fmt: skip
     assert [b.activity for b in tl.bars if b.step == "retire"] == ["remove_fleet_record", "terminate_fleet"]
     assert {b.outcome for b in tl.bars} == {"completed"}
-    assert tl.time_slice is not None and tl.time_slice.key == "20261129T083937Z"
+    recorded = _recorded_input("shadow_migration_success.json").time_slice  # as the recording asked for it
+    assert tl.time_slice is not None and tl.time_slice.key == recorded.key
     starts = [m for m in tl.markers if m.kind == "slice start"]
-    assert len(starts) == 1 and starts[0].at == datetime(2026, 11, 29, 8, 39, 37, tzinfo=UTC)
+    assert len(starts) == 1 and starts[0].at == recorded.start
     assert tl.timers and all(t.ended is not None for t in tl.timers)
     order = {step: min(b.scheduled for b in tl.bars if b.step == step) for step in tl.steps}
     assert sorted(order, key=order.__getitem__) == list(tl.steps), "steps are rows in the order they ran"
 
 
-@pytest.mark.parametrize("name", ["shadow_migration_rolled_back.json", "shadow_migration_rolled_back_v1.json"])
-def test_a_rolled_back_migration_groups_its_compensations(name: str) -> None:
-    """With phases recorded (v2) or without (v1): the undo steps after the degraded watch are compensations."""
-    tl = plots.migration_timeline(_history(name))
+@pytest.mark.parametrize("phases", [True, False], ids=["phases", "no-phases"])
+def test_a_rolled_back_migration_groups_its_compensations(phases: bool) -> None:
+    """With phases recorded (search attributes) or without them (a history that never upserted any): the undo
+    steps after the degraded watch are compensations."""
+    body = json.loads((HISTORIES / "shadow_migration_rolled_back.json").read_text())
+    if not phases:
+        body["events"] = [e for e in body["events"] if "upsertWorkflowSearchAttributesEventAttributes" not in e]
+    tl = plots.migration_timeline(_history("shadow_migration_rolled_back.json", body))
+    assert bool(tl.phases) == phases
     assert tl.steps == ("provision", "warm", "replicate", "sync check", "cutover", "watch", "compensate")
     assert [b.activity for b in tl.bars if b.step == "compensate"] == [
         "restore_weights", "catch_up", "catch_up", "drop_replicas", "terminate_fleet"]  # fmt: skip
@@ -391,7 +404,7 @@ async def test_migration_history_finds_the_slices_migration_or_says_why_not() ->
     status = _status()
     moved = status.slices[0].model_copy(update={"migration_id": "migration/p-abc/" + status.slices[0].time_slice.key})
     status = status.model_copy(update={"slices": (moved, *status.slices[1:])})
-    history = _history("shadow_migration_success_v2.json")
+    history = _history("shadow_migration_success.json")
     client = _Client(status, history)
     got, entry = await plots.migration_history(client, "shop", moved.time_slice.key)
     assert got is history and entry == moved and client.asked == [moved.migration_id]

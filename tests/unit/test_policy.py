@@ -114,14 +114,6 @@ def test_too_little_time_before_the_slice_lowers_readiness() -> None:
     assert late.action == "skip" and "time_left" in late.reason
 
 
-def test_histories_before_the_gate_keep_the_forecast_confidence_rule() -> None:
-    """Replaying workflows that started before the migration-readiness gate decides as they did then."""
-    failed = (past("failed", error="Migration failed: cutover"),) * 3
-    legacy = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.45), failed, migration_gate=False)
-    gated = decide(spec(), SLOT, fleet("us-east-1", 2), forecast(5000, readiness=0.45), failed)
-    assert legacy.action == "shadow" and gated.action == "skip"
-
-
 # ---- issue 5: lead time, bidding, ledger ------------------------------------------------------------------
 
 
@@ -165,65 +157,61 @@ def test_cost_entry_counts_shadow_spot_overlap_and_waste() -> None:
 
 def test_a_trusted_smaller_forecast_shrinks_the_fleet_to_what_it_needs() -> None:
     """6 x m5.large for a 10 000 MHz p90 peak: 3 cover it, 3 are released at the slice start."""
-    d = decide(spec(), SLOT, fleet("eu-west-1", 6), forecast(10_000), scale_in=True)
+    d = decide(spec(), SLOT, fleet("eu-west-1", 6), forecast(10_000))
     assert d.action == "shrink" and d.quantity == 3 and d.current_quantity == 6 and d.instance_type == "m5.large"
     assert d.hourly_cost_usd == pytest.approx(3 * INSTANCE_TYPES["m5.large"].price("eu-west-1"))
 
 
 @pytest.mark.parametrize(
-    ("kw", "readiness", "policy"),
+    ("readiness", "policy"),
     [
-        ({}, 0.9, {}),  # workflows from before the scale-in patch
-        ({"scale_in": True}, 0.1, {"scale_in_trusted_only": True}),  # the policy wants trust to remove capacity
-        ({"scale_in": True}, 0.9, {"scale_in": False}),  # the entity's policy turned it off
-        ({"scale_in": True}, 0.9, {"scale_in_min": 4}),  # 3 surplus, fewer than the policy's minimum
+        (0.1, {"scale_in_trusted_only": True}),  # the policy wants trust to remove capacity
+        (0.9, {"scale_in": False}),  # the entity's policy turned it off
+        (0.9, {"scale_in_min": 4}),  # 3 surplus, fewer than the policy's minimum
     ],
 )
-def test_scale_in_needs_the_patch_a_trusted_forecast_and_the_policy(kw: dict, readiness: float, policy: dict) -> None:
-    d = decide(spec(**policy), SLOT, fleet("eu-west-1", 6), forecast(10_000, readiness=readiness), **kw)
+def test_scale_in_needs_a_trusted_forecast_and_the_policy(readiness: float, policy: dict) -> None:
+    d = decide(spec(**policy), SLOT, fleet("eu-west-1", 6), forecast(10_000, readiness=readiness))
     assert d.action == "stay" and d.quantity == 6
 
 
 def test_an_untrusted_forecast_still_shrinks_and_still_grows_in_place() -> None:
-    """Elastic (scale_in): the p90 sizes both ways whatever the readiness; a region move stays gated."""
+    """Elastic: the p90 sizes both ways whatever the readiness; a region move stays gated."""
     low = forecast(10_000, readiness=0.1)
-    assert decide(spec(), SLOT, fleet("eu-west-1", 6), low, scale_in=True).action == "shrink"
-    assert decide(spec(), SLOT, fleet("eu-west-1", 1), low, scale_in=True).action == "shadow"
-    assert decide(spec(), SLOT, fleet("us-east-1", 1), low, scale_in=True).action == "skip"
-    assert decide(spec(), SLOT, fleet("eu-west-1", 1), low).action == "skip"  # before the patch: gated
+    assert decide(spec(), SLOT, fleet("eu-west-1", 6), low).action == "shrink"
+    assert decide(spec(), SLOT, fleet("eu-west-1", 1), low).action == "shadow"
+    assert decide(spec(), SLOT, fleet("us-east-1", 1), low).action == "skip"
 
 
 def test_a_fleet_left_on_a_dearer_type_is_rightsized_in_place() -> None:
     """1 x c5.xlarge ($0.192/h in eu-west-1) for a 2000 MHz p90 peak that 1 x m5.large ($0.107/h) covers: 44 % saved,
     above the policy's 20 %, so a trusted forecast shadows the cheaper fleet in place (same region)."""
-    d = decide(spec(), SLOT, fleet("eu-west-1", 1, "c5.xlarge"), forecast(2000), scale_in=True, rightsize=True)
+    d = decide(spec(), SLOT, fleet("eu-west-1", 1, "c5.xlarge"), forecast(2000))
     assert d.action == "shadow" and d.instance_type == "m5.large" and d.quantity == 1 and d.target_region == "eu-west-1"
     assert d.reason.startswith("rightsize:") and d.hourly_cost_usd == pytest.approx(0.107)
 
 
 def test_rightsizing_compares_with_the_fleet_after_scale_in() -> None:
     """4 x c5.xlarge where 1 covers the peak: the saving is judged against the 1 kept ($0.192), not the 4."""
-    d = decide(spec(), SLOT, fleet("eu-west-1", 4, "c5.xlarge"), forecast(2000), scale_in=True, rightsize=True)
+    d = decide(spec(), SLOT, fleet("eu-west-1", 4, "c5.xlarge"), forecast(2000))
     assert d.action == "shadow" and d.quantity == 1 and "instead of $0.192/h" in d.reason
-    keep = decide(spec(rightsize_min_saving=0.5), SLOT, fleet("eu-west-1", 4, "c5.xlarge"), forecast(2000),
-                  scale_in=True, rightsize=True)  # fmt: skip
+    keep = decide(spec(rightsize_min_saving=0.5), SLOT, fleet("eu-west-1", 4, "c5.xlarge"), forecast(2000))
     assert keep.action == "shrink" and keep.instance_type == "c5.xlarge" and keep.quantity == 1
 
 
 @pytest.mark.parametrize(
-    ("kw", "readiness", "policy"),
+    ("readiness", "policy"),
     [
-        ({"scale_in": True}, 0.9, {}),  # workflows from before the rightsize patch
-        ({"scale_in": True, "rightsize": True}, 0.1, {}),  # an untrusted forecast never changes the type
-        ({"scale_in": True, "rightsize": True}, 0.9, {"rightsize_min_saving": 0.5}),  # 44 % < 50 %
-        ({"scale_in": True, "rightsize": True}, 0.9, {"rightsize_min_saving": 1.0}),  # off
+        (0.1, {}),  # an untrusted forecast never changes the type
+        (0.9, {"rightsize_min_saving": 0.5}),  # 44 % < 50 %
+        (0.9, {"rightsize_min_saving": 1.0}),  # off
     ],
 )
-def test_rightsizing_needs_the_patch_trust_and_the_saving(kw: dict, readiness: float, policy: dict) -> None:
-    d = decide(spec(**policy), SLOT, fleet("eu-west-1", 1, "c5.xlarge"), forecast(2000, readiness=readiness), **kw)
+def test_rightsizing_needs_trust_and_the_saving(readiness: float, policy: dict) -> None:
+    d = decide(spec(**policy), SLOT, fleet("eu-west-1", 1, "c5.xlarge"), forecast(2000, readiness=readiness))
     assert d.action == "stay" and d.instance_type == "m5.large" and d.quantity == 1
 
 
 def test_a_fleet_on_the_cheapest_type_is_never_rightsized() -> None:
-    d = decide(spec(), SLOT, fleet("eu-west-1", 1), forecast(2000), scale_in=True, rightsize=True)
+    d = decide(spec(), SLOT, fleet("eu-west-1", 1), forecast(2000))
     assert d.action == "stay"

@@ -175,7 +175,7 @@ async def test_initial_fleet_that_never_settles_serves_cold_at_the_policy_thresh
     async with w:
         handle, _ = await register(time_env, queue, ["eu-west-1"], HOUR, warm_p99_ms=80)
         final = await handle.result()
-        if os.environ.get("SHADOWING_RECORD_HISTORIES"):  # replayed by test_replay (the bootstrap-v2 branch)
+        if os.environ.get("SHADOWING_RECORD_HISTORIES"):  # replayed by test_replay (the cold bootstrap)
             (HISTORIES / "entity_schedule_bootstrap_cold.json").write_text((await handle.fetch_history()).to_json())
     assert any("serving cold" in e.message for e in final.events)
     assert final.slices[0].state == "done" and final.active_fleet is not None
