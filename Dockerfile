@@ -1,4 +1,4 @@
-# The Shadowing worker: `shadowctl worker` against TEMPORAL_ADDRESS and AWS (see deploy/DEPLOY.md).
+# The Shadowing worker (`shadowing-worker`, the base entry point) against TEMPORAL_ADDRESS and AWS (deploy/DEPLOY.md).
 #   docker build -t shadowing-worker .
 # The base image is pinned to an exact tag (tests/unit/test_compose.py checks it); runs as a non-root user.
 FROM python:3.11.14-slim
@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 10001 --user-group shadowing
 
 # .dockerignore keeps the venv, git history, state, caches and tests out of the context. The base package only:
-# no emulator (moto) and no time-skipping test server (the `local` and `dev` extras), at the versions CI tested.
+# no CLI (the `cli` extra), no emulator or dev server (`local`), no test server (`dev`), at the versions CI tested.
 COPY . /tmp/src
 RUN pip install -c /tmp/src/constraints.txt /tmp/src && rm -rf /tmp/src
 
@@ -22,4 +22,4 @@ ENV SHADOWING_METRICS_BIND=0.0.0.0:9464 \
     SHADOWING_LOG_FORMAT=json
 EXPOSE 9464
 
-ENTRYPOINT ["shadowctl", "worker"]
+ENTRYPOINT ["shadowing-worker"]

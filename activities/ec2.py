@@ -28,16 +28,67 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
+from pydantic import Field, model_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import TAG_FLEET, TAG_ROLE, TAG_SLICE, ClientFactory
 from activities.ownership import ownership_tags, tag_map
 from shadowing import prices
-from shadowing.models import FleetRef, ProvisionInput, ResizeInput
+from shadowing.models import CONTAINER_IMAGE, FleetRef, Frozen, InstanceTypeName, Region
+
+# ---- activities ---------------------------------------------------------------------------------------------
+
+
+class ProvisionInput(Frozen):
+    """`provision_fleet`: make the fleet have `quantity` live instances, spread over the region's AZs."""
+
+    entity_id: str
+    fleet_id: str
+    slice_key: str
+    region: Region
+    instance_type: InstanceTypeName
+    quantity: int = Field(gt=0, le=500)
+    role: Literal["active", "shadow"] = "shadow"
+    source_image_id: str | None = Field(
+        None, pattern=r"^ami-[0-9a-f]{8,17}$", description="entity AMI; default: latest Amazon Linux 2023"
+    )
+    source_region: Region | None = Field(None, description="region of source_image_id; default: `region`")
+    user_data: str | None = Field(None, max_length=16384, description="cloud-init script run at boot")
+    container_image: str | None = Field(
+        None, pattern=CONTAINER_IMAGE, description="pulled and run at boot by a generated script"
+    )
+    market: Literal["on-demand", "spot"] = "on-demand"
+    max_price_usd: float | None = Field(
+        None, gt=0, le=1000, description="spot: highest USD/hour; default the on-demand price"
+    )
+    spot_deadline_s: float = Field(
+        120.0, gt=0, le=3600, description="spot: wait this long, then launch the rest on-demand"
+    )
+    image_timeout_s: float = Field(1800.0, gt=0, le=86400, description="how long one attempt waits for an AMI copy")
+
+    @model_validator(mode="after")
+    def _one_boot_payload(self) -> ProvisionInput:
+        if self.user_data and self.container_image:
+            raise ValueError("give user_data or container_image, not both")
+        return self
+
+
+class ResizeInput(Frozen):
+    """`shrink_fleet`: terminate the fleet's newest instances beyond `quantity`."""
+
+    fleet: FleetRef
+    quantity: int = Field(ge=0, le=500)
+    keep: tuple[str, ...] = Field((), description="instance ids to keep (the scale-in's, already out of DNS)")
+
+
+class FleetInput(Frozen):
+    fleet: FleetRef
+    timeout_s: float = Field(600.0, gt=0, le=86400)
+
 
 #: Latest Amazon Linux 2023 in every region, through SSM's public parameter (moto serves it too).
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"

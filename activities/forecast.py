@@ -17,7 +17,20 @@ from forecasting.engine import ForecastError, SeriesForecast, forecast_series
 from forecasting.readiness import readiness
 from forecasting.refine import error_posterior, refine
 from shadowing import metrics
-from shadowing.models import DemandForecast, ForecastInput, HourQuantiles, MetricForecast, RefineInput
+from shadowing.models import DemandForecast, EntitySpec, Frozen, HourQuantiles, MetricForecast, TimeSlice
+
+
+class ForecastInput(Frozen):
+    spec: EntitySpec
+    time_slice: TimeSlice
+
+
+class RefineInput(Frozen):
+    """`refine_forecast`: the slice forecast made earlier, to sharpen with what was observed since."""
+
+    spec: EntitySpec
+    forecast: DemandForecast
+
 
 HISTORY = timedelta(days=14)
 MAX_AHEAD = timedelta(days=14)  # beyond this a seasonal forecast from 14 days of history says nothing

@@ -14,15 +14,54 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Protocol
+from typing import Literal, Protocol
 
+from pydantic import Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import SYNTHETIC_KEY_PREFIX
 from shadowing.endpoints import check_address
 from shadowing.errors import InvalidRequest
-from shadowing.models import FleetRef, FleetSignals, InstanceSignals, ProbeInput
+from shadowing.models import FleetRef, Frozen
+
+# ---- post-cutover monitoring ------------------------------------------------------------------------------
+
+
+class ProbeInput(Frozen):
+    """`requests_per_instance` direct GETs of `path` on each instance of the fleet."""
+
+    fleet: FleetRef
+    requests_per_instance: int = Field(10, ge=1, le=1000)
+    path: str = "/work"
+    timeout_s: float = Field(2.0, gt=0, le=600)
+
+
+class InstanceSignals(Frozen):
+    instance_id: str
+    samples: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    detail: str = ""
+
+
+class FleetSignals(Frozen):
+    """Health of a fleet over a window. `samples == 0` means no data: rates and latencies are then None."""
+
+    fleet_id: str
+    source: Literal["probe", "cloudwatch"]
+    samples: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    instances: tuple[InstanceSignals, ...] = ()
+    detail: str = ""
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.samples if self.samples else None
+
 
 MAX_PARALLEL = 8
 

@@ -55,22 +55,95 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import TAG_ROLE, ClientFactory
 from activities.ownership import not_owned, owned_by, ownership_tags, require_owned, tag_map
-from shadowing.models import (
-    QueueForwardResult,
-    ReadReplicaResult,
-    ReplicationConflict,
-    ReplicationInput,
-    ReplicationStatus,
-    ShardPosition,
-    TableCheckpoint,
-)
+from shadowing.models import Frozen, Region
+
+
+class ShardPosition(Frozen):
+    """Where catch-up resumes in one stream shard: after `sequence_number`, or at TRIM_HORIZON when None."""
+
+    shard_id: str
+    sequence_number: str | None = None
+
+
+class TableCheckpoint(Frozen):
+    """A table's DynamoDB Streams position: every record up to it is in the target (or superseded there)."""
+
+    table: str
+    stream_arn: str
+    shards: tuple[ShardPosition, ...] = ()
+
+
+class ReplicationConflict(Frozen):
+    """One write the conflict rule rejected: `key` is `key_digest` of the item key (sha256: + 16 hex), never the
+    key itself; `winner` the side that kept its item."""
+
+    table: str
+    key: str
+    winner: Literal["source", "target"] = "target"
+
+
+class ReplicationInput(Frozen):
+    """Replication activities' input. `checkpoint` comes from the previous `replicate_tables` / `catch_up`."""
+
+    entity_id: str
+    tables: tuple[str, ...]
+    source_region: Region
+    target_region: Region
+    checkpoint: tuple[TableCheckpoint, ...] = ()
+    max_lag_s: float = Field(default=5.0, ge=0.0, le=3600, description="check_sync: in sync only when lag_s <= this")
+    max_records: int = Field(default=10000, ge=1, description="catch-up: stream records applied per table and pass")
+    mode: Literal["copy", "global-table"] = Field(
+        default="copy", description="copy: scan + Streams catch-up (moto too); global-table: DynamoDB replicas (AWS)"
+    )
+    timeout_s: float = Field(
+        default=1800.0, gt=0, le=86400, description="global-table / RDS: how long to wait for ACTIVE"
+    )
+    queues: tuple[str, ...] = ()
+    visibility_timeout_s: int = Field(default=30, ge=0, le=43200, description="forward_queue: visibility timeout")
+    rds_instance: str | None = Field(default=None, description="source RDS instance id or ARN (source_region)")
+
+
+class ReplicationStatus(Frozen):
+    in_sync: bool
+    items: int = 0
+    detail: str = ""
+    created_tables: tuple[str, ...] = ()
+    checkpoint: tuple[TableCheckpoint, ...] = ()
+    applied: int = Field(default=0, description="stream records written to the target in this pass")
+    conflicts: int = Field(default=0, description="keys whose newest replayed write lost to a newer target item")
+    conflict_report: tuple[ReplicationConflict, ...] = Field(default=(), description="the first conflicts (capped)")
+    lag_s: float = Field(default=0.0, description="age of the oldest record not yet applied; 0 when caught up")
+    pending: int = Field(default=0, description="stream records not yet applied")
+
+
+class QueueForwardResult(Frozen):
+    """`forward_queue`: messages moved per queue name, and what a retry skipped as already sent."""
+
+    moved: dict[str, int] = {}
+    skipped_duplicates: int = 0
+    created_queues: tuple[str, ...] = ()
+    in_flight: int = Field(default=0, description="source messages held by consumers when forwarding stopped")
+
+
+class ReadReplicaResult(Frozen):
+    """`create_read_replica` / `promote_read_replica` / `delete_read_replica`."""
+
+    db_instance_identifier: str = ""
+    db_instance_arn: str = ""
+    region: str = ""
+    created: bool = False
+    promoted: bool = False
+    deleted: bool = False
+    status: str = ""
+
 
 V, TS, R = "_v", "_ts", "_r"
 #: `shadowing:role` of what the product creates as a copy: the only kind of resource a compensation deletes.

@@ -19,28 +19,116 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, model_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED, ClientFactory
 from activities.ec2 import DEFAULT_INSTALLATION, Owner, fleet_addresses
 from activities.ownership import MANAGED, not_owned, owned_by, tag_map
-from shadowing.models import (
-    FleetRef,
-    ListenerRef,
-    ListenerState,
-    ListenerWeightsInput,
-    RestoreWeightsInput,
-    RoutingInput,
-    RoutingState,
-    TargetGroupRef,
-    TargetsInput,
-    TargetsResult,
-    WeightsInput,
-    arn_region,
-)
+from shadowing.models import DnsName, EntityId, FleetRef, Frozen, HostedZoneId, Region, arn_region
+
+
+class RoutingInput(Frozen):
+    hosted_zone_id: HostedZoneId
+    dns_name: DnsName
+    to_fleet: FleetRef
+    from_fleet: FleetRef | None = None
+    ttl_s: int | None = Field(default=None, ge=1, le=86400, description="TTL of the records written; default 30 s")
+
+
+class RoutingState(Frozen):
+    """Weights of the entity's weighted records, by fleet id (with the records' TTL and the last change id)."""
+
+    weights: dict[str, int]
+    ttl_s: int | None = None
+    change_id: str | None = None
+
+
+class WeightsInput(Frozen):
+    """Route53: give each named fleet's weighted record its weight, in one change batch.
+
+    `fleets` supplies the addresses of every fleet named in `weights`; records of fleets not named are left alone.
+    """
+
+    hosted_zone_id: HostedZoneId
+    dns_name: DnsName
+    fleets: tuple[FleetRef, ...]
+    weights: dict[str, int]
+    ttl_s: int = Field(30, ge=1, le=86400)
+    settle_timeout_s: float = Field(120.0, gt=0, le=3600, description="how long to wait for Route53 to report INSYNC")
+
+    @model_validator(mode="after")
+    def _one_entity(self) -> WeightsInput:
+        if len({f.entity_id for f in self.fleets}) != 1:
+            raise ValueError("fleets: must name at least one fleet, all of one entity")
+        return self
+
+    @property
+    def entity_id(self) -> str:
+        return self.fleets[0].entity_id
+
+
+class RestoreWeightsInput(Frozen):
+    """Route53 rollback: make the weighted records exactly `previous` again (records it lacks are deleted).
+
+    `fleets` is needed only for a fleet whose record has disappeared since `previous` was captured.
+    """
+
+    entity_id: EntityId = Field(description="whose records these are: no other entity's record is touched")
+    hosted_zone_id: HostedZoneId
+    dns_name: DnsName
+    previous: RoutingState
+    fleets: tuple[FleetRef, ...] = ()
+    settle_timeout_s: float = Field(120.0, gt=0, le=3600)
+
+
+class TargetsInput(Frozen):
+    """ELBv2: the fleet's target group (found by a name derived from the fleet id, and its tag)."""
+
+    fleet: FleetRef
+    port: int = Field(80, ge=1, le=65535)
+    protocol: Literal["HTTP", "HTTPS"] = "HTTP"
+    health_check_path: str = "/health"
+    vpc_id: str | None = Field(None, description="default: the VPC of the fleet's first instance")
+
+
+class TargetGroupRef(Frozen):
+    fleet_id: str
+    region: Region
+    target_group_arn: str
+    instance_ids: tuple[str, ...] = ()
+
+
+class TargetsResult(Frozen):
+    deregistered: int = 0
+    deleted: bool = False
+    detail: str = ""
+
+
+class ListenerRef(Frozen):
+    """The entity's ELBv2 listener; it must carry the entity's ownership tags."""
+
+    entity_id: EntityId
+    listener_arn: str
+
+
+class ListenerWeightsInput(Frozen):
+    """ELBv2: forward the listener's default action to these target groups (ARN -> weight 0..999)."""
+
+    entity_id: EntityId
+    listener_arn: str
+    weights: dict[str, int]
+
+
+class ListenerState(Frozen):
+    """The listener's default forward weights by target group ARN."""
+
+    listener_arn: str
+    weights: dict[str, int]
+
 
 TTL_S = 30
 GLOBAL_REGION = "us-east-1"  # Route53 is global; its API lives in us-east-1

@@ -20,14 +20,52 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import SYNTHETIC_KEY_PREFIX, ClientFactory
-from activities.ec2 import DEFAULT_INSTALLATION, Owner, advertised_address
+from activities.ec2 import DEFAULT_INSTALLATION, FleetInput, Owner, advertised_address
 from activities.monitoring import check_addresses, checked_address, percentile
-from shadowing.models import FleetInput, FleetRef, HealthReport, InstanceWarmup, WarmupInput
+from shadowing.models import FleetRef, Frozen
+
+
+class WarmupInput(FleetInput):
+    """Warm-up of a fleet by synthetic traffic; a plain `FleetInput` decodes into it with these defaults.
+
+    An instance is warm when the p99 of its last round of `window` requests is under `p99_threshold_ms` and its
+    p50 and p99 moved less than `stable_ratio` (relative, or of the threshold) from the round before.
+    """
+
+    p99_threshold_ms: float = Field(25.0, gt=0, le=60_000)
+    stable_ratio: float = Field(0.2, gt=0, lt=1)
+    window: int = Field(50, ge=2, le=10_000)
+    keys: int = Field(200, ge=1)
+    concurrency: int = Field(4, ge=1, le=64)
+    request_timeout_s: float = Field(2.0, gt=0, le=600)
+
+
+class InstanceWarmup(Frozen):
+    """One instance's warm-up: its last round's latencies (client-side, ms) and whether it is warm."""
+
+    instance_id: str
+    rounds: int = 0
+    requests: int = 0
+    errors: int = 0
+    first_p99_ms: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    warm: bool = False
+
+
+class HealthReport(Frozen):
+    healthy: bool
+    healthy_count: int
+    total: int
+    detail: str = ""
+    #: Filled by `warm_fleet` with a data plane: per-instance warm-up rounds (empty for EC2-only probes).
+    instances: tuple[InstanceWarmup, ...] = ()
+
 
 if TYPE_CHECKING:
     from shadowing.endpoints import Endpoints

@@ -31,12 +31,12 @@ from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities import ClientFactory
-from activities.ec2 import Ec2Activities
+from activities.ec2 import Ec2Activities, ProvisionInput
 from activities.ownership import ownership_tags
-from activities.routing import RoutingActivities
-from activities.warmup import WarmupActivities
-from shadowing.dataplane.loadgen import LoadGenerator, summarise
-from shadowing.demo import hosted_zone
+from activities.routing import RoutingActivities, RoutingInput
+from activities.warmup import WarmupActivities, WarmupInput
+from devstack.dataplane.loadgen import LoadGenerator, summarise
+from shadowctl.demo import hosted_zone
 from shadowing.endpoints import Endpoints, endpoints_for
 from shadowing.models import (
     EntityPolicy,
@@ -45,10 +45,7 @@ from shadowing.models import (
     MigrationInput,
     MigrationProgress,
     MigrationResult,
-    ProvisionInput,
-    RoutingInput,
     ScheduledSlice,
-    WarmupInput,
 )
 from shadowing.settings import Settings
 
@@ -240,9 +237,10 @@ def table(runs: dict[str, Run]) -> str:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from shadowing.local import embedded_services, free_port
+    from devstack.stack import embedded_services, free_port
+    from shadowing.connect import connect
     from workers.aws import AwsClients
-    from workers.main import build_worker, connect
+    from workers.main import build_worker
 
     state = Path(tempfile.mkdtemp(prefix="bench-cutover-"))
     base = Settings(

@@ -42,8 +42,8 @@ from temporalio.service import RPCError
 
 from activities import TAG_ENTITY, TAG_FLEET, ClientFactory
 from benchmarks.cutover import old_fleet, seed_table, table_items, table_items_in
+from shadowctl.demo import hosted_zone
 from shadowing import search
-from shadowing.demo import hosted_zone
 from shadowing.endpoints import Endpoints
 from shadowing.faults import FaultRule
 from shadowing.models import (
@@ -451,7 +451,7 @@ class Matrix:
     """The matrix on its own dev server (`temporal`), against `aws_url` (moto) and the data plane's registry."""
 
     def __init__(self, state: Path, aws_url: str, registry: Path) -> None:
-        from shadowing.local import free_port
+        from devstack.stack import free_port
 
         self.state, self.aws_url, self.registry = state, aws_url, registry
         self.port, self.ui_port = free_port(), free_port()
@@ -471,21 +471,21 @@ class Matrix:
         )  # fmt: skip
 
     async def start_server(self) -> None:
-        from shadowing.local import start_temporal, wait_port
+        from devstack.stack import start_temporal, wait_port
 
         started = start_temporal(self.settings("x"), self.port, self.ui_port)
         self.server = started.process
         await asyncio.to_thread(wait_port, "127.0.0.1", self.port, 30, started)
 
     async def restart_server(self) -> None:
-        from shadowing.local import stop_process
+        from devstack.stack import stop_process
 
         assert self.server is not None
         await asyncio.to_thread(stop_process, self.server)
         await self.start_server()
 
     def stop_server(self) -> None:
-        from shadowing.local import stop_process
+        from devstack.stack import stop_process
 
         if self.server is not None:
             stop_process(self.server)
@@ -494,9 +494,10 @@ class Matrix:
     async def run(
         self, only: Iterable[str] = STEPS, progress: Callable[[str], None] = print, faults: Iterable[str] = ()
     ) -> list[Row]:
+        from shadowing.connect import connect
         from shadowing.endpoints import endpoints_for
         from workers.aws import AwsClients
-        from workers.main import build_worker, connect
+        from workers.main import build_worker
 
         await self.start_server()
         client = await connect(self.address, timeout_s=30)
@@ -561,7 +562,7 @@ class WorkerProcesses:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "shadowing.cli", "worker"], env=self.env, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "shadowctl.cli", "worker"], env=self.env, stdin=subprocess.DEVNULL
         )
 
     async def kill_and_replace(self) -> None:
@@ -581,7 +582,7 @@ class WorkerProcesses:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from shadowing.local import dataplane_agent, free_port, start_moto, stop_process, wait_http
+    from devstack.stack import dataplane_agent, free_port, start_moto, stop_process, wait_http
     from shadowing.settings import Settings
 
     state = Path(tempfile.mkdtemp(prefix="fault-matrix-"))

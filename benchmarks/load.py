@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from shadowing.demo import DemoEntity, aws_inventory, demo_data, hosted_zone, seed
+from shadowctl.demo import DemoEntity, aws_inventory, demo_data, hosted_zone, seed
 from shadowing.models import EntityPolicy, EntitySpec, EntityStatus
 
 TRACES = ("rnd-024", "rnd-270", "rnd-392")
@@ -146,12 +146,13 @@ async def run(
 
 
 async def _main(args: argparse.Namespace) -> int:
+    from devstack.stack import embedded_services, free_port
     from shadowing.client import ShadowingClient
-    from shadowing.local import embedded_services, free_port
+    from shadowing.connect import connect
     from shadowing.settings import Settings
     from workers.aws import AwsClients
     from workers.logs import configure_logging
-    from workers.main import build_worker, connect
+    from workers.main import build_worker
 
     configure_logging("WARNING")
     state = Path(tempfile.mkdtemp(prefix="bench-load-"))

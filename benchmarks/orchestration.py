@@ -3,7 +3,7 @@
     python -m benchmarks.orchestration [--entities 10 100 1000] [--budget-s 1200] [--json PATH]
 
 For each N, on fresh embedded services (Temporal dev server, moto server, the local data plane: `services()`, started
-by shadowing.local's functions as `shadowctl up` starts them, the stand-ins publishing their CloudWatch metrics
+by devstack.stack's functions as `shadowctl up` starts them, the stand-ins publishing their CloudWatch metrics
 hourly instead of every 5 s), N EntitySchedule workflows are registered in us-east-1 with a one-instance fleet.
 Setup, not measured: seeding, registration, and every entity's bootstrap (its first fleet provisioned, warmed and
 routed). Then every entity gets ONE slice in eu-west-1 through the `update_schedule` endpoint, all starting at the
@@ -198,11 +198,11 @@ def db_bytes(state: Path) -> tuple[int, int]:
 
 
 def services(settings: Any) -> contextlib.AbstractContextManager[Any]:
-    """`shadowing.local.embedded_services` (moto, the local data plane, the dev server), except that the stand-ins
+    """`devstack.stack.embedded_services` (moto, the local data plane, the dev server), except that the stand-ins
     publish to CloudWatch once an hour instead of every 5 s: nothing on the migration path reads those metrics
     (`probe_fleet` asks the instances), and at 600 stand-ins the puts saturate moto and each stand-in's boto3
     import costs ~35 MB (measured: 22 GB in use at N=300)."""
-    from shadowing import local
+    from devstack import stack as local
 
     return local.embedded_services(settings, standin_args=("--publish-s", str(PUBLISH_S)))
 
@@ -292,11 +292,12 @@ async def poll_until(
 
 async def measure(n: int, opts: Options, progress: Progress = print, keep_state: bool = False) -> dict:
     """Runs N entities through one migration each on fresh embedded services; returns the figures."""
+    from devstack.stack import free_port
     from shadowing.client import ShadowingClient
-    from shadowing.local import free_port
+    from shadowing.connect import connect
     from shadowing.settings import Settings
     from workers.aws import AwsClients
-    from workers.main import build_worker, connect
+    from workers.main import build_worker
 
     state = Path(tempfile.mkdtemp(prefix=f"bench-orchestration-{n}-"))
     base = Settings(
@@ -337,7 +338,7 @@ async def measure(n: int, opts: Options, progress: Progress = print, keep_state:
                 )
                 if errors := [r for r in seeded if isinstance(r, BaseException)]:
                     raise RuntimeError(f"seeding CloudWatch failed: {errors[0]}")
-                from shadowing.demo import hosted_zone
+                from shadowctl.demo import hosted_zone
 
                 zone_id = await asyncio.to_thread(hosted_zone, clients("route53", HOME), ZONE)
                 pol = policy(lead, opts.watch_s)

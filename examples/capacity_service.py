@@ -22,7 +22,7 @@ from shadowing.settings import Settings
 async def capacity_report(client: ShadowingClient, entity_id: str) -> dict[str, Any]:
     """The entity's next slice that has not started: region, the forecast's sizing peak, the decision, readiness."""
     status = await client.status(entity_id)  # typed: EntityStatus
-    upcoming = [s for s in status.slices if s.state not in ("done", "skipped", "failed", "released", "planned")]
+    upcoming = [s for s in status.slices if not s.settled]
     report: dict[str, Any] = {
         "entity_id": status.entity_id,
         "serving": status.active_fleet.region if status.active_fleet else None,

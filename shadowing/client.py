@@ -90,7 +90,7 @@ class ShadowingClient:
     ) -> ShadowingClient:
         """`settings` (e.g. `Settings()`): the payload codec the workers use and the TLS / API key of a remote
         cluster (Temporal's own TEMPORAL_* variables)."""
-        from workers.main import connect
+        from shadowing.connect import connect
 
         ids = settings.pseudonyms() if settings is not None else PLAIN
         return cls(await connect(address, namespace, settings=settings), task_queue, ids)

@@ -4,7 +4,7 @@ On real AWS a worker in the VPC talks to `http://<instance address>:<port>`. An 
 (a `FleetRef`) or from EC2, never trusted as a URL: `check_address` accepts only an IP address that is not
 link-local (the instance metadata service, 169.254.169.254), multicast, unspecified or reserved, and loopback only
 for the local data plane. Under an emulator (moto) instances do not
-run anything, so the data-plane agent (`python -m shadowing.dataplane.agent`) runs one stand-in process per
+run anything, so the data-plane agent (`python -m devstack.dataplane.agent`) runs one stand-in process per
 instance on 127.0.0.1 and publishes where each one listens in a registry file, written atomically:
 
     {"instances": {instance_id: {"url": "http://127.0.0.1:PORT", "address": ..., "region": ..., "pid": ...}},
@@ -116,7 +116,7 @@ def data_plane_mode(settings: Settings) -> str:
     """ "local" or "direct": the setting when given, else local only for an AWS endpoint on loopback (an emulator).
 
     No AWS_ENDPOINT_URL is real AWS, hence direct: the embedded emulator that `shadowctl up` and `demo` start is
-    handed on as a loopback URL (`shadowing.local.Services.settings`), so they stay local, while a worker alone never
+    handed on as a loopback URL (`devstack.stack.Services.settings`), so they stay local, while a worker alone never
     reads a registry file whoever wrote it.
     """
     if settings.data_plane:

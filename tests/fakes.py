@@ -10,38 +10,31 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from shadowing.models import (
-    DemandForecast,
-    EntitySpec,
-    FleetInput,
-    FleetRef,
-    FleetSignals,
-    ForecastInput,
-    HealthReport,
-    HourQuantiles,
+from activities.ec2 import FleetInput, ProvisionInput, ResizeInput
+from activities.forecast import ForecastInput, RefineInput
+from activities.monitoring import FleetSignals, ProbeInput
+from activities.replication import (
+    QueueForwardResult,
+    ReadReplicaResult,
+    ReplicationInput,
+    ReplicationStatus,
+    ShardPosition,
+    TableCheckpoint,
+)
+from activities.routing import (
     ListenerRef,
     ListenerState,
     ListenerWeightsInput,
-    MetricForecast,
-    ProbeInput,
-    ProvisionInput,
-    QueueForwardResult,
-    ReadReplicaResult,
-    RefineInput,
-    ReplicationInput,
-    ReplicationStatus,
-    ResizeInput,
     RestoreWeightsInput,
     RoutingInput,
     RoutingState,
-    ShardPosition,
-    TableCheckpoint,
     TargetGroupRef,
     TargetsInput,
     TargetsResult,
-    WarmupInput,
     WeightsInput,
 )
+from activities.warmup import HealthReport, WarmupInput
+from shadowing.models import DemandForecast, EntitySpec, FleetRef, HourQuantiles, MetricForecast
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from shadowing.faults import FaultInjector
 from shadowing.settings import Settings
+from workers.fault_injection import FaultInjector
 
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
 

@@ -20,10 +20,8 @@ from activities.registry import RegistryActivities
 from activities.replication import ReplicationActivities
 from activities.routing import RoutingActivities
 from activities.warmup import WarmupActivities
-from shadowing import metrics, tracing
-from shadowing.codec import data_converter
+from shadowing.connect import connect
 from shadowing.endpoints import Endpoints, data_plane_mode, endpoints_for
-from shadowing.errors import ServiceUnavailable
 from shadowing.ids import PLAIN, Pseudonyms
 from shadowing.models import CoordinatorLimits
 from shadowing.settings import Settings
@@ -33,39 +31,6 @@ from workflows.migrate import ShadowMigrationWorkflow
 from workflows.predict import PredictDemandWorkflow
 
 WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkflow, FleetCoordinatorWorkflow]
-
-
-async def connect(
-    address: str, namespace: str = "default", timeout_s: float = 10.0, settings: Settings | None = None,
-    serve_metrics: bool = False,
-) -> Client:  # fmt: skip
-    """Connects with the pydantic data converter; `ServiceUnavailable` when nothing answers within `timeout_s`.
-
-    A server that accepts connections but is still starting ("Frontend is not healthy yet") is retried.
-    `settings` adds the payload codec and the TLS / API-key options they configure; with `serve_metrics` (workers),
-    the client's runtime serves Prometheus metrics on `settings.metrics_bind` (shadowing/metrics.py).
-    """
-    codec = settings.codec() if settings else None
-    runtime = metrics.runtime(settings.metrics_bind) if serve_metrics and settings and settings.metrics_bind else None
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            return await asyncio.wait_for(
-                Client.connect(
-                    address,
-                    namespace=namespace,
-                    data_converter=data_converter(codec),
-                    runtime=runtime,
-                    interceptors=tracing.interceptors(settings.tracing) if settings else [],
-                    **(settings.temporal_connect_options() if settings else {}),  # type: ignore[arg-type]
-                ),
-                max(deadline - loop.time(), 0.1),
-            )
-        except (RuntimeError, TimeoutError, OSError) as exc:
-            if "not healthy yet" not in str(exc) or loop.time() >= deadline:
-                raise ServiceUnavailable(f"cannot reach Temporal at {address}: {exc}") from exc
-            await asyncio.sleep(0.2)
 
 
 def activities(

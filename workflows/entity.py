@@ -18,14 +18,15 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.coordination import CoordinationActivities
-    from activities.ec2 import Ec2Activities
-    from activities.forecast import ForecastActivities
-    from activities.routing import RoutingActivities
+    from activities.ec2 import Ec2Activities, ProvisionInput, ResizeInput
+    from activities.forecast import ForecastActivities, ForecastInput
+    from activities.routing import RoutingActivities, RoutingInput, RoutingState
     from activities.warmup import WarmupActivities
     from shadowing import prices, search
     from shadowing.errors import TimeSliceNotActive
     from shadowing.models import (
         MAX_SLICES,
+        SETTLED_STATES,
         AllocationSchedule,
         CostEntry,
         CostLedger,
@@ -33,11 +34,9 @@ with workflow.unsafe.imports_passed_through():
         DemandForecast,
         EntityPlan,
         EntitySpec,
-        EntityState,
         EntityStatus,
         Event,
         FleetRef,
-        ForecastInput,
         LeaseGrant,
         LeaseRelease,
         LeaseRequest,
@@ -46,12 +45,8 @@ with workflow.unsafe.imports_passed_through():
         MigrationResult,
         PauseRequest,
         PlanEntry,
-        ProvisionInput,
         ProvisionRequest,
         RegisterEntityInput,
-        ResizeInput,
-        RoutingInput,
-        RoutingState,
         ScheduledSlice,
         SliceAction,
         SliceRequest,
@@ -61,12 +56,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, refresh_record, root_cause
     from workflows.predict import FORECAST
+    from workflows.state import EntityState
     from workflows.waiting import wait_until
 
 LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
 
 MAX_EVENTS = 200
-SETTLED = ("done", "skipped", "failed", "released", "planned")
+SETTLED = SETTLED_STATES
 #: Settled slices older than this many keep their decision but drop their forecast (the state stays small).
 KEEP_FORECASTS = 48
 #: Settled slices the state keeps (newest first): older ones are dropped, so the state stays bounded.

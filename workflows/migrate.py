@@ -25,11 +25,21 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ec2 import Ec2Activities
-    from activities.forecast import ForecastActivities
-    from activities.monitoring import MonitoringActivities
-    from activities.replication import ReplicationActivities
-    from activities.routing import RoutingActivities
+    from activities.ec2 import Ec2Activities, FleetInput, ProvisionInput, ResizeInput
+    from activities.forecast import ForecastActivities, RefineInput
+    from activities.monitoring import FleetSignals, MonitoringActivities, ProbeInput
+    from activities.replication import ReplicationActivities, ReplicationInput, TableCheckpoint
+    from activities.routing import (
+        ListenerRef,
+        ListenerState,
+        ListenerWeightsInput,
+        RestoreWeightsInput,
+        RoutingActivities,
+        RoutingInput,
+        RoutingState,
+        TargetsInput,
+        WeightsInput,
+    )
     from activities.warmup import WarmupActivities
     from shadowing import metrics, search
     from shadowing.catalog import INSTANCE_TYPES
@@ -38,26 +48,10 @@ with workflow.unsafe.imports_passed_through():
         CostEntry,
         DemandForecast,
         EntitySpec,
-        FleetInput,
         FleetRef,
-        FleetSignals,
-        ListenerRef,
-        ListenerState,
-        ListenerWeightsInput,
         MigrationInput,
         MigrationProgress,
         MigrationResult,
-        ProbeInput,
-        ProvisionInput,
-        RefineInput,
-        ReplicationInput,
-        ResizeInput,
-        RestoreWeightsInput,
-        RoutingInput,
-        RoutingState,
-        TableCheckpoint,
-        TargetsInput,
-        WeightsInput,
         arn_region,
     )
     from workflows.policy import cost_entry, fleet_id, instances_needed, launch_image, warmup

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
+from activities.warmup import WarmupInput
 from shadowing import prices
 from shadowing.catalog import INSTANCE_TYPES, InstanceType
 from shadowing.models import (
@@ -16,7 +17,6 @@ from shadowing.models import (
     FleetRef,
     ScheduledSlice,
     SliceStatus,
-    WarmupInput,
 )
 
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.forecast import ForecastActivities
+    from activities.forecast import ForecastActivities, ForecastInput
     from activities.registry import RegistryActivities
-    from shadowing.models import DemandForecast, ForecastInput, PredictDemandInput
+    from shadowing.models import DemandForecast, PredictDemandInput
     from workflows.migrate import RETRY
 
 LOOKUP = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
 
-from shadowing.models import DegradationPolicy, FleetSignals, Verdict
+from activities.monitoring import FleetSignals
+from shadowing.models import DegradationPolicy, Frozen
+
+
+class Verdict(Frozen):
+    degraded: bool
+    reasons: tuple[str, ...] = ()
+
 
 Strategy = Literal["all-at-once", "canary", "linear"]
 

@@ -15,11 +15,18 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import TAG_FLEET, TAG_ROLE
-from activities.ec2 import AMI_PARAMETER, TAG_INSTALLATION, TAG_MARKET, TAG_SOURCE_IMAGE, Ec2Activities
+from activities.ec2 import (
+    AMI_PARAMETER,
+    TAG_INSTALLATION,
+    TAG_MARKET,
+    TAG_SOURCE_IMAGE,
+    Ec2Activities,
+    ProvisionInput,
+    ResizeInput,
+)
 from shadowing import prices
 from shadowing.catalog import INSTANCE_TYPES, REGIONS
 from shadowing.errors import InvalidRequest
-from shadowing.models import ProvisionInput, ResizeInput
 from workers.aws import AwsClients
 
 SLICE = "20260101T000000Z"

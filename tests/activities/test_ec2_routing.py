@@ -7,10 +7,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED, TAG_ROLE
-from activities.ec2 import Ec2Activities
-from activities.routing import RoutingActivities
+from activities.ec2 import Ec2Activities, FleetInput, ProvisionInput
+from activities.routing import RoutingActivities, RoutingInput
 from activities.warmup import WarmupActivities
-from shadowing.models import FleetInput, FleetRef, ProvisionInput, RoutingInput
+from shadowing.models import FleetRef
 from workers.aws import AwsClients
 
 

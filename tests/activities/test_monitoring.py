@@ -12,8 +12,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.monitoring import MonitoringActivities, percentile
-from shadowing.models import DegradationPolicy, FleetRef, ProbeInput
+from activities.monitoring import MonitoringActivities, ProbeInput, percentile
+from shadowing.models import DegradationPolicy, FleetRef
 from workflows.verdict import judge
 
 Serve = Callable[..., str]

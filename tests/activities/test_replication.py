@@ -14,8 +14,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import TAG_ENTITY, TAG_MANAGED, TAG_ROLE
 from activities.ownership import ownership_tags
-from activities.replication import TAG_PROMOTED, ReplicationActivities, final_snapshot_id, key_digest
-from shadowing.models import ReplicationInput
+from activities.replication import TAG_PROMOTED, ReplicationActivities, ReplicationInput, final_snapshot_id, key_digest
 from tests.activities.conftest import make_table
 from workers.aws import AwsClients
 

@@ -10,10 +10,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import TAG_ENTITY, TAG_MANAGED
-from activities.forecast import ForecastActivities
-from activities.replication import ReplicationActivities
+from activities.forecast import ForecastActivities, ForecastInput, RefineInput
+from activities.replication import ReplicationActivities, ReplicationInput
 from forecasting.data import hourly_series, load_usage
-from shadowing.models import EntitySpec, ForecastInput, RefineInput, ReplicationInput, TimeSlice
+from shadowing.models import EntitySpec, TimeSlice
 from tests.activities.conftest import make_table
 from workers.aws import AwsClients
 

@@ -9,19 +9,20 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.ec2 import Ec2Activities
+from activities.ec2 import Ec2Activities, ProvisionInput
 from activities.ownership import ownership_tags
-from activities.routing import MAX_ATTEMPTS, RoutingActivities, target_group_name
-from shadowing.models import (
-    FleetRef,
+from activities.routing import (
+    MAX_ATTEMPTS,
     ListenerRef,
     ListenerWeightsInput,
-    ProvisionInput,
     RestoreWeightsInput,
+    RoutingActivities,
     RoutingInput,
     TargetsInput,
     WeightsInput,
+    target_group_name,
 )
+from shadowing.models import FleetRef
 from workers.aws import AwsClients
 
 DNS = "shop.example.internal"

@@ -15,11 +15,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.ec2 import TAG_INSTALLATION, Ec2Activities
-from activities.warmup import Progress, WarmupActivities, is_warm
-from shadowing.dataplane.agent import Agent
+from activities.ec2 import TAG_INSTALLATION, Ec2Activities, FleetInput, ProvisionInput
+from activities.warmup import InstanceWarmup, Progress, WarmupActivities, WarmupInput, is_warm
+from devstack.dataplane.agent import Agent
 from shadowing.endpoints import LocalEndpoints
-from shadowing.models import FleetInput, FleetRef, InstanceWarmup, ProvisionInput, WarmupInput
+from shadowing.models import FleetRef
 from workers.aws import AwsClients
 
 STANDIN = ["--cold-ms", "30", "--warm-ms", "1", "--keys", "40"]

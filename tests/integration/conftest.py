@@ -9,8 +9,8 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from devstack.stack import HOST, dataplane_agent, free_port, start_moto, stop_process, wait_http
 from shadowing import search
-from shadowing.local import HOST, dataplane_agent, free_port, start_moto, stop_process, wait_http
 from shadowing.settings import Settings
 from tests.conftest import BIN
 

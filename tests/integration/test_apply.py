@@ -16,8 +16,8 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
+from shadowctl.fleetfile import apply_fleet, load_fleet
 from shadowing.client import ShadowingClient
-from shadowing.fleetfile import apply_fleet, load_fleet
 from shadowing.models import EntitySpec
 from shadowing.settings import Settings
 from workers.aws import AwsClients
@@ -70,7 +70,7 @@ async def shadowctl(address: str, queue: str, *args: str) -> tuple[int, str]:
     env.pop("SHADOWING_CODEC_KEY", None)
     env.pop("SHADOWING_CODEC_KEY_FILE", None)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadowing.cli", "apply", *args, env=env,
+        sys.executable, "-m", "shadowctl.cli", "apply", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)

@@ -21,7 +21,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED
-from shadowing.local import HOST, free_port
+from devstack.stack import HOST, free_port
 from shadowing.settings import Settings
 from tests.conftest import BIN
 from workers.aws import AwsClients
@@ -60,7 +60,7 @@ async def demo_run(dev_env: WorkflowEnvironment, moto_url: str, tmp_path_factory
     }
     summary_path = tmp_path / "summary.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadowing.cli", "demo", "--slice-seconds", "20", "--json", str(summary_path),
+        sys.executable, "-m", "shadowctl.cli", "demo", "--slice-seconds", "20", "--json", str(summary_path),
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     scrapes: list[str] = []

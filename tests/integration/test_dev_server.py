@@ -18,8 +18,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from activities import TAG_FLEET
+from shadowctl.demo import ZONE, demo_data, hosted_zone
 from shadowing.client import ShadowingClient
-from shadowing.demo import ZONE, demo_data, hosted_zone
 from shadowing.models import EntityPolicy, EntitySpec, EntityStatus
 from shadowing.settings import Settings
 from workers.aws import AwsClients
@@ -138,7 +138,7 @@ async def test_worker_killed_mid_migration_completes_once_without_duplicates(
 def _worker_process(address: str, moto_url: str, queue: str, registry: Path) -> subprocess.Popen:
     env = {**os.environ, "TEMPORAL_ADDRESS": address, "AWS_ENDPOINT_URL": moto_url, "SHADOWING_TASK_QUEUE": queue,
            "SHADOWING_LOG_LEVEL": "WARNING", "SHADOWING_DATA_PLANE_REGISTRY": str(registry)}  # fmt: skip
-    return subprocess.Popen([sys.executable, "-m", "shadowing.cli", "worker"], env=env, stdin=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-m", "shadowctl.cli", "worker"], env=env, stdin=subprocess.DEVNULL)
 
 
 async def _until(client: ShadowingClient, entity: str, ready, timeout_s: float) -> EntityStatus:  # type: ignore[no-untyped-def]

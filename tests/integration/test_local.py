@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.stack import HOST, embedded_services, free_port
 from shadowing.errors import ServiceUnavailable
-from shadowing.local import HOST, embedded_services, free_port
 from shadowing.settings import Settings
 
 pytestmark = pytest.mark.slow

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from shadowctl.demo import hosted_zone
 from shadowing.client import ShadowingClient
 from shadowing.codec import new_key
-from shadowing.demo import hosted_zone
+from shadowing.connect import connect
 from shadowing.models import EntitySpec, EntityStatus
 from shadowing.settings import Settings
 from workers.aws import AwsClients
-from workers.main import connect
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def test_shadowctl_never_prints_secrets_even_when_it_fails() -> None:
     env = {**os.environ, **secrets, "TEMPORAL_ADDRESS": "127.0.0.1:1", "SHADOWING_LOG_LEVEL": "DEBUG"}
     outputs = []
     for args in (["status", "shop"], ["id", "shop"], ["register", "--help"]):
-        done = subprocess.run([sys.executable, "-m", "shadowing.cli", *args], env=env, capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "shadowctl.cli", *args], env=env, capture_output=True, text=True,
                               timeout=60, stdin=subprocess.DEVNULL)  # fmt: skip
         outputs.append(done.stdout + done.stderr)
     assert "shop" in outputs[0] or "127.0.0.1:1" in outputs[0], outputs[0]  # it said what failed
@@ -57,7 +57,7 @@ async def test_worker_logs_hold_no_secret(dev_env: WorkflowEnvironment, moto_url
     env = {**os.environ, **secrets, "TEMPORAL_ADDRESS": address, "AWS_ENDPOINT_URL": moto_url,
            "SHADOWING_TASK_QUEUE": queue, "SHADOWING_LOG_LEVEL": "DEBUG", "SHADOWING_LOG_FORMAT": "json",
            "SHADOWING_DATA_PLANE_REGISTRY": str(data_plane)}  # fmt: skip
-    worker = subprocess.Popen([sys.executable, "-m", "shadowing.cli", "worker"], env=env, stdin=subprocess.DEVNULL,
+    worker = subprocess.Popen([sys.executable, "-m", "shadowctl.cli", "worker"], env=env, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
         settings = Settings(temporal_address=address, codec_key=secrets["SHADOWING_CODEC_KEY"], task_queue=queue)

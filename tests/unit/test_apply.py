@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from shadowctl.fleetfile import FleetFileError, diff_entity, load_fleet, merge, parse_text, validate_fleet
 from shadowing.errors import InvalidRequest
-from shadowing.fleetfile import FleetFileError, diff_entity, load_fleet, merge, parse_text, validate_fleet
 from shadowing.models import ScheduledSlice, SliceStatus
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fleet.yaml"
@@ -178,7 +178,7 @@ def test_cli_bad_file_exits_2_without_contacting_a_server(tmp_path: Path) -> Non
     path = tmp_path / "fleet.yaml"
     path.write_text("entities:\n  - spec: {entity_id: Bad_Id}\n    schedule: {slices: []}\n")
     env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9"}
-    proc = subprocess.run([sys.executable, "-m", "shadowing.cli", "apply", "-f", str(path), "--dry-run"],
+    proc = subprocess.run([sys.executable, "-m", "shadowctl.cli", "apply", "-f", str(path), "--dry-run"],
                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out

@@ -28,7 +28,7 @@ CASES = [
 def test_bad_input_exits_2_naming_the_field(args: list[str], named: str) -> None:
     """Each malformed call exits with code 2 and names what is wrong."""
     env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9"}
-    proc = subprocess.run([sys.executable, "-m", "shadowing.cli", *args], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-m", "shadowctl.cli", *args], capture_output=True, text=True, env=env,
                           timeout=60)  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
@@ -39,7 +39,7 @@ def test_bad_input_exits_2_naming_the_field(args: list[str], named: str) -> None
 def test_unreachable_server_is_a_clear_error_not_a_traceback() -> None:
     """A valid call with no Temporal listening exits 1 and says which address it tried."""
     env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9"}
-    proc = subprocess.run([sys.executable, "-m", "shadowing.cli", "status", "shop"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "shadowctl.cli", "status", "shop"], capture_output=True, text=True,
                           env=env, timeout=60)  # fmt: skip
     assert proc.returncode == 1 and "127.0.0.1:9" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr

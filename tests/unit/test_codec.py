@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from temporalio.api.common.v1 import Payload
 
+from shadowctl.codec_server import MAX_BODY, make_server
 from shadowing.codec import ENCODING, KEY_ID, EncryptionCodec, codec_from, data_converter, new_key
-from shadowing.codec_server import MAX_BODY, make_server
 from shadowing.errors import InvalidRequest
 from shadowing.ids import Pseudonyms, pseudonym_key_id, pseudonym_secret
 from shadowing.models import FleetRef

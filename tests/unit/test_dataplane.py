@@ -19,8 +19,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from shadowing.dataplane.agent import Agent, stop_process, write_atomically
-from shadowing.dataplane.standin import App, Publisher
+from devstack.dataplane.agent import Agent, stop_process, write_atomically
+from devstack.dataplane.standin import App, Publisher
+from devstack.stack import dataplane_agent, free_port, start_moto, wait_http
 from shadowing.endpoints import (
     DirectEndpoints,
     LocalEndpoints,
@@ -30,7 +31,6 @@ from shadowing.endpoints import (
     registry_path,
 )
 from shadowing.errors import InvalidRequest
-from shadowing.local import dataplane_agent, free_port, start_moto, wait_http
 from shadowing.settings import Settings
 
 HOST = "127.0.0.1"
@@ -65,7 +65,7 @@ def answers(url: str) -> bool:
 @pytest.fixture
 def standin() -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port()
-    cmd = [sys.executable, "-m", "shadowing.dataplane.standin", "--port", str(port), "--instance-id", "i-abc",
+    cmd = [sys.executable, "-m", "devstack.dataplane.standin", "--port", str(port), "--instance-id", "i-abc",
            "--region", "eu-west-1", "--cold-ms", "60", "--warm-ms", "1", "--keys", "3"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://{HOST}:{port}"

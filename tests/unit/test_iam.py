@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shadowing.iam import IMPLIED, PLACEHOLDERS, actions_in, classify, needed, violations
+from tools.iam import IMPLIED, PLACEHOLDERS, actions_in, classify, needed, violations
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "deploy" / "iam-worker-policy.json"

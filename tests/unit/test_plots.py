@@ -1,4 +1,4 @@
-"""shadowing.plots: the forecast picture (band, actual usage, chosen capacity) and the migration timeline drawn from
+"""shadowctl.plots: the forecast picture (band, actual usage, chosen capacity) and the migration timeline drawn from
 recorded ShadowMigration histories. Each test checks what is drawn (the plot data and the figure's artists), not
 only that a PNG appeared."""
 
@@ -23,7 +23,7 @@ from matplotlib.colors import to_rgba
 from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError, RPCStatusCode
 
-from shadowing import plots
+from shadowctl import plots
 from shadowing.catalog import INSTANCE_TYPES
 from shadowing.errors import InvalidRequest, ShadowingError
 from shadowing.models import (
@@ -432,7 +432,7 @@ async def test_migration_history_finds_the_slices_migration_or_says_why_not() ->
 )  # fmt: skip
 def test_plot_commands_fail_with_a_message_not_a_traceback(args: list[str], code: int, named: str) -> None:
     env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9"}
-    proc = subprocess.run([sys.executable, "-m", "shadowing.cli", *args], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-m", "shadowctl.cli", *args], capture_output=True, text=True, env=env,
                           timeout=60)  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == code, out

@@ -6,9 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shadowing.catalog import INSTANCE_TYPES
-from shadowing.models import EntityPolicy
-from shadowing.simulate import (
+from shadowctl.simulate import (
     Entity,
     SimConfig,
     needed,
@@ -21,6 +19,8 @@ from shadowing.simulate import (
     simulate_reactive,
     simulate_static,
 )
+from shadowing.catalog import INSTANCE_TYPES
+from shadowing.models import EntityPolicy
 
 M5 = INSTANCE_TYPES["m5.large"]
 PRICE = M5.price("us-east-1")
@@ -133,7 +133,7 @@ def test_predictive_without_a_forecast_keeps_its_fleet() -> None:
 def test_a_run_on_real_entities_forecasts_every_slice_and_reuses_its_cache(shared_trace, tmp_path) -> None:
     """Three Bitbrains VMs, one day: every slice gets a forecast made before it (no "no-forecast"), the JSON has the
     issue's shape, and a second run from the cache gives the same figures without fitting."""
-    from shadowing.simulate import POINT_BUFFERS, POLICIES, run
+    from shadowctl.simulate import POINT_BUFFERS, POLICIES, run
 
     cfg = SimConfig(start=pd.Timestamp("2013-08-20", tz="UTC"), end=pd.Timestamp("2013-08-21", tz="UTC"), workers=1)
     names = ["rnd-001", "rnd-002", "rnd-003"]
@@ -162,7 +162,7 @@ def test_a_run_on_real_entities_forecasts_every_slice_and_reuses_its_cache(share
 def test_the_cli_names_a_bad_sizing_quantile_and_a_window_without_history(shared_trace) -> None:
     from typer.testing import CliRunner
 
-    from shadowing.cli import app
+    from shadowctl.cli import app
 
     common = ["simulate", "--input", str(shared_trace), "--entities", "rnd-001"]
     bad = CliRunner().invoke(app, [*common, "--start", "2013-08-20", "--end", "2013-08-21", "--sizing-quantile", "1.5"])

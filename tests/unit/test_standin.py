@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shadowing.dataplane.standin import HOST, PENDING_CAP, App, Server
+from devstack.dataplane.standin import HOST, PENDING_CAP, App, Server
 
 
 def test_unpublished_latencies_are_capped() -> None:

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shadowing.models import DegradationPolicy, FleetSignals
+from activities.monitoring import FleetSignals
+from shadowing.models import DegradationPolicy
 from workflows.verdict import cutover_steps, judge, listener_weights, retire_after_s, step_weights
 
 POLICY = DegradationPolicy()  # min 20 samples, errors x2 or +1%, p99 x1.5 above 50 ms, 2 s ceiling, 3 empty probes

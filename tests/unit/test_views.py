@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from rich.console import Console
 
+from shadowctl.views import render
 from shadowing.models import CostEntry, CostLedger, EntityPlan, Event, PlanEntry
-from shadowing.views import render
 from tests.unit.test_plots import T0, _status
 
 

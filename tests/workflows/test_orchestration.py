@@ -14,13 +14,13 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.forecast import ForecastInput
 from shadowing.models import (
     CoordinatorLimits,
     CoordinatorState,
     EntityPlan,
     EntityStatus,
     FleetRef,
-    ForecastInput,
     MigrationProgress,
     MigrationResult,
     RegisterEntityInput,

@@ -1,6 +1,6 @@
 """Stand-in application for one emulated instance (stdlib HTTP server on 127.0.0.1).
 
-    python -m shadowing.dataplane.standin --port P --instance-id I --region R [--cold-ms 40 --warm-ms 2 --keys 200]
+    python -m devstack.dataplane.standin --port P --instance-id I --region R [--cold-ms 40 --warm-ms 2 --keys 200]
 
 GET /health -> {instance_id, region, cached_keys, served}; GET /work?key=K -> slow (cold-ms) until K is cached,
 fast (warm-ms) afterwards, the cache holding the `keys` most recently used keys; GET /stats -> requests, errors,
@@ -238,7 +238,7 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m shadowing.dataplane.standin", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m devstack.dataplane.standin", description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--instance-id", required=True)
     p.add_argument("--region", required=True)

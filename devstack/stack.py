@@ -2,7 +2,7 @@
 
 Each is started only when its variable (`TEMPORAL_ADDRESS`, `AWS_ENDPOINT_URL`) is unset, waited for with a
 deadline, and stopped again by the PID we started: a service named by the user is never touched. With the embedded
-moto comes the local data plane (`shadowing.dataplane.agent`: one stand-in app per emulated instance), unless
+moto comes the local data plane (`devstack.dataplane.agent`: one stand-in app per emulated instance), unless
 `SHADOWING_DATA_PLANE=direct`; `dataplane_agent()` runs one against any moto endpoint (tests, benchmarks).
 """
 
@@ -106,7 +106,7 @@ def start_dataplane_agent(
     log = (log or registry.with_name("dataplane.log")).resolve()
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "shadowing.dataplane.agent", "--endpoint", endpoint_url,
+        sys.executable, "-m", "devstack.dataplane.agent", "--endpoint", endpoint_url,
         "--regions", ",".join(sorted(regions or REGIONS)), "--registry", str(registry), "--poll-s", str(poll_s),
         "--log-dir", str(log.with_name("dataplane-logs")), *(f"--standin-arg={a}" for a in standin_args),
     ]  # fmt: skip

@@ -8,5 +8,5 @@ processes fill the gap, on 127.0.0.1 only:
 - `agent`: the local "hypervisor": it watches the product's instances in moto's EC2 and runs one stand-in per
   running instance, publishing where each listens in a registry file (read by `shadowing/endpoints.py`).
 
-Product code (activities, workflows) never imports this package; `shadowing/local.py` starts the agent as a process.
+Product code (activities, workflows) never imports this package; `devstack/stack.py` starts the agent as a process.
 """

@@ -56,7 +56,7 @@ ENTITIES = (
 
 
 def demo_data() -> pd.DataFrame:
-    path = resources.files("shadowing") / "demo_data" / "bitbrains_rnd_sample.csv.gz"
+    path = resources.files("shadowctl") / "demo_data" / "bitbrains_rnd_sample.csv.gz"
     with resources.as_file(path) as local:
         return load_usage(local)
 
@@ -178,7 +178,7 @@ async def _write_plots(client: ShadowingClient, clients: ClientFactory, final: d
                        specs: dict[str, EntitySpec], out: Path) -> list[str]:  # fmt: skip
     """Each entity's forecast against its actual usage and capacity, and the timeline of rnd-024's first completed
     migration. A plot that cannot be drawn fails the demo: the pictures are part of the product."""
-    from shadowing import plots
+    from shadowctl import plots
 
     paths = []
     for ent in ENTITIES:

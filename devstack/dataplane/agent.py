@@ -1,6 +1,6 @@
 """The local "hypervisor": one stand-in process per running instance the product manages in the emulated EC2.
 
-    python -m shadowing.dataplane.agent --endpoint http://127.0.0.1:5055 --regions us-east-1,eu-west-1 \
+    python -m devstack.dataplane.agent --endpoint http://127.0.0.1:5055 --regions us-east-1,eu-west-1 \
         --registry .shadowing/dataplane.json
 
 Every `poll_s` it lists instances tagged `shadowing:managed-by=shadowing` in state pending/running, starts a
@@ -106,7 +106,7 @@ class Agent:
 
     def _start(self, instance_id: str, region: str, address: str) -> None:
         port = _free_port()
-        cmd = [sys.executable, "-m", "shadowing.dataplane.standin", "--port", str(port), "--instance-id",
+        cmd = [sys.executable, "-m", "devstack.dataplane.standin", "--port", str(port), "--instance-id",
                instance_id, "--region", region, "--parent-pid", str(os.getpid()), *self._standin_args]  # fmt: skip
         out: Any = subprocess.DEVNULL
         if self._log_dir:
@@ -221,7 +221,7 @@ def boto3_clients(endpoint: str) -> ClientFactory:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m shadowing.dataplane.agent", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m devstack.dataplane.agent", description=__doc__.split("\n")[0])
     p.add_argument("--endpoint", required=True, help="the emulated AWS endpoint (moto server)")
     p.add_argument("--regions", required=True, help="comma-separated regions to watch")
     p.add_argument("--registry", required=True, type=Path)

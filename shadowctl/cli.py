@@ -66,7 +66,7 @@ def _call(fn: Callable[[Any], Awaitable[T]]) -> T:
 def _print(result: BaseModel | dict, as_json: bool = False) -> None:
     """Tables for people; `--json`: the contract's model as JSON, for scripts (`| jq`)."""
     if not as_json:
-        from shadowing.views import render
+        from shadowctl.views import render
 
         console.print(render(result))
         return
@@ -77,7 +77,7 @@ def _print(result: BaseModel | dict, as_json: bool = False) -> None:
 @app.command()
 def up() -> None:
     """Temporal dev server, AWS emulator and worker in the foreground until Ctrl-C."""
-    from shadowing.local import embedded_services
+    from devstack.stack import embedded_services
 
     settings = _settings()
     with embedded_services(settings) as services:
@@ -95,8 +95,8 @@ async def _up(settings: Settings, sample: bool) -> None:
     """Serves; on the embedded emulator, first seeds and registers the sample entity (if it is not running)."""
     from datetime import UTC, datetime
 
+    from shadowctl.demo import seed_sample
     from shadowing.client import ShadowingClient
-    from shadowing.demo import seed_sample
     from workers.aws import AwsClients
     from workers.main import serve
 
@@ -130,12 +130,13 @@ def demo(
     slice_seconds: Annotated[float, typer.Option(min=10, help="length of a slice on the demo's clock")] = 30.0,
 ) -> None:
     """Runs the main job on embedded defaults: 2 entities x 3 slices, forecasts from the real trace."""
+    from devstack.stack import embedded_services
+    from shadowctl.demo import run_demo
     from shadowing.client import ShadowingClient
-    from shadowing.demo import run_demo
-    from shadowing.local import embedded_services
+    from shadowing.connect import connect
     from workers.aws import AwsClients
     from workers.logs import configure_logging
-    from workers.main import build_worker, connect, register_search_attributes, stop_on_signals
+    from workers.main import build_worker, register_search_attributes, stop_on_signals
 
     base = _settings()
     configure_logging("WARNING", base.log_format)
@@ -197,7 +198,7 @@ def apply(
     is validated first: any problem exits 2 and nothing is applied."""
     from rich.progress import Progress
 
-    from shadowing import fleetfile
+    from shadowctl import fleetfile
 
     entries = fleetfile.load_fleet(file)
     # a bar on a terminal (a fleet file may hold hundreds of entities); plain lines when piped
@@ -353,7 +354,7 @@ def simulate(
 
     import pandas as pd
 
-    from shadowing.simulate import POLICIES, SimConfig, run
+    from shadowctl.simulate import POLICIES, SimConfig, run
 
     def moment(value: str, name: str) -> pd.Timestamp:
         try:
@@ -426,7 +427,7 @@ def codec_server(
     A token is required: `temporal --codec-endpoint URL --codec-auth "Bearer <token>"`, or a UI that forwards its
     users' access tokens. A UI without one (the local dev server's) needs `--insecure-no-auth`, refused off loopback.
     """
-    from shadowing.codec_server import make_server
+    from shadowctl.codec_server import make_server
 
     codec = _settings().codec()
     if codec is None:
@@ -460,7 +461,7 @@ def plot_forecast(
     chose. Prints the PNG's path."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from shadowing import plots
+    from shadowctl import plots
 
     entity_id, settings = _entity(entity_id), _settings()
     status, spec = _call(lambda c: plots.entity_status_and_spec(c, entity_id))
@@ -489,7 +490,7 @@ def plot_migration(
     outcome; timers, signals, slice start. Prints the PNG's path."""
     import re
 
-    from shadowing import plots
+    from shadowctl import plots
 
     entity_id, settings = _entity(entity_id), _settings()
     if slice_key is not None:

@@ -159,7 +159,7 @@ def violations(policy: Mapping[str, Any]) -> list[str]:
 def _problems(action: str, stmt: Mapping[str, Any]) -> list[str]:
     kind = classify(action)
     if kind == "unclassified":
-        return ["is not classified in shadowing/iam.py: decide how it is scoped"]
+        return ["is not classified in tools/iam.py: decide how it is scoped"]
     if kind != "metadata" and _everything(stmt) and not stmt.get("Condition"):
         return ['is granted on Resource "*" without a condition']
     if kind == "create" and _covers_created(stmt, action) and not _request_tagged(stmt):
