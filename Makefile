@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install constraints demo test test-fast lint up clean bench-forecast bench-cutover fault-matrix bench-load bench-orchestration bench-entity-forecast
+.PHONY: install constraints demo test test-fast lint up clean record-histories bench-forecast bench-cutover fault-matrix bench-load bench-orchestration bench-entity-forecast
 
 install: $(STAMP)
 
@@ -23,20 +23,27 @@ constraints: install
 demo: install
 	$(BIN)/shadowctl demo --json .shadowing/demo-summary.json
 
+# The layer contracts first (pyproject.toml [tool.importlinter]; tests/unit/test_architecture.py runs them too).
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 up: install
 	$(BIN)/shadowctl up
 
 clean:
 	rm -rf .shadowing .pytest_cache
+
+# After an intended workflow change: rewrite tests/histories from the code, replay them, list what changed
+# (docs/versioning.md).
+record-histories: install
+	$(BIN)/python -m tools.record_histories
 
 # The forecasting benchmark of issue 3 on the shared Bitbrains trace (about 25 minutes on 2 cores).
 TRACE ?= ../shared/data/bitbrains_rnd/usage_hourly_2013-07_2013-08.csv.gz
