@@ -1,4 +1,4 @@
-"""The AWS fault-injection layer (shadowing/faults.py) on moto, and how provisioning reacts to each fault."""
+"""The AWS fault-injection layer (workers/fault_injection.py) on moto, and how provisioning reacts to each fault."""
 
 from __future__ import annotations
 
