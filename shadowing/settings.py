@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     max_concurrent_migrations: int = Field(10, ge=1)
     region_shadow_quota: int = Field(200, ge=1, description="shadow instances in flight per region")
     region_quotas: dict[str, int] = Field(default_factory=dict, description='JSON, e.g. {"eu-west-1": 50}')
-    # Fault injection for AWS calls (workers/fault_injection.py; rules: shadowing/faults.py), for drills and the fault matrix: off unless given.
+    # Fault injection for AWS calls (workers/fault_injection.py), for drills and the fault matrix: off unless given.
     aws_faults: tuple[FaultRule, ...] = Field(
         (), description='JSON list, e.g. [{"operation": "ec2:RunInstances", "fault": "throttle", "times": 2}]'
     )
