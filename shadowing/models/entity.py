@@ -212,7 +212,10 @@ class EntitySpec(Frozen):
     dynamodb_tables: tuple[str, ...] = ()
     metrics_namespace: str = "Shadowing/Usage"
     policy: EntityPolicy = EntityPolicy()
-    demand_clock: DemandClock | None = None
+    #: Demos and tests only (None for a real entity): compressed time, chosen per registration because each picks
+    #: its origin after seeding its history. A worker-wide clock would be the cleaner seam for the contract, but it
+    #: would silently compress the time of every real entity registered on that worker (docs/architecture.md).
+    demand_clock: DemandClock | None = Field(None, description="demos and tests only: compressed time")
     holiday_country: str | None = Field(
         None, pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2 country whose public holidays shape demand"
     )
