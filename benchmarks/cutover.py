@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
 from activities import ClientFactory
@@ -94,7 +94,7 @@ async def migrate_under_load(
     )  # fmt: skip
     load = LoadGenerator(lambda: clients("route53", SOURCE), zone_id, spec.dns_name, endpoints, rate=rate).start()
     writer = _Writer(clients, table).start()
-    handle = None
+    handle, outcome = None, ""
     try:
         await asyncio.sleep(steady_s)  # the old fleet's steady state (its cache warmed by the load itself)
         handle = await client.start_workflow(
@@ -110,7 +110,11 @@ async def migrate_under_load(
         await asyncio.sleep(ttl_s + 1)  # every client's cached answer has expired: all traffic is on the new fleet
         load.phase = "after"
         result = await handle.result()
+        outcome = result.outcome
         await asyncio.sleep(after_s)
+    except WorkflowFailureError as exc:  # a rollback is a result: reported with its cause, the old fleet ended
+        result, outcome = None, f"rolled-back: {_cause(exc)}"
+        await _abandon(None, clients, old)
     except BaseException:
         await _abandon(handle, clients, old)  # leave nothing running on a shared emulator
         raise
@@ -118,14 +122,21 @@ async def migrate_under_load(
         writer.stop()
         samples = await asyncio.to_thread(load.stop)
     source_items, target_items = await asyncio.to_thread(table_items, clients, table)
-    if result.fleet is not None:  # leave nothing running on a shared emulator
+    if result is not None and result.fleet is not None:  # leave nothing running on a shared emulator
         await asyncio.to_thread(ActivityEnvironment().run, Ec2Activities(clients).terminate_fleet, result.fleet)
     return Run(
-        figures=summarise(samples), outcome=result.outcome, items_source=len(source_items),
+        figures=summarise(samples), outcome=outcome, items_source=len(source_items),
         items_target=len(target_items), data_equal=source_items == target_items,
-        new_addresses=frozenset(result.fleet.addresses if result.fleet else ()),
+        new_addresses=frozenset(result.fleet.addresses if result is not None and result.fleet else ()),
         after_addresses=frozenset(s.address for s in samples if s.phase == "after"),
     )  # fmt: skip
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost message of a workflow failure (the migration's own reason for rolling back)."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return str(exc)
 
 
 async def _abandon(handle: Any, clients: ClientFactory, old: FleetRef) -> None:
@@ -264,9 +275,15 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"{name}: outcome {run.outcome}; items source {run.items_source}, target {run.items_target}, "
               f"equal {run.data_equal}; errors {run.figures['errors']}")  # fmt: skip
     warm = runs["warm"].figures
-    ratio = warm["p99_ms"]["cutover"] / warm["p99_ms"]["steady"]
-    print(f"warm: failed {warm['failed']} (target 0); p99 cutover / steady = {ratio:.2f} (target <= 1.5)")
-    out = {name: {k: run.figures[k] for k in ("sent", "failed", "p50_ms", "p99_ms")} for name, run in runs.items()}
+    steady, cutover = warm["p99_ms"].get("steady"), warm["p99_ms"].get("cutover")
+    ratio = f"{cutover / steady:.2f}" if steady and cutover is not None else "n/a (no cutover phase)"
+    print(f"warm: outcome {runs['warm'].outcome}; failed {warm['failed']} (target 0); p99 cutover / steady = "
+          f"{ratio} (target <= 1.5)")  # fmt: skip
+    out = {
+        name: {**{k: run.figures[k] for k in ("sent", "failed", "p50_ms", "p99_ms")}, "outcome": run.outcome,
+               "data_equal": run.data_equal}
+        for name, run in runs.items()
+    }  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
