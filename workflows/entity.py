@@ -86,6 +86,10 @@ class EntityScheduleWorkflow:
         self._prepared: set[str] = set()  # slices whose preparation time was measured (once each)
         self._launched: set[str] = set()  # slice keys whose migration this run started (before the start returns)
         self._asked: dict[str, str] = {}  # slice key -> nonce of this run's pending lease request
+        # One owner per slice's migration (issue item 7): "hand" (ProvisionShadowInstances) or "walk" (its
+        # decision), claimed before the claimer's first await. The validator refuses a second claim; the walk
+        # follows a hand's migration instead of starting its own.
+        self._owner: dict[str, str] = {}
         # The walk and MigrateInstances / ReleaseShadowInstances may all wait for a slice's child: whoever holds the
         # slice's lock first awaits it and records the outcome (None: failed) once; the others read the record.
         self._settling: dict[str, asyncio.Lock] = {}
@@ -115,14 +119,19 @@ class EntityScheduleWorkflow:
                 or info.get_current_history_length() > self._s.registration.history_limit
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                self._prune()
-                workflow.continue_as_new(self._s.model_copy(update={"runs": self._s.runs + 1}))
+                if not self._migrating():  # else the walk follows that child first: a new run would cancel it
+                    self._prune()
+                    workflow.continue_as_new(self._s.model_copy(update={"runs": self._s.runs + 1}))
         self._set_phase("done")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
 
     def _next_pending(self) -> int | None:
         return next((i for i, e in enumerate(self._s.slices) if e.state not in SETTLED), None)
+
+    def _migrating(self) -> bool:
+        """A child of this run has no recorded outcome (the parent close policy cancels it with this run)."""
+        return any(key not in self._outcomes for key in self._children)
 
     @property
     def _forecast_only(self) -> bool:
@@ -181,7 +190,7 @@ class EntityScheduleWorkflow:
 
     async def _run_slice(self, index: int) -> None:
         """Prepares one slice. Every await may let a handler in: the slice is found again by its key afterwards
-        (`update_schedule` may insert slices before it)."""
+        (`update_schedule` may insert slices before it), and its migration has one owner (`_owner`)."""
         slot = self._s.slices[index].time_slice
         key = slot.key
         lead = timedelta(seconds=self._lead_s())
@@ -189,16 +198,16 @@ class EntityScheduleWorkflow:
         wake = policy.forecast_time(slot, lead, workflow.now())
         if not await wait_until(wake, lambda: self._wake):
             return  # the schedule changed or the slice was aborted: the walk picks the next pending slice
+        if self._by_hand(key):  # an operator provisions this slice by hand: follow that migration, paused or not
+            await self._follow(key)
+            return
         if self._s.paused:
             self._set_phase(f"paused before {key}", slot)
-            if await wait_until(slot.end, lambda: not self._s.paused or self._wake):
+            if await wait_until(slot.end, lambda: not self._s.paused or self._wake or self._by_hand(key)):
                 if self._entry(key).state not in SETTLED:
                     self._set(key, state="skipped", outcome="paused through the slice")
                 return
-            return  # resumed (or the schedule changed): the walk starts this slice again
-        if key in self._children:  # an operator provisioned this slice by hand: follow that migration
-            await self._finish_migration(key)
-            return
+            return  # resumed, provisioned by hand or the schedule changed: the walk starts this slice again
         if workflow.now() >= slot.end:
             self._set(key, state="skipped", outcome="slice ended before it could be prepared")
             return
@@ -210,11 +219,14 @@ class EntityScheduleWorkflow:
                 **FORECAST,
             )  # fmt: skip
         except Exception as exc:
+            if self._by_hand(key):  # provisioned by hand meanwhile: that migration needs no forecast
+                await self._follow(key)
+                return
             self._set(key, state="failed", error=f"forecast: {root_cause(exc)}")
             self._event("error", f"forecast failed: {root_cause(exc)}", key)
             return
-        if key in self._children:  # provisioned by hand while we were forecasting
-            await self._finish_migration(key)
+        if self._by_hand(key):  # provisioned by hand while we were forecasting
+            await self._follow(key)
             return
         if self._entry(key).state in SETTLED:  # aborted while forecasting
             return
@@ -225,6 +237,8 @@ class EntityScheduleWorkflow:
         self._set(key, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), key)
         self._event("decision", f"{decision.action}: {decision.reason}", key)
+        if decision.action in ("shrink", "shadow"):
+            self._owner[key] = "walk"  # from here ProvisionShadowInstances for this slice is refused
         if decision.action == "shrink":
             await self._scale_in(key, decision)
             return
@@ -243,6 +257,15 @@ class EntityScheduleWorkflow:
             await self._finish_migration(key)
         finally:
             await self._release_lease(key)
+
+    async def _follow(self, key: str) -> None:
+        """Settles the migration a ProvisionShadowInstances started (once it has started). If that provision failed
+        first, the slice has settled (no capacity, aborted) or the walk takes it up again."""
+        started = lambda: key in self._children or not self._by_hand(key)  # noqa: E731
+        if not started():
+            await workflow.wait_condition(started)
+        if key in self._children:
+            await self._finish_migration(key)
 
     async def _scale_in(self, key: str, decision: Decision) -> None:
         """Shrinks the active fleet at the slice start, without sending a client to a terminated instance: the
@@ -318,7 +341,8 @@ class EntityScheduleWorkflow:
         return slot.key in self._s.approved and self._entry(key).state not in SETTLED
 
     async def _lease(self, key: str, quantity: int) -> bool:
-        """Asks the FleetCoordinator for room (concurrent migrations, region quota) and waits for the grant."""
+        """Asks the FleetCoordinator for room (concurrent migrations, region quota) and waits for the grant. Only
+        the slice's owner asks: a second request would replace the nonce the grant must echo."""
         slot = self._entry(key).time_slice
         self._set(key, state="waiting-for-capacity")
         nonce = str(workflow.uuid4())
@@ -372,10 +396,15 @@ class EntityScheduleWorkflow:
         )  # fmt: skip
         pairs = search_attributes(self._key, "starting", self._s.active_fleet, slot)
         self._launched.add(slot.key)  # its first report may arrive in the activation that resolves the start
-        handle = await workflow.start_child_workflow(
-            ShadowMigrationWorkflow.run, req, id=mid, parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs]),
-        )  # fmt: skip
+        try:
+            handle = await workflow.start_child_workflow(
+                ShadowMigrationWorkflow.run, req, id=mid,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs]),
+            )  # fmt: skip
+        except BaseException:
+            self._launched.discard(slot.key)  # no child: `abort` stops waiting for one
+            raise
         self._children[slot.key] = handle
         self._set(slot.key, state="preparing", migration_id=mid)
         self._event("migration", f"{mid} started ({mode}): {quantity} x {itype} in {slot.region}", slot.key)
@@ -421,14 +450,24 @@ class EntityScheduleWorkflow:
 
     @workflow.update(name="ProvisionShadowInstances")
     async def provision_shadow_instances(self, req: ProvisionRequest) -> MigrationProgress:
-        """Provisions and warms shadows for a slice by hand; they wait for MigrateInstances or release."""
+        """Provisions and warms shadows for a slice by hand; they wait for MigrateInstances or release.
+
+        The slice is claimed before the first await (the validator runs right before, in the same step): a second
+        provision is refused and the walk follows this migration. Without a child the claim goes again."""
         slot = self._s.slices[self._require_slice(req.time_slice)].time_slice
         key = slot.key
-        if not await self._lease(key, req.quantity):
-            raise ApplicationError(
-                f"no capacity: {self._entry(key).outcome}", type="MigrationFailed", non_retryable=True
-            )
-        await self._start_migration(slot, req.instance_type, req.quantity, "manual")
+        self._owner[key] = "hand"
+        try:
+            if not await self._lease(key, req.quantity):
+                raise ApplicationError(
+                    f"no capacity: {self._entry(key).outcome}", type="MigrationFailed", non_retryable=True
+                )
+            await self._start_migration(slot, req.instance_type, req.quantity, "manual")
+        except BaseException:
+            if key not in self._children:
+                del self._owner[key]
+                await self._release_lease(key)  # granted but never started (the grant was popped if denied)
+            raise
         await workflow.wait_condition(
             lambda: self._progress.get(slot.key, MigrationProgress(phase="")).phase in ("ready", "rolled-back")
         )
@@ -446,8 +485,12 @@ class EntityScheduleWorkflow:
         if req.quantity > self._spec.policy.max_instances:
             raise ValueError(f"quantity: {req.quantity} exceeds the entity's max_instances")
         entry = self._s.slices[index]
-        if entry.time_slice.key in self._children or entry.state in SETTLED:
-            raise ValueError(f"time_slice: slice {entry.time_slice.key} already has a migration or has ended")
+        key = entry.time_slice.key
+        if key in self._children or entry.state in SETTLED:
+            raise ValueError(f"time_slice: slice {key} already has a migration or has ended")
+        if key in self._owner:
+            who = "by hand" if self._by_hand(key) else f"by its schedule ({entry.state})"
+            raise ValueError(f"time_slice: slice {key} is already being provisioned {who}")
         if workflow.now() >= entry.time_slice.end:
             raise ValueError(f"time_slice: slice {entry.time_slice.key} has ended")
 
@@ -518,6 +561,8 @@ class EntityScheduleWorkflow:
         key = self._s.slices[self._require_slice(req.time_slice)].time_slice.key
         self._update(aborted=(*self._s.aborted, key))
         self._event("abort", f"abort requested{': ' + req.reason if req.reason else ''}", key)
+        if key in self._launched and key not in self._children:  # its child is starting: cancel it once started
+            await workflow.wait_condition(lambda: key in self._children or key not in self._launched)
         if key in self._children:
             await workflow.get_external_workflow_handle(f"migration/{self._key}/{key}").cancel()
             await workflow.wait_condition(lambda: self._entry(key).state in SETTLED)
@@ -712,6 +757,9 @@ class EntityScheduleWorkflow:
 
     def _set(self, key: str, **changes: object) -> None:
         self._set_slice(self._at(key), **changes)
+
+    def _by_hand(self, key: str) -> bool:
+        return self._owner.get(key) == "hand"
 
     def _set_phase(self, phase: str, slot: ScheduledSlice | None = None) -> None:
         """The status phase, mirrored into search attributes so the Web UI and `--query` see it."""

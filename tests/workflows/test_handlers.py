@@ -8,26 +8,40 @@ sends the competing message there, so the interleaving is the same every run.
 from __future__ import annotations
 
 import asyncio
+import threading
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from temporalio.client import WorkflowHandle, WorkflowUpdateStage
+import pytest
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from shadowing.client import ShadowingClient
 from shadowing.models import (
     AllocationSchedule,
+    CoordinatorLimits,
+    CoordinatorState,
     EntityStatus,
+    LeaseRelease,
+    LeaseRequest,
+    MigrationProgress,
     MigrationResult,
+    ProvisionRequest,
+    RegisterEntityInput,
     ScheduledSlice,
     SliceRequest,
+    TimeSlice,
 )
 from tests.fakes import FakeCloud
-from tests.workflows.helpers import worker
+from tests.workflows.helpers import slot, spec, worker
 from tests.workflows.test_entity import register
 
 HOUR = timedelta(hours=1)
 LEAD = timedelta(seconds=600)  # helpers.spec's lead time
+ONE_AT_A_TIME = CoordinatorLimits(max_concurrent_migrations=1)
+BLOCKER = "blocker"
 
 
 async def _until(check: Callable[[], Awaitable[bool]], what: str, attempts: int = 400) -> None:
@@ -56,8 +70,118 @@ def _signals_sent(events: list, name: str) -> int:
     return sum(e.HasField(attr) and getattr(e, attr).signal_name == name for e in events)
 
 
+async def _took_result(handle: WorkflowHandle, activity: str) -> bool:
+    """The workflow completed a task after `activity`'s result arrived: the code after that await has run."""
+    events = await _events(handle)
+    ids = {e.event_id for e in events if e.activity_task_scheduled_event_attributes.activity_type.name == activity}
+    done = [e.event_id for e in events if e.activity_task_completed_event_attributes.scheduled_event_id in ids]
+    return bool(done) and any(e.event_id > done[0] and e.HasField("workflow_task_completed_event_attributes")
+                              for e in events)  # fmt: skip
+
+
+async def _block_coordinator(env: WorkflowEnvironment, queue: str, region: str) -> WorkflowHandle:
+    """Has the queue's coordinator (one migration at a time) grant its only lease to a holder that is no entity,
+    so an entity's request waits in its queue until `_unblock`."""
+    coordinator = f"coordinator-{queue}"
+    now = await env.get_current_time()
+    req = LeaseRequest(
+        holder=BLOCKER, slice_key=BLOCKER, region=region, instances=1, expires_at=now + timedelta(days=30),
+        limits=ONE_AT_A_TIME, coordinator_id=coordinator,
+    )  # fmt: skip
+    handle = await env.client.start_workflow(
+        "FleetCoordinator", CoordinatorState(limits=ONE_AT_A_TIME), id=coordinator, task_queue=queue,
+        start_signal="acquire", start_signal_args=[req],
+    )  # fmt: skip
+
+    async def granted() -> bool:
+        return bool((await handle.query("leases", result_type=CoordinatorState)).held)
+
+    await _until(granted, "the blocker holds the lease")
+    return handle
+
+
+async def _unblock(coordinator: WorkflowHandle) -> None:
+    await coordinator.signal("release", LeaseRelease(holder=BLOCKER, slice_key=BLOCKER))
+
+
+async def _forecast_time(env: WorkflowEnvironment, entry: ScheduledSlice) -> None:
+    """Skips to just past the slice's forecast time. Only just: the server stops skipping once the walk's gated
+    forecast runs, so what is left of the sleep passes in real time."""
+    await env.sleep(entry.start - LEAD - await env.get_current_time() + timedelta(seconds=1))
+
+
 async def _start_update(handle: WorkflowHandle, name: str, arg: object, result_type: type):  # type: ignore[no-untyped-def]
     return await handle.start_update(name, arg, wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=result_type)
+
+
+async def _refused(handle: WorkflowHandle, name: str, arg: object) -> str:
+    """The update's validator refuses it (never accepted into the history): its message."""
+    update = await _start_update(handle, name, arg, object)
+    attr = "workflow_execution_update_accepted_event_attributes"
+    accepted = [e for e in await _events(handle) if getattr(e, attr).accepted_request.meta.update_id == update.id]
+    assert not accepted, f"{name} was accepted"
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await update.result()
+    assert isinstance(err.value.cause, ApplicationError) and err.value.cause.type == "ValueError"
+    return err.value.cause.message
+
+
+def _provision(ts: TimeSlice, quantity: int = 2) -> ProvisionRequest:
+    return ProvisionRequest(time_slice=ts, instance_type="m5.large", quantity=quantity)
+
+
+async def test_a_second_provision_of_a_slice_is_refused_while_the_first_waits_for_capacity(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """The first ProvisionShadowInstances claims the slice before it asks for a lease: a second one for the same
+    slice, arriving while the first waits, is refused naming time_slice, and the slice gets one migration."""
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud, limits=ONE_AT_A_TIME)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 3 * HOUR)
+        await _until(lambda: _has_fleet(handle), "bootstrap")
+        coordinator = await _block_coordinator(time_env, queue, "eu-west-1")
+        ts = reg.schedule.slices[0].as_time_slice()
+        first = await _start_update(handle, "ProvisionShadowInstances", _provision(ts), MigrationProgress)
+        message = await _refused(handle, "ProvisionShadowInstances", _provision(ts, 3))
+        assert message.startswith("time_slice:") and ts.key in message, message
+        await _unblock(coordinator)
+        progress = await first.result()
+        assert progress.phase == "ready"
+        await ShadowingClient(time_env.client, queue).release_shadow_instances(reg.spec.entity_id, ts)
+        final = await handle.result()
+        events = await _events(handle)
+    assert _children(events) == [f"migration/{reg.spec.entity_id}/{ts.key}"]
+    assert final.slices[0].state == "released" and final.migrations == 0
+    assert list(cloud.live) == [final.active_fleet.fleet_id]  # type: ignore[union-attr]
+
+
+async def test_the_walk_follows_a_provision_that_claimed_the_slice_while_it_forecast(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """The walk is forecasting the slice when ProvisionShadowInstances claims it and waits for capacity: the walk
+    follows that migration instead of deciding and leasing on its own (one child, the hand's)."""
+    cloud = FakeCloud(gates={"forecast_demand": threading.Event()})
+    w, queue = worker(time_env.client, cloud, limits=ONE_AT_A_TIME)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 2 * HOUR)
+        await _until(lambda: _has_fleet(handle), "bootstrap")
+        coordinator = await _block_coordinator(time_env, queue, "eu-west-1")
+        await _forecast_time(time_env, reg.schedule.slices[0])
+        await _until(lambda: _called(cloud, "forecast_demand"), "the walk forecasts the slice")
+        ts = reg.schedule.slices[0].as_time_slice()
+        hand = await _start_update(handle, "ProvisionShadowInstances", _provision(ts), MigrationProgress)
+        cloud.gates["forecast_demand"].set()
+        await _until(lambda: _took_result(handle, "forecast_demand"), "the walk has its forecast")
+        await _unblock(coordinator)
+        await _until(lambda: _migration_started(handle), "the hand's migration starts")
+        assert (await hand.result()).phase == "ready"
+        final = await handle.result()
+        events = await _events(handle)
+    assert _children(events) == [f"migration/{reg.spec.entity_id}/{ts.key}"]
+    assert cloud.names().count("forecast_demand") == 1
+    assert [p.quantity for p in cloud.provision_inputs if p.role != "active"] == [2], "the hand's 2, nothing else"
+    assert final.slices[0].state == "released", "nobody migrated: the manual shadows were released at the end"
 
 
 async def test_migrate_and_the_walk_settle_one_child_once_after_a_slice_is_inserted_before_it(
@@ -97,5 +221,54 @@ async def test_migrate_and_the_walk_settle_one_child_once_after_a_slice_is_inser
     assert len(_children(events)) == 1
 
 
+async def test_pause_does_not_skip_a_slice_provisioned_by_hand(time_env: WorkflowEnvironment) -> None:
+    """Paused with hand-provisioned shadows waiting: the walk still follows that migration (running migrations
+    finish), so the slice ends released with the shadows gone instead of skipped under a running child."""
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 2 * HOUR)
+        await _until(lambda: _has_fleet(handle), "bootstrap")
+        ts = reg.schedule.slices[0].as_time_slice()
+        await ShadowingClient(time_env.client, queue).provision_shadow_instances(reg.spec.entity_id, ts, "m5.large", 2)
+        await handle.execute_update("pause", {"reason": "freeze"})
+        final = await handle.result()
+    assert final.slices[0].state == "released", final.slices[0]
+    assert list(cloud.live) == [final.active_fleet.fleet_id], "the shadows were terminated"  # type: ignore[union-attr]
+
+
+async def test_no_continue_as_new_while_a_hand_provisioned_migration_waits(time_env: WorkflowEnvironment) -> None:
+    """The history passes its limit after the first slice while the second's hand-provisioned shadows wait: the
+    walk does not continue as new (that would cancel the child), it follows the child to its end."""
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        now = await time_env.get_current_time()
+        entity = spec(f"e-{uuid.uuid4().hex[:8]}")
+        slices = [slot(now, HOUR, "eu-west-1"), slot(now, 3 * HOUR, "us-east-1")]
+        reg = RegisterEntityInput(spec=entity, schedule={"slices": slices}, history_limit=100)
+        handle = await time_env.client.start_workflow(
+            "EntitySchedule", reg, id=f"entity/{entity.entity_id}", task_queue=queue, result_type=EntityStatus
+        )
+        await _until(lambda: _has_fleet(handle), "bootstrap")
+        second = slices[1].as_time_slice()
+        progress = await handle.execute_update(
+            "ProvisionShadowInstances", _provision(second), result_type=MigrationProgress
+        )
+        assert progress.phase == "ready"
+        final = await handle.result()
+    assert final.slices[0].state == "done" and final.migrations == 1
+    assert final.slices[1].state == "released", final.slices[1]
+    assert list(cloud.live) == [final.active_fleet.fleet_id], "the shadows were terminated"  # type: ignore[union-attr]
+
+
 async def _has_fleet(handle: WorkflowHandle) -> bool:
     return (await _status(handle)).active_fleet is not None
+
+
+async def _called(cloud: FakeCloud, activity: str) -> bool:
+    return activity in cloud.names()
+
+
+async def _migration_started(handle: WorkflowHandle) -> bool:
+    return (await _status(handle)).slices[0].migration_id is not None
