@@ -94,6 +94,7 @@ class EntityScheduleWorkflow:
         # slice's lock first awaits it and records the outcome (None: failed) once; the others read the record.
         self._settling: dict[str, asyncio.Lock] = {}
         self._outcomes: dict[str, MigrationResult | None] = {}
+        self._go: dict[str, str] = {}  # slice key -> the first go its child was sent: "proceed" or "release"
         self._ignored = 0  # signals that answered nothing this run asked for (forged or stale)
         self._sa: dict[str, object] = {}
 
@@ -499,6 +500,7 @@ class EntityScheduleWorkflow:
         """Cuts over to the slice's shadows now; errors: "Time slice is not active", "Data synchronization
         failed", "Migration failed" (after rollback)."""
         key = self._s.slices[self._require_slice(req.time_slice)].time_slice.key
+        self._go.setdefault(key, "proceed")
         await self._children[key].signal(ShadowMigrationWorkflow.proceed)
         result = await self._finish_migration(key)
         if result is None:
@@ -514,6 +516,8 @@ class EntityScheduleWorkflow:
             raise ValueError(f"time_slice: {TimeSliceNotActive.MESSAGE} (now {workflow.now().isoformat()})")
         if slot.key not in self._children:
             raise ValueError(f"time_slice: no shadow instances are provisioned for slice {slot.key}")
+        if self._go.get(slot.key) == "release":
+            raise ValueError(f"time_slice: slice {slot.key} is being released (ReleaseShadowInstances was sent)")
 
     @workflow.update(name="ReleaseShadowInstances")
     async def release_shadow_instances(self, req: SliceRequest) -> MigrationResult:
@@ -521,6 +525,7 @@ class EntityScheduleWorkflow:
         key = self._s.slices[self._require_slice(req.time_slice)].time_slice.key
         if key not in self._children:
             return MigrationResult(outcome="released", detail=f"nothing to release: slice {key} has no shadows")
+        self._go.setdefault(key, "release")
         await self._children[key].signal(ShadowMigrationWorkflow.release)
         result = await self._finish_migration(key)
         if result is None:
@@ -534,6 +539,8 @@ class EntityScheduleWorkflow:
         phase = self._progress.get(key, MigrationProgress(phase="")).phase
         if phase in ("cutover", "watching", "retired", "done"):
             raise ValueError(f"time_slice: slice {key} has already cut over ({phase}); nothing to release")
+        if self._go.get(key) == "proceed":  # its report of the cutover may not have arrived yet
+            raise ValueError(f"time_slice: slice {key} is cutting over (MigrateInstances was sent); nothing to release")
 
     # ---- operations (updates) -------------------------------------------------------------------------------
 

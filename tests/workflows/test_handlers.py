@@ -221,6 +221,28 @@ async def test_migrate_and_the_walk_settle_one_child_once_after_a_slice_is_inser
     assert len(_children(events)) == 1
 
 
+async def test_release_is_refused_once_migrate_went_to_the_child(time_env: WorkflowEnvironment) -> None:
+    """MigrateInstances has sent the go and the child is checking the data sync (it has not reported a cutover
+    yet): ReleaseShadowInstances is refused naming time_slice instead of answering with the migration's result."""
+    cloud = FakeCloud(gates={"check_sync": threading.Event()})
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 2 * HOUR)
+        await _until(lambda: _has_fleet(handle), "bootstrap")
+        client = ShadowingClient(time_env.client, queue)
+        ts = reg.schedule.slices[0].as_time_slice()
+        await client.provision_shadow_instances(reg.spec.entity_id, ts, "m5.large", 2)
+        await time_env.sleep(2 * HOUR + timedelta(minutes=1))
+        migrate = await _start_update(handle, "MigrateInstances", SliceRequest(time_slice=ts), MigrationResult)
+        await _until(lambda: _called(cloud, "check_sync"), "the child checks the sync")
+        message = await _refused(handle, "ReleaseShadowInstances", SliceRequest(time_slice=ts))
+        assert message.startswith("time_slice:") and "MigrateInstances" in message, message
+        cloud.gates["check_sync"].set()
+        final = await handle.result()
+    assert (await migrate.result()).outcome == "migrated"
+    assert final.slices[0].state == "done" and final.migrations == 1
+
+
 async def test_pause_does_not_skip_a_slice_provisioned_by_hand(time_env: WorkflowEnvironment) -> None:
     """Paused with hand-provisioned shadows waiting: the walk still follows that migration (running migrations
     finish), so the slice ends released with the shadows gone instead of skipped under a running child."""
