@@ -231,6 +231,8 @@ class EntityScheduleWorkflow:
             return
         if self._entry(key).state in SETTLED:  # aborted while forecasting
             return
+        if self._s.paused:  # paused while forecasting: nothing is decided or prepared (the walk waits, re-forecasts)
+            return
         active = self._s.planned_fleet if self._forecast_only else self._s.active_fleet
         decision = policy.decide(
             self._spec, slot, active, forecast, self._s.slices, workflow.now(), prepare_s=self._prepare_s()

@@ -243,6 +243,24 @@ async def test_release_is_refused_once_migrate_went_to_the_child(time_env: Workf
     assert final.slices[0].state == "done" and final.migrations == 1
 
 
+async def test_pause_while_the_walk_forecasts_prepares_nothing(time_env: WorkflowEnvironment) -> None:
+    """`pause` lands while the slice's forecast runs: the walk decides and provisions nothing for it."""
+    cloud = FakeCloud(gates={"forecast_demand": threading.Event()})
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 2 * HOUR)
+        await _until(lambda: _has_fleet(handle), "bootstrap")
+        await _forecast_time(time_env, reg.schedule.slices[0])
+        await _until(lambda: _called(cloud, "forecast_demand"), "the walk forecasts the slice")
+        await handle.execute_update("pause", {"reason": "freeze"})
+        cloud.gates["forecast_demand"].set()
+        await _until(lambda: _took_result(handle, "forecast_demand"), "the walk has its forecast")
+        final = await handle.result()
+    assert cloud.names().count("provision_fleet") == 1, "only the bootstrap fleet"
+    assert final.slices[0].state == "skipped" and final.slices[0].outcome == "paused through the slice"
+    assert final.slices[0].decision is None
+
+
 async def test_pause_does_not_skip_a_slice_provisioned_by_hand(time_env: WorkflowEnvironment) -> None:
     """Paused with hand-provisioned shadows waiting: the walk still follows that migration (running migrations
     finish), so the slice ends released with the shadows gone instead of skipped under a running child."""
