@@ -3,6 +3,7 @@ and fail on demand, so workflow tests can assert order, compensations and what w
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,8 @@ from activities.routing import (
 from activities.warmup import HealthReport, WarmupInput
 from shadowing.models import DemandForecast, EntitySpec, FleetRef, HourQuantiles, MetricForecast
 
+GATE_S = 120.0  # a gated call goes on after this even if the test never opened it (a failed test frees its worker)
+
 
 @dataclass
 class FakeCloud:
@@ -59,12 +62,18 @@ class FakeCloud:
     provision_inputs: list[ProvisionInput] = field(default_factory=list)
     initial_warm_error: str | None = None  # e.g. "FleetNotWarm": the initial fleet's warm-up fails with this type
     warm_inputs: list[WarmupInput] = field(default_factory=list)
+    #: Activity name -> an event its calls wait for once recorded: a test holds a workflow inside that activity
+    #: (and sees it there in `calls`) while it sends messages, then sets the event.
+    gates: dict[str, threading.Event] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
 
     def _record(self, name: str, key: str) -> None:
         self.calls.append((name, key))
+        gate = self.gates.get(name)
+        if gate is not None:
+            gate.wait(GATE_S)
         if name in self.fail:
             raise ApplicationError(f"injected failure in {name}", non_retryable=True)
 

@@ -86,6 +86,15 @@ class EntityScheduleWorkflow:
         self._prepared: set[str] = set()  # slices whose preparation time was measured (once each)
         self._launched: set[str] = set()  # slice keys whose migration this run started (before the start returns)
         self._asked: dict[str, str] = {}  # slice key -> nonce of this run's pending lease request
+        # One owner per slice's migration (issue item 7): "hand" (ProvisionShadowInstances) or "walk" (its
+        # decision), claimed before the claimer's first await. The validator refuses a second claim; the walk
+        # follows a hand's migration instead of starting its own.
+        self._owner: dict[str, str] = {}
+        # The walk and MigrateInstances / ReleaseShadowInstances may all wait for a slice's child: whoever holds the
+        # slice's lock first awaits it and records the outcome (None: failed) once; the others read the record.
+        self._settling: dict[str, asyncio.Lock] = {}
+        self._outcomes: dict[str, MigrationResult | None] = {}
+        self._go: dict[str, str] = {}  # slice key -> the first go its child was sent: "proceed" or "release"
         self._ignored = 0  # signals that answered nothing this run asked for (forged or stale)
         self._sa: dict[str, object] = {}
 
@@ -111,14 +120,19 @@ class EntityScheduleWorkflow:
                 or info.get_current_history_length() > self._s.registration.history_limit
             ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                self._prune()
-                workflow.continue_as_new(self._s.model_copy(update={"runs": self._s.runs + 1}))
+                if not self._migrating():  # else the walk follows that child first: a new run would cancel it
+                    self._prune()
+                    workflow.continue_as_new(self._s.model_copy(update={"runs": self._s.runs + 1}))
         self._set_phase("done")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
 
     def _next_pending(self) -> int | None:
         return next((i for i, e in enumerate(self._s.slices) if e.state not in SETTLED), None)
+
+    def _migrating(self) -> bool:
+        """A child of this run has no recorded outcome (the parent close policy cancels it with this run)."""
+        return any(key not in self._outcomes for key in self._children)
 
     @property
     def _forecast_only(self) -> bool:
@@ -176,6 +190,8 @@ class EntityScheduleWorkflow:
             self._event("fleet", f"initial fleet serving cold: {exc.cause.message}")
 
     async def _run_slice(self, index: int) -> None:
+        """Prepares one slice. Every await may let a handler in: the slice is found again by its key afterwards
+        (`update_schedule` may insert slices before it), and its migration has one owner (`_owner`)."""
         slot = self._s.slices[index].time_slice
         key = slot.key
         lead = timedelta(seconds=self._lead_s())
@@ -183,79 +199,95 @@ class EntityScheduleWorkflow:
         wake = policy.forecast_time(slot, lead, workflow.now())
         if not await wait_until(wake, lambda: self._wake):
             return  # the schedule changed or the slice was aborted: the walk picks the next pending slice
+        if self._by_hand(key):  # an operator provisions this slice by hand: follow that migration, paused or not
+            await self._follow(key)
+            return
         if self._s.paused:
             self._set_phase(f"paused before {key}", slot)
-            if await wait_until(slot.end, lambda: not self._s.paused or self._wake):
-                if self._s.slices[index].state not in SETTLED:
-                    self._set_slice(index, state="skipped", outcome="paused through the slice")
+            if await wait_until(slot.end, lambda: not self._s.paused or self._wake or self._by_hand(key)):
+                if self._entry(key).state not in SETTLED:
+                    self._set(key, state="skipped", outcome="paused through the slice")
                 return
-            return  # resumed (or the schedule changed): the walk starts this slice again
-        if key in self._children:  # an operator provisioned this slice by hand: follow that migration
-            await self._finish_migration(index, self._children[key])
-            return
+            return  # resumed, provisioned by hand or the schedule changed: the walk starts this slice again
         if workflow.now() >= slot.end:
-            self._set_slice(index, state="skipped", outcome="slice ended before it could be prepared")
+            self._set(key, state="skipped", outcome="slice ended before it could be prepared")
             return
         self._set_phase(f"forecasting {key}", slot)
-        self._set_slice(index, state="forecasting")
+        self._set(key, state="forecasting")
         try:
             forecast = await workflow.execute_activity_method(
                 ForecastActivities.forecast_demand, ForecastInput(spec=self._spec, time_slice=slot.as_time_slice()),
                 **FORECAST,
             )  # fmt: skip
         except Exception as exc:
-            self._set_slice(index, state="failed", error=f"forecast: {root_cause(exc)}")
+            if self._by_hand(key):  # provisioned by hand meanwhile: that migration needs no forecast
+                await self._follow(key)
+                return
+            self._set(key, state="failed", error=f"forecast: {root_cause(exc)}")
             self._event("error", f"forecast failed: {root_cause(exc)}", key)
             return
-        if key in self._children:  # provisioned by hand while we were forecasting
-            await self._finish_migration(index, self._children[key])
+        if self._by_hand(key):  # provisioned by hand while we were forecasting
+            await self._follow(key)
             return
-        if self._s.slices[index].state in SETTLED:  # aborted while forecasting
+        if self._entry(key).state in SETTLED:  # aborted while forecasting
+            return
+        if self._s.paused:  # paused while forecasting: nothing is decided or prepared (the walk waits, re-forecasts)
             return
         active = self._s.planned_fleet if self._forecast_only else self._s.active_fleet
         decision = policy.decide(
             self._spec, slot, active, forecast, self._s.slices, workflow.now(), prepare_s=self._prepare_s()
         )
-        self._set_slice(index, forecast=forecast, decision=decision)
+        self._set(key, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), key)
         self._event("decision", f"{decision.action}: {decision.reason}", key)
+        if decision.action in ("shrink", "shadow"):
+            self._owner[key] = "walk"  # from here ProvisionShadowInstances for this slice is refused
         if decision.action == "shrink":
-            await self._scale_in(index, decision)
+            await self._scale_in(key, decision)
             return
         if decision.action != "shadow":
-            self._set_slice(index, state="skipped" if decision.action == "skip" else "done", outcome=decision.action)
+            self._set(key, state="skipped" if decision.action == "skip" else "done", outcome=decision.action)
             return
         if self._forecast_only:
-            self._plan_only(index, decision)
+            self._plan_only(key, decision)
             return
-        if not await self._approved(index):
+        if not await self._approved(key):
             return
-        if not await self._lease(index, decision.quantity):
+        if not await self._lease(key, decision.quantity):
             return
         try:
-            handle = await self._start_migration(slot, decision.instance_type, decision.quantity, "auto", forecast)
-            await self._finish_migration(index, handle)
+            await self._start_migration(slot, decision.instance_type, decision.quantity, "auto", forecast)
+            await self._finish_migration(key)
         finally:
             await self._release_lease(key)
 
-    async def _scale_in(self, index: int, decision: Decision) -> None:
+    async def _follow(self, key: str) -> None:
+        """Settles the migration a ProvisionShadowInstances started (once it has started). If that provision failed
+        first, the slice has settled (no capacity, aborted) or the walk takes it up again."""
+        started = lambda: key in self._children or not self._by_hand(key)  # noqa: E731
+        if not started():
+            await workflow.wait_condition(started)
+        if key in self._children:
+            await self._finish_migration(key)
+
+    async def _scale_in(self, key: str, decision: Decision) -> None:
         """Shrinks the active fleet at the slice start, without sending a client to a terminated instance: the
         record first names only the instances kept, the surplus is terminated once cached answers expired (TTL)."""
-        slot = self._s.slices[index].time_slice
-        key, n = slot.key, decision.quantity
+        slot = self._entry(key).time_slice
+        n = decision.quantity
         if self._forecast_only:
             planned = self._s.planned_fleet
             if planned is not None:
                 self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, planned.instance_type, n))
-            self._set_slice(index, state="planned", outcome=f"would shrink to {n}")
+            self._set(key, state="planned", outcome=f"would shrink to {n}")
             return
         active = self._s.active_fleet
         if active is None or n >= active.size or len(active.addresses) != active.size or self._spec.listener_arn:
             why = "the fleet behind an ELB listener keeps its size" if self._spec.listener_arn else "nothing to shrink"
-            self._set_slice(index, state="done", outcome=f"stay ({why})")
+            self._set(key, state="done", outcome=f"stay ({why})")
             return
-        self._set_slice(index, state="preparing")
-        if not await wait_until(slot.start, lambda: self._s.slices[index].state in SETTLED):
+        self._set(key, state="preparing")
+        if not await wait_until(slot.start, lambda: self._entry(key).state in SETTLED):
             return  # aborted while waiting
         self._set_phase(f"scaling in for {key}", slot)
         kept = active.model_copy(update={
@@ -271,19 +303,19 @@ class EntityScheduleWorkflow:
                 Ec2Activities.shrink_fleet, ResizeInput(fleet=active, quantity=n, keep=kept.instance_ids), **STEP
             )
         except ActivityError as exc:
-            self._set_slice(index, state="failed", error=f"scale-in: {root_cause(exc)}")
+            self._set(key, state="failed", error=f"scale-in: {root_cause(exc)}")
             self._event("error", f"scale-in failed: {root_cause(exc)}", key)
             return
         self._update(active_fleet=shrunk)
-        self._set_slice(index, state="done", outcome=f"shrunk {active.size} -> {shrunk.size}")
+        self._set(key, state="done", outcome=f"shrunk {active.size} -> {shrunk.size}")
         self._event("scale-in", f"{active.fleet_id}: {active.size} -> {shrunk.size} x {active.instance_type}", key)
 
     async def _routing_step(self, activity: Callable[[Any, Any], RoutingState], arg: object) -> RoutingState:
         return await workflow.execute_activity_method(activity, arg, **STEP)
 
-    def _plan_only(self, index: int, decision: Decision) -> None:
+    def _plan_only(self, key: str, decision: Decision) -> None:
         """Forecast-only: record what would have been done and plan the next slices from there."""
-        slot = self._s.slices[index].time_slice
+        slot = self._entry(key).time_slice
         itype, n = decision.instance_type, decision.quantity
         self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, itype, n))
         hours = (slot.end - slot.start).total_seconds() / 3600
@@ -292,29 +324,30 @@ class EntityScheduleWorkflow:
             cost_usd=round(n * hours * prices.on_demand(itype, slot.region), 4),
         )  # fmt: skip
         self._update(ledger=self._s.ledger.add(planned))
-        self._set_slice(index, state="planned", outcome=f"would shadow {n} x {itype} in {slot.region}")
+        self._set(key, state="planned", outcome=f"would shadow {n} x {itype} in {slot.region}")
         self._event("plan", f"forecast-only: would shadow {n} x {itype} in {slot.region}", slot.key)
 
-    async def _approved(self, index: int) -> bool:
+    async def _approved(self, key: str) -> bool:
         """The approval gate: wait for `approve` until the policy's deadline (or the slice's end); else skip."""
-        slot = self._s.slices[index].time_slice
+        slot = self._entry(key).time_slice
         if not self._spec.policy.approval_required or slot.key in self._s.approved:
             return True
-        self._set_slice(index, state="awaiting-approval")
+        self._set(key, state="awaiting-approval")
         self._set_phase(f"awaiting approval of {slot.key}", slot)
         self._event("approval", f"waiting up to {self._spec.policy.approval_timeout_s:.0f}s for approve", slot.key)
         deadline = min(workflow.now() + timedelta(seconds=self._spec.policy.approval_timeout_s), slot.end)
         decided = lambda: slot.key in self._s.approved or slot.key in self._s.aborted  # noqa: E731
         if await wait_until(deadline, decided) and not decided():
-            self._set_slice(index, state="skipped", outcome="approval timed out")
+            self._set(key, state="skipped", outcome="approval timed out")
             self._event("approval", "not approved in time: slice skipped, nothing provisioned", slot.key)
             return False
-        return slot.key in self._s.approved and self._s.slices[index].state not in SETTLED
+        return slot.key in self._s.approved and self._entry(key).state not in SETTLED
 
-    async def _lease(self, index: int, quantity: int) -> bool:
-        """Asks the FleetCoordinator for room (concurrent migrations, region quota) and waits for the grant."""
-        slot = self._s.slices[index].time_slice
-        self._set_slice(index, state="waiting-for-capacity")
+    async def _lease(self, key: str, quantity: int) -> bool:
+        """Asks the FleetCoordinator for room (concurrent migrations, region quota) and waits for the grant. Only
+        the slice's owner asks: a second request would replace the nonce the grant must echo."""
+        slot = self._entry(key).time_slice
+        self._set(key, state="waiting-for-capacity")
         nonce = str(workflow.uuid4())
         self._asked[slot.key] = nonce
         req = LeaseRequest(
@@ -323,15 +356,15 @@ class EntityScheduleWorkflow:
         )  # fmt: skip
         await workflow.execute_activity_method(CoordinationActivities.request_lease, req, **LEASE)
         if await wait_until(slot.end, lambda: slot.key in self._grants) and slot.key not in self._grants:
-            self._set_slice(index, state="skipped", outcome="no migration capacity before the slice ended")
+            self._set(key, state="skipped", outcome="no migration capacity before the slice ended")
             return False
         grant = self._grants[slot.key]
         if not grant.granted:
             self._grants.pop(slot.key)
-            self._set_slice(index, state="skipped", outcome=f"capacity denied: {grant.reason}")
+            self._set(key, state="skipped", outcome=f"capacity denied: {grant.reason}")
             self._event("capacity", grant.reason, slot.key)
             return False
-        if self._s.slices[index].state in SETTLED:  # aborted while waiting
+        if self._entry(key).state in SETTLED:  # aborted while waiting
             await self._release_lease(slot.key)
             return False
         return True
@@ -366,53 +399,78 @@ class EntityScheduleWorkflow:
         )  # fmt: skip
         pairs = search_attributes(self._key, "starting", self._s.active_fleet, slot)
         self._launched.add(slot.key)  # its first report may arrive in the activation that resolves the start
-        handle = await workflow.start_child_workflow(
-            ShadowMigrationWorkflow.run, req, id=mid, parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
-            search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs]),
-        )  # fmt: skip
+        try:
+            handle = await workflow.start_child_workflow(
+                ShadowMigrationWorkflow.run, req, id=mid,
+                parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(k, v) for k, v in pairs]),
+            )  # fmt: skip
+        except BaseException:
+            self._launched.discard(slot.key)  # no child: `abort` stops waiting for one
+            raise
         self._children[slot.key] = handle
-        index = self._index(slot)
-        self._set_slice(index, state="preparing", migration_id=mid)
+        self._set(slot.key, state="preparing", migration_id=mid)
         self._event("migration", f"{mid} started ({mode}): {quantity} x {itype} in {slot.region}", slot.key)
         return handle
 
-    async def _finish_migration(self, index: int, handle: workflow.ChildWorkflowHandle) -> MigrationResult | None:
-        slot = self._s.slices[index].time_slice
-        self._set_phase(f"migrating {slot.key}", slot)
+    async def _finish_migration(self, key: str) -> MigrationResult | None:
+        """The outcome of the slice's child (None: it failed), settled once whoever asks first: the walk and the
+        MigrateInstances / ReleaseShadowInstances handlers may wait for the same child, and one count, one lease
+        release and one set of events must come of it."""
+        async with self._settling.setdefault(key, asyncio.Lock()):
+            if key not in self._outcomes:
+                self._outcomes[key] = await self._settle(key)
+        return self._outcomes[key]
+
+    async def _settle(self, key: str) -> MigrationResult | None:
+        """Awaits the child and records its outcome in the slice. Only `_finish_migration` calls it (under the
+        slice's lock)."""
+        slot = self._entry(key).time_slice
+        self._set_phase(f"migrating {key}", slot)
         try:
-            result: MigrationResult = await handle
+            result: MigrationResult = await self._children[key]
         except ChildWorkflowError as exc:
-            if slot.key in self._s.aborted and self._s.slices[index].state not in SETTLED:
-                self._set_slice(index, state="released", outcome="aborted: compensations ran, old fleet serving")
-                self._event("abort", "migration aborted and rolled back", slot.key)
-            elif self._s.slices[index].state != "failed":
-                self._set_slice(index, state="failed", error=root_cause(exc))
-                self._event("error", f"migration failed, rolled back: {root_cause(exc)}", slot.key)
+            if key in self._s.aborted and self._entry(key).state not in SETTLED:
+                self._set(key, state="released", outcome="aborted: compensations ran, old fleet serving")
+                self._event("abort", "migration aborted and rolled back", key)
+            elif self._entry(key).state != "failed":
+                self._set(key, state="failed", error=root_cause(exc))
+                self._event("error", f"migration failed, rolled back: {root_cause(exc)}", key)
             return None
         finally:
-            await self._release_lease(slot.key)
-        if self._s.slices[index].state in SETTLED:
+            await self._release_lease(key)
+        if self._entry(key).state in SETTLED:
             return result
         if result.outcome == "migrated" and result.fleet is not None:
             self._update(active_fleet=result.fleet, migrations=self._s.migrations + 1)
-            self._set_slice(index, state="done", outcome="migrated")
+            self._set(key, state="done", outcome="migrated")
             self._set_phase(f"serving from {result.fleet.region}")
         else:
-            self._set_slice(index, state="released", outcome="released")
+            self._set(key, state="released", outcome="released")
         return result
 
     # ---- endpoints (updates) --------------------------------------------------------------------------------
 
     @workflow.update(name="ProvisionShadowInstances")
     async def provision_shadow_instances(self, req: ProvisionRequest) -> MigrationProgress:
-        """Provisions and warms shadows for a slice by hand; they wait for MigrateInstances or release."""
-        index = self._require_slice(req.time_slice)
-        slot = self._s.slices[index].time_slice
-        if not await self._lease(index, req.quantity):
-            raise ApplicationError(
-                f"no capacity: {self._s.slices[index].outcome}", type="MigrationFailed", non_retryable=True
-            )
-        await self._start_migration(slot, req.instance_type, req.quantity, "manual")
+        """Provisions and warms shadows for a slice by hand; they wait for MigrateInstances or release.
+
+        The slice is claimed before the first await (the validator runs right before, in the same step): a second
+        provision is refused and the walk follows this migration. Without a child the claim goes again."""
+        slot = self._s.slices[self._require_slice(req.time_slice)].time_slice
+        key = slot.key
+        self._owner[key] = "hand"
+        try:
+            if not await self._lease(key, req.quantity):
+                raise ApplicationError(
+                    f"no capacity: {self._entry(key).outcome}", type="MigrationFailed", non_retryable=True
+                )
+            await self._start_migration(slot, req.instance_type, req.quantity, "manual")
+        except BaseException:
+            if key not in self._children:
+                del self._owner[key]
+                await self._release_lease(key)  # granted but never started (the grant was popped if denied)
+            raise
         await workflow.wait_condition(
             lambda: self._progress.get(slot.key, MigrationProgress(phase="")).phase in ("ready", "rolled-back")
         )
@@ -430,8 +488,12 @@ class EntityScheduleWorkflow:
         if req.quantity > self._spec.policy.max_instances:
             raise ValueError(f"quantity: {req.quantity} exceeds the entity's max_instances")
         entry = self._s.slices[index]
-        if entry.time_slice.key in self._children or entry.state in SETTLED:
-            raise ValueError(f"time_slice: slice {entry.time_slice.key} already has a migration or has ended")
+        key = entry.time_slice.key
+        if key in self._children or entry.state in SETTLED:
+            raise ValueError(f"time_slice: slice {key} already has a migration or has ended")
+        if key in self._owner:
+            who = "by hand" if self._by_hand(key) else f"by its schedule ({entry.state})"
+            raise ValueError(f"time_slice: slice {key} is already being provisioned {who}")
         if workflow.now() >= entry.time_slice.end:
             raise ValueError(f"time_slice: slice {entry.time_slice.key} has ended")
 
@@ -439,12 +501,12 @@ class EntityScheduleWorkflow:
     async def migrate_instances(self, req: SliceRequest) -> MigrationResult:
         """Cuts over to the slice's shadows now; errors: "Time slice is not active", "Data synchronization
         failed", "Migration failed" (after rollback)."""
-        index = self._require_slice(req.time_slice)
-        handle = self._children[self._s.slices[index].time_slice.key]
-        await handle.signal(ShadowMigrationWorkflow.proceed)
-        result = await self._finish_migration(index, handle)
+        key = self._s.slices[self._require_slice(req.time_slice)].time_slice.key
+        self._go.setdefault(key, "proceed")
+        await self._children[key].signal(ShadowMigrationWorkflow.proceed)
+        result = await self._finish_migration(key)
         if result is None:
-            cause = self._s.slices[index].error or "Migration failed"
+            cause = self._entry(key).error or "Migration failed"
             raise ApplicationError(cause, type=_error_type(cause), non_retryable=True)
         return result
 
@@ -456,19 +518,20 @@ class EntityScheduleWorkflow:
             raise ValueError(f"time_slice: {TimeSliceNotActive.MESSAGE} (now {workflow.now().isoformat()})")
         if slot.key not in self._children:
             raise ValueError(f"time_slice: no shadow instances are provisioned for slice {slot.key}")
+        if self._go.get(slot.key) == "release":
+            raise ValueError(f"time_slice: slice {slot.key} is being released (ReleaseShadowInstances was sent)")
 
     @workflow.update(name="ReleaseShadowInstances")
     async def release_shadow_instances(self, req: SliceRequest) -> MigrationResult:
         """Releases the slice's shadows (runs the migration's compensations) before any cutover."""
-        index = self._require_slice(req.time_slice)
-        key = self._s.slices[index].time_slice.key
+        key = self._s.slices[self._require_slice(req.time_slice)].time_slice.key
         if key not in self._children:
             return MigrationResult(outcome="released", detail=f"nothing to release: slice {key} has no shadows")
-        handle = self._children[key]
-        await handle.signal(ShadowMigrationWorkflow.release)
-        result = await self._finish_migration(index, handle)
+        self._go.setdefault(key, "release")
+        await self._children[key].signal(ShadowMigrationWorkflow.release)
+        result = await self._finish_migration(key)
         if result is None:
-            raise ApplicationError(self._s.slices[index].error or "release failed", type="MigrationFailed")
+            raise ApplicationError(self._entry(key).error or "release failed", type="MigrationFailed")
         return result
 
     @release_shadow_instances.validator
@@ -478,6 +541,8 @@ class EntityScheduleWorkflow:
         phase = self._progress.get(key, MigrationProgress(phase="")).phase
         if phase in ("cutover", "watching", "retired", "done"):
             raise ValueError(f"time_slice: slice {key} has already cut over ({phase}); nothing to release")
+        if self._go.get(key) == "proceed":  # its report of the cutover may not have arrived yet
+            raise ValueError(f"time_slice: slice {key} is cutting over (MigrateInstances was sent); nothing to release")
 
     # ---- operations (updates) -------------------------------------------------------------------------------
 
@@ -502,17 +567,18 @@ class EntityScheduleWorkflow:
     async def abort(self, req: SliceAction) -> SliceStatus:
         """Stops the slice: a running migration is cancelled (its compensations restore routing and leave the old
         fleet serving); a slice not started yet is skipped."""
-        index = self._require_slice(req.time_slice)
-        key = self._s.slices[index].time_slice.key
+        key = self._s.slices[self._require_slice(req.time_slice)].time_slice.key
         self._update(aborted=(*self._s.aborted, key))
         self._event("abort", f"abort requested{': ' + req.reason if req.reason else ''}", key)
+        if key in self._launched and key not in self._children:  # its child is starting: cancel it once started
+            await workflow.wait_condition(lambda: key in self._children or key not in self._launched)
         if key in self._children:
             await workflow.get_external_workflow_handle(f"migration/{self._key}/{key}").cancel()
-            await workflow.wait_condition(lambda: self._s.slices[index].state in SETTLED)
+            await workflow.wait_condition(lambda: self._entry(key).state in SETTLED)
         else:
-            self._set_slice(index, state="skipped", outcome=f"aborted{': ' + req.reason if req.reason else ''}")
+            self._set(key, state="skipped", outcome=f"aborted{': ' + req.reason if req.reason else ''}")
             self._wake = True
-        return self._s.slices[index]
+        return self._entry(key)
 
     @abort.validator
     def _validate_abort(self, req: SliceAction) -> None:
@@ -690,8 +756,19 @@ class EntityScheduleWorkflow:
         start, end = (getattr(time_slice, k).isoformat() for k in ("start", "end"))
         raise ValueError(f"time_slice: {start} - {end} is not a slice of this entity's schedule")
 
-    def _index(self, slot: ScheduledSlice) -> int:
-        return self._require_slice(slot)
+    def _entry(self, key: str) -> SliceStatus:
+        """The slice with this key as it is now. Found by key, not by an index held across an await:
+        `update_schedule` may insert slices before it meanwhile (a started slice is never dropped)."""
+        return self._s.slices[self._at(key)]
+
+    def _at(self, key: str) -> int:
+        return next(i for i, e in enumerate(self._s.slices) if e.time_slice.key == key)
+
+    def _set(self, key: str, **changes: object) -> None:
+        self._set_slice(self._at(key), **changes)
+
+    def _by_hand(self, key: str) -> bool:
+        return self._owner.get(key) == "hand"
 
     def _set_phase(self, phase: str, slot: ScheduledSlice | None = None) -> None:
         """The status phase, mirrored into search attributes so the Web UI and `--query` see it."""
@@ -709,7 +786,7 @@ class EntityScheduleWorkflow:
 
     def _prune(self) -> None:
         """Drops settled slices beyond the newest KEEP_SETTLED. Only right before continue-as-new, once every handler
-        has finished: handlers hold slice indexes across awaits."""
+        has finished: a handler finds its slice again by key after each await, and a dropped one is not there."""
         old = {e.time_slice.key for e in [e for e in self._s.slices if e.state in SETTLED][:-KEEP_SETTLED]}
         if old:
             self._update(slices=tuple(e for e in self._s.slices if e.time_slice.key not in old))
