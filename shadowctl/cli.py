@@ -188,6 +188,18 @@ def register(
 
 
 @app.command()
+def schema(
+    spec_only: Annotated[bool, typer.Option("--spec", help="only the entity spec (EntitySpec)")] = False,
+) -> None:
+    """JSON Schema of what `register` sends (RegisterEntityInput: spec, schedule, ...), from the contract's models,
+    for editors and validators (docs/your-application.md). Needs no server."""
+    from shadowing.models import EntitySpec, RegisterEntityInput
+
+    model = EntitySpec if spec_only else RegisterEntityInput
+    typer.echo(json.dumps(model.model_json_schema(), indent=2, sort_keys=True))
+
+
+@app.command()
 def apply(
     file: Annotated[Path, typer.Option("-f", "--file", exists=True, dir_okay=False,
                                        help="YAML or JSON: {defaults: {policy: ...}, entities: [{spec, schedule}]}")],

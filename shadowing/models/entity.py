@@ -25,8 +25,8 @@ from shadowing.models.base import (
 class TimeSlice(Frozen):
     """A half-open interval [start, end) in UTC; both ends must carry a time zone."""
 
-    start: UtcDatetime
-    end: UtcDatetime
+    start: UtcDatetime = Field(description="ISO 8601 with a time zone, e.g. 2027-01-04T08:00:00Z (included)")
+    end: UtcDatetime = Field(description="ISO 8601 with a time zone, after start (excluded)")
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeSlice:
@@ -49,7 +49,7 @@ class TimeSlice(Frozen):
 class ScheduledSlice(TimeSlice):
     """One slice of an allocation schedule: where the entity must serve from during it."""
 
-    region: Region
+    region: Region = Field(description="where the entity must serve from during the slice")
 
     def as_time_slice(self) -> TimeSlice:
         return TimeSlice(start=self.start, end=self.end)
@@ -90,10 +90,12 @@ class DegradationPolicy(Frozen):
 class EntityPolicy(Frozen):
     """How cautious and how generous the product is for one entity."""
 
-    sizing_quantile: float = Field(0.85, gt=0.5, lt=1.0)
-    readiness_threshold: float = Field(0.4, ge=0.0, le=1.0)
-    target_utilisation: float = Field(0.7, gt=0.0, le=1.0)
-    max_instances: int = Field(20, ge=1, le=500)
+    sizing_quantile: float = Field(0.85, gt=0.5, lt=1.0, description="forecast quantile a fleet is sized for")
+    readiness_threshold: float = Field(
+        0.4, ge=0.0, le=1.0, description="a slice whose forecast readiness is lower is not shadowed"
+    )
+    target_utilisation: float = Field(0.7, gt=0.0, le=1.0, description="share of an instance's capacity to plan for")
+    max_instances: int = Field(20, ge=1, le=500, description="most instances one fleet may have")
     scale_in: bool = Field(
         True, description="shrink the active fleet at a slice start when the forecast needs fewer instances"
     )
@@ -115,16 +117,20 @@ class EntityPolicy(Frozen):
         le=MAX_SECONDS,
         description="expected time to provision and warm shadows; less time left lowers readiness",
     )
-    warmup_timeout_s: float = Field(600.0, gt=0, le=86400)
+    warmup_timeout_s: float = Field(600.0, gt=0, le=86400, description="warm-up gives up after this long")
     warm_p99_ms: float = Field(
         25.0, gt=0, le=60_000, description="an instance is warm once its p99 under synthetic traffic stays below this"
     )
     watch_s: float = Field(
         120.0, ge=0, le=86400, description="post-cutover watch window before the old fleet is retired"
     )
-    cutover_strategy: Literal["all-at-once", "canary", "linear"] = "all-at-once"
+    cutover_strategy: Literal["all-at-once", "canary", "linear"] = Field(
+        "all-at-once", description="how Route 53 (and listener) weights move to the new fleet"
+    )
     record_ttl_s: int = Field(30, ge=1, le=86400, description="TTL of the weighted records the cutover writes")
-    degradation: DegradationPolicy = DegradationPolicy()
+    degradation: DegradationPolicy = Field(
+        DegradationPolicy(), description="when the post-cutover watch calls the new fleet degraded"
+    )
     spot: bool = Field(False, description="ask for spot capacity for shadows; the unfilled part runs on-demand")
     spot_max_price_ratio: float = Field(
         1.0, gt=0.0, le=10.0, description="highest spot price to pay, as a fraction of the on-demand price"
@@ -203,15 +209,17 @@ def arn_region(arn: str) -> str | None:
 class EntitySpec(Frozen):
     """An application a platform team runs on AWS, and what the product may do with it."""
 
-    entity_id: EntityId
-    home_region: Region
-    instance_types: tuple[InstanceTypeName, ...] = Field(min_length=1)
-    initial_instances: int = Field(1, ge=1, le=500)
+    entity_id: EntityId = Field(description="1-63 lowercase letters, digits or '-'; the CloudWatch EntityId dimension")
+    home_region: Region = Field(description="where the first fleet runs and the entity's metrics and data live")
+    instance_types: tuple[InstanceTypeName, ...] = Field(
+        min_length=1, description="types the product may launch (shadowing/catalog.py); the first is the initial's"
+    )
+    initial_instances: int = Field(1, ge=1, le=500, description="size of the fleet registration launches")
     dns_name: DnsName = Field(description="record that clients resolve, e.g. api.example.internal (lower-cased)")
-    hosted_zone_id: HostedZoneId
-    dynamodb_tables: tuple[str, ...] = ()
-    metrics_namespace: str = "Shadowing/Usage"
-    policy: EntityPolicy = EntityPolicy()
+    hosted_zone_id: HostedZoneId = Field(description="Route 53 zone of dns_name, tagged shadowing:managed-by")
+    dynamodb_tables: tuple[str, ...] = Field((), description="tables in home_region copied to the slice's region")
+    metrics_namespace: str = Field("Shadowing/Usage", description="CloudWatch namespace of the usage history")
+    policy: EntityPolicy = Field(EntityPolicy(), description="how cautious and how generous (table below)")
     #: Demos and tests only (None for a real entity): compressed time, chosen per registration because each picks
     #: its origin after seeding its history. A worker-wide clock would be the cleaner seam for the contract, but it
     #: would silently compress the time of every real entity registered on that worker (docs/architecture.md).

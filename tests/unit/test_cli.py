@@ -43,3 +43,28 @@ def test_unreachable_server_is_a_clear_error_not_a_traceback() -> None:
                           env=env, timeout=60)  # fmt: skip
     assert proc.returncode == 1 and "127.0.0.1:9" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(("args", "model"), [([], "RegisterEntityInput"), (["--spec"], "EntitySpec")])
+def test_schema_prints_the_registration_json_schema_without_a_server(args: list[str], model: str) -> None:
+    """`shadowctl schema` is the models' JSON Schema; it accepts examples/entity.json and refuses a broken copy."""
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    from shadowing.models import EntitySpec, RegisterEntityInput
+
+    env = {**os.environ, "TEMPORAL_ADDRESS": "127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-m", "shadowctl.cli", "schema", *args], capture_output=True, text=True,
+                          env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    expected = {"RegisterEntityInput": RegisterEntityInput, "EntitySpec": EntitySpec}[model].model_json_schema()
+    assert printed == expected and printed["title"] == model
+    example = json.loads((Path(__file__).resolve().parents[2] / "examples" / "entity.json").read_text())
+    instance = example if model == "RegisterEntityInput" else example["spec"]
+    jsonschema.validate(instance, printed)
+    broken = {**example["spec"], "initial_instances": 0}
+    with pytest.raises(jsonschema.ValidationError, match="minimum"):
+        jsonschema.validate({**example, "spec": broken} if model == "RegisterEntityInput" else broken, printed)
