@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from shadowing.client import parse
 from shadowing.errors import InvalidRequest, MigrationError, ServiceUnavailable, ShadowingError
@@ -528,16 +529,21 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _error(exc: Exception) -> None:
+    """One line, however long (a worker's refusal lists slices and times), its brackets printed as they are."""
+    console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: maps errors to exit codes (2 bad input, 1 failure or unavailable service, 130 Ctrl-C)."""
     signal.signal(signal.SIGTERM, _interrupt)  # stop embedded services on SIGTERM as on Ctrl-C
     try:
         app(standalone_mode=False)
     except InvalidRequest as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        _error(exc)
         sys.exit(2)
     except (ServiceUnavailable, MigrationError, ShadowingError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        _error(exc)
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         sys.exit(130)

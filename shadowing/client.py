@@ -9,6 +9,7 @@ Temporal failures into the hierarchy of `shadowing.errors`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -239,9 +240,12 @@ def _translate(exc: Exception) -> ShadowingError:
         return TimeSliceNotActive(message.split(TimeSliceNotActive.MESSAGE)[-1].strip(" :()"))
     if kind == "UnknownEntity":
         return InvalidRequest(message.removeprefix("entity_id: "), "entity_id")
-    if kind in BY_TYPE:
-        return BY_TYPE[kind](message)
-    if kind in ("", "ValueError"):  # an update validator's rejection: "field: problem"
+    cls = BY_TYPE.get(kind) or (InvalidRequest if kind in ("", "ValueError") else MigrationFailed)
+    if issubclass(cls, InvalidRequest):  # a validator's rejection or undecodable input: "field: problem"
         field, _, problem = message.partition(": ")
-        return InvalidRequest(problem, field) if problem else InvalidRequest(message)
-    return MigrationFailed(message)
+        if problem and _FIELD.fullmatch(field):
+            return cls(problem, field)  # type: ignore[call-arg]
+    return cls(message)
+
+
+_FIELD = re.compile(r"[A-Za-z_][\w.\[\]-]*")

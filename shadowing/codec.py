@@ -15,13 +15,27 @@ import base64
 import dataclasses
 import json
 import os
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import ValidationError
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
+from temporalio.converter import (
+    ActivitySerializationContext,
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+)
+from temporalio.exceptions import ApplicationError
 
 from shadowing.errors import InvalidRequest
 from shadowing.ids import pseudonym_secret
@@ -93,13 +107,82 @@ def codec_from(key: str | None, key_id: str, key_file: Path | None) -> Encryptio
     return None
 
 
+def invalid_input(exc: ValidationError, hint: object = None) -> str:
+    """`field: problem (got value)` for the first problem pydantic found, without its boilerplate (no "1 validation
+    error for", no errors.pydantic.dev link). For a union hint (EntitySchedule's input) the first member's errors."""
+    errors = exc.errors(include_url=False)
+    members = {getattr(a, "__name__", "") for a in typing.get_args(hint)} - {""}
+    if members and errors and errors[0]["loc"] and errors[0]["loc"][0] in members:
+        first = errors[0]["loc"][0]
+        errors = [{**e, "loc": e["loc"][1:]} for e in errors if e["loc"] and e["loc"][0] == first]
+    err = errors[0]
+    field = ".".join(str(p) for p in err["loc"]) or "input"
+    problem = str(err["msg"]).removeprefix("Value error, ")
+    problem = problem[:1].lower() + problem[1:]
+    if problem.startswith(f"{field}.") or problem.startswith(f"{field}:"):
+        problem = problem[len(field) + 1 :].lstrip()
+    detail = []
+    if err["type"] not in ("missing", "value_error", "json_invalid", "assertion_error"):
+        shown = repr(err.get("input"))
+        detail.append(f"got {shown if len(shown) <= 60 else shown[:57] + '...'}")
+    if len(errors) > 1:
+        detail.append(f"{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''}")
+    return f"{field}: {problem}{' (' + '; '.join(detail) + ')' if detail else ''}"
+
+
+class _ContractJSON(PydanticJSONPlainPayloadConverter, WithSerializationContext):
+    """Pydantic JSON whose decoding failures are the sender's: a non-retryable `InvalidRequest` ApplicationError
+    with a clean message, so a workflow start, update or signal sent raw (the temporal CLI, the Web UI, another
+    language's SDK) is refused as bad input instead of "Failed decoding arguments (type: RuntimeError, retryable:
+    true)". The SDK passes a FailureError through its decoding unwrapped: a bad update is rejected before its
+    validator, a bad workflow input fails the workflow, a bad signal is dropped and logged. An activity's result
+    (ActivitySerializationContext) comes from our own code: its decoding errors stay the SDK's (a task failure, which
+    a fixed deploy can retry)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.strict = True
+
+    def with_context(self, context: SerializationContext) -> _ContractJSON:
+        if isinstance(context, ActivitySerializationContext) == (not self.strict):
+            return self
+        other = _ContractJSON.__new__(_ContractJSON)
+        other.__dict__.update(self.__dict__)
+        other.strict = not isinstance(context, ActivitySerializationContext)
+        return other
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        try:
+            return super().from_payload(payload, type_hint)
+        except ValidationError as exc:
+            if not self.strict:
+                raise
+            raise ApplicationError(invalid_input(exc, type_hint), type="InvalidRequest", non_retryable=True) from None
+
+
+class ContractPayloadConverter(CompositePayloadConverter):
+    """temporalio.contrib.pydantic's converter with `_ContractJSON` for JSON."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            *(
+                _ContractJSON() if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            )
+        )
+
+
+CONVERTER = DataConverter(payload_converter_class=ContractPayloadConverter)
+
+
 def data_converter(codec: PayloadCodec | None) -> DataConverter:
-    """The product's converter (pydantic), with the codec when there is one."""
+    """The product's converter (pydantic; bad input is a non-retryable InvalidRequest), with the codec when there is
+    one."""
     if codec is None:
-        return pydantic_data_converter
+        return CONVERTER
     # Failure messages and stack traces (they may name entities, fleets, tables) are encoded like payloads.
     return dataclasses.replace(
-        pydantic_data_converter,
+        CONVERTER,
         payload_codec=codec,
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

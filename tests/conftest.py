@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from shadowing.codec import CONVERTER
 from shadowing.search import ensure_search_attributes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     of tests/workflows/test_entity.py once every wait became `wait_until`.
     """
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=pydantic_data_converter
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=CONVERTER
     )
     await ensure_search_attributes(env.client)
     yield env

@@ -71,6 +71,7 @@ KEEP_SETTLED = 100
 #: DNS or data under a running fleet and strand the old record: issue "safe on a shared account", item 4).
 PINNED_FIELDS = ("dns_name", "hosted_zone_id", "listener_arn", "dynamodb_tables", "rds_instance", "sqs_queues")
 MEASURED = 10  # newest preparation durations kept for the lead time
+SHOWN_SLICES = 4  # slices an unknown-slice refusal lists
 
 
 @workflow.defn(name="EntitySchedule")
@@ -436,6 +437,7 @@ class EntityScheduleWorkflow:
             elif self._entry(key).state != "failed":
                 self._set(key, state="failed", error=root_cause(exc))
                 self._event("error", f"migration failed, rolled back: {root_cause(exc)}", key)
+            self._serving()
             return None
         finally:
             await self._release_lease(key)
@@ -444,9 +446,9 @@ class EntityScheduleWorkflow:
         if result.outcome == "migrated" and result.fleet is not None:
             self._update(active_fleet=result.fleet, migrations=self._s.migrations + 1)
             self._set(key, state="done", outcome="migrated")
-            self._set_phase(f"serving from {result.fleet.region}")
         else:
             self._set(key, state="released", outcome="released")
+        self._serving()
         return result
 
     # ---- endpoints (updates) --------------------------------------------------------------------------------
@@ -459,6 +461,8 @@ class EntityScheduleWorkflow:
         provision is refused and the walk follows this migration. Without a child the claim goes again."""
         slot = self._s.slices[self._require_slice(req.time_slice)].time_slice
         key = slot.key
+        if self._entry(key).state == "released":  # provisioned again (the validator allowed it)
+            self._forget(key)
         self._owner[key] = "hand"
         try:
             if not await self._lease(key, req.quantity):
@@ -486,11 +490,18 @@ class EntityScheduleWorkflow:
             allowed = ", ".join(self._spec.instance_types)
             raise ValueError(f"instance_type: {req.instance_type!r} is not allowed for this entity ({allowed})")
         if req.quantity > self._spec.policy.max_instances:
-            raise ValueError(f"quantity: {req.quantity} exceeds the entity's max_instances")
+            raise ValueError(
+                f"quantity: {req.quantity} exceeds the entity's max_instances ({self._spec.policy.max_instances})"
+            )
         entry = self._s.slices[index]
         key = entry.time_slice.key
-        if key in self._children or entry.state in SETTLED:
-            raise ValueError(f"time_slice: slice {key} already has a migration or has ended")
+        if entry.state in SETTLED:
+            why = self._not_again(entry)
+            if why is not None:
+                raise ValueError(f"time_slice: {self._settled(entry)}; {why}")
+            return  # released before it ended: provisioned again (`_forget`)
+        if key in self._children:
+            raise ValueError(f"time_slice: slice {key} already has a migration ({entry.state})")
         if key in self._owner:
             who = "by hand" if self._by_hand(key) else f"by its schedule ({entry.state})"
             raise ValueError(f"time_slice: slice {key} is already being provisioned {who}")
@@ -512,10 +523,16 @@ class EntityScheduleWorkflow:
 
     @migrate_instances.validator
     def _validate_migrate(self, req: SliceRequest) -> None:
-        index = self._require_slice(req.time_slice)
-        slot = self._s.slices[index].time_slice
+        entry = self._s.slices[self._require_slice(req.time_slice)]
+        slot = entry.time_slice
+        if entry.state in SETTLED:
+            again = "" if self._not_again(entry) else " (ProvisionShadowInstances provisions it again)"
+            raise ValueError(f"time_slice: {self._settled(entry)}; nothing to migrate{again}")
         if not slot.contains(workflow.now()):
-            raise ValueError(f"time_slice: {TimeSliceNotActive.MESSAGE} (now {workflow.now().isoformat()})")
+            raise ValueError(
+                f"time_slice: {TimeSliceNotActive.MESSAGE} (slice {slot.key} runs {slot.start.isoformat()} - "
+                f"{slot.end.isoformat()}; now {workflow.now().isoformat()})"
+            )
         if slot.key not in self._children:
             raise ValueError(f"time_slice: no shadow instances are provisioned for slice {slot.key}")
         if self._go.get(slot.key) == "release":
@@ -536,8 +553,10 @@ class EntityScheduleWorkflow:
 
     @release_shadow_instances.validator
     def _validate_release(self, req: SliceRequest) -> None:
-        index = self._require_slice(req.time_slice)
-        key = self._s.slices[index].time_slice.key
+        entry = self._s.slices[self._require_slice(req.time_slice)]
+        key = entry.time_slice.key
+        if entry.state in SETTLED:
+            raise ValueError(f"time_slice: {self._settled(entry)}; nothing to release")
         phase = self._progress.get(key, MigrationProgress(phase="")).phase
         if phase in ("cutover", "watching", "retired", "done"):
             raise ValueError(f"time_slice: slice {key} has already cut over ({phase}); nothing to release")
@@ -754,7 +773,11 @@ class EntityScheduleWorkflow:
             if entry.time_slice.same_as(time_slice):  # type: ignore[arg-type]
                 return i
         start, end = (getattr(time_slice, k).isoformat() for k in ("start", "end"))
-        raise ValueError(f"time_slice: {start} - {end} is not a slice of this entity's schedule")
+        keys = [f"{e.time_slice.key} ({e.time_slice.start.isoformat()} - {e.time_slice.end.isoformat()})"
+                for e in self._s.slices[:SHOWN_SLICES]]  # fmt: skip
+        more = ", ..." if len(self._s.slices) > SHOWN_SLICES else ""
+        listed = f"its slices: {', '.join(keys)}{more}" if keys else "it has no slices"
+        raise ValueError(f"time_slice: {start} - {end} is not a slice of this entity's schedule ({listed})")
 
     def _entry(self, key: str) -> SliceStatus:
         """The slice with this key as it is now. Found by key, not by an index held across an await:
@@ -769,6 +792,50 @@ class EntityScheduleWorkflow:
 
     def _by_hand(self, key: str) -> bool:
         return self._owner.get(key) == "hand"
+
+    def _settled(self, entry: SliceStatus) -> str:
+        """What happened to a settled slice, for the endpoints' refusals."""
+        key, at = entry.time_slice.key, entry.settled_at
+        when = f" at {at.isoformat()}" if at else ""
+        if entry.state == "failed":
+            return f"slice {key} failed{when}: {entry.error or 'no cause recorded'}"
+        if entry.state == "released":
+            aborted = " (aborted)" if key in self._s.aborted else ""
+            return f"slice {key} was released{when}{aborted}"
+        what = {"done": "is done", "skipped": "was skipped", "planned": "was planned (forecast-only)"}[entry.state]
+        return f"slice {key} {what}{when} ({entry.outcome or entry.state})"
+
+    def _not_again(self, entry: SliceStatus) -> str | None:
+        """Why the slice cannot be provisioned again; None when it can: released (not aborted) before it ended, while
+        the walk still runs (it follows the new migration)."""
+        key, end = entry.time_slice.key, entry.time_slice.end
+        if entry.state != "released":
+            return "it cannot be provisioned again"
+        if key in self._s.aborted:
+            return "an aborted slice stays settled"
+        if workflow.now() >= end:
+            return f"it ended at {end.isoformat()}"
+        if self._phase == "done" or self._forecast_only:
+            return "the entity's schedule has finished" if self._phase == "done" else "the entity is forecast-only"
+        return None
+
+    def _forget(self, key: str) -> None:
+        """A released slice provisioned again: its migration child id (`migration/<entity>/<key>`) is reused (the
+        first child has closed: the default ALLOW_DUPLICATE id reuse policy starts a new run) and this run's record
+        of the first migration goes, so the new one is owned, reported, costed and settled afresh."""
+        for record in (self._children, self._outcomes, self._go, self._progress, self._owner):
+            record.pop(key, None)
+        self._costed.discard(key)
+        self._prepared.discard(key)
+        self._launched.discard(key)
+        self._set(key, state="pending", outcome=None, error=None, migration_id=None, settled_at=None)
+        self._event("provision", "provisioned again after its release", key)
+        self._wake = True  # the walk may have moved past it: it comes back and follows the new migration
+
+    def _serving(self) -> None:
+        """After a slice's migration settles, the phase says where the entity serves (never "migrating" on)."""
+        active = self._s.active_fleet
+        self._set_phase(f"serving from {active.region}" if active is not None else "idle")
 
     def _set_phase(self, phase: str, slot: ScheduledSlice | None = None) -> None:
         """The status phase, mirrored into search attributes so the Web UI and `--query` see it."""
@@ -796,6 +863,8 @@ class EntityScheduleWorkflow:
 
     def _set_slice(self, index: int, **changes: object) -> None:
         slices = list(self._s.slices)
+        if changes.get("state") in SETTLED and slices[index].state not in SETTLED:
+            changes.setdefault("settled_at", workflow.now())
         slices[index] = slices[index].model_copy(update=changes)
         self._update(slices=tuple(slices))
 

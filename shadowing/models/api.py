@@ -109,7 +109,8 @@ SliceState = Literal[
     "pending", "forecasting", "awaiting-approval", "waiting-for-capacity", "preparing", "migrating", "done",
     "skipped", "failed", "released", "planned",
 ]  # fmt: skip
-#: The states a slice never leaves: the one definition (the workflow, the example service and the tests use it).
+#: The states a slice settles in: the one definition (the workflow, the example service and the tests use it). A
+#: settled slice stays so, but a "released" one provisioned again by hand before it ends (docs/operations.md).
 SETTLED_STATES: frozenset[str] = frozenset({"done", "skipped", "failed", "released", "planned"})
 
 
@@ -119,7 +120,7 @@ class SliceStatus(Frozen):
 
     @property
     def settled(self) -> bool:
-        """True once the slice is in a state it never leaves (SETTLED_STATES)."""
+        """True once the slice has settled (SETTLED_STATES; only a released slice provisioned again leaves it)."""
         return self.state in SETTLED_STATES
 
     forecast: DemandForecast | None = None
@@ -127,6 +128,8 @@ class SliceStatus(Frozen):
     migration_id: str | None = None
     outcome: str | None = None
     error: str | None = None
+    #: When the slice settled (workflow time); None while it runs.
+    settled_at: UtcDatetime | None = None
 
 
 class EntityStatus(Frozen):

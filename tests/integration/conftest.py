@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.stack import HOST, dataplane_agent, free_port, start_moto, stop_process, wait_http
 from shadowing import search
+from shadowing.codec import CONVERTER
 from shadowing.settings import Settings
 from tests.conftest import BIN
 
@@ -25,7 +25,7 @@ def ui_port() -> int:
 async def dev_env(tmp_path_factory: pytest.TempPathFactory, ui_port: int) -> AsyncIterator[WorkflowEnvironment]:
     db = tmp_path_factory.mktemp("temporal") / "temporal.db"
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(BIN / "temporal"), data_converter=pydantic_data_converter,
+        dev_server_existing_path=str(BIN / "temporal"), data_converter=CONVERTER,
         dev_server_database_filename=str(db), ui=True, ui_port=ui_port,
         dev_server_extra_args=["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
                                "--ui-disable-news-fetch", *search.dev_server_args()],

@@ -68,3 +68,29 @@ def test_schema_prints_the_registration_json_schema_without_a_server(args: list[
     broken = {**example["spec"], "initial_instances": 0}
     with pytest.raises(jsonschema.ValidationError, match="minimum"):
         jsonschema.validate({**example, "spec": broken} if model == "RegisterEntityInput" else broken, printed)
+
+
+def test_a_long_refusal_from_the_worker_prints_on_one_line_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refusal that travelled through Temporal (the SDK's `_translate` of an InvalidRequest ApplicationError) is
+    printed whole on one line, brackets included, wider than the console, and exits 2."""
+    from temporalio.exceptions import ApplicationError
+
+    from shadowctl import cli
+    from shadowing.client import _translate
+
+    slices = ", ".join(f"2026120{d}T000000Z ([eu-west-1] 2026-12-0{d}T00:00:00+00:00)" for d in range(1, 5))
+    message = f"time_slice: 2026-12-07T00:30:00+00:00 is not a slice of this entity's schedule (its slices: {slices})"
+    error = _translate(ApplicationError(message, type="InvalidRequest", non_retryable=True))
+
+    def refuse(**_: object) -> None:
+        raise error
+
+    monkeypatch.setattr(cli, "app", refuse)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    out = capsys.readouterr().out
+    assert exit_.value.code == 2
+    assert out.count("\n") == 1 and len(out) > 150, out
+    assert out.strip() == f"error: {message}"
