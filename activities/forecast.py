@@ -172,6 +172,18 @@ def usage_history(cw: Any, namespace: str, entity_id: str, metric: str, end: pd.
     return points_to_series(stamps, values, start, end.to_pydatetime())
 
 
+def missing_history(clients: ClientFactory, spec: EntitySpec, at: datetime) -> list[str]:
+    """CloudWatch names of the spec's forecast metrics without one hourly point in the HISTORY before `at` (the
+    hour `forecast_demand` would read up to): what the pre-flight check (activities/preflight.py) reports."""
+    end = pd.Timestamp(at).floor("h")
+    cw, namespace, entity_id = clients("cloudwatch", spec.home_region), spec.metrics_namespace, spec.entity_id
+    return [
+        METRICS[m].cloudwatch_name
+        for m in FORECAST_METRICS
+        if not usage_history(cw, namespace, entity_id, m, end).notna().any()
+    ]
+
+
 def _metric(name: str, fc: SeriesForecast) -> MetricForecast:
     hours = tuple(
         HourQuantiles(

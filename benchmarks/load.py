@@ -64,6 +64,15 @@ def registration(
     return {"spec": spec, "schedule": {"slices": [{"start": start, "end": end, "region": ent.regions[0]}]}}
 
 
+def _usage_point(clients: Any, spec: EntitySpec) -> None:
+    """One point of each forecast metric an hour before where the entity's demand clock maps now."""
+    assert spec.demand_clock is not None
+    at = spec.demand_clock.to_history(datetime.now(UTC)) - timedelta(hours=1)
+    data = [{"MetricName": m, "Dimensions": [{"Name": "EntityId", "Value": spec.entity_id}], "Timestamp": at,
+             "Value": 1.0} for m in ("CpuUsageMHz", "MemoryUsageKB")]  # fmt: skip
+    clients("cloudwatch", spec.home_region).put_metric_data(Namespace=spec.metrics_namespace, MetricData=data)
+
+
 def cpu_seconds(pid: int, tree: bool = False) -> float:
     """User + system CPU of a running process, from /proc (Linux); with `tree`, plus its reaped children's and its
     live children's own (the data-plane agent and its stand-ins)."""
@@ -106,6 +115,8 @@ async def run(
 
     async def register(ent: DemoEntity, active: bool) -> None:
         reg = registration(ent, active, zone_id, start, anchor, warm_up)
+        if not active:  # never forecast here, but registration's pre-flight asks for some usage history
+            await asyncio.to_thread(_usage_point, clients, reg["spec"])
         async with gate:
             await sdk.register_entity(reg["spec"], reg["schedule"])
 

@@ -10,7 +10,9 @@ Temporal failures into the hierarchy of `shadowing.errors`.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -30,6 +32,7 @@ from shadowing.errors import (
     BY_TYPE,
     InvalidRequest,
     MigrationFailed,
+    ServiceUnavailable,
     ShadowingError,
     TimeSliceNotActive,
     UnknownEntity,
@@ -57,6 +60,8 @@ from shadowing.models import (
 from shadowing.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
+#: How long `register_entity` waits for the pre-flight checks (a worker must pick them up and run a few reads).
+PREFLIGHT_TIMEOUT = timedelta(minutes=3)
 SliceLike = TimeSlice | Mapping[str, Any]
 
 
@@ -99,13 +104,18 @@ class ShadowingClient:
     async def register_entity(
         self, spec: EntitySpec | Mapping[str, Any], schedule: AllocationSchedule | Mapping[str, Any]
     ) -> str:
-        """Starts the entity's `EntitySchedule` (id `entity/<entity_id>`, see `workflow_id`); returns the id."""
+        """Starts the entity's `EntitySchedule` (id `entity/<entity_id>`, see `workflow_id`); returns the id.
+
+        First the worker checks what the spec names against AWS (the `PreflightEntity` workflow: hosted zone,
+        tables, queues, database, listener, AMI, usage history): a problem raises `InvalidRequest` naming the spec
+        field (`spec.hosted_zone_id`) and nothing is started; checks that cannot run raise `ServiceUnavailable`."""
         req = RegisterEntityInput(
             spec=parse(EntitySpec, spec, "spec"), schedule=parse(AllocationSchedule, schedule, "schedule")
         )
         if self.ids.hidden:
             req = req.model_copy(update={"name": self.ids(req.spec.entity_id)})
         wid = self.workflow_id(req.spec.entity_id)
+        await self._preflight(req)
         try:
             await self.client.start_workflow(
                 "EntitySchedule", req, id=wid, task_queue=self.task_queue,
@@ -119,6 +129,17 @@ class ShadowingClient:
                 f"entity {req.spec.entity_id!r} is already registered and running", "spec.entity_id"
             ) from exc
         return wid
+
+    async def _preflight(self, req: RegisterEntityInput) -> None:
+        """Runs `PreflightEntity` for the spec and waits for it (its own id: one per registration attempt)."""
+        name = req.name or req.spec.entity_id
+        try:
+            await self.client.execute_workflow(
+                "PreflightEntity", req.spec, id=f"preflight/{name}/{uuid.uuid4().hex[:12]}",
+                task_queue=self.task_queue, execution_timeout=PREFLIGHT_TIMEOUT,
+            )  # fmt: skip
+        except WorkflowFailureError as exc:
+            raise _preflight_error(exc) from exc
 
     async def predict_demand(self, entity_id: str, time_slice: SliceLike) -> DemandForecast:
         """PredictDemand(entityId, timeSlice): hourly quantiles and readiness for the slice."""
@@ -227,6 +248,23 @@ _ENTITY_ID: TypeAdapter[str] = TypeAdapter(EntityId)
 
 def _dump(value: SliceLike) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
+def _preflight_error(exc: WorkflowFailureError) -> ShadowingError:
+    """A failed pre-flight: the spec's problem (`InvalidRequest` naming its field), or why it could not run."""
+    cause: Any = exc
+    while getattr(cause, "cause", None) is not None:
+        cause = cause.cause
+    message = getattr(cause, "message", None) or str(cause)
+    if getattr(cause, "type", None) in ("InvalidRequest", "NotOwned"):
+        field, _, problem = message.partition(": ")
+        return InvalidRequest(problem, field) if problem and field.startswith("spec.") else InvalidRequest(message)
+    if isinstance(cause, TimeoutError) or "timeout" in type(cause).__name__.lower():
+        return ServiceUnavailable(
+            f"pre-flight checks of the entity did not finish within {PREFLIGHT_TIMEOUT.total_seconds():.0f} s: "
+            "is a worker polling the task queue?"
+        )
+    return ServiceUnavailable(f"pre-flight checks of the entity could not run: {message}")
 
 
 def _translate(exc: Exception) -> ShadowingError:

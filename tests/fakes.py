@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 from activities.ec2 import FleetInput, ProvisionInput, ResizeInput
 from activities.forecast import ForecastInput, RefineInput
 from activities.monitoring import FleetSignals, ProbeInput
+from activities.preflight import PreflightInput, PreflightReport
 from activities.replication import (
     QueueForwardResult,
     ReadReplicaResult,
@@ -62,6 +63,8 @@ class FakeCloud:
     provision_inputs: list[ProvisionInput] = field(default_factory=list)
     initial_warm_error: str | None = None  # e.g. "FleetNotWarm": the initial fleet's warm-up fails with this type
     warm_inputs: list[WarmupInput] = field(default_factory=list)
+    #: Hosted zones that exist: the pre-flight check refuses a spec naming another (None: every zone exists).
+    zones: set[str] | None = None
     #: Activity name -> an event its calls wait for once recorded: a test holds a workflow inside that activity
     #: (and sees it there in `calls`) while it sends messages, then sets the event.
     gates: dict[str, threading.Event] = field(default_factory=dict)
@@ -268,6 +271,15 @@ class FakeCloud:
         )
         return req.forecast.model_copy(update={"metrics": {"cpu_mhz": metric.model_copy(update={"hours": hours})}})
 
+    @activity.defn(name="check_entity")
+    def check_entity(self, req: PreflightInput) -> PreflightReport:
+        """Like activities/preflight.py for the hosted zone only: `zones` says which exist."""
+        self._record("check_entity", req.spec.entity_id)
+        if self.zones is not None and req.spec.hosted_zone_id not in self.zones:
+            raise ApplicationError(f"spec.hosted_zone_id: hosted zone {req.spec.hosted_zone_id} does not exist",
+                                   type="InvalidRequest", non_retryable=True)  # fmt: skip
+        return PreflightReport(checked=("zone: ok",))
+
     @activity.defn(name="lookup_entity")
     def lookup_entity(self, entity_id: str) -> EntitySpec:
         self._record("lookup_entity", entity_id)
@@ -283,7 +295,7 @@ class FakeCloud:
             self.lookup_entity, self.catch_up, self.create_read_replica, self.promote_read_replica,
             self.delete_read_replica, self.forward_queue, self.routing_state, self.set_weights, self.restore_weights,
             self.register_fleet_targets, self.deregister_fleet_targets, self.listener_state,
-            self.set_listener_weights, self.probe_fleet, self.shrink_fleet, self.refine_forecast,
+            self.set_listener_weights, self.probe_fleet, self.shrink_fleet, self.refine_forecast, self.check_entity,
         ]  # fmt: skip
 
 

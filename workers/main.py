@@ -16,6 +16,7 @@ from activities.coordination import CoordinationActivities
 from activities.ec2 import DEFAULT_INSTALLATION, Ec2Activities
 from activities.forecast import ForecastActivities
 from activities.monitoring import MonitoringActivities
+from activities.preflight import PreflightActivities
 from activities.registry import RegistryActivities
 from activities.replication import ReplicationActivities
 from activities.routing import RoutingActivities
@@ -29,8 +30,12 @@ from workflows.coordinator import FleetCoordinatorWorkflow
 from workflows.entity import EntityScheduleWorkflow
 from workflows.migrate import ShadowMigrationWorkflow
 from workflows.predict import PredictDemandWorkflow
+from workflows.preflight import PreflightEntityWorkflow
 
-WORKFLOWS = [EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkflow, FleetCoordinatorWorkflow]
+WORKFLOWS = [
+    EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkflow, FleetCoordinatorWorkflow,
+    PreflightEntityWorkflow,
+]  # fmt: skip
 
 
 def activities(
@@ -60,6 +65,7 @@ def activities(
         route.set_weights, route.restore_weights, route.register_fleet_targets, route.deregister_fleet_targets,
         route.listener_state, route.set_listener_weights,
         watch.probe_fleet,
+        PreflightActivities(clients, dns_suffixes=dns_suffixes).check_entity,
     ]  # fmt: skip
 
 

@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.coordination import CoordinationActivities
     from activities.ec2 import Ec2Activities, ProvisionInput, ResizeInput
     from activities.forecast import ForecastActivities, ForecastInput
+    from activities.preflight import PreflightActivities, PreflightInput
     from activities.routing import RoutingActivities, RoutingInput, RoutingState
     from activities.warmup import WarmupActivities
     from shadowing import prices, search
@@ -56,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows.migrate import RETRY, STEP, ShadowMigrationWorkflow, refresh_record, root_cause
     from workflows.predict import FORECAST
+    from workflows.preflight import PREFLIGHT
     from workflows.state import EntityState
     from workflows.waiting import wait_until
 
@@ -105,6 +107,8 @@ class EntityScheduleWorkflow:
     async def run(self, state: RegisterEntityInput | EntityState) -> EntityStatus:
         self._s = state if isinstance(state, EntityState) else _initial(state)
         self._set_phase("starting")
+        if isinstance(state, RegisterEntityInput):
+            await self._preflight()
         if self._s.active_fleet is None and not self._forecast_only:
             await self._bootstrap()
         elif self._forecast_only and self._s.planned_fleet is None:
@@ -146,8 +150,25 @@ class EntityScheduleWorkflow:
     def _prepare_s(self) -> float:
         return policy.expected_prepare_s(self._spec.policy.prepare_s, self._s.prepare_durations)
 
+    async def _preflight(self) -> None:
+        """What the spec names is checked against AWS before anything is launched (activities/preflight.py); a
+        problem fails the entity visibly (phase "failed", an error event) with the activity's `InvalidRequest`."""
+        self._set_phase("checking")
+        try:
+            await workflow.execute_activity_method(
+                PreflightActivities.check_entity, PreflightInput(spec=self._spec), **PREFLIGHT
+            )
+        except ActivityError as exc:
+            cause = exc.cause if isinstance(exc.cause, ApplicationError) else None
+            self._fail(f"pre-flight: {root_cause(exc)}")
+            raise ApplicationError(
+                root_cause(exc), type=(cause.type if cause else None) or "InvalidRequest", non_retryable=True
+            ) from exc
+
     async def _bootstrap(self) -> None:
-        """Gives a new entity its first fleet in its home region and routes its DNS name to it."""
+        """Gives a new entity its first fleet in its home region and routes its DNS name to it. A failure at any
+        step (provision, warm-up, routing) removes what it routed and terminates what it launched; the entity then
+        fails visibly (phase "failed", an error event) with a `BootstrapFailed` naming the step and the cause."""
         spec = self._spec
         self._set_phase("bootstrapping")
         provision = ProvisionInput(
@@ -155,25 +176,49 @@ class EntityScheduleWorkflow:
             region=spec.home_region, instance_type=spec.instance_types[0], quantity=spec.initial_instances,
             role="active", **policy.launch_image(spec),
         )  # fmt: skip
-        fleet = await workflow.execute_activity_method(Ec2Activities.provision_fleet, provision, **STEP)
-        try:
-            await self._warm_initial(fleet)
-        except BaseException as exc:  # nothing serves yet: the fleet goes, the entity fails with the reason
-            await workflow.execute_activity_method(Ec2Activities.terminate_fleet, fleet, **STEP)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise ApplicationError(
-                f"initial fleet {fleet.fleet_id} never served ({root_cause(exc)}); it was terminated",
-                type="BootstrapFailed",
-                non_retryable=True,
-            ) from exc
+        # Until provision_fleet returns, its instances are found by the fleet's tags (terminate_fleet reads them).
+        fleet = FleetRef(fleet_id=provision.fleet_id, entity_id=spec.entity_id, region=provision.region,
+                         instance_type=provision.instance_type, role="active")  # fmt: skip
         routing = RoutingInput(
             hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet, ttl_s=spec.policy.record_ttl_s
         )
-        await workflow.execute_activity_method(RoutingActivities.switch_traffic, routing, **STEP)
+        step = "provision"
+        try:
+            fleet = await workflow.execute_activity_method(Ec2Activities.provision_fleet, provision, **STEP)
+            step = "warm"
+            await self._warm_initial(fleet)
+            step = "routing"
+            routing = routing.model_copy(update={"to_fleet": fleet})
+            await workflow.execute_activity_method(RoutingActivities.switch_traffic, routing, **STEP)
+        except BaseException as exc:  # nothing serves yet: what was routed and launched goes, the entity fails
+            undone = await self._undo_bootstrap(fleet, routing if step == "routing" else None)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            what = {"provision": "could not be provisioned", "warm": "never served",
+                    "routing": "could not be routed to"}[step]  # fmt: skip
+            message = f"initial fleet {fleet.fleet_id} {what} ({root_cause(exc)}); {undone}"
+            self._fail(message)
+            raise ApplicationError(message, type="BootstrapFailed", non_retryable=True) from exc
         self._update(active_fleet=fleet)
         self._event("fleet", f"initial fleet {fleet.size} x {fleet.instance_type} in {fleet.region}")
         self._set_phase("bootstrapped")
+
+    async def _undo_bootstrap(self, fleet: FleetRef, routing: RoutingInput | None) -> str:
+        """Removes the fleet's record (when routing was attempted) and terminates the fleet; says what was done.
+        A record that cannot be removed (e.g. its zone does not exist) does not stop the termination."""
+        kept = ""
+        if routing is not None:
+            try:
+                await workflow.execute_activity_method(RoutingActivities.remove_fleet_record, routing, **STEP)
+            except ActivityError as exc:
+                kept = f" (its DNS record was not removed: {root_cause(exc)})"
+        await workflow.execute_activity_method(Ec2Activities.terminate_fleet, fleet, **STEP)
+        return f"it was terminated{kept}"
+
+    def _fail(self, message: str) -> None:
+        """The entity failed before serving: phase and search attribute "failed", the reason as an error event."""
+        self._event("error", message)
+        self._set_phase("failed")
 
     async def _warm_initial(self, fleet: FleetRef) -> None:
         """Warms the first fleet at the policy's threshold. One that answers but does not settle under it serves

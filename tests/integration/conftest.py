@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -55,3 +57,12 @@ def data_plane(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     registry = tmp_path_factory.mktemp("dataplane") / "dataplane.json"
     with dataplane_agent(moto_url, registry, poll_s=0.2):
         yield registry
+
+
+def usage_points(aws: Any, entity: str, region: str = "us-east-1") -> None:
+    """One hourly point of each forecast metric two hours ago: enough usage history for the pre-flight check
+    (activities/preflight.py) of an entity that is never forecast in the test."""
+    at = datetime.now(UTC) - timedelta(hours=2)
+    data = [{"MetricName": m, "Dimensions": [{"Name": "EntityId", "Value": entity}], "Timestamp": at, "Value": 1.0}
+            for m in ("CpuUsageMHz", "MemoryUsageKB")]  # fmt: skip
+    aws("cloudwatch", region).put_metric_data(Namespace="Shadowing/Usage", MetricData=data)

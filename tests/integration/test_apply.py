@@ -20,6 +20,7 @@ from shadowctl.fleetfile import apply_fleet, load_fleet
 from shadowing.client import ShadowingClient
 from shadowing.models import EntitySpec
 from shadowing.settings import Settings
+from tests.integration.conftest import usage_points
 from workers.aws import AwsClients
 from workers.main import build_worker
 
@@ -90,6 +91,8 @@ async def test_apply_is_idempotent_and_sends_only_what_changed(
     path.write_text(fleet_yaml(a, b, b_watch_s=30))
     client = CountingClient(dev_env.client, queue)
     client.sent = []
+    for entity in (a, b):  # the pre-flight check of a forecast-only entity asks for its usage history
+        usage_points(AwsClients(settings), entity)
     try:
         async with build_worker(dev_env.client, settings, AwsClients(settings)):
             code, out = await shadowctl(address, queue, "-f", str(path), "--dry-run", "--json")

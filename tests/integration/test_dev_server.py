@@ -48,7 +48,8 @@ def seed_history(aws: AwsClients, entity: str, region: str, trace_id: str, ancho
 def register_input(aws: AwsClients, entity: str, regions: list[str], slice_s: float, lead_s: float):
     anchor = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(hours=2)
     seed_history(aws, entity, "us-east-1", "rnd-392", anchor)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead_s + 6)
+    # registration runs the pre-flight checks (twice: the SDK, then EntitySchedule) before the bootstrap
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=lead_s + 15)
     spec = EntitySpec(
         entity_id=entity, home_region="us-east-1", instance_types=("m5.large",), initial_instances=1,
         dns_name=f"{entity}.{ZONE}", hosted_zone_id=hosted_zone(aws("route53", "us-east-1")),

@@ -20,6 +20,7 @@ from shadowing.codec import new_key
 from shadowing.connect import connect
 from shadowing.models import EntitySpec, EntityStatus
 from shadowing.settings import Settings
+from tests.integration.conftest import usage_points
 from workers.aws import AwsClients
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,7 @@ async def test_worker_logs_hold_no_secret(dev_env: WorkflowEnvironment, moto_url
         aws = AwsClients(Settings(temporal_address=address, aws_endpoint_url=moto_url))
         entity = f"sec-{uuid.uuid4().hex[:6]}"
         zone = await asyncio.to_thread(hosted_zone, aws("route53", "us-east-1"), "secrets.shadowing.")
+        await asyncio.to_thread(usage_points, aws, entity)
         spec = EntitySpec(entity_id=entity, home_region="us-east-1", instance_types=("m5.large",),
                           dns_name=f"{entity}.secrets.shadowing.", hosted_zone_id=zone)  # fmt: skip
         start = datetime.now(UTC) + timedelta(days=2)

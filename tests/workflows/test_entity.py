@@ -12,6 +12,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from shadowing import search
 from shadowing.client import ShadowingClient
 from shadowing.errors import DataSyncFailed, InvalidRequest, TimeSliceNotActive, UnknownEntity
 from shadowing.models import EntityStatus, RegisterEntityInput
@@ -189,10 +190,88 @@ async def test_initial_fleet_that_never_answers_is_terminated_and_named(time_env
         handle, _ = await register(time_env, queue, ["eu-west-1"], HOUR)
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
+        await _shows_failed(handle, "never served")  # a query of the closed workflow: its worker replays it
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "BootstrapFailed", cause
     assert "never served" in cause.message and "terminated" in cause.message
     assert cloud.names()[-1] == "terminate_fleet" and cloud.live == {}, "nothing left running"
+
+
+async def _shows_failed(handle: WorkflowHandle, reason: str) -> EntityStatus:
+    """The entity ended visibly failed: status phase and ShadowingPhase "failed", the reason as an error event."""
+    status = await handle.query("status", result_type=EntityStatus)
+    assert status.phase == "failed", status.phase
+    assert status.events and status.events[-1].kind == "error" and reason in status.events[-1].message, status.events
+    assert (await handle.describe()).typed_search_attributes.get(search.PHASE) == "failed"
+    return status
+
+
+async def test_a_routing_failure_during_bootstrap_removes_the_record_and_terminates_the_fleet(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """The issue's case: the fleet was launched and warmed, routing to it fails; nothing stays launched or routed."""
+    cloud = FakeCloud(fail={"switch_traffic"})
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], HOUR)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        cause = failure.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "BootstrapFailed", cause
+        assert cause.message.startswith(f"initial fleet {reg.spec.entity_id}:initial could not be routed to")
+        assert "injected failure in switch_traffic" in cause.message and "it was terminated" in cause.message
+        assert cloud.names()[-3:] == ["switch_traffic", "remove_fleet_record", "terminate_fleet"], cloud.names()
+        assert cloud.live == {} and cloud.weights == {}, "nothing left running or routed"
+        await _shows_failed(handle, "could not be routed to")
+
+
+async def test_a_failed_provision_terminates_whatever_it_launched(time_env: WorkflowEnvironment) -> None:
+    """provision_fleet failed (say after launching part of the fleet): the fleet's tagged instances are terminated."""
+    cloud = FakeCloud(fail={"provision_fleet"})
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], HOUR)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        cause = failure.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "BootstrapFailed", cause
+        assert "could not be provisioned" in cause.message
+        assert cloud.calls[-1] == ("terminate_fleet", f"{reg.spec.entity_id}:initial"), cloud.calls
+        await _shows_failed(handle, "could not be provisioned")
+
+
+async def test_a_spec_that_fails_pre_flight_launches_nothing(time_env: WorkflowEnvironment) -> None:
+    """EntitySchedule started without the SDK (e.g. the temporal CLI) runs the pre-flight checks first."""
+    cloud = FakeCloud(zones=set())
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, _ = await register(time_env, queue, ["eu-west-1"], HOUR)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        cause = failure.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "InvalidRequest", cause
+        assert cause.message == "spec.hosted_zone_id: hosted zone Z1 does not exist"
+        assert cloud.names() == ["check_entity"], "nothing launched, routed or forecast"
+        await _shows_failed(handle, "pre-flight: spec.hosted_zone_id")
+
+
+async def test_register_with_a_missing_hosted_zone_raises_and_starts_nothing(time_env: WorkflowEnvironment) -> None:
+    cloud = FakeCloud(zones={"ZOTHER"})
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        sdk = ShadowingClient(time_env.client, queue)
+        now = await time_env.get_current_time()
+        entity = spec(f"e-{uuid.uuid4().hex[:8]}")
+        with pytest.raises(InvalidRequest) as err:
+            await sdk.register_entity(entity, {"slices": [slot(now, HOUR)]})
+        assert err.value.field == "spec.hosted_zone_id" and "hosted zone Z1 does not exist" in str(err.value)
+        with pytest.raises(UnknownEntity):
+            await sdk.status(entity.entity_id)
+        assert cloud.names() == ["check_entity"]
+        cloud.zones = {"Z1"}
+        await sdk.register_entity(entity, {"slices": [slot(now, HOUR)]})
+        assert (await sdk.status(entity.entity_id)).entity_id == entity.entity_id
+        await time_env.client.get_workflow_handle(sdk.workflow_id(entity.entity_id)).terminate()
 
 
 async def test_a_smaller_trusted_forecast_scales_in_out_of_dns_first(time_env: WorkflowEnvironment) -> None:
