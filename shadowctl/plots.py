@@ -116,9 +116,7 @@ def forecast_plot(
     the capacity each slice's decision chose. ValueError when no slice of `status` has a forecast."""
     forecast = [s for s in status.slices if _has_forecast(s)]
     if not forecast:
-        states = ", ".join(f"{s.time_slice.key} {s.state}" for s in status.slices) or "no slices"
-        raise ValueError(f"entity {status.entity_id!r} has no forecast to plot: none of its slices has been "
-                         f"forecast yet ({states})")  # fmt: skip
+        raise ValueError(nothing_forecast(status))
     seen = {name for s in forecast for name, m in s.forecast.metrics.items() if m.hours}  # type: ignore[union-attr]
     names = [m for m in METRICS if m in seen] + sorted(seen - METRICS.keys())
     panels = tuple(_panel(name, forecast, actual or {}, target_utilisation) for name in names)
@@ -298,9 +296,22 @@ def forecast_window(status: EntityStatus, context_hours: int = 24) -> tuple[date
     the last one (history time). ValueError when nothing is forecast."""
     hours = [h.hour for s in status.slices if s.forecast for m in s.forecast.metrics.values() for h in m.hours]
     if not hours:
-        raise ValueError(f"entity {status.entity_id!r} has no forecast to plot: none of its slices has been "
-                         "forecast yet")  # fmt: skip
+        raise ValueError(nothing_forecast(status))
     return min(hours) - timedelta(hours=context_hours), max(hours) + HOUR
+
+
+def nothing_forecast(status: EntityStatus) -> str:
+    """Why there is no forecast to draw, and when there will be: the picture shows the forecasts the entity's
+    schedule records for its slices; `predict` (PredictDemand) answers its caller and records nothing."""
+    states = ", ".join(f"{s.time_slice.key} {s.state}" for s in status.slices) or "no slices"
+    when = ""
+    pending = [s.time_slice.start for s in status.slices if s.state == "pending"]
+    if pending and status.lead_time_s is not None:
+        first = min(pending) - timedelta(seconds=status.lead_time_s)
+        when = f"; the first is forecast at {first:%Y-%m-%d %H:%M} UTC"
+    return (f"entity {status.entity_id!r} has no forecast to plot: none of its slices has been forecast yet "
+            f"({states}){when}. The picture draws the forecasts the entity records for its slices (`shadowctl plan` "
+            "shows when each is made); `shadowctl predict` returns its forecast without recording it")  # fmt: skip
 
 
 def read_actual_usage(
