@@ -217,6 +217,17 @@ def test_a_status_without_forecasts_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "f.png").exists()
 
 
+def test_nothing_forecast_says_when_the_first_slice_is_and_that_predict_records_nothing() -> None:
+    """Right after `shadowctl predict`, `plot forecast` says why there is nothing to draw (predict records nothing)
+    and when the schedule forecasts its first slice (its start less the entity's lead time)."""
+    status = _status(forecast_slices=0).model_copy(update={"lead_time_s": 900.0})
+    first = min(s.time_slice.start for s in status.slices) - timedelta(seconds=900)
+    message = plots.nothing_forecast(status)
+    assert f"the first is forecast at {first:%Y-%m-%d %H:%M} UTC" in message
+    assert "`shadowctl predict` returns its forecast without recording it" in message
+    assert "forecast at" not in plots.nothing_forecast(_status(forecast_slices=0))  # no lead time known: no guess
+
+
 def test_actual_usage_is_read_from_cloudwatch_as_the_forecast_reads_it(monkeypatch: pytest.MonkeyPatch,
                                                                        tmp_path: Path) -> None:  # fmt: skip
     """Hourly maxima under Shadowing/Usage, dimension EntityId, within [start, end); then the whole picture."""
