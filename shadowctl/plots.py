@@ -221,8 +221,17 @@ def display_unit(unit: str) -> tuple[float, str]:
     return DISPLAY_UNITS.get(unit, (1.0, unit))
 
 
+def axis_label(metric: str, unit: str) -> str:
+    """The y-axis label: the metric without the unit its name carries, then the unit drawn ("memory (GiB)", not
+    "memory_kb (GiB)"; "cpu (MHz)")."""
+    shown = display_unit(unit)[1]
+    suffix = "_" + unit.lower().replace("/s", "ps")
+    name = metric.removesuffix(suffix) if metric.endswith(suffix) and metric != suffix else metric
+    return f"{name}\n({shown})"
+
+
 def _draw_panel(ax: Any, panel: MetricPanel, plot: ForecastPlot) -> None:
-    scale, shown = display_unit(panel.unit)
+    scale = display_unit(panel.unit)[0]
     labelled: set[str] = set()
 
     def once(label: str) -> str | None:
@@ -274,7 +283,7 @@ def _draw_panel(ax: Any, panel: MetricPanel, plot: ForecastPlot) -> None:
     values += [c.capacity for c in panel.capacity]
     ax.set_ylim(0, max([*values, 1e-9]) / scale * 1.45)  # headroom for the legend
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
-    ax.set_ylabel(f"{panel.metric}\n({shown})")
+    ax.set_ylabel(axis_label(panel.metric, panel.unit))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=7, ncols=3, framealpha=0.85)
 

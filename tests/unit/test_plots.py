@@ -448,3 +448,18 @@ def test_plot_commands_fail_with_a_message_not_a_traceback(args: list[str], code
     out = proc.stdout + proc.stderr
     assert proc.returncode == code, out
     assert named in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("metric", "unit", "label"),
+    [("memory_kb", "KB", "memory\n(GiB)"), ("cpu_mhz", "MHz", "cpu\n(MHz)"),
+     ("network_kbps", "KB/s", "network\n(MB/s)"), ("requests", "count", "requests\n(count)")],
+)  # fmt: skip
+def test_axis_labels_name_the_unit_drawn_not_the_unit_of_the_metric_name(metric: str, unit: str, label: str) -> None:
+    assert plots.axis_label(metric, unit) == label
+
+
+def test_the_memory_panel_is_labelled_in_gib_without_kb(tmp_path: Path) -> None:
+    fig = plots.draw_forecast(plots.forecast_plot(_status(), _actual()))
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert "memory\n(GiB)" in labels and not any("_kb" in label for label in labels), labels
