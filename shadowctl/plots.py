@@ -631,7 +631,8 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
     fig = Figure(figsize=(12, 2.4 + 0.42 * len(rows)), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    points = [tl.started, tl.ended, *(m.at for m in tl.markers)]
+    markers, far = near_markers(tl)
+    points = [tl.started, tl.ended, *(m.at for m in markers)]
     origin = tl.started
     span_s = max((max(points) - min(points)).total_seconds(), 1.0)
     div, unit = (1.0, "s") if span_s <= 900 else (60.0, "min") if span_s <= 4 * 3600 else (3600.0, "h")
@@ -641,6 +642,7 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
 
     span, y = span_s / div, {name: i for i, name in enumerate(rows)}
     min_w = span * 0.004
+    named: set[tuple[str, str]] = set()  # an activity's name is written once per row, on its first wide-enough bar
     for i, bar in enumerate(tl.bars):
         begin = bar.started or bar.scheduled
         stop = bar.closed or tl.ended
@@ -651,7 +653,8 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
                     gid=f"retry-wait:{i}")  # fmt: skip
         ax.barh(y[bar.step], width, left=left, height=0.6, color=OUTCOME_COLOURS[bar.outcome], edgecolor="#263238",
                 linewidth=0.5, gid=f"bar:{i}")  # fmt: skip
-        if width >= span * 0.07:
+        if width >= span * 0.07 and (bar.step, bar.activity) not in named:
+            named.add((bar.step, bar.activity))
             ax.text(left + width / 2, y[bar.step], bar.activity, ha="center", va="center", fontsize=7, clip_on=True)
     for t in tl.timers:
         stop = t.ended or tl.ended
@@ -660,7 +663,7 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
                 hatch=None if t.fired else "..", gid=f"timer:{t.timer_id}")  # fmt: skip
     styles = {"slice start": ("#1565c0", "-"), "slice end": ("#1565c0", ":"), "signal": ("#6a1b9a", "--"),
               "cancel requested": ("#b71c1c", "--")}  # fmt: skip
-    for m in tl.markers:
+    for m in markers:
         colour, style = styles[m.kind]
         ax.axvline(x(m.at), color=colour, linestyle=style, linewidth=1.2, gid=f"marker:{m.kind}")
         ax.annotate(m.label, (x(m.at), 0), xycoords=("data", "axes fraction"), xytext=(3, 3),
@@ -669,7 +672,8 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
     ax.set_yticks(range(len(rows)), labels=[f"{r} ({counts[r]})" if r in counts else r for r in rows])
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlim(min(x(p) for p in points) - span * 0.02, max(x(p) for p in points) + span * 0.02)
-    ax.set_xlabel(f"{unit} since the run started ({origin:%Y-%m-%d %H:%M:%S} UTC)")
+    off_axis = "".join(f"\n{note}" for note in far)
+    ax.set_xlabel(f"{unit} since the run started ({origin:%Y-%m-%d %H:%M:%S} UTC){off_axis}")
     ax.grid(axis="x", alpha=0.3)
     used = {b.outcome for b in tl.bars} | {"completed", "retried", "failed"}
     handles: list[Any] = [Patch(color=c, label=o) for o, c in OUTCOME_COLOURS.items() if o in used]
@@ -679,7 +683,7 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
     if tl.timers:
         handles += [Patch(facecolor=TIMER_COLOUR, edgecolor="#78909c", label="timer fired"),
                     Patch(facecolor="white", edgecolor="#78909c", hatch="..", label="timer canceled")]  # fmt: skip
-    for kind in dict.fromkeys(m.kind for m in tl.markers):
+    for kind in dict.fromkeys(m.kind for m in markers):
         colour, style = styles[kind]
         handles.append(Line2D([], [], color=colour, linestyle=style, label=kind))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)
@@ -688,6 +692,27 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
     where += f" -> {region}" if region else ""
     fig.suptitle(f"ShadowMigration {tl.workflow_id}{where}\n{_short(tl.outcome, 110)}", fontsize=11)
     return fig
+
+
+def near_markers(tl: MigrationTimeline) -> tuple[list[Marker], list[str]]:
+    """The markers drawn on the axis, and a note for each one far from the run (a released migration can end hours
+    before its slice starts: drawn, it would squeeze the whole run into a sliver). Near: within the run's length, at
+    least 10 minutes, of its start or end."""
+    pad = max(tl.ended - tl.started, timedelta(minutes=10))
+    near, far = [], []
+    for m in tl.markers:
+        if tl.started - pad <= m.at <= tl.ended + pad:
+            near.append(m)
+            continue
+        gap = m.at - tl.ended if m.at > tl.ended else tl.started - m.at
+        where = "after the run ended" if m.at > tl.ended else "before the run started"
+        far.append(f"{m.label}: {_duration(gap)} {where} ({m.at:%Y-%m-%d %H:%M} UTC; off the axis)")
+    return near, far
+
+
+def _duration(gap: timedelta) -> str:
+    minutes = int(gap.total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _short(text: str, limit: int) -> str:
