@@ -2,8 +2,8 @@
 
 Importing darts logs a WARNING for every optional backend it lacks (PyTorch twice, StatsForecast, XGBoost twice) and
 prophet logs that plotly is missing: notices about features this product never uses, printed into every command
-that forecasts. `install()` drops exactly those records, by logger and message; any other record of those loggers,
-and every `warnings.warn`, still shows.
+that forecasts (and FFT's one benign notice per forecast, below). `install()` drops exactly those records, by logger
+and message; any other record of those loggers, and every `warnings.warn`, still shows.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ KNOWN_IMPORT_NOTICES: dict[str, re.Pattern[str]] = {
     "darts.utils.likelihood_models": re.compile(r"Support for PyTorch based likelihood models not available\. "),
     "darts.utils.utils": re.compile(r"The `(XGBoost|LightGBM|CatBoost|Prophet)` module could not be imported\. "),
     "prophet.plot": re.compile(r"Importing plotly failed\. "),
+    # Not an import notice: FFT's `required_matches` crop finds no matching start hour in a history that does not
+    # begin at midnight and fits the whole series instead, which is what the FFT candidate wants; once per forecast.
+    "darts.models.forecasting.fft": re.compile(r"No matching timestamp could be found, returning original TimeSeries"),
 }
 
 
