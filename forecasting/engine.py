@@ -24,26 +24,26 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)  # logs "Importing plotly failed" on import; no plots here
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from darts import TimeSeries
-    from darts.models import ARIMA, FFT, ExponentialSmoothing, LinearRegressionModel, NaiveSeasonal
-    from darts.models.forecasting.forecasting_model import ForecastingModel
+from forecasting import quiet
 
-    try:
-        import prophet  # noqa: F401  (without it darts leaves a stand-in object, not an ImportError)
-        from darts.models import Prophet
-    except ImportError:  # the `prophet` extra is not installed
-        Prophet = None
+quiet.install()  # darts' and prophet's notices about optional backends we do not use; nothing else is muted
+from darts import TimeSeries  # noqa: E402
+from darts.models import ARIMA, FFT, ExponentialSmoothing, LinearRegressionModel, NaiveSeasonal  # noqa: E402
+from darts.models.forecasting.forecasting_model import ForecastingModel  # noqa: E402
+
+try:
+    import prophet  # noqa: F401  (without it darts leaves a stand-in object, not an ImportError)
+    from darts.models import Prophet
+except ImportError:  # the `prophet` extra is not installed
+    Prophet = None
 
 if Prophet is not None:  # cmdstanpy makes its logger (INFO, own handler) on first use when the root has no handler
     from cmdstanpy.utils import get_logger as _cmdstanpy_logger
 
     _cmdstanpy_logger().setLevel(logging.ERROR)  # cached: later calls return this logger as it is
 
-for _name in list(logging.root.manager.loggerDict):  # darts sets a level on each of its module loggers
-    if _name.startswith(("darts", "cmdstanpy", "prophet")) and _name != "prophet.plot":
+for _name in list(logging.root.manager.loggerDict):  # prophet's and cmdstanpy's per-fit INFO chatter (darts' own
+    if _name.startswith(("cmdstanpy", "prophet")) and _name != "prophet.plot":  # warnings still show: quiet.py)
         logging.getLogger(_name).setLevel(logging.ERROR)
 
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)

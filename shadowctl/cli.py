@@ -4,6 +4,7 @@ status, register, apply). Bad input exits with code 2 and a one-line message nam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -19,7 +20,7 @@ from rich.markup import escape
 from shadowing.client import parse
 from shadowing.errors import InvalidRequest, MigrationError, ServiceUnavailable, ShadowingError
 from shadowing.models import PredictDemandInput, ProvisionRequest, TimeSlice
-from shadowing.settings import Settings, load_settings
+from shadowing.settings import Settings, load_settings, running_services
 
 app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predictive instance shadowing on Temporal and AWS.")  # fmt: skip
@@ -32,8 +33,22 @@ Entity = Annotated[str, typer.Argument(help="entity id, e.g. rnd-024")]
 JsonOut = Annotated[bool, typer.Option("--json", help="print the result as JSON (the contract's model), for scripts")]
 
 
-def _settings() -> Settings:
-    return load_settings()
+def _settings(discover: bool = True) -> Settings:
+    """The environment's settings; what it leaves unset (TEMPORAL_ADDRESS, AWS_ENDPOINT_URL) comes from a running
+    `shadowctl up` in the same state dir (its services.json), unless `discover` is off (the commands that start
+    services themselves)."""
+    return load_settings(discover=discover)
+
+
+def _refuse_second_stack(settings: Settings, command: str) -> None:
+    """One embedded stack per state dir: a second would find its ports taken and share its Temporal database."""
+    found = running_services(settings.state_dir)
+    if found is not None and settings.embedded_temporal:
+        raise ServiceUnavailable(
+            f"`shadowctl up` (pid {found['pid']}) already runs the services of {settings.state_dir}/ "
+            f"(Temporal at {found.get('temporal_address')}): other commands use it as they are; stop it before "
+            f"`shadowctl {command}`, or give this one another SHADOWING_STATE_DIR"
+        )
 
 
 def _slice(start: str, end: str) -> TimeSlice:
@@ -78,29 +93,41 @@ def _print(result: BaseModel | dict, as_json: bool = False) -> None:
 @app.command()
 def up() -> None:
     """Temporal dev server, AWS emulator and worker in the foreground until Ctrl-C."""
-    from devstack.stack import embedded_services
+    import structlog
 
-    settings = _settings()
+    from devstack.stack import SERVICES_FILE, embedded_services
+    from workers.logs import configure_logging
+
+    settings = _settings(discover=False)
+    _refuse_second_stack(settings, "up")
+    # one log for the whole run: the worker's (console on a terminal, JSON lines otherwise), `up`'s own lines included
+    configure_logging(settings.log_level, settings.log_format)
+    log = structlog.get_logger("shadowctl.up")
     with embedded_services(settings) as services:
-        console.print(f"Temporal at {services.temporal_address}; AWS at {services.aws_endpoint_url or 'AWS'}")
-        if services.ui_url:
-            console.print(f"Web UI: {services.ui_url}")
-        console.print(f"worker running on task queue '{settings.task_queue}'; Ctrl-C to stop")
-        try:
+        log.info("services", temporal=services.temporal_address, aws=services.aws_endpoint_url or "AWS",
+                 web_ui=services.ui_url, found_by_other_terminals=str(settings.state_dir / SERVICES_FILE))  # fmt: skip
+        if services.aws_state_lost:
+            log.warning("aws state lost", detail="the AWS emulator starts empty: fleets, DNS records and CloudWatch "
+                        "usage made before this start are gone, Temporal's histories are kept")  # fmt: skip
+        log.info("worker running", task_queue=settings.task_queue, stop="Ctrl-C")
+        with contextlib.suppress(KeyboardInterrupt):  # the worker stops on SIGINT/SIGTERM itself; this is the rest
             asyncio.run(_up(services.settings(settings), sample=settings.embedded_aws))
-        except KeyboardInterrupt:
-            console.print("stopping")
+        log.info("stopping")
+    log.info("stopped")
 
 
 async def _up(settings: Settings, sample: bool) -> None:
     """Serves; on the embedded emulator, first seeds and registers the sample entity (if it is not running)."""
     from datetime import UTC, datetime
 
+    import structlog
+
     from shadowctl.demo import seed_sample
     from shadowing.client import ShadowingClient
     from workers.aws import AwsClients
     from workers.main import serve
 
+    log = structlog.get_logger("shadowctl.up")
     if sample:
         reg = await asyncio.to_thread(seed_sample, AwsClients(settings), datetime.now(UTC))
         client = await ShadowingClient.connect(
@@ -111,9 +138,9 @@ async def _up(settings: Settings, sample: bool) -> None:
         )
         try:
             await client.register_entity(reg["spec"], reg["schedule"])
-            console.print(f"registered sample entity '{reg['spec'].entity_id}' (slices start tomorrow 00:00 UTC)")
+            log.info("sample entity registered", entity=reg["spec"].entity_id, slices="start tomorrow 00:00 UTC")
         except InvalidRequest:
-            console.print(f"sample entity '{reg['spec'].entity_id}' is already running")
+            log.info("sample entity already running", entity=reg["spec"].entity_id)
     await serve(settings)
 
 
@@ -139,7 +166,8 @@ def demo(
     from workers.logs import configure_logging
     from workers.main import build_worker, register_search_attributes, stop_on_signals
 
-    base = _settings()
+    base = _settings(discover=False)
+    _refuse_second_stack(base, "demo")
     configure_logging("WARNING", base.log_format)
 
     async def go(settings: Settings, ui_url: str | None) -> None:

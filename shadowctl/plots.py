@@ -116,9 +116,7 @@ def forecast_plot(
     the capacity each slice's decision chose. ValueError when no slice of `status` has a forecast."""
     forecast = [s for s in status.slices if _has_forecast(s)]
     if not forecast:
-        states = ", ".join(f"{s.time_slice.key} {s.state}" for s in status.slices) or "no slices"
-        raise ValueError(f"entity {status.entity_id!r} has no forecast to plot: none of its slices has been "
-                         f"forecast yet ({states})")  # fmt: skip
+        raise ValueError(nothing_forecast(status))
     seen = {name for s in forecast for name, m in s.forecast.metrics.items() if m.hours}  # type: ignore[union-attr]
     names = [m for m in METRICS if m in seen] + sorted(seen - METRICS.keys())
     panels = tuple(_panel(name, forecast, actual or {}, target_utilisation) for name in names)
@@ -223,8 +221,17 @@ def display_unit(unit: str) -> tuple[float, str]:
     return DISPLAY_UNITS.get(unit, (1.0, unit))
 
 
+def axis_label(metric: str, unit: str) -> str:
+    """The y-axis label: the metric without the unit its name carries, then the unit drawn ("memory (GiB)", not
+    "memory_kb (GiB)"; "cpu (MHz)")."""
+    shown = display_unit(unit)[1]
+    suffix = "_" + unit.lower().replace("/s", "ps")
+    name = metric.removesuffix(suffix) if metric.endswith(suffix) and metric != suffix else metric
+    return f"{name}\n({shown})"
+
+
 def _draw_panel(ax: Any, panel: MetricPanel, plot: ForecastPlot) -> None:
-    scale, shown = display_unit(panel.unit)
+    scale = display_unit(panel.unit)[0]
     labelled: set[str] = set()
 
     def once(label: str) -> str | None:
@@ -276,7 +283,7 @@ def _draw_panel(ax: Any, panel: MetricPanel, plot: ForecastPlot) -> None:
     values += [c.capacity for c in panel.capacity]
     ax.set_ylim(0, max([*values, 1e-9]) / scale * 1.45)  # headroom for the legend
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.6g}"))
-    ax.set_ylabel(f"{panel.metric}\n({shown})")
+    ax.set_ylabel(axis_label(panel.metric, panel.unit))
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=7, ncols=3, framealpha=0.85)
 
@@ -298,9 +305,22 @@ def forecast_window(status: EntityStatus, context_hours: int = 24) -> tuple[date
     the last one (history time). ValueError when nothing is forecast."""
     hours = [h.hour for s in status.slices if s.forecast for m in s.forecast.metrics.values() for h in m.hours]
     if not hours:
-        raise ValueError(f"entity {status.entity_id!r} has no forecast to plot: none of its slices has been "
-                         "forecast yet")  # fmt: skip
+        raise ValueError(nothing_forecast(status))
     return min(hours) - timedelta(hours=context_hours), max(hours) + HOUR
+
+
+def nothing_forecast(status: EntityStatus) -> str:
+    """Why there is no forecast to draw, and when there will be: the picture shows the forecasts the entity's
+    schedule records for its slices; `predict` (PredictDemand) answers its caller and records nothing."""
+    states = ", ".join(f"{s.time_slice.key} {s.state}" for s in status.slices) or "no slices"
+    when = ""
+    pending = [s.time_slice.start for s in status.slices if s.state == "pending"]
+    if pending and status.lead_time_s is not None:
+        first = min(pending) - timedelta(seconds=status.lead_time_s)
+        when = f"; the first is forecast at {first:%Y-%m-%d %H:%M} UTC"
+    return (f"entity {status.entity_id!r} has no forecast to plot: none of its slices has been forecast yet "
+            f"({states}){when}. The picture draws the forecasts the entity records for its slices (`shadowctl plan` "
+            "shows when each is made); `shadowctl predict` returns its forecast without recording it")  # fmt: skip
 
 
 def read_actual_usage(
@@ -611,7 +631,8 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
     fig = Figure(figsize=(12, 2.4 + 0.42 * len(rows)), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    points = [tl.started, tl.ended, *(m.at for m in tl.markers)]
+    markers, far = near_markers(tl)
+    points = [tl.started, tl.ended, *(m.at for m in markers)]
     origin = tl.started
     span_s = max((max(points) - min(points)).total_seconds(), 1.0)
     div, unit = (1.0, "s") if span_s <= 900 else (60.0, "min") if span_s <= 4 * 3600 else (3600.0, "h")
@@ -621,6 +642,7 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
 
     span, y = span_s / div, {name: i for i, name in enumerate(rows)}
     min_w = span * 0.004
+    named: set[tuple[str, str]] = set()  # an activity's name is written once per row, on its first wide-enough bar
     for i, bar in enumerate(tl.bars):
         begin = bar.started or bar.scheduled
         stop = bar.closed or tl.ended
@@ -631,7 +653,8 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
                     gid=f"retry-wait:{i}")  # fmt: skip
         ax.barh(y[bar.step], width, left=left, height=0.6, color=OUTCOME_COLOURS[bar.outcome], edgecolor="#263238",
                 linewidth=0.5, gid=f"bar:{i}")  # fmt: skip
-        if width >= span * 0.07:
+        if width >= span * 0.07 and (bar.step, bar.activity) not in named:
+            named.add((bar.step, bar.activity))
             ax.text(left + width / 2, y[bar.step], bar.activity, ha="center", va="center", fontsize=7, clip_on=True)
     for t in tl.timers:
         stop = t.ended or tl.ended
@@ -640,7 +663,7 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
                 hatch=None if t.fired else "..", gid=f"timer:{t.timer_id}")  # fmt: skip
     styles = {"slice start": ("#1565c0", "-"), "slice end": ("#1565c0", ":"), "signal": ("#6a1b9a", "--"),
               "cancel requested": ("#b71c1c", "--")}  # fmt: skip
-    for m in tl.markers:
+    for m in markers:
         colour, style = styles[m.kind]
         ax.axvline(x(m.at), color=colour, linestyle=style, linewidth=1.2, gid=f"marker:{m.kind}")
         ax.annotate(m.label, (x(m.at), 0), xycoords=("data", "axes fraction"), xytext=(3, 3),
@@ -649,7 +672,8 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
     ax.set_yticks(range(len(rows)), labels=[f"{r} ({counts[r]})" if r in counts else r for r in rows])
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlim(min(x(p) for p in points) - span * 0.02, max(x(p) for p in points) + span * 0.02)
-    ax.set_xlabel(f"{unit} since the run started ({origin:%Y-%m-%d %H:%M:%S} UTC)")
+    off_axis = "".join(f"\n{note}" for note in far)
+    ax.set_xlabel(f"{unit} since the run started ({origin:%Y-%m-%d %H:%M:%S} UTC){off_axis}")
     ax.grid(axis="x", alpha=0.3)
     used = {b.outcome for b in tl.bars} | {"completed", "retried", "failed"}
     handles: list[Any] = [Patch(color=c, label=o) for o, c in OUTCOME_COLOURS.items() if o in used]
@@ -659,7 +683,7 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
     if tl.timers:
         handles += [Patch(facecolor=TIMER_COLOUR, edgecolor="#78909c", label="timer fired"),
                     Patch(facecolor="white", edgecolor="#78909c", hatch="..", label="timer canceled")]  # fmt: skip
-    for kind in dict.fromkeys(m.kind for m in tl.markers):
+    for kind in dict.fromkeys(m.kind for m in markers):
         colour, style = styles[kind]
         handles.append(Line2D([], [], color=colour, linestyle=style, label=kind))
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)
@@ -668,6 +692,27 @@ def draw_migration(tl: MigrationTimeline) -> Figure:
     where += f" -> {region}" if region else ""
     fig.suptitle(f"ShadowMigration {tl.workflow_id}{where}\n{_short(tl.outcome, 110)}", fontsize=11)
     return fig
+
+
+def near_markers(tl: MigrationTimeline) -> tuple[list[Marker], list[str]]:
+    """The markers drawn on the axis, and a note for each one far from the run (a released migration can end hours
+    before its slice starts: drawn, it would squeeze the whole run into a sliver). Near: within the run's length, at
+    least 10 minutes, of its start or end."""
+    pad = max(tl.ended - tl.started, timedelta(minutes=10))
+    near, far = [], []
+    for m in tl.markers:
+        if tl.started - pad <= m.at <= tl.ended + pad:
+            near.append(m)
+            continue
+        gap = m.at - tl.ended if m.at > tl.ended else tl.started - m.at
+        where = "after the run ended" if m.at > tl.ended else "before the run started"
+        far.append(f"{m.label}: {_duration(gap)} {where} ({m.at:%Y-%m-%d %H:%M} UTC; off the axis)")
+    return near, far
+
+
+def _duration(gap: timedelta) -> str:
+    minutes = int(gap.total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _short(text: str, limit: int) -> str:

@@ -8,6 +8,8 @@ the Temporal API key) are `SecretStr`: `repr`, logs and `model_dump()` never car
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -224,12 +226,58 @@ class Settings(BaseSettings):
         return value
 
 
-def load_settings() -> Settings:
-    """`Settings()` from the environment, a bad value raising `InvalidRequest` that names its variable."""
+#: What a running `shadowctl up` (or `demo`) writes under its state dir: where its services listen and its pid.
+SERVICES_FILE = "services.json"
+
+
+def running_services(state_dir: Path) -> dict | None:
+    """The services file of `state_dir` when the process that wrote it still runs; None otherwise (no file, an
+    unreadable one, or one left by a stack that has exited)."""
+    try:
+        data = json.loads((Path(state_dir) / SERVICES_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and _alive(data.get("pid")) else None
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def with_running_services(settings: Settings) -> Settings:
+    """Fills what the environment (or a Temporal profile) leaves unset from a running `shadowctl up`'s services file:
+    the Temporal address (and namespace), the AWS endpoint. An explicit setting always wins."""
+    found = running_services(settings.state_dir)
+    if found is None:
+        return settings
+    update: dict[str, object] = {}
+    if settings.temporal_address is None and isinstance(found.get("temporal_address"), str):
+        update["temporal_address"] = found["temporal_address"]
+        namespace = found.get("temporal_namespace")
+        if "temporal_namespace" not in settings.model_fields_set and isinstance(namespace, str):
+            update["temporal_namespace"] = namespace
+    if settings.aws_endpoint_url is None and isinstance(found.get("aws_endpoint_url"), str):
+        update["aws_endpoint_url"] = found["aws_endpoint_url"]
+    return settings.model_copy(update=update) if update else settings
+
+
+def load_settings(discover: bool = False) -> Settings:
+    """`Settings()` from the environment, a bad value raising `InvalidRequest` that names its variable. `discover`
+    (shadowctl's commands that talk to the services): what is left unset comes from a running `shadowctl up`
+    (`with_running_services`)."""
     from pydantic import ValidationError
 
     try:
-        return Settings()
+        settings = Settings()
+        return with_running_services(settings) if discover else settings
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -50,3 +50,21 @@ def test_blank_variables_count_as_unset() -> None:
     """An empty TEMPORAL_ADDRESS or AWS_ENDPOINT_URL (as docker compose passes them) means 'not set'."""
     settings = Settings(temporal_address="", aws_endpoint_url="  ")
     assert settings.embedded_temporal and settings.embedded_aws
+
+
+def test_what_is_started_is_findable_by_other_commands_while_it_runs(tmp_path: Path) -> None:
+    """services.json names the running moto (and the given Temporal) while the block runs, and is gone after it."""
+    import os
+
+    from shadowing.settings import running_services, with_running_services
+
+    port = free_port()
+    settings = Settings(temporal_address="127.0.0.1:1", aws_endpoint_url=None, state_dir=tmp_path, moto_port=port)
+    with embedded_services(settings) as services:
+        found = running_services(tmp_path)
+        assert found is not None and found["pid"] == os.getpid()
+        assert found["aws_endpoint_url"] == services.aws_endpoint_url == f"http://{HOST}:{port}"
+        assert found["started"]["moto"] == services.started[0].process.pid
+        other = with_running_services(Settings(state_dir=tmp_path, temporal_config_file=None))
+        assert other.aws_endpoint_url == services.aws_endpoint_url
+    assert running_services(tmp_path) is None and not (tmp_path / "services.json").exists()

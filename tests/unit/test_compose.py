@@ -330,3 +330,30 @@ def test_make_install_goes_through_the_constraints() -> None:
     stamp = re.search(r"^\$\(STAMP\):(.*)$", text, re.MULTILINE)
     assert stamp and "constraints.txt" in stamp.group(1).split()
     assert re.search(r"pip install .*-c constraints\.txt -e '\.\[dev\]'", text)
+
+
+def test_make_demo_installs_only_the_local_extra_and_make_test_then_adds_dev(tmp_path: Path) -> None:
+    """On a fresh machine `make demo` installs `.[local]` (through the constraints); `make test` afterwards still
+    installs `.[dev]`; a venv that already has dev is used by `demo` as it is. Checked with `make -n`."""
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    text = MAKEFILE.read_text()
+    assert re.search(r"pip install .*-c constraints\.txt -e '\.\[local\]'", text)
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(ROOT / name, tmp_path / name)
+
+    def dry(target: str) -> str:
+        done = subprocess.run(["make", "-n", target], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    fresh = dry("demo")
+    assert "-e '.[local]'" in fresh and "'.[dev]'" not in fresh and "shadowctl demo" in fresh
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / ".installed-local").touch()  # as `make demo` leaves it
+    assert "pip install" not in dry("demo")
+    assert "-e '.[dev]'" in dry("test")
+    (tmp_path / ".venv" / ".installed").touch()  # as `make test` leaves it
+    assert "pip install" not in dry("demo") and "pip install" not in dry("test")

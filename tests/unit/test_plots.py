@@ -37,6 +37,7 @@ from shadowing.models import (
     MigrationInput,
     ScheduledSlice,
     SliceStatus,
+    TimeSlice,
 )
 from workflows.policy import decide, instances_needed
 
@@ -215,6 +216,17 @@ def test_a_status_without_forecasts_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no forecast"):
         plots.forecast_window(status)
     assert not (tmp_path / "f.png").exists()
+
+
+def test_nothing_forecast_says_when_the_first_slice_is_and_that_predict_records_nothing() -> None:
+    """Right after `shadowctl predict`, `plot forecast` says why there is nothing to draw (predict records nothing)
+    and when the schedule forecasts its first slice (its start less the entity's lead time)."""
+    status = _status(forecast_slices=0).model_copy(update={"lead_time_s": 900.0})
+    first = min(s.time_slice.start for s in status.slices) - timedelta(seconds=900)
+    message = plots.nothing_forecast(status)
+    assert f"the first is forecast at {first:%Y-%m-%d %H:%M} UTC" in message
+    assert "`shadowctl predict` returns its forecast without recording it" in message
+    assert "forecast at" not in plots.nothing_forecast(_status(forecast_slices=0))  # no lead time known: no guess
 
 
 def test_actual_usage_is_read_from_cloudwatch_as_the_forecast_reads_it(monkeypatch: pytest.MonkeyPatch,
@@ -437,3 +449,58 @@ def test_plot_commands_fail_with_a_message_not_a_traceback(args: list[str], code
     out = proc.stdout + proc.stderr
     assert proc.returncode == code, out
     assert named in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("metric", "unit", "label"),
+    [("memory_kb", "KB", "memory\n(GiB)"), ("cpu_mhz", "MHz", "cpu\n(MHz)"),
+     ("network_kbps", "KB/s", "network\n(MB/s)"), ("requests", "count", "requests\n(count)")],
+)  # fmt: skip
+def test_axis_labels_name_the_unit_drawn_not_the_unit_of_the_metric_name(metric: str, unit: str, label: str) -> None:
+    assert plots.axis_label(metric, unit) == label
+
+
+def test_the_memory_panel_is_labelled_in_gib_without_kb(tmp_path: Path) -> None:
+    fig = plots.draw_forecast(plots.forecast_plot(_status(), _actual()))
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert "memory\n(GiB)" in labels and not any("_kb" in label for label in labels), labels
+
+
+def test_a_slice_start_hours_from_the_run_is_noted_not_drawn() -> None:
+    """A released migration ends hours before its slice starts: the axis keeps the run's scale, the slice start is
+    named below it with its distance."""
+    tl = plots.migration_timeline(_history("shadow_migration_success.json"))
+    far_start = tl.ended + timedelta(hours=5, minutes=12)
+    far = plots.migration_timeline(
+        _history("shadow_migration_success.json"), TimeSlice(start=far_start, end=far_start + timedelta(hours=8))
+    )
+    fig = plots.draw_migration(far)
+    ax = fig.axes[0]
+    assert not [a for a in fig.findobj() if a.get_gid() == "marker:slice start"]
+    assert "5 h 12 min after the run ended" in ax.get_xlabel() and "off the axis" in ax.get_xlabel()
+    assert ax.get_xlabel().startswith("s since the run started")  # a 14 s run keeps its seconds scale
+    soon = tl.ended + timedelta(seconds=1)
+    near = plots.migration_timeline(
+        _history("shadow_migration_success.json"), TimeSlice(start=soon, end=soon + timedelta(hours=8))
+    )
+    assert [a for a in plots.draw_migration(near).findobj() if a.get_gid() == "marker:slice start"]
+
+
+def test_an_activity_name_is_written_once_per_row() -> None:
+    """Five wide probe_fleet executions in the watch row and one provision_fleet: each name appears once."""
+    t0 = datetime(2026, 12, 7, tzinfo=UTC)
+
+    def bar(step: str, activity: str, start_s: int, length_s: int) -> plots.ActivityBar:
+        return plots.ActivityBar(step=step, activity=activity, activity_id=f"{activity}-{start_s}",
+                                 scheduled=t0 + timedelta(seconds=start_s), started=t0 + timedelta(seconds=start_s),
+                                 closed=t0 + timedelta(seconds=start_s + length_s), outcome="completed")  # fmt: skip
+
+    bars = (
+        bar("provision", "provision_fleet", 0, 60),
+        *(bar("watch", "probe_fleet", 60 + 60 * i, 50) for i in range(5)),
+    )
+    tl = plots.MigrationTimeline(workflow_id="migration/shop/x", started=t0, ended=t0 + timedelta(seconds=360),
+                                 outcome="migrated", steps=("provision", "watch"), bars=bars, timers=(), markers=(),
+                                 phases=(), time_slice=None)  # fmt: skip
+    written = sorted(t.get_text() for t in plots.draw_migration(tl).axes[0].texts)
+    assert written == ["probe_fleet", "provision_fleet"], written

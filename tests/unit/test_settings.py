@@ -122,3 +122,61 @@ def test_the_installation_defaults_to_the_namespace_and_must_fit_a_tag(
     monkeypatch.setenv("TEMPORAL_NAMESPACE", "a namespace")
     with pytest.raises(InvalidRequest, match="SHADOWING_INSTALLATION"):
         load_settings().installation_id  # noqa: B018
+
+
+# ---- a running `shadowctl up`'s services file ------------------------------------------------------------------
+
+
+def _services_file(state: Path, pid: int) -> None:
+    import json
+
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "services.json").write_text(json.dumps({
+        "pid": pid, "temporal_address": "127.0.0.1:17999", "temporal_namespace": "default",
+        "aws_endpoint_url": "http://127.0.0.1:17998", "ui_url": "http://127.0.0.1:17997",
+    }))  # fmt: skip
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("TEMPORAL_ADDRESS", "AWS_ENDPOINT_URL", "TEMPORAL_PROFILE", "TEMPORAL_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("")
+    monkeypatch.setenv("SHADOWING_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+def test_a_running_up_is_found_through_its_services_file(state: Path) -> None:
+    import os
+
+    _services_file(state, os.getpid())
+    found = load_settings(discover=True)
+    assert (found.temporal_address, found.aws_endpoint_url) == ("127.0.0.1:17999", "http://127.0.0.1:17998")
+    plain = load_settings()
+    assert (plain.temporal_address, plain.aws_endpoint_url) == (None, None)  # only when asked (up, demo do not)
+
+
+def test_explicit_environment_wins_over_the_services_file(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    _services_file(state, os.getpid())
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "temporal.example.com:7233")
+    found = load_settings(discover=True)
+    assert found.temporal_address == "temporal.example.com:7233"
+    assert found.aws_endpoint_url == "http://127.0.0.1:17998"  # still unset in the environment: from the file
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    assert load_settings(discover=True).aws_endpoint_url == "http://127.0.0.1:4566"
+
+
+def test_a_services_file_left_by_an_exited_up_is_ignored(state: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _services_file(state, gone.pid)
+    found = load_settings(discover=True)
+    assert (found.temporal_address, found.aws_endpoint_url) == (None, None)
+    (state / "services.json").write_text("{not json")
+    assert load_settings(discover=True).temporal_address is None
