@@ -35,10 +35,10 @@ from pydantic import Field, model_validator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import TAG_FLEET, TAG_ROLE, TAG_SLICE, ClientFactory
+from activities import TAG_ENTITY, TAG_FLEET, TAG_MANAGED, TAG_ROLE, TAG_SLICE, ClientFactory
 from activities.ownership import ownership_tags, tag_map
 from shadowing import prices
-from shadowing.models import CONTAINER_IMAGE, FleetRef, Frozen, InstanceTypeName, Region
+from shadowing.models import CONTAINER_IMAGE, AdoptFleet, FleetRef, Frozen, InstanceTypeName, Region
 
 # ---- activities ---------------------------------------------------------------------------------------------
 
@@ -85,6 +85,17 @@ class ResizeInput(Frozen):
     keep: tuple[str, ...] = Field((), description="instance ids to keep (the scale-in's, already out of DNS)")
 
 
+class AdoptInput(Frozen):
+    """`adopt_fleet`: take instances that already serve the entity (spec.adopt) as its fleet `fleet_id`."""
+
+    entity_id: str
+    fleet_id: str
+    region: Region
+    instance_types: tuple[InstanceTypeName, ...] = Field(min_length=1, description="the types the entity allows")
+    adopt: AdoptFleet
+    max_instances: int = Field(20, ge=1, le=500)
+
+
 class FleetInput(Frozen):
     fleet: FleetRef
     timeout_s: float = Field(600.0, gt=0, le=86400)
@@ -97,6 +108,8 @@ LIVE_STATES = ["pending", "running"]
 HEARTBEAT_EVERY_S = 2.0
 TAG_MARKET = "shadowing:market"
 TAG_SOURCE_IMAGE = "shadowing:source-image"
+#: On instances the product adopted (spec.adopt) rather than launched: only these lose its tags on a failed bootstrap.
+TAG_ADOPTED = "shadowing:adopted"
 #: Which installation of the product made a resource (workers/ passes the Temporal namespace by default).
 TAG_INSTALLATION = "shadowing:installation"
 DEFAULT_INSTALLATION = "default"
@@ -292,6 +305,43 @@ class Ec2Activities:
             ec2.create_tags(Resources=ids, Tags=[{"Key": TAG_ROLE, "Value": fleet.role}])
         return fleet
 
+    @activity.defn(name="adopt_fleet")
+    def adopt_fleet(self, req: AdoptInput) -> FleetRef:
+        """Tags the instances `req.adopt` names (running, in `region`, one allowed type, no other owner's tags) with
+        the fleet's ownership tags, role active and `shadowing:adopted=true`; returns them as the fleet.
+
+        Refuses with a non-retryable `InvalidRequest` naming `spec.adopt.instance_ids` or `spec.adopt.tags`, before
+        any change, when they are not adoptable (`adoption_problems`). Repeatable: instances already carrying this
+        fleet's tags are adopted again."""
+        ec2 = self._clients("ec2", req.region)
+        owner = self.owner(req.entity_id, req.fleet_id)
+        instances, problems = adoption_problems(ec2, owner, req.adopt, req.instance_types, req.max_instances)
+        if problems:
+            field, problem = problems[0]
+            raise _invalid(f"{field}: {problem}" + "".join(f"; also {p}" for _, p in problems[1:]))
+        ids = [i["InstanceId"] for i in instances]
+        ec2.create_tags(Resources=ids, Tags=_adopted_tags(owner))
+        first = instances[0]
+        return FleetRef(
+            fleet_id=req.fleet_id, entity_id=req.entity_id, region=req.region, instance_type=first["InstanceType"],
+            instance_ids=tuple(ids), addresses=tuple(a for a in (advertised_address(i) for i in instances) if a),
+            role="active", spot_instance_ids=tuple(i["InstanceId"] for i in instances if _is_spot(i)),
+            availability_zones=tuple(i["Placement"]["AvailabilityZone"] for i in instances),
+            image_id=first.get("ImageId") if len({i.get("ImageId") for i in instances}) == 1 else None,
+        )  # fmt: skip
+
+    @activity.defn(name="release_adopted")
+    def release_adopted(self, fleet: FleetRef) -> int:
+        """Undoes `adopt_fleet`: removes the tags it added from the fleet's adopted instances (those carrying the
+        fleet's tags and `shadowing:adopted=true`); never terminates them. Returns how many; repeatable."""
+        ec2 = self._clients("ec2", fleet.region)
+        owner = self.owner(fleet.entity_id, fleet.fleet_id)
+        states = [*LIVE_STATES, "stopping", "stopped"]
+        ids = [i["InstanceId"] for i in _live_instances(ec2, owner, states) if _tag(i, TAG_ADOPTED) == "true"]
+        if ids:
+            ec2.delete_tags(Resources=ids, Tags=[{"Key": t["Key"]} for t in _adopted_tags(owner)])
+        return len(ids)
+
     # ---- image -------------------------------------------------------------------------------------------
 
     def _image(self, req: ProvisionInput) -> str:
@@ -444,6 +494,62 @@ def _is_spot(instance: Json) -> bool:
 def advertised_address(instance: Json) -> str:
     """The address clients reach an instance at: public IP when it has one, else private."""
     return str(instance.get("PublicIpAddress") or instance.get("PrivateIpAddress") or "")
+
+
+def _adopted_tags(owner: Owner) -> list[dict[str, str]]:
+    return [*owner.tags(), {"Key": TAG_ROLE, "Value": "active"}, {"Key": TAG_ADOPTED, "Value": "true"}]
+
+
+#: The tags that say whose an instance is: an adopted instance may carry none of them, or exactly its new owner's.
+OWNER_KEYS = (TAG_MANAGED, TAG_ENTITY, TAG_INSTALLATION, TAG_FLEET)
+
+
+def adoption_problems(
+    ec2: Ec2, owner: Owner, adopt: AdoptFleet, instance_types: Iterable[str], max_instances: int
+) -> tuple[list[Json], list[tuple[str, str]]]:
+    """The instances `adopt` names in `ec2`'s region and why they cannot be adopted, as (spec field, problem):
+    none found, an id missing, not running, a type the entity does not allow, several types, more than
+    `max_instances`, or ownership tags that are not `owner`'s (another entity's, installation's or fleet's). Reads
+    only; `owner.fleet_id` None accepts any fleet of the owner's entity (pre-flight, before the fleet exists)."""
+    region = ec2.meta.region_name
+    if adopt.instance_ids:
+        field = "spec.adopt.instance_ids"
+        ids = list(adopt.instance_ids)  # EC2 takes at most 200 values per filter
+        found = [
+            i
+            for n in range(0, len(ids), 200)
+            for i in _describe(ec2, [{"Name": "instance-id", "Values": ids[n : n + 200]}])
+        ]
+        found = [i for i in found if i["State"]["Name"] not in ("shutting-down", "terminated")]
+        have = {i["InstanceId"] for i in found}
+        problems = [(field, f"instance {i} does not exist in {region}") for i in adopt.instance_ids if i not in have]
+    else:
+        field = "spec.adopt.tags"
+        wanted = [{"Name": f"tag:{k}", "Values": [v]} for k, v in sorted(adopt.tags.items())]
+        states = {"Name": "instance-state-name", "Values": [*LIVE_STATES, "stopping", "stopped"]}
+        found = [i for i in _describe(ec2, [*wanted, states]) if
+                 all(_tag(i, k) == v for k, v in adopt.tags.items())]  # fmt: skip
+        problems = []
+    found.sort(key=lambda i: (i["LaunchTime"], i["InstanceId"]))
+    if not found and not problems:
+        return [], [(field, f"no instance in {region} carries {', '.join(f'{k}={v}' for k, v in adopt.tags.items())}")]
+    if len(found) > max_instances:
+        problems.append((field, f"{len(found)} instances, more than policy.max_instances ({max_instances})"))
+    allowed = set(instance_types)
+    mine = {t["Key"]: t["Value"] for t in owner.tags()}
+    for i in found:
+        iid, state, kind = i["InstanceId"], i["State"]["Name"], i["InstanceType"]
+        if state != "running":
+            problems.append((field, f"instance {iid} is {state}, not running"))
+        if kind not in allowed:
+            problems.append((field, f"instance {iid} is a {kind}, not one of spec.instance_types "
+                                    f"({', '.join(instance_types)})"))  # fmt: skip
+        tags = tag_map(i.get("Tags"))
+        if clash := [f"{k}={tags[k]}" for k in OWNER_KEYS if k in tags and k in mine and tags[k] != mine[k]]:
+            problems.append((field, f"instance {iid} already belongs to another owner ({', '.join(clash)})"))
+    if len(types := sorted({i["InstanceType"] for i in found})) > 1:
+        problems.append((field, f"the instances span several types ({', '.join(types)}): a fleet has one"))
+    return found, problems
 
 
 def _fleet(req: ProvisionInput, instances: list[Json], image: str, template: str) -> FleetRef:

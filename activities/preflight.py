@@ -3,9 +3,10 @@
 `check_entity` checks the hosted zone (exists, holds `dns_name`, carries `shadowing:managed-by`, and the name is
 under a suffix this worker may route), the DynamoDB tables, SQS queues, RDS instance and ELB listener (exist in
 `home_region` and carry the entity's ownership tags, as the replication and routing activities require), the AMI
-(exists and is available) and the usage history the forecast reads (CloudWatch, `metrics_namespace`, dimension
-`EntityId`, each forecast metric, over the 14 days before now). A forecast-only entity launches nothing: only its
-usage history is checked.
+(exists and is available), the instances `adopt` names (exist, running, one allowed type, no other owner's tags:
+`activities.ec2.adoption_problems`, what `adopt_fleet` refuses) and the usage history the forecast reads
+(CloudWatch, `metrics_namespace`, dimension `EntityId`, each forecast metric, over the 14 days before now). A
+forecast-only entity launches nothing: only its usage history is checked.
 
 Every problem found is reported in one non-retryable `InvalidRequest` whose message starts with the spec field path
 of the first (`spec.hosted_zone_id: hosted zone Z1 does not exist`) and lists the others after it; `details[0]`
@@ -22,6 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import TAG_ENTITY, TAG_MANAGED, ClientFactory
+from activities.ec2 import DEFAULT_INSTALLATION, Owner, adoption_problems, check_installation
 from activities.forecast import DIMENSION, HISTORY, missing_history
 from activities.ownership import MANAGED, owned_by, tag_map
 from activities.replication import (
@@ -55,9 +57,10 @@ class Problem(Frozen):
 class PreflightActivities:
     def __init__(
         self, clients: ClientFactory, *, dns_suffixes: tuple[str, ...] = (),
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = lambda: datetime.now(UTC), installation: str = DEFAULT_INSTALLATION,
     ) -> None:  # fmt: skip
         self._clients = clients
+        self._installation = check_installation(installation)
         self._suffixes = tuple(_fqdn(s) for s in dns_suffixes)
         self._now = now
 
@@ -71,6 +74,8 @@ class PreflightActivities:
         checks: list[Callable[[EntitySpec], list[Problem]]] = [self._usage_history]
         if spec.policy.mode == "active":
             checks = [self._zone, self._tables, self._queues, self._database, self._listener, self._image, *checks]
+            if spec.adopt is not None:
+                checks.insert(-1, self._adopt)
         for check in checks:
             found = check(spec)
             problems += found
@@ -185,6 +190,14 @@ class PreflightActivities:
         if state != "available":
             return [Problem(field="spec.image_id", problem=f"AMI {spec.image_id} is {state}, not available")]
         return []
+
+    def _adopt(self, spec: EntitySpec) -> list[Problem]:
+        """The instances to adopt: the same refusals as `adopt_fleet` (any fleet of this entity's counts as ours)."""
+        assert spec.adopt is not None
+        ec2 = self._clients("ec2", spec.home_region)
+        owner = Owner(self._installation, spec.entity_id)
+        _, found = adoption_problems(ec2, owner, spec.adopt, spec.instance_types, spec.policy.max_instances)
+        return [Problem(field=field, problem=problem) for field, problem in found]
 
     def _usage_history(self, spec: EntitySpec) -> list[Problem]:
         """The history the forecast reads: each forecast metric has at least one hourly point in the window."""

@@ -81,7 +81,8 @@ OWNED = frozenset({
 
 #: Tagging actions -> the guards a statement granting them may use (see `_GUARDS`).
 TAGGING: dict[str, tuple[str, ...]] = {
-    "ec2:CreateTags": ("create-action", "owned"),
+    "ec2:CreateTags": ("create-action", "owned", "adopting"),
+    "ec2:DeleteTags": ("owned",),
     "elasticloadbalancing:AddTags": ("create-action",),
     "sqs:TagQueue": ("owned", "request-tagged"),
     "dynamodb:TagResource": ("owned", "request-tagged"),
@@ -235,7 +236,15 @@ def _create_action(stmt: Mapping[str, Any], action: str) -> bool:
     return bool(values) and set(values) <= allowed
 
 
-_GUARDS = {"create-action": _create_action, "owned": _owned, "request-tagged": _request_tagged}
+def _adopting(stmt: Mapping[str, Any], *_: Any) -> bool:
+    """Adoption (spec.adopt) tags instances the product did not launch: only with the ownership request tag, the
+    `shadowing:adopted = true` marker and bounded keys (release_adopted then untags only what carries the marker)."""
+    return _request_tagged(stmt) and _cond(stmt, "StringEquals", "aws:RequestTag/shadowing:adopted") == ["true"]
+
+
+_GUARDS = {
+    "create-action": _create_action, "owned": _owned, "request-tagged": _request_tagged, "adopting": _adopting,
+}  # fmt: skip
 
 
 def _scan(tree: ast.AST) -> tuple[set[str], set[str], set[str]]:

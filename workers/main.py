@@ -57,7 +57,8 @@ def activities(
         forecast.forecast_demand, forecast.refine_forecast,
         RegistryActivities(client, ids).lookup_entity,
         CoordinationActivities(client, limits or CoordinatorLimits()).request_lease,
-        ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role,
+        ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.adopt_fleet,
+        ec2.release_adopted,
         warm.warm_fleet, warm.check_fleet_health,
         repl.replicate_tables, repl.catch_up, repl.check_sync, repl.drop_replicas, repl.create_read_replica,
         repl.promote_read_replica, repl.delete_read_replica, repl.forward_queue,
@@ -65,7 +66,7 @@ def activities(
         route.set_weights, route.restore_weights, route.register_fleet_targets, route.deregister_fleet_targets,
         route.listener_state, route.set_listener_weights,
         watch.probe_fleet,
-        PreflightActivities(clients, dns_suffixes=dns_suffixes).check_entity,
+        PreflightActivities(clients, dns_suffixes=dns_suffixes, installation=installation).check_entity,
     ]  # fmt: skip
 
 

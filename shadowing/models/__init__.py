@@ -53,6 +53,7 @@ from shadowing.models.base import (
 )
 from shadowing.models.coordination import CoordinatorLimits, CoordinatorState, LeaseGrant, LeaseRelease, LeaseRequest
 from shadowing.models.entity import (
+    AdoptFleet,
     AllocationSchedule,
     DegradationPolicy,
     DemandClock,
@@ -75,6 +76,7 @@ __all__ = [
     "MAX_SLICES",
     "SETTLED_STATES",
     "Address",
+    "AdoptFleet",
     "AllocationSchedule",
     "CoordinatorLimits",
     "CoordinatorState",

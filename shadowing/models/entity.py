@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from shadowing.models.base import (
     CONTAINER_IMAGE,
@@ -206,6 +206,39 @@ def arn_region(arn: str) -> str | None:
     return parts[3] if len(parts) >= 6 else None
 
 
+#: An EC2 instance id (i-, then 8 or 17 hex digits).
+INSTANCE_ID = r"^i-[0-9a-f]{8}([0-9a-f]{9})?$"
+InstanceId = Annotated[str, StringConstraints(pattern=INSTANCE_ID)]
+#: Tag keys the product sets itself: an adoption may not select by them.
+RESERVED_TAG_PREFIXES = ("shadowing:", "aws:")
+
+
+class AdoptFleet(Frozen):
+    """Instances that already serve the entity, taken as its first fleet instead of launching one: by instance ids
+    or by tags (exactly one). They must be running in home_region, all of one of the spec's instance_types."""
+
+    instance_ids: tuple[InstanceId, ...] = Field(
+        (), max_length=500, description="ids of the running instances to adopt, e.g. i-0123456789abcdef0"
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, max_length=10,
+        description="adopt every running instance carrying all of these tags (key -> value)",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AdoptFleet:
+        if bool(self.instance_ids) == bool(self.tags):
+            raise ValueError("spec.adopt: give exactly one of instance_ids or tags (non-empty)")
+        if len(set(self.instance_ids)) != len(self.instance_ids):
+            raise ValueError("spec.adopt.instance_ids: an instance id is listed twice")
+        for key, value in self.tags.items():
+            if not key or len(key) > 128 or len(value) > 256:
+                raise ValueError(f"spec.adopt.tags: {key!r} is not a valid EC2 tag (key 1-128, value <= 256 chars)")
+            if key.lower().startswith(RESERVED_TAG_PREFIXES):
+                raise ValueError(f"spec.adopt.tags: {key!r} is reserved (shadowing:*, aws:*): select by your own tags")
+        return self
+
+
 class EntitySpec(Frozen):
     """An application a platform team runs on AWS, and what the product may do with it."""
 
@@ -238,6 +271,19 @@ class EntitySpec(Frozen):
     container_image: str | None = Field(
         None, pattern=CONTAINER_IMAGE, description="image the instances pull and run at boot (instead of user_data)"
     )
+    adopt: AdoptFleet | None = Field(
+        None,
+        description="instances already serving the entity to start from instead of launching (fixed once registered)",
+    )
+
+    @model_validator(mode="after")
+    def _adopt_fits(self) -> EntitySpec:
+        if self.adopt is not None and len(self.adopt.instance_ids) > self.policy.max_instances:
+            raise ValueError(
+                f"spec.adopt.instance_ids: {len(self.adopt.instance_ids)} instances, more than policy.max_instances "
+                f"({self.policy.max_instances})"
+            )
+        return self
 
 
 class RegisterEntityInput(Frozen):

@@ -13,6 +13,7 @@ from activities.ownership import ownership_tags
 from activities.preflight import PreflightActivities, PreflightInput
 from shadowing.models import EntitySpec
 from tests.activities.conftest import make_table
+from tests.activities.test_ec2_adoption import launch, tags_of
 from workers.aws import AwsClients
 
 REGION = "us-east-1"
@@ -136,3 +137,18 @@ def test_history_is_looked_up_on_the_demand_clocks_time_line(aws: AwsClients, zo
     clock = {"origin": NOW, "history_origin": past, "seconds_per_hour": 30}
     assert "usage_history: ok" in _check(aws, _spec(zone, demand_clock=clock))
     _refused(aws, _spec(zone))  # the same history, read at wall-clock now: too old
+
+
+def test_instances_to_adopt_are_checked_like_adopt_fleet_checks_them(aws: AwsClients, zone: str) -> None:
+    """spec.adopt: a missing instance and one of a type the entity does not allow are named; a running allowed one
+    passes; nothing is tagged (pre-flight reads only)."""
+    _history(aws)
+    good = launch(aws, 1)[0]
+    assert "adopt: ok" in _check(aws, _spec(zone, adopt={"instance_ids": [good]}))
+    small = launch(aws, 1, kind="t3.micro")[0]
+    err = _refused(aws, _spec(zone, adopt={"instance_ids": [good, "i-0123456789abcdef0", small]}))
+    assert err.message.startswith("spec.adopt.instance_ids: instance i-0123456789abcdef0 does not exist in us-east-1")
+    assert f"also spec.adopt.instance_ids: instance {small} is a t3.micro" in err.message
+    assert tags_of(aws, good) == {"app": "shop"}, "nothing tagged"
+    err = _refused(aws, _spec(zone, adopt={"tags": {"app": "gone"}}))
+    assert err.message.startswith("spec.adopt.tags: no instance in us-east-1 carries app=gone")

@@ -115,6 +115,16 @@ def _unbounded_tag_keys(policy: Policy) -> None:
     stmt["Condition"].pop("ForAllValues:StringLike", None)
 
 
+def _adopt_without_marker(policy: Policy) -> None:
+    """Adoption's tagging without the `shadowing:adopted = true` request tag: any untagged instance could be taken."""
+    stmt = next(s for s in policy["Statement"] if s["Sid"] == "Ec2AdoptInstances")
+    stmt["Condition"]["StringEquals"].pop("aws:RequestTag/shadowing:adopted")
+
+
+def _release_anything(policy: Policy) -> None:
+    _statements(policy, "ec2:DeleteTags")[0]["Condition"]["StringEquals"].pop("aws:ResourceTag/shadowing:managed-by")
+
+
 def _any_zone(policy: Policy) -> None:
     _statements(policy, "route53:ChangeResourceRecordSets")[0]["Resource"] = "arn:aws:route53:::hostedzone/*"
 
@@ -158,6 +168,8 @@ def _not_resource(policy: Policy) -> None:
         (_any_record_type, "A records"),
         (_any_record_name, "names under a suffix"),
         (_not_resource, "NotAction/NotResource"),
+        (_adopt_without_marker, "ec2:CreateTags"),
+        (_release_anything, "ec2:DeleteTags"),
     ],
 )  # fmt: skip
 def test_the_checker_reports_a_weakened_policy(mutate: Callable[[Policy], None], reported: str) -> None:

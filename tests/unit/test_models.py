@@ -135,3 +135,33 @@ def test_progress_numbers_are_bounded() -> None:
         CostEntry(
             slice_key="k", outcome="migrated", region="us-east-1", instance_type="m5.large", cost_usd=float("inf")
         )
+
+
+ADOPT_BASE = {"entity_id": "shop", "home_region": "us-east-1", "instance_types": ["m5.large"],
+              "dns_name": "shop.example.internal", "hosted_zone_id": "Z1"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("adopt", "policy", "says"),
+    [
+        ({}, {}, "spec.adopt: give exactly one of instance_ids or tags"),
+        ({"instance_ids": ["i-0123456789abcdef0"], "tags": {"app": "x"}}, {}, "exactly one"),
+        ({"instance_ids": ["i-xyz"]}, {}, "adopt.instance_ids.0"),
+        ({"instance_ids": ["i-01234567", "i-01234567"]}, {}, "listed twice"),
+        ({"tags": {"shadowing:entity": "shop"}}, {}, "spec.adopt.tags: 'shadowing:entity' is reserved"),
+        ({"tags": {"app": "x"}, "extra": 1}, {}, "extra"),
+        ({"instance_ids": ["i-01234567", "i-01234568"]}, {"max_instances": 1}, "more than policy.max_instances (1)"),
+    ],
+)  # fmt: skip
+def test_adopt_is_validated_naming_the_field(adopt: dict, policy: dict, says: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        EntitySpec.model_validate({**ADOPT_BASE, "adopt": adopt, "policy": policy})
+    assert says in str(err.value)
+
+
+def test_adopt_by_ids_or_tags_is_accepted_and_defaults_to_none() -> None:
+    assert EntitySpec.model_validate(ADOPT_BASE).adopt is None
+    by_ids = EntitySpec.model_validate({**ADOPT_BASE, "adopt": {"instance_ids": ["i-0123456789abcdef0"]}})
+    assert by_ids.adopt is not None and by_ids.adopt.instance_ids == ("i-0123456789abcdef0",)
+    by_tags = EntitySpec.model_validate({**ADOPT_BASE, "adopt": {"tags": {"app": "shop"}}})
+    assert by_tags.adopt is not None and by_tags.adopt.tags == {"app": "shop"}
