@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.ec2 import FleetInput, ProvisionInput, ResizeInput
+from activities.ec2 import AdoptInput, FleetInput, ProvisionInput, ResizeInput
 from activities.forecast import ForecastInput, RefineInput
 from activities.monitoring import FleetSignals, ProbeInput
 from activities.preflight import PreflightInput, PreflightReport
@@ -61,6 +61,9 @@ class FakeCloud:
     target_groups: dict[str, str] = field(default_factory=dict)
     replicas: set[str] = field(default_factory=set)
     provision_inputs: list[ProvisionInput] = field(default_factory=list)
+    #: Instance ids adopt_fleet tagged as the entity's (release_adopted untags them), and every id terminated.
+    adopted: set[str] = field(default_factory=set)
+    terminated: set[str] = field(default_factory=set)
     initial_warm_error: str | None = None  # e.g. "FleetNotWarm": the initial fleet's warm-up fails with this type
     warm_inputs: list[WarmupInput] = field(default_factory=list)
     #: Hosted zones that exist: the pre-flight check refuses a spec naming another (None: every zone exists).
@@ -98,9 +101,32 @@ class FakeCloud:
         self.provisioned.add(req.fleet_id)
         return fleet
 
+    @activity.defn(name="adopt_fleet")
+    def adopt_fleet(self, req: AdoptInput) -> FleetRef:
+        """Like activities/ec2.py for instance ids: they become the fleet (tagged: `adopted`); no launch."""
+        self._record("adopt_fleet", req.fleet_id)
+        ids = req.adopt.instance_ids or tuple(f"i-{n:017x}" for n in range(2))
+        fleet = FleetRef(
+            fleet_id=req.fleet_id, entity_id=req.entity_id, region=req.region, instance_type=req.instance_types[0],
+            instance_ids=ids, addresses=tuple(f"10.9.0.{n}" for n in range(len(ids))), role="active",
+        )  # fmt: skip
+        self.live[req.fleet_id] = fleet
+        self.adopted.update(ids)
+        return fleet
+
+    @activity.defn(name="release_adopted")
+    def release_adopted(self, fleet: FleetRef) -> int:
+        self._record("release_adopted", fleet.fleet_id)
+        released = self.adopted & set(fleet.instance_ids)
+        self.adopted -= released
+        self.live.pop(fleet.fleet_id, None)  # no longer the entity's; still running (`terminated` does not list it)
+        return len(released)
+
     @activity.defn(name="terminate_fleet")
     def terminate_fleet(self, fleet: FleetRef) -> int:
         self._record("terminate_fleet", fleet.fleet_id)
+        if had := self.live.get(fleet.fleet_id):
+            self.terminated.update(had.instance_ids)
         return 0 if self.live.pop(fleet.fleet_id, None) is None else len(fleet.instance_ids)
 
     @activity.defn(name="shrink_fleet")
@@ -289,7 +315,8 @@ class FakeCloud:
 
     def activities(self) -> list:
         return [
-            self.provision_fleet, self.terminate_fleet, self.mark_fleet_role, self.warm_fleet,
+            self.provision_fleet, self.adopt_fleet, self.release_adopted, self.terminate_fleet, self.mark_fleet_role,
+            self.warm_fleet,
             self.check_fleet_health, self.replicate_tables, self.check_sync, self.drop_replicas,
             self.switch_traffic, self.remove_fleet_record, self.forecast_demand,
             self.lookup_entity, self.catch_up, self.create_read_replica, self.promote_read_replica,

@@ -18,7 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflow
 
 with workflow.unsafe.imports_passed_through():
     from activities.coordination import CoordinationActivities
-    from activities.ec2 import Ec2Activities, ProvisionInput, ResizeInput
+    from activities.ec2 import AdoptInput, Ec2Activities, ProvisionInput, ResizeInput
     from activities.forecast import ForecastActivities, ForecastInput
     from activities.preflight import PreflightActivities, PreflightInput
     from activities.routing import RoutingActivities, RoutingInput, RoutingState
@@ -168,7 +168,9 @@ class EntityScheduleWorkflow:
     async def _bootstrap(self) -> None:
         """Gives a new entity its first fleet in its home region and routes its DNS name to it. A failure at any
         step (provision, warm-up, routing) removes what it routed and terminates what it launched; the entity then
-        fails visibly (phase "failed", an error event) with a `BootstrapFailed` naming the step and the cause."""
+        fails visibly (phase "failed", an error event) with a `BootstrapFailed` naming the step and the cause. With
+        `spec.adopt` the first fleet is the instances already serving (adopt_fleet tags them) and nothing is
+        launched; a failure then untags them and leaves them running."""
         spec = self._spec
         self._set_phase("bootstrapping")
         provision = ProvisionInput(
@@ -183,35 +185,48 @@ class EntityScheduleWorkflow:
             hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=fleet, ttl_s=spec.policy.record_ttl_s
         )
         step = "provision"
+        adopted = spec.adopt is not None
         try:
-            fleet = await workflow.execute_activity_method(Ec2Activities.provision_fleet, provision, **STEP)
+            if spec.adopt is not None:  # instances that already serve: tagged as the fleet, never launched
+                adopt = AdoptInput(
+                    entity_id=spec.entity_id, fleet_id=fleet.fleet_id, region=spec.home_region,
+                    instance_types=spec.instance_types, adopt=spec.adopt, max_instances=spec.policy.max_instances,
+                )  # fmt: skip
+                fleet = await workflow.execute_activity_method(Ec2Activities.adopt_fleet, adopt, **STEP)
+            else:
+                fleet = await workflow.execute_activity_method(Ec2Activities.provision_fleet, provision, **STEP)
             step = "warm"
             await self._warm_initial(fleet)
             step = "routing"
             routing = routing.model_copy(update={"to_fleet": fleet})
             await workflow.execute_activity_method(RoutingActivities.switch_traffic, routing, **STEP)
         except BaseException as exc:  # nothing serves yet: what was routed and launched goes, the entity fails
-            undone = await self._undo_bootstrap(fleet, routing if step == "routing" else None)
+            undone = await self._undo_bootstrap(fleet, routing if step == "routing" else None, adopted)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            what = {"provision": "could not be provisioned", "warm": "never served",
-                    "routing": "could not be routed to"}[step]  # fmt: skip
+            what = {"provision": "could not be adopted" if adopted else "could not be provisioned",
+                    "warm": "never served", "routing": "could not be routed to"}[step]  # fmt: skip
             message = f"initial fleet {fleet.fleet_id} {what} ({root_cause(exc)}); {undone}"
             self._fail(message)
             raise ApplicationError(message, type="BootstrapFailed", non_retryable=True) from exc
         self._update(active_fleet=fleet)
-        self._event("fleet", f"initial fleet {fleet.size} x {fleet.instance_type} in {fleet.region}")
+        how = "adopted" if adopted else "initial fleet"
+        self._event("fleet", f"{how} {fleet.size} x {fleet.instance_type} in {fleet.region}")
         self._set_phase("bootstrapped")
 
-    async def _undo_bootstrap(self, fleet: FleetRef, routing: RoutingInput | None) -> str:
+    async def _undo_bootstrap(self, fleet: FleetRef, routing: RoutingInput | None, adopted: bool = False) -> str:
         """Removes the fleet's record (when routing was attempted) and terminates the fleet; says what was done.
-        A record that cannot be removed (e.g. its zone does not exist) does not stop the termination."""
+        A record that cannot be removed (e.g. its zone does not exist) does not stop the termination. An adopted
+        fleet served before the entity was registered: it loses only the tags adoption added, never its instances."""
         kept = ""
         if routing is not None:
             try:
                 await workflow.execute_activity_method(RoutingActivities.remove_fleet_record, routing, **STEP)
             except ActivityError as exc:
                 kept = f" (its DNS record was not removed: {root_cause(exc)})"
+        if adopted:
+            await workflow.execute_activity_method(Ec2Activities.release_adopted, fleet, **STEP)
+            return f"the adopted instances were left running and their shadowing tags removed{kept}"
         await workflow.execute_activity_method(Ec2Activities.terminate_fleet, fleet, **STEP)
         return f"it was terminated{kept}"
 
@@ -726,6 +741,8 @@ class EntityScheduleWorkflow:
             raise ValueError(f"spec.entity_id: {spec.entity_id!r} is not this entity ({self._spec.entity_id!r})")
         if spec.home_region != self._spec.home_region:
             raise ValueError("spec.home_region: cannot change while the entity runs (register it again)")
+        if spec.adopt != self._spec.adopt:
+            raise ValueError("spec.adopt: fixed at registration (it only says what the first fleet was)")
         serving = self._s.active_fleet is not None or bool(self._children)
         changed = [f for f in PINNED_FIELDS if getattr(spec, f) != getattr(self._spec, f)]
         if serving and changed:

@@ -8,14 +8,14 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from shadowing import search
 from shadowing.client import ShadowingClient
 from shadowing.errors import DataSyncFailed, InvalidRequest, TimeSliceNotActive, UnknownEntity
-from shadowing.models import EntityStatus, RegisterEntityInput
+from shadowing.models import AdoptFleet, EntityStatus, RegisterEntityInput
 from tests.fakes import FakeCloud
 from tests.workflows.helpers import slot, spec, worker
 from tests.workflows.test_migrate import HISTORIES
@@ -23,9 +23,14 @@ from tests.workflows.test_migrate import HISTORIES
 HOUR = timedelta(hours=1)
 
 
-async def register(env: WorkflowEnvironment, queue: str, regions: list[str], first_in: timedelta, **policy: float):
+async def register(
+    env: WorkflowEnvironment, queue: str, regions: list[str], first_in: timedelta, adopt: AdoptFleet | None = None,
+    **policy: float,
+):  # fmt: skip
     now = await env.get_current_time()
     entity = spec(f"e-{uuid.uuid4().hex[:8]}", **policy)
+    if adopt is not None:
+        entity = entity.model_copy(update={"adopt": adopt})
     slices = [slot(now, first_in + i * HOUR, region) for i, region in enumerate(regions)]
     reg = RegisterEntityInput(spec=entity, schedule={"slices": slices})
     handle = await env.client.start_workflow(
@@ -290,3 +295,61 @@ async def test_a_smaller_trusted_forecast_scales_in_out_of_dns_first(time_env: W
     assert rewrite < shrink, names
     kept = final.active_fleet.instance_ids
     assert cloud.live[final.active_fleet.fleet_id].instance_ids == kept
+
+
+ADOPT = AdoptFleet(instance_ids=("i-0123456789abcdef0", "i-0123456789abcdef1", "i-0123456789abcdef2"))
+
+
+async def test_an_adopted_fleet_is_routed_to_and_the_first_migration_retires_it(time_env: WorkflowEnvironment) -> None:
+    """With spec.adopt the bootstrap launches nothing: the instances already serving become the active fleet, are
+    warmed and routed to, and the first migration moves the entity off them (terminate_fleet retires them)."""
+    cloud = FakeCloud(cpu_mhz=10_000)
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], HOUR, adopt=ADOPT)
+        initial = f"{reg.spec.entity_id}:initial"
+        final = await handle.result()
+    names = cloud.names()
+    assert names[:4] == ["check_entity", "adopt_fleet", "warm_fleet", "switch_traffic"], names
+    assert [req.fleet_id for req in cloud.provision_inputs] != [initial], "the initial fleet was not launched"
+    assert initial not in cloud.provisioned
+    assert any(e.kind == "fleet" and e.message.startswith("adopted 3 x m5.large") for e in final.events), final.events
+    assert final.migrations == 1 and final.active_fleet is not None and final.active_fleet.region == "eu-west-1"
+    assert set(ADOPT.instance_ids) <= cloud.terminated, "the first migration retired the real fleet"
+
+
+async def test_a_routing_failure_during_an_adopted_bootstrap_untags_and_leaves_the_instances_running(
+    time_env: WorkflowEnvironment,
+) -> None:
+    cloud = FakeCloud(fail={"switch_traffic"})
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], HOUR, adopt=ADOPT)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        cause = failure.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "BootstrapFailed", cause
+        assert cause.message.startswith(f"initial fleet {reg.spec.entity_id}:initial could not be routed to")
+        assert "adopted instances were left running" in cause.message, cause.message
+        assert cloud.names()[-3:] == ["switch_traffic", "remove_fleet_record", "release_adopted"], cloud.names()
+        assert "terminate_fleet" not in cloud.names() and not cloud.terminated, "they served before us: not ours"
+        assert cloud.adopted == set() and cloud.weights == {}, "untagged, nothing routed"
+        await _shows_failed(handle, "adopted instances were left running")
+
+
+async def test_adopt_cannot_change_after_registration(time_env: WorkflowEnvironment) -> None:
+    cloud = FakeCloud()
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, reg = await register(time_env, queue, ["eu-west-1"], 3 * HOUR, adopt=ADOPT)
+        for _ in range(2000):  # bootstrapped (polled on the skipping clock; no wall-clock limit)
+            if (await handle.query("status", result_type=EntityStatus)).active_fleet is not None:
+                break
+            await time_env.sleep(timedelta(seconds=5))
+        same = await handle.execute_update("update_spec", reg.spec.model_copy(update={"events": ()}))
+        assert same is not None, "an unchanged adopt is accepted"
+        changed = reg.spec.model_copy(update={"adopt": AdoptFleet(tags={"app": "other"})})
+        with pytest.raises(WorkflowUpdateFailedError) as failure:
+            await handle.execute_update("update_spec", changed)
+        assert "spec.adopt" in str(failure.value.cause)
+        await handle.terminate()
