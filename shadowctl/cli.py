@@ -128,20 +128,30 @@ async def _up(settings: Settings, sample: bool) -> None:
     from workers.main import serve
 
     log = structlog.get_logger("shadowctl.up")
+    # The worker first: registering runs the pre-flight checks (PreflightEntity), which need a worker to answer.
+    worker = asyncio.create_task(serve(settings))
     if sample:
-        reg = await asyncio.to_thread(seed_sample, AwsClients(settings), datetime.now(UTC))
-        client = await ShadowingClient.connect(
-            settings.temporal_address or "",
-            settings.temporal_namespace,
-            settings.task_queue,
-            settings,
-        )
         try:
-            await client.register_entity(reg["spec"], reg["schedule"])
-            log.info("sample entity registered", entity=reg["spec"].entity_id, slices="start tomorrow 00:00 UTC")
-        except InvalidRequest:
-            log.info("sample entity already running", entity=reg["spec"].entity_id)
-    await serve(settings)
+            reg = await asyncio.to_thread(seed_sample, AwsClients(settings), datetime.now(UTC))
+            client = await ShadowingClient.connect(
+                settings.temporal_address or "",
+                settings.temporal_namespace,
+                settings.task_queue,
+                settings,
+            )
+            try:
+                await client.register_entity(reg["spec"], reg["schedule"])
+                log.info("sample entity registered", entity=reg["spec"].entity_id, slices="start tomorrow 00:00 UTC")
+            except InvalidRequest as exc:
+                if "already" not in str(exc):
+                    raise
+                log.info("sample entity already running", entity=reg["spec"].entity_id)
+        except BaseException:
+            worker.cancel()
+            with contextlib.suppress(BaseException):
+                await worker
+            raise
+    await worker
 
 
 @app.command()
