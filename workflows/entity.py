@@ -548,9 +548,9 @@ class EntityScheduleWorkflow:
         index = self._require_slice(req.time_slice)
         if req.instance_type not in self._spec.instance_types:
             allowed = ", ".join(self._spec.instance_types)
-            raise ValueError(f"instance_type: {req.instance_type!r} is not allowed for this entity ({allowed})")
+            raise invalid(f"instance_type: {req.instance_type!r} is not allowed for this entity ({allowed})")
         if req.quantity > self._spec.policy.max_instances:
-            raise ValueError(
+            raise invalid(
                 f"quantity: {req.quantity} exceeds the entity's max_instances ({self._spec.policy.max_instances})"
             )
         entry = self._s.slices[index]
@@ -558,15 +558,15 @@ class EntityScheduleWorkflow:
         if entry.state in SETTLED:
             why = self._not_again(entry)
             if why is not None:
-                raise ValueError(f"time_slice: {self._settled(entry)}; {why}")
+                raise invalid(f"time_slice: {self._settled(entry)}; {why}")
             return  # released before it ended: provisioned again (`_forget`)
         if key in self._children:
-            raise ValueError(f"time_slice: slice {key} already has a migration ({entry.state})")
+            raise invalid(f"time_slice: slice {key} already has a migration ({entry.state})")
         if key in self._owner:
             who = "by hand" if self._by_hand(key) else f"by its schedule ({entry.state})"
-            raise ValueError(f"time_slice: slice {key} is already being provisioned {who}")
+            raise invalid(f"time_slice: slice {key} is already being provisioned {who}")
         if workflow.now() >= entry.time_slice.end:
-            raise ValueError(f"time_slice: slice {entry.time_slice.key} has ended")
+            raise invalid(f"time_slice: slice {entry.time_slice.key} has ended")
 
     @workflow.update(name="MigrateInstances")
     async def migrate_instances(self, req: SliceRequest) -> MigrationResult:
@@ -587,16 +587,16 @@ class EntityScheduleWorkflow:
         slot = entry.time_slice
         if entry.state in SETTLED:
             again = "" if self._not_again(entry) else " (ProvisionShadowInstances provisions it again)"
-            raise ValueError(f"time_slice: {self._settled(entry)}; nothing to migrate{again}")
+            raise invalid(f"time_slice: {self._settled(entry)}; nothing to migrate{again}")
         if not slot.contains(workflow.now()):
-            raise ValueError(
+            raise invalid(
                 f"time_slice: {TimeSliceNotActive.MESSAGE} (slice {slot.key} runs {slot.start.isoformat()} - "
                 f"{slot.end.isoformat()}; now {workflow.now().isoformat()})"
             )
         if slot.key not in self._children:
-            raise ValueError(f"time_slice: no shadow instances are provisioned for slice {slot.key}")
+            raise invalid(f"time_slice: no shadow instances are provisioned for slice {slot.key}")
         if self._go.get(slot.key) == "release":
-            raise ValueError(f"time_slice: slice {slot.key} is being released (ReleaseShadowInstances was sent)")
+            raise invalid(f"time_slice: slice {slot.key} is being released (ReleaseShadowInstances was sent)")
 
     @workflow.update(name="ReleaseShadowInstances")
     async def release_shadow_instances(self, req: SliceRequest) -> MigrationResult:
@@ -616,12 +616,12 @@ class EntityScheduleWorkflow:
         entry = self._s.slices[self._require_slice(req.time_slice)]
         key = entry.time_slice.key
         if entry.state in SETTLED:
-            raise ValueError(f"time_slice: {self._settled(entry)}; nothing to release")
+            raise invalid(f"time_slice: {self._settled(entry)}; nothing to release")
         phase = self._progress.get(key, MigrationProgress(phase="")).phase
         if phase in ("cutover", "watching", "retired", "done"):
-            raise ValueError(f"time_slice: slice {key} has already cut over ({phase}); nothing to release")
+            raise invalid(f"time_slice: slice {key} has already cut over ({phase}); nothing to release")
         if self._go.get(key) == "proceed":  # its report of the cutover may not have arrived yet
-            raise ValueError(f"time_slice: slice {key} is cutting over (MigrateInstances was sent); nothing to release")
+            raise invalid(f"time_slice: slice {key} is cutting over (MigrateInstances was sent); nothing to release")
 
     # ---- operations (updates) -------------------------------------------------------------------------------
 
@@ -638,9 +638,9 @@ class EntityScheduleWorkflow:
     def _validate_approve(self, req: SliceAction) -> None:
         entry = self._s.slices[self._require_slice(req.time_slice)]
         if entry.state in SETTLED or entry.time_slice.key in self._children:
-            raise ValueError(f"time_slice: slice {entry.time_slice.key} is {entry.state}; nothing to approve")
+            raise invalid(f"time_slice: slice {entry.time_slice.key} is {entry.state}; nothing to approve")
         if entry.time_slice.key in self._s.approved:
-            raise ValueError(f"time_slice: slice {entry.time_slice.key} is already approved")
+            raise invalid(f"time_slice: slice {entry.time_slice.key} is already approved")
 
     @workflow.update(name="abort")
     async def abort(self, req: SliceAction) -> SliceStatus:
@@ -664,10 +664,10 @@ class EntityScheduleWorkflow:
         entry = self._s.slices[self._require_slice(req.time_slice)]
         key = entry.time_slice.key
         if entry.state in SETTLED:
-            raise ValueError(f"time_slice: slice {key} is already {entry.state}")
+            raise invalid(f"time_slice: slice {key} is already {entry.state}")
         phase = self._progress.get(key, MigrationProgress(phase="")).phase
         if phase in ("retired", "done"):
-            raise ValueError(f"time_slice: slice {key} has committed its migration ({phase}); nothing to abort")
+            raise invalid(f"time_slice: slice {key} has committed its migration ({phase}); nothing to abort")
 
     @workflow.update(name="pause")
     async def pause(self, req: PauseRequest) -> EntityStatus:
@@ -680,7 +680,7 @@ class EntityScheduleWorkflow:
     @pause.validator
     def _validate_pause(self, req: PauseRequest) -> None:
         if self._s.paused:
-            raise ValueError("paused: the entity is already paused")
+            raise invalid("paused: the entity is already paused")
 
     @workflow.update(name="resume")
     async def resume(self) -> EntityStatus:
@@ -692,7 +692,7 @@ class EntityScheduleWorkflow:
     @resume.validator
     def _validate_resume(self) -> None:
         if not self._s.paused:
-            raise ValueError("paused: the entity is not paused")
+            raise invalid("paused: the entity is not paused")
 
     @workflow.update(name="update_schedule")
     async def update_schedule(self, schedule: AllocationSchedule) -> EntityPlan:
@@ -719,13 +719,11 @@ class EntityScheduleWorkflow:
         clash = first_overlap([e.time_slice for e in started], schedule.slices)
         if clash is not None:
             new, entry = clash[0], started[clash[1]]
-            raise ValueError(
-                f"schedule.slices: {new.key} overlaps slice {entry.time_slice.key}, which is {entry.state}"
-            )
+            raise invalid(f"schedule.slices: {new.key} overlaps slice {entry.time_slice.key}, which is {entry.state}")
         wanted = {s.key for s in schedule.slices}
         total = len(wanted) + sum(e.time_slice.key not in wanted for e in started)
         if total > MAX_SLICES:
-            raise ValueError(f"schedule.slices: {total} slices with the started ones kept; at most {MAX_SLICES}")
+            raise invalid(f"schedule.slices: {total} slices with the started ones kept; at most {MAX_SLICES}")
 
     @workflow.update(name="update_spec")
     async def update_spec(self, spec: EntitySpec) -> EntitySpec:
@@ -738,15 +736,15 @@ class EntityScheduleWorkflow:
     @update_spec.validator
     def _validate_spec(self, spec: EntitySpec) -> None:
         if spec.entity_id != self._spec.entity_id:
-            raise ValueError(f"spec.entity_id: {spec.entity_id!r} is not this entity ({self._spec.entity_id!r})")
+            raise invalid(f"spec.entity_id: {spec.entity_id!r} is not this entity ({self._spec.entity_id!r})")
         if spec.home_region != self._spec.home_region:
-            raise ValueError("spec.home_region: cannot change while the entity runs (register it again)")
+            raise invalid("spec.home_region: cannot change while the entity runs (register it again)")
         if spec.adopt != self._spec.adopt:
-            raise ValueError("spec.adopt: fixed at registration (it only says what the first fleet was)")
+            raise invalid("spec.adopt: fixed at registration (it only says what the first fleet was)")
         serving = self._s.active_fleet is not None or bool(self._children)
         changed = [f for f in PINNED_FIELDS if getattr(spec, f) != getattr(self._spec, f)]
         if serving and changed:
-            raise ValueError(
+            raise invalid(
                 f"spec.{changed[0]}: cannot change while a fleet serves the entity (DNS and data stay where the fleet "
                 "uses them); register the entity again under the new name to move it"
             )
@@ -839,7 +837,7 @@ class EntityScheduleWorkflow:
                 for e in self._s.slices[:SHOWN_SLICES]]  # fmt: skip
         more = ", ..." if len(self._s.slices) > SHOWN_SLICES else ""
         listed = f"its slices: {', '.join(keys)}{more}" if keys else "it has no slices"
-        raise ValueError(f"time_slice: {start} - {end} is not a slice of this entity's schedule ({listed})")
+        raise invalid(f"time_slice: {start} - {end} is not a slice of this entity's schedule ({listed})")
 
     def _entry(self, key: str) -> SliceStatus:
         """The slice with this key as it is now. Found by key, not by an index held across an await:
@@ -934,6 +932,12 @@ class EntityScheduleWorkflow:
         seq = (self._s.events[-1].seq + 1) if self._s.events else 1
         event = Event(seq=seq, at=workflow.now(), kind=kind, message=message, slice_key=slice_key)
         self._update(events=(*self._s.events, event)[-MAX_EVENTS:])
+
+
+def invalid(message: str) -> ApplicationError:
+    """A refusal of bad input, as any client sees it: a non-retryable `InvalidRequest` whose message starts with the
+    field (`time_slice: ...`). A plain ValueError reached the temporal CLI as "type: ValueError, retryable: true"."""
+    return ApplicationError(message, type="InvalidRequest", non_retryable=True)
 
 
 def first_overlap(started: list[TimeSlice], new: tuple[ScheduledSlice, ...]) -> tuple[ScheduledSlice, int] | None:

@@ -122,7 +122,8 @@ async def _refused(handle: WorkflowHandle, name: str, arg: object) -> str:
     assert not accepted, f"{name} was accepted"
     with pytest.raises(WorkflowUpdateFailedError) as err:
         await update.result()
-    assert isinstance(err.value.cause, ApplicationError) and err.value.cause.type == "ValueError"
+    cause = err.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "InvalidRequest" and cause.non_retryable, cause
     return err.value.cause.message
 
 
