@@ -33,12 +33,12 @@ class Expect:
 
 EXPECTED = (
     Expect("temporal workflow execute --type PredictDemand", 0, ("COMPLETED", '"readiness"')),
-    Expect("temporal workflow update execute --workflow-id entity/sample-api --name ProvisionShadowInstances", 0,
-           ("phase:ready", "T000000Z")),
+    Expect("temporal workflow update execute -o json --workflow-id entity/sample-api --name ProvisionShadowInstances",
+           0, ('"phase": "ready"', "T000000Z")),
     Expect("temporal workflow update execute --workflow-id entity/sample-api --name MigrateInstances", 1,
            ("Time slice is not active",)),
-    Expect("temporal workflow update execute --workflow-id entity/sample-api --name ReleaseShadowInstances", 0,
-           ("outcome:released",)),
+    Expect("temporal workflow update execute -o json --workflow-id entity/sample-api --name ReleaseShadowInstances",
+           0, ('"outcome": "released"',)),
     Expect("temporal workflow query --workflow-id entity/sample-api --name status", 0,
            ('"outcome":"released"', '"state":"released"')),
     Expect("shadowctl predict sample-api", 0, ("readiness", "cpu_mhz")),
