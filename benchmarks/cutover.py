@@ -60,12 +60,13 @@ class Run:
     """One migration under load: the load's figures, the migration's outcome, the data check."""
 
     figures: dict[str, Any]
-    outcome: str
+    outcome: str  # "migrated", "released" or "rolled_back"
     items_source: int
     items_target: int
     data_equal: bool
     new_addresses: frozenset[str] = frozenset()  # the new fleet's addresses
     after_addresses: frozenset[str] = frozenset()  # where the requests of the "after" phase went
+    cause: str = ""  # why it rolled back (the migration's own reason)
 
 
 async def migrate_under_load(
@@ -94,7 +95,7 @@ async def migrate_under_load(
     )  # fmt: skip
     load = LoadGenerator(lambda: clients("route53", SOURCE), zone_id, spec.dns_name, endpoints, rate=rate).start()
     writer = _Writer(clients, table).start()
-    handle, outcome = None, ""
+    handle, outcome, cause = None, "", ""
     try:
         await asyncio.sleep(steady_s)  # the old fleet's steady state (its cache warmed by the load itself)
         handle = await client.start_workflow(
@@ -113,7 +114,7 @@ async def migrate_under_load(
         outcome = result.outcome
         await asyncio.sleep(after_s)
     except WorkflowFailureError as exc:  # a rollback is a result: reported with its cause, the old fleet ended
-        result, outcome = None, f"rolled-back: {_cause(exc)}"
+        result, outcome, cause = None, "rolled_back", _cause(exc)
         await _abandon(None, clients, old)
     except BaseException:
         await _abandon(handle, clients, old)  # leave nothing running on a shared emulator
@@ -125,7 +126,7 @@ async def migrate_under_load(
     if result is not None and result.fleet is not None:  # leave nothing running on a shared emulator
         await asyncio.to_thread(ActivityEnvironment().run, Ec2Activities(clients).terminate_fleet, result.fleet)
     return Run(
-        figures=summarise(samples), outcome=outcome, items_source=len(source_items),
+        figures=summarise(samples), outcome=outcome, cause=cause, items_source=len(source_items),
         items_target=len(target_items), data_equal=source_items == target_items,
         new_addresses=frozenset(result.fleet.addresses if result is not None and result.fleet else ()),
         after_addresses=frozenset(s.address for s in samples if s.phase == "after"),
@@ -272,7 +273,8 @@ async def _main(args: argparse.Namespace) -> int:
                 )
     print(table(runs))
     for name, run in runs.items():
-        print(f"{name}: outcome {run.outcome}; items source {run.items_source}, target {run.items_target}, "
+        why = f" ({run.cause})" if run.cause else ""
+        print(f"{name}: outcome {run.outcome}{why}; items source {run.items_source}, target {run.items_target}, "
               f"equal {run.data_equal}; errors {run.figures['errors']}")  # fmt: skip
     warm = runs["warm"].figures
     steady, cutover = warm["p99_ms"].get("steady"), warm["p99_ms"].get("cutover")
@@ -281,7 +283,7 @@ async def _main(args: argparse.Namespace) -> int:
           f"{ratio} (target <= 1.5)")  # fmt: skip
     out = {
         name: {**{k: run.figures[k] for k in ("sent", "failed", "p50_ms", "p99_ms")}, "outcome": run.outcome,
-               "data_equal": run.data_equal}
+               "cause": run.cause, "data_equal": run.data_equal}
         for name, run in runs.items()
     }  # fmt: skip
     args.json.parent.mkdir(parents=True, exist_ok=True)
