@@ -35,7 +35,7 @@ from activities.replication import (
     _queue_tags,
     _table_tags,
 )
-from activities.routing import GLOBAL_REGION, _fqdn, _zone_key
+from activities.routing import GLOBAL_REGION, _fqdn, zone_problems
 from shadowing.models import EntitySpec, Frozen, arn_region
 
 
@@ -93,25 +93,8 @@ class PreflightActivities:
 
     def _zone(self, spec: EntitySpec) -> list[Problem]:
         r53 = self._clients("route53", GLOBAL_REGION)
-        zone_id = spec.hosted_zone_id
-        try:
-            zone_name = str(r53.get_hosted_zone(Id=zone_id)["HostedZone"]["Name"]).lower()
-        except r53.exceptions.NoSuchHostedZone:
-            return [Problem(field="spec.hosted_zone_id", problem=f"hosted zone {zone_id} does not exist")]
-        found = []
-        name = _fqdn(spec.dns_name)
-        if name != zone_name and not name.endswith("." + zone_name):
-            inside = f"{spec.dns_name} is not inside hosted zone {zone_id} ({zone_name})"
-            found.append(Problem(field="spec.dns_name", problem=inside))
-        elif self._suffixes and not any(name.endswith("." + s) for s in self._suffixes):
-            allowed = ", ".join(s.rstrip(".") for s in self._suffixes)
-            found.append(Problem(field="spec.dns_name", problem=f"{name.rstrip('.')} is not under a suffix this "
-                                 f"worker may route ({allowed}; SHADOWING_DNS_SUFFIXES)"))  # fmt: skip
-        tags = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=_zone_key(zone_id))
-        if tag_map(tags.get("ResourceTagSet", {}).get("Tags")).get(TAG_MANAGED) != MANAGED:
-            found.append(Problem(field="spec.hosted_zone_id", problem=f"hosted zone {zone_id} ({zone_name}) is not "
-                                 f"handed to the product: tag it {TAG_MANAGED}={MANAGED}"))  # fmt: skip
-        return found
+        found = zone_problems(r53, spec.hosted_zone_id, spec.dns_name, self._suffixes)
+        return [Problem(field=f"spec.{field}", problem=problem) for field, _, problem in found]
 
     def _tables(self, spec: EntitySpec) -> list[Problem]:
         ddb = self._clients("dynamodb", spec.home_region)

@@ -139,6 +139,29 @@ MAX_ELB_WEIGHT = 999
 MAX_ATTEMPTS = 8
 
 
+def zone_problems(r53: Any, zone_id: str, dns_name: str, suffixes: tuple[str, ...]) -> list[tuple[str, str, str]]:
+    """What stops routing `dns_name` in `zone_id`, as (field, error type, problem), in the order found: the zone
+    missing, the name outside it or under no suffix this worker may route (`suffixes`, fully qualified), the zone not
+    handed to the product. Routing raises the first; pre-flight reports them all."""
+    try:
+        zone_name = str(r53.get_hosted_zone(Id=zone_id)["HostedZone"]["Name"]).lower()
+    except r53.exceptions.NoSuchHostedZone:
+        return [("hosted_zone_id", "InvalidRequest", f"hosted zone {zone_id} does not exist")]
+    found = []
+    name = _fqdn(dns_name)
+    if name != zone_name and not name.endswith("." + zone_name):
+        found.append(("dns_name", "InvalidRequest", f"{dns_name} is not inside hosted zone {zone_id} ({zone_name})"))
+    elif suffixes and not any(name.endswith("." + s) for s in suffixes):
+        allowed = ", ".join(s.rstrip(".") for s in suffixes)
+        found.append(("dns_name", "NotOwned", f"{name.rstrip('.')} is not under a suffix this worker may route "
+                      f"({allowed}; SHADOWING_DNS_SUFFIXES)"))  # fmt: skip
+    tags = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=_zone_key(zone_id))
+    if tag_map(tags.get("ResourceTagSet", {}).get("Tags")).get(TAG_MANAGED) != MANAGED:
+        problem = f"hosted zone {zone_id} ({zone_name}) is not handed to the product: tag it {TAG_MANAGED}={MANAGED}"
+        found.append(("hosted_zone_id", "NotOwned", problem))
+    return found
+
+
 def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type="InvalidRequest", non_retryable=True)
 
@@ -262,27 +285,11 @@ class RoutingActivities:
 
     def _check_zone(self, zone_id: str, dns_name: str) -> None:
         """The zone exists, holds the name, and was handed to the product (tag `shadowing:managed-by`)."""
-        r53 = self._clients("route53", GLOBAL_REGION)
-        try:
-            zone_name = r53.get_hosted_zone(Id=zone_id)["HostedZone"]["Name"].lower()
-        except r53.exceptions.NoSuchHostedZone as exc:
-            raise _invalid(f"hosted zone {zone_id} does not exist") from exc
-        name = _fqdn(dns_name)
-        if name != zone_name and not name.endswith("." + zone_name):
-            raise _invalid(f"{dns_name} is not inside hosted zone {zone_id} ({zone_name})")
-        if self._suffixes and not any(name.endswith("." + s) for s in self._suffixes):
-            allowed = ", ".join(s.rstrip(".") for s in self._suffixes)
-            raise ApplicationError(
-                f"dns_name: {name.rstrip('.')} is not under a suffix this worker may route ({allowed}; "
-                "SHADOWING_DNS_SUFFIXES)", type="NotOwned", non_retryable=True,
-            )  # fmt: skip
-        tags = r53.list_tags_for_resource(ResourceType="hostedzone", ResourceId=_zone_key(zone_id))
-        if tag_map(tags.get("ResourceTagSet", {}).get("Tags")).get(TAG_MANAGED) != MANAGED:
-            raise ApplicationError(
-                f"hosted_zone_id: zone {zone_id} ({zone_name}) is not handed to the product: tag it "
-                f"{TAG_MANAGED}={MANAGED}",
-                type="NotOwned", non_retryable=True,
-            )  # fmt: skip
+        problems = zone_problems(self._clients("route53", GLOBAL_REGION), zone_id, dns_name, self._suffixes)
+        if problems:
+            field, kind, problem = problems[0]
+            raise ApplicationError(problem if kind == "InvalidRequest" else f"{field}: {problem}", type=kind,
+                                   non_retryable=True)  # fmt: skip
 
     def _records(self, zone_id: str, dns_name: str, entity_id: str) -> dict[str, dict]:
         """The entity's weighted A records at the name, by SetIdentifier; any other record there refuses the step."""
