@@ -1,4 +1,5 @@
-"""The local data plane: stand-in app (as a real subprocess), agent (against moto's mock) and endpoint lookup."""
+"""The local data plane: stand-in app (as a real subprocess), agent (against moto's mock), endpoint lookup and the
+load generator's read/write mix and its figures."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +22,8 @@ import pytest
 from moto import mock_aws
 
 from devstack.dataplane.agent import Agent, stop_process, write_atomically
-from devstack.dataplane.standin import App, Publisher
+from devstack.dataplane.loadgen import LoadGenerator, Sample, lost_writes, summarise, summarise_writes
+from devstack.dataplane.standin import App, Publisher, Server
 from devstack.stack import dataplane_agent, free_port, start_moto, wait_http
 from shadowing.endpoints import (
     DirectEndpoints,
@@ -346,3 +349,122 @@ def test_agent_process_against_a_moto_server_end_to_end(moto_server: str, tmp_pa
         pid = endpoints.instances()[second]["pid"]
     wait_until(lambda: not pid_alive(pid), timeout_s=5)
     assert endpoints.instances() == {}, "the agent empties the registry when it stops"
+
+
+def w(client: int, sent_at: float, ok: bool, latency_ms: float = 10.0, phase: str = "steady", key: str = "w-1",
+      version: tuple[int, int, str] | None = None) -> Sample:  # fmt: skip
+    """A hand-made write sample; an acked one gets a version unless given."""
+    version = version or ((1, 1000, "eu-west-1") if ok else None)
+    return Sample(phase, latency_ms, ok, "10.0.0.1", "" if ok else "HTTP 503", "write", client, key, sent_at, version)
+
+
+def test_summarise_counts_only_reads_so_figures_stay_comparable() -> None:
+    """Writes in the samples change none of summarise's figures; summarise_writes counts them by phase."""
+    reads = [Sample("steady", 5.0, True, "a"), Sample("cutover", 7.0, False, "a", "HTTP 500")]
+    writes = [w(0, 1.0, True), w(0, 2.0, False, phase="cutover"), w(1, 2.0, True, phase="cutover")]
+    assert summarise(reads + writes) == summarise(reads)
+    assert summarise(reads)["sent"] == 2
+    out = summarise_writes(reads + writes)
+    assert (out["sent"], out["acked"], out["failed"]) == (3, 2, 1)
+    assert out["by_phase"] == {"steady": {"sent": 1, "acked": 1, "failed": 0},
+                               "cutover": {"sent": 2, "acked": 1, "failed": 1},
+                               "after": {"sent": 0, "acked": 0, "failed": 0}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("writes", "expected_ms"),
+    [
+        ([], 0.0),
+        ([w(0, 1.0, True, 12.0), w(0, 2.0, True, 30.0)], 30.0),  # no failure: the slowest ack
+        ([w(0, 1.0, True), w(0, 2.0, False, 2000.0), w(0, 4.0, False, 0.0), w(0, 5.0, True, 20.0)], 3020.0),
+        ([w(0, 10.0, True), w(0, 11.0, False, 100.0), w(0, 11.5, False, 100.0)], 600.0),  # never acked again
+        ([w(1, 5.0, True, 20.0), w(0, 1.0, False), w(1, 2.0, False, 1.0), w(0, 1.5, True, 100.0)], 3020.0),
+    ],
+)
+def test_max_unavailable_is_the_longest_run_of_one_client_without_an_ack(writes: list[Sample],
+                                                                         expected_ms: float) -> None:  # fmt: skip
+    """From the first failed send to the next ack of the same client, per client (order of samples irrelevant)."""
+    assert summarise_writes(writes)["max_unavailable_ms"] == pytest.approx(expected_ms)
+
+
+def item(v: int, ts: int, r: str) -> dict:
+    return {"id": {"S": "k"}, "_v": {"N": str(v)}, "_ts": {"N": str(ts)}, "_r": {"S": r}}
+
+
+def test_lost_writes_are_acked_writes_missing_or_older_in_the_table() -> None:
+    """A missing key or an older (v, ts, r) is lost; the same or a newer version (a later write won) is not; failed
+    writes and reads are never counted."""
+    samples = [
+        w(0, 1.0, True, key="w-same", version=(2, 100, "eu-west-1")),
+        w(0, 2.0, True, key="w-newer", version=(2, 100, "eu-west-1")),
+        w(0, 3.0, True, key="w-older-v", version=(3, 100, "eu-west-1")),
+        w(1, 3.0, True, key="w-older-r", version=(2, 100, "us-east-1")),
+        w(1, 4.0, True, key="w-missing"),
+        w(1, 5.0, False, key="w-failed"),
+        Sample("steady", 1.0, True, "a", key="warm-1"),
+    ]
+    items = {"w-same": item(2, 100, "eu-west-1"), "w-newer": item(2, 101, "eu-west-1"),
+             "w-older-v": item(2, 999, "us-east-1"), "w-older-r": item(2, 100, "eu-west-1")}  # fmt: skip
+    assert lost_writes(samples, items) == ["w-missing", "w-older-r", "w-older-v"]
+    assert lost_writes(samples[:1], {"w-same": {"id": {"S": "w-same"}}}) == ["w-same"], "unversioned is older"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"write_ratio": 0.5}, "table is required"), ({"write_ratio": 1.5, "table": "t"}, "write_ratio must be in"),
+     ({"write_ratio": 0.5, "table": "t", "write_keys": 0}, "write_keys >= 1")],
+)  # fmt: skip
+def test_a_write_mix_needs_a_table_and_a_ratio_in_range(options: dict, message: str) -> None:
+    """A write mix without a table or with an impossible ratio is refused before any client starts."""
+    load = LoadGenerator(lambda: None, "Z1", "api.example.internal", DirectEndpoints(), **options)
+    with pytest.raises(ValueError, match=message):
+        load.start()
+    assert not load._threads
+
+
+class OneStandin:
+    """Endpoints where every address is one in-process stand-in."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def url(self, instance_id: str, private_ip: str | None) -> str | None:
+        return self._url
+
+    def resolve_ip(self, ip: str) -> str | None:
+        return self._url
+
+
+def test_the_load_generator_writes_through_dns_and_every_ack_is_in_the_table(aws: Any) -> None:
+    """A read/write mix reaches the stand-in through DNS; each acked write's version is what the table holds or
+    older, so nothing is lost, and the writes' and reads' figures are kept apart."""
+    ddb = aws("dynamodb", "eu-west-1")
+    ddb.create_table(TableName="orders", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                     AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                     BillingMode="PAY_PER_REQUEST")  # fmt: skip
+    r53 = aws("route53", "us-east-1")
+    zone = r53.create_hosted_zone(Name="example.internal.", CallerReference="t")["HostedZone"]["Id"].split("/")[-1]
+    record = {"Name": "api.example.internal.", "Type": "A", "SetIdentifier": "eu", "Weight": 1, "TTL": 1,
+              "ResourceRecords": [{"Value": "10.0.0.1"}]}  # fmt: skip
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+        {"Action": "CREATE", "ResourceRecordSet": record}]})  # fmt: skip
+    server = Server(0, App("i-1", "eu-west-1", cold_ms=0, warm_ms=0, keys=10, dynamodb=lambda r: aws("dynamodb", r)))
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    endpoints = OneStandin(f"http://{HOST}:{server.server_address[1]}")
+    load = LoadGenerator(lambda: aws("route53", "us-east-1"), zone, "api.example.internal", endpoints,  # type: ignore[arg-type]
+                         rate=100, clients=4, write_ratio=0.5, table="orders", write_keys=50).start()  # fmt: skip
+    try:
+        wait_until(lambda: sum(s.kind == "write" and s.ok for s in load.samples) >= 20)
+    finally:
+        samples = load.stop()
+        server.shutdown()
+        server.server_close()
+    writes = [s for s in samples if s.kind == "write"]
+    assert writes and all(s.ok and s.key.startswith("w-") and s.version for s in writes), writes[:3]
+    assert {s.client for s in samples} == {0, 1, 2, 3} and summarise(samples)["sent"] == len(samples) - len(writes)
+    items = {i["id"]["S"]: i for i in ddb.scan(TableName="orders")["Items"]}
+    assert lost_writes(samples, items) == [] and set(items) <= {f"w-{n}" for n in range(50)}
+    assert summarise_writes(samples)["acked"] == len(writes)
+    newest = max(s.version for s in writes if s.key == writes[-1].key and s.version)
+    assert lost_writes(samples, {**items, writes[-1].key: item(newest[0] - 1, newest[1], newest[2])}) == [
+        writes[-1].key], "the check can fail: an older item in the table is a lost write"  # fmt: skip
