@@ -12,6 +12,7 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities import ClientFactory
+from activities.application import ApplicationActivities
 from activities.coordination import CoordinationActivities
 from activities.ec2 import DEFAULT_INSTALLATION, Ec2Activities
 from activities.forecast import ForecastActivities
@@ -48,6 +49,7 @@ def activities(
     `loopback` whether instance addresses may be loopback (only for the local data plane)."""
     ec2 = Ec2Activities(clients, installation=installation)
     warm = WarmupActivities(clients, endpoints, installation=installation, loopback=loopback)
+    app = ApplicationActivities(clients, endpoints, installation=installation, loopback=loopback)
     repl, route = (
         ReplicationActivities(clients),
         RoutingActivities(clients, installation=installation, dns_suffixes=dns_suffixes),
@@ -60,6 +62,7 @@ def activities(
         ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.adopt_fleet,
         ec2.release_adopted,
         warm.warm_fleet, warm.check_fleet_health,
+        app.check_write_fence, app.set_write_fence,
         repl.replicate_tables, repl.catch_up, repl.check_sync, repl.drop_replicas, repl.create_read_replica,
         repl.promote_read_replica, repl.delete_read_replica, repl.forward_queue,
         route.switch_traffic, route.remove_fleet_record, route.routing_state,
