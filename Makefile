@@ -65,7 +65,8 @@ bench-forecast: install
 bench-entity-forecast: install
 	$(BIN)/python -m benchmarks.entity_forecast --input $(TRACE) --json .shadowing/bench-entity-forecast.json
 
-# The cutover benchmark of issue 4: a migration under steady load, warmed vs cold shadows (a few minutes).
+# The cutover benchmark (issues 4, 20): migrations under reads and writes that never stop: warm, cold and fenced,
+# plus the final sync check at ~1,000 and ~100,000 items (several minutes).
 bench-cutover: install
 	$(BIN)/python -m benchmarks.cutover --json .shadowing/bench-cutover.json
 

@@ -61,6 +61,20 @@ class MigrationFailed(MigrationError):
     MESSAGE = "Migration failed"
 
 
+class RollbackRefused(MigrationError):
+    """The migration failed after a promoted RDS replica took writes: moving back would lose them, so nothing was
+    undone (traffic, fleets and data stay as they are); docs/operations.md has the runbook."""
+
+    MESSAGE = "Rollback refused"
+
+
+class WriteFenceFailed(MigrationError):
+    """`consistency: fenced`: the old fleet's writes could not be held, drained and moved within the deadline; the
+    writes were released where they were and the migration rolled back."""
+
+    MESSAGE = "Write fence failed"
+
+
 #: ApplicationError types that must not be retried.
 NON_RETRYABLE: tuple[str, ...] = (
     "InvalidRequest",
@@ -71,6 +85,8 @@ NON_RETRYABLE: tuple[str, ...] = (
     "MigrationFailed",
     "InstanceNeverHealthy",
     "FleetNotWarm",
+    "RollbackRefused",
+    "WriteFenceFailed",
 )
 
 #: ApplicationError type -> exception the client SDK raises for it.
@@ -81,4 +97,6 @@ BY_TYPE: dict[str, type[ShadowingError]] = {
     "NotOwned": NotOwned,
     "DataSyncFailed": DataSyncFailed,
     "MigrationFailed": MigrationFailed,
+    "RollbackRefused": RollbackRefused,
+    "WriteFenceFailed": WriteFenceFailed,
 }

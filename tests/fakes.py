@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.application import FenceInput, FenceResult
 from activities.ec2 import AdoptInput, FleetInput, ProvisionInput, ResizeInput
 from activities.forecast import ForecastInput, RefineInput
 from activities.monitoring import FleetSignals, ProbeInput
@@ -22,6 +23,7 @@ from activities.replication import (
     ReplicationStatus,
     ShardPosition,
     TableCheckpoint,
+    TwoWayStatus,
 )
 from activities.routing import (
     ListenerRef,
@@ -48,6 +50,11 @@ class FakeCloud:
     fail: set[str] = field(default_factory=set)
     unhealthy_after_cutover: bool = False
     out_of_sync: bool = False
+    #: The app's write fence fails its next call in this state ("held"/"open") with this ApplicationError type.
+    fence_errors: dict[str, str] = field(default_factory=dict)
+    fence_unavailable: bool = False  # check_write_fence fails: the app does not answer the admin contract
+    fence_calls: list[tuple[str, str | None]] = field(default_factory=list)  # (state, region) per set_write_fence
+    two_way_error: str | None = None  # replicate_both_ways fails (non-retryable) with this type
     cpu_mhz: float = 10_000.0
     readiness: float = 0.9
     warm_s: float = 0.0
@@ -197,8 +204,44 @@ class FakeCloud:
 
     @activity.defn(name="check_sync")
     def check_sync(self, req: ReplicationInput) -> ReplicationStatus:
-        self._record("check_sync", req.target_region)
-        return ReplicationStatus(in_sync=not self.out_of_sync, detail="tables differ: t" if self.out_of_sync else "")
+        self._record("check_sync", f"{req.target_region} {req.verify}")
+        ok = not self.out_of_sync
+        back = req.model_copy(update={"source_region": req.target_region, "target_region": req.source_region})
+        return ReplicationStatus(
+            in_sync=ok, detail="tables differ: t" if not ok else "", mode=req.verify if req.verified else "full-scan",
+            checkpoint=_checkpoint(req, 1), verified=_checkpoint(req, 1) if ok else req.verified,
+            reverse_checkpoint=_checkpoint(back, 0), changed=2, checked=2, check_s=0.01,
+        )  # fmt: skip
+
+    @activity.defn(name="replicate_both_ways")
+    def replicate_both_ways(self, req: ReplicationInput) -> TwoWayStatus:
+        self._record("replicate_both_ways", f"{req.source_region}<->{req.target_region}")
+        if self.two_way_error:
+            raise ApplicationError(f"injected {self.two_way_error}", type=self.two_way_error, non_retryable=True)
+        seq = int(req.checkpoint[0].shards[0].sequence_number or 0) + 1 if req.checkpoint else 0
+        back = int(req.reverse_checkpoint[0].shards[0].sequence_number or 0) + 1 if req.reverse_checkpoint else 0
+        fwd = ReplicationStatus(in_sync=True, applied=1, checkpoint=_checkpoint(req, seq))
+        rev = req.model_copy(update={"source_region": req.target_region, "target_region": req.source_region})
+        return TwoWayStatus(forward=fwd, back=ReplicationStatus(in_sync=True, applied=1, conflicts=1,
+                                                                checkpoint=_checkpoint(rev, back)))  # fmt: skip
+
+    @activity.defn(name="check_write_fence")
+    def check_write_fence(self, req: FenceInput) -> FenceResult:
+        self._record("check_write_fence", req.fleet.fleet_id)
+        if self.fence_unavailable:
+            raise ApplicationError(
+                f"write fence: {req.fleet.instance_ids[0] if req.fleet.instance_ids else '?'} at "
+                "http://127.0.0.1:1/admin/writes did not answer", type="FenceUnavailable", non_retryable=True,
+            )  # fmt: skip
+        return FenceResult(state="open", instances=req.fleet.size)
+
+    @activity.defn(name="set_write_fence")
+    def set_write_fence(self, req: FenceInput) -> FenceResult:
+        self._record("set_write_fence", f"{req.state} {req.region or ''}".strip())
+        self.fence_calls.append((req.state, req.region))
+        if error := self.fence_errors.pop(req.state, None):
+            raise ApplicationError(f"injected {error}", type=error, non_retryable=True)
+        return FenceResult(state=req.state, instances=req.fleet.size, region=req.region or req.fleet.region)
 
     @activity.defn(name="drop_replicas")
     def drop_replicas(self, req: ReplicationInput) -> int:
@@ -323,6 +366,7 @@ class FakeCloud:
             self.delete_read_replica, self.forward_queue, self.routing_state, self.set_weights, self.restore_weights,
             self.register_fleet_targets, self.deregister_fleet_targets, self.listener_state,
             self.set_listener_weights, self.probe_fleet, self.shrink_fleet, self.refine_forecast, self.check_entity,
+            self.replicate_both_ways, self.check_write_fence, self.set_write_fence,
         ]  # fmt: skip
 
 

@@ -1,15 +1,18 @@
 """ShadowMigration: the saga that moves one entity onto a shadow fleet for one time slice.
 
 provision (spot or on-demand, from the entity's image) -> load-balancer targets -> warm with synthetic traffic
--> replicate tables (copy + stream checkpoint) and the RDS read replica -> [wait for the slice start or
-MigrateInstances, replaying the source's writes meanwhile] -> final sync check (lag and digests) -> promote the
-RDS replica -> old fleet's baseline -> stepped traffic switch (Route53 weights, ELB forward weights), each step
-judged -> queues forwarded -> post-cutover watch judged against the baseline -> wait out the record TTL -> retire
-the old fleet.
+-> replicate tables (copy + stream checkpoint, verified once) and the RDS read replica -> [wait for the slice start
+or MigrateInstances, replaying the source's writes meanwhile] -> final sync check (stream-position fence, the keys
+changed since the last verified point, the lag bound) -> writes: `converge` replicates both ways from the first
+weight change until the old fleet is retired; `fenced` holds the old fleet's writes, drains replication, promotes
+the RDS replica and points the old fleet's writes at the new region -> old fleet's baseline -> stepped traffic
+switch (Route53 weights, ELB forward weights), each step judged -> queues forwarded -> post-cutover watch judged
+against the baseline -> wait out the record TTL -> retire the old fleet -> last replication pass.
 
 Each step registers its compensation before it runs; on failure, cancellation or release they run in reverse
 (traffic back to exactly the captured weights, the rollback's writes replayed back to the source, queues
-returned, replicas dropped, shadows terminated) and the workflow re-raises so Temporal shows it.
+returned, replicas dropped, shadows terminated) and the workflow re-raises so Temporal shows it. One exception: once
+a promoted RDS replica took writes, nothing is undone (`RollbackRefused`): moving back would lose those writes.
 """
 
 from __future__ import annotations
@@ -25,10 +28,17 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.application import ApplicationActivities, FenceInput
     from activities.ec2 import Ec2Activities, FleetInput, ProvisionInput, ResizeInput
     from activities.forecast import ForecastActivities, RefineInput
     from activities.monitoring import FleetSignals, MonitoringActivities, ProbeInput
-    from activities.replication import ReplicationActivities, ReplicationInput, TableCheckpoint
+    from activities.replication import (
+        ReplicationActivities,
+        ReplicationInput,
+        ReplicationStatus,
+        TableCheckpoint,
+        TwoWayStatus,
+    )
     from activities.routing import (
         ListenerRef,
         ListenerState,
@@ -43,9 +53,17 @@ with workflow.unsafe.imports_passed_through():
     from activities.warmup import WarmupActivities
     from shadowing import metrics, search
     from shadowing.catalog import INSTANCE_TYPES
-    from shadowing.errors import NON_RETRYABLE, DataSyncFailed, MigrationFailed, TimeSliceNotActive
+    from shadowing.errors import (
+        NON_RETRYABLE,
+        DataSyncFailed,
+        MigrationFailed,
+        RollbackRefused,
+        TimeSliceNotActive,
+        WriteFenceFailed,
+    )
     from shadowing.models import (
         CostEntry,
+        DataSummary,
         DemandForecast,
         EntitySpec,
         FleetRef,
@@ -92,6 +110,16 @@ class ShadowMigrationWorkflow:
         self._cutover_began: datetime | None = None  # for the cutover-duration metric
         self._grown: tuple[FleetRef, int, datetime] | None = None  # late scale-up: grown fleet, extra, since
         self._routing_unrestored = False  # the "restore routing" compensation failed: shadows may still serve
+        self._verified: tuple[TableCheckpoint, ...] = ()  # source stream position the last sync check verified
+        self._reverse: tuple[TableCheckpoint, ...] = ()  # target stream position: target -> source resumes here
+        self._data = DataSummary()
+        self._two_way: asyncio.Task[None] | None = None  # converge: the both-ways replication loop
+        self._two_way_stop = False
+        self._two_way_error: BaseException | None = None
+        self._fence: str | None = None  # fenced: None (writes open at the source), "held", "target" (moved)
+        self._rds_written = False  # a promoted RDS replica takes writes: a rollback would lose them
+        self._drain_ttl = 0  # longest TTL a resolver may hold an answer for (set by the switch)
+        self._restored_at: datetime | None = None  # when a rollback restored the routing
         # Short steps' timeout and long steps' heartbeat timeout (the policy's; how soon a lost worker is noticed).
         self._step = timedelta(minutes=2)
         self._heartbeat = timedelta(seconds=60)
@@ -110,6 +138,11 @@ class ShadowMigrationWorkflow:
     def progress(self) -> MigrationProgress:
         return self._progress
 
+    @workflow.query(name="data")
+    def data(self) -> DataSummary:
+        """What happened to the entity's data so far: sync check, two-way passes, conflicts, fence duration."""
+        return self._data
+
     @workflow.run
     async def run(self, req: MigrationInput) -> MigrationResult:
         saga = Saga()
@@ -118,6 +151,8 @@ class ShadowMigrationWorkflow:
         try:
             return await self._migrate(req, saga)
         except (Exception, asyncio.CancelledError) as exc:
+            if self._rds_written:
+                await self._refuse_rollback(req, exc)
             await self._report(req, "compensating", root_cause(exc))
             ran = await saga.compensate()
             await self._report(req, "rolled-back", ", ".join(ran), cost=self._cost(req, "rolled-back"))
@@ -215,6 +250,9 @@ class ShadowMigrationWorkflow:
     async def _prepare(self, req: MigrationInput, shadows: FleetRef, saga: Saga) -> FleetRef:
         slot, spec, policy = req.time_slice, req.spec, req.spec.policy
         started = workflow.now()
+        if self._fenced(req):  # before anything moves: the old fleet's app must answer the fence contract
+            assert req.source is not None
+            await self._act(ApplicationActivities.check_write_fence, FenceInput(fleet=req.source))
         market = "spot" if policy.spot else "on-demand"
         await self._report(req, "provisioning", f"{req.quantity} x {req.instance_type} ({market}) in {slot.region}")
         provision = ProvisionInput(
@@ -268,6 +306,14 @@ class ShadowMigrationWorkflow:
             status = await self._long(ReplicationActivities.replicate_tables, repl, 3600)
             self._checkpoint = status.checkpoint
             parts.append(f"{status.items} items copied")
+            if repl.source_region != repl.target_region and spec.policy.sync_verify == "changed":
+                # One whole verification while there is time: the final check then reads only what changed since.
+                first = repl.model_copy(update={"checkpoint": self._checkpoint, "verify": "full-scan"})
+                verified = await self._long(ReplicationActivities.check_sync, first, 3600)
+                self._checkpoint = verified.checkpoint or self._checkpoint
+                if verified.in_sync:
+                    self._verified = verified.verified
+                parts.append(f"copy verified: {verified.detail}")
         if spec.rds_instance and repl.source_region != repl.target_region:
             saga.add("delete read replica", lambda: self._act(ReplicationActivities.delete_read_replica, repl))
             replica = await self._long(ReplicationActivities.create_read_replica, repl, 3600)
@@ -338,18 +384,17 @@ class ShadowMigrationWorkflow:
         if not slot.contains(workflow.now()):
             raise ApplicationError(TimeSliceNotActive.MESSAGE, type="TimeSliceNotActive", non_retryable=True)
         await self._report(req, "sync-check", f"lag bound {policy.max_replication_lag_s:g}s", shadows)
-        sync = await self._long(ReplicationActivities.check_sync, self._replication(req), 1800)
-        if not sync.in_sync:
-            raise ApplicationError(
-                f"{DataSyncFailed.MESSAGE}: {sync.detail}", type="DataSyncFailed", non_retryable=True
-            )
-        self._checkpoint = sync.checkpoint or self._checkpoint
+        await self._sync_check(req, self._step * 15)
         repl = self._replication(req)
         if self._checkpoint:  # rollback: first the source's last writes, then the new side's writes replayed back
-            saga.add("replay writes back", lambda: self._reconcile(req))
-        if spec.rds_instance and repl.source_region != repl.target_region:
+            saga.add("replay writes back", lambda: self._bring_writes_home(req))
+        if self._fenced(req):
+            await self._move_writes(req, saga)
+        elif spec.rds_instance and repl.source_region != repl.target_region:  # no old fleet writes to the old DB
             await self._long(ReplicationActivities.promote_read_replica, repl, 3600)
         baseline = await self._signals(req, req.source) if req.source is not None else None
+        if self._two_way_wanted(req):
+            self._two_way = asyncio.ensure_future(self._replicate_both_ways(req))
         last_switch, ttl_s = await self._switch(req, shadows, saga, baseline)
         if spec.sqs_queues and repl.source_region != repl.target_region:
             back = repl.model_copy(update={"source_region": repl.target_region, "target_region": repl.source_region})
@@ -358,16 +403,208 @@ class ShadowMigrationWorkflow:
         active = shadows.model_copy(update={"role": "active"})
         await self._act(Ec2Activities.mark_fleet_role, active)
         await self._watch(req, active, baseline)
+        self._raise_two_way_error()
         wait = retire_after_s(ttl_s, last_switch, workflow.now())
         if wait > 0:  # resolvers may still hand out the old fleet's address until its TTL runs out
             await self._report(req, "draining", f"{wait:.0f}s for cached DNS answers", active)
             await workflow.sleep(wait)
+        self._raise_two_way_error()
         saga.commit()  # past the watch the new fleet is trusted: retiring the old one is not undone
         if req.source is not None:
             await self._retire(req, req.source)
+        await self._stop_two_way(req, last_pass=True)  # the old fleet's last writes, acknowledged before it went
         cost = self._cost(req, "migrated", last_switch)
         await self._report(req, "done", f"serving from {active.region}", active, cost=cost)
-        return MigrationResult(outcome="migrated", fleet=active, retired=req.source, cutover_at=last_switch, cost=cost)
+        return MigrationResult(
+            outcome="migrated", fleet=active, retired=req.source, cutover_at=last_switch, cost=cost, data=self._data
+        )
+
+    # ---- the entity's writes ---------------------------------------------------------------------------------
+
+    def _fenced(self, req: MigrationInput) -> bool:
+        """`fenced` applies when data moves away from an old fleet that writes it (not to a bootstrap, not in place)."""
+        spec = req.spec
+        return (
+            spec.policy.consistency == "fenced"
+            and req.source is not None
+            and req.source.region != req.time_slice.region
+            and bool(spec.dynamodb_tables or spec.rds_instance)
+        )
+
+    def _two_way_wanted(self, req: MigrationInput) -> bool:
+        """`converge`: both fleets take writes from the first weight change, each into its own region's tables.
+        `fenced`: only the new region's tables take writes once the fence moved them; the backward direction keeps the
+        old region's copy current until retirement (a rollback then has little to copy back)."""
+        return (
+            req.source is not None
+            and req.source.region != req.time_slice.region
+            and bool(req.spec.dynamodb_tables)
+            and bool(self._reverse)
+        )
+
+    async def _sync_check(self, req: MigrationInput, timeout: timedelta) -> ReplicationStatus:
+        """The final sync check: every source change up to a stream-position fence applied in the target, the keys
+        changed since the last verified point equal on both sides (or the whole tables, `full-scan`), the lag within
+        the bound. Raises DataSyncFailed when the bound cannot be met."""
+        policy = req.spec.policy
+        check = self._replication(req).model_copy(update={"verify": policy.sync_verify, "verified": self._verified})
+        sync = await workflow.execute_activity_method(
+            ReplicationActivities.check_sync, check, schedule_to_close_timeout=timeout,
+            heartbeat_timeout=self._heartbeat, retry_policy=RETRY,
+            summary=self._summary(ReplicationActivities.check_sync, check),
+        )  # fmt: skip
+        self._data = self._data.model_copy(
+            update={
+                "consistency": policy.consistency, "sync_mode": sync.mode, "sync_check_s": sync.check_s,
+                "changed": sync.changed, "forward_applied": self._data.forward_applied + sync.applied,
+                "conflicts": self._data.conflicts + sync.conflicts,
+            }
+        )  # fmt: skip
+        if not sync.in_sync:
+            raise ApplicationError(
+                f"{DataSyncFailed.MESSAGE}: {sync.detail}", type="DataSyncFailed", non_retryable=True
+            )
+        self._checkpoint = sync.checkpoint or self._checkpoint
+        self._verified = sync.verified or self._verified
+        self._reverse = sync.reverse_checkpoint or self._reverse
+        return sync
+
+    async def _move_writes(self, req: MigrationInput, saga: Saga) -> None:
+        """`fenced`: hold the old fleet's writes, drain replication (checked), promote the RDS replica, then point
+        the old fleet's writes at the new region, all within `fence_deadline_s`; else release and roll back."""
+        assert req.source is not None
+        policy, old, target = req.spec.policy, req.source, req.time_slice.region
+        deadline_s = policy.fence_deadline_s
+        saga.add("release the write fence", lambda: self._release_fence(req))
+        held_at = workflow.now()
+        await self._report(req, "fenced", f"writes of {old.fleet_id} held (deadline {deadline_s:g}s)")
+        self._fence = "held"  # before the call: a timed-out call may still have held them
+        await self._fence_call(req, FenceInput(fleet=old, state="held", deadline_s=deadline_s), deadline_s)
+
+        def left() -> timedelta:
+            remaining = deadline_s - (workflow.now() - held_at).total_seconds()
+            if remaining <= 0:
+                raise ApplicationError(
+                    f"{WriteFenceFailed.MESSAGE}: writes of {old.fleet_id} held past the {deadline_s:g}s deadline; "
+                    "released at the source", type="WriteFenceFailed", non_retryable=True,
+                )  # fmt: skip
+            return timedelta(seconds=remaining)
+
+        if req.spec.dynamodb_tables:
+            await self._sync_check(req, left())
+        repl = self._replication(req)
+        if req.spec.rds_instance:
+            await workflow.execute_activity_method(
+                ReplicationActivities.promote_read_replica, repl, schedule_to_close_timeout=left(),
+                heartbeat_timeout=self._heartbeat, retry_policy=RETRY,
+            )  # fmt: skip
+        left()
+        await self._fence_call(req, FenceInput(fleet=old, state="open", region=target), deadline_s)
+        self._fence = "target"
+        self._rds_written = bool(req.spec.rds_instance)
+        held_ms = round((workflow.now() - held_at).total_seconds() * 1000, 1)
+        self._data = self._data.model_copy(update={"fence_ms": held_ms})
+        await self._report(req, "fenced", f"writes of {old.fleet_id} go to {target} ({held_ms:.0f} ms held)")
+
+    async def _fence_call(self, req: MigrationInput, fence: FenceInput, timeout_s: float) -> None:
+        await workflow.execute_activity_method(
+            ApplicationActivities.set_write_fence, fence, schedule_to_close_timeout=timedelta(seconds=timeout_s),
+            retry_policy=RETRY, summary=self._summary(ApplicationActivities.set_write_fence, fence),
+        )  # fmt: skip
+
+    async def _release_fence(self, req: MigrationInput) -> None:
+        """Compensation: writes held at the source are released there (a fence moved to the target is brought back
+        by "replay writes back", after the rollback's writes are copied home)."""
+        if self._fence == "held" and req.source is not None:
+            open_home = FenceInput(fleet=req.source, state="open", region=req.source.region)
+            await self._long(ApplicationActivities.set_write_fence, open_home, 120)
+            self._fence = None
+
+    async def _replicate_both_ways(self, req: MigrationInput) -> None:
+        """From the first weight change: passes in both directions every `two_way_interval_s` until
+        stopped. An error is kept for the main flow to raise (at the watch's end), which rolls back."""
+        interval = req.spec.policy.two_way_interval_s
+        while not self._two_way_stop:
+            try:
+                await self._two_way_pass(req)
+            except Exception as exc:  # the activity's retries are spent, or a non-retryable error
+                self._two_way_error = exc
+                return
+            await wait_until(workflow.now() + timedelta(seconds=interval), lambda: self._two_way_stop)
+
+    async def _two_way_pass(self, req: MigrationInput) -> TwoWayStatus:
+        both = self._replication(req).model_copy(update={"reverse_checkpoint": self._reverse})
+        status = await self._long(ReplicationActivities.replicate_both_ways, both, 600)
+        self._checkpoint = status.forward.checkpoint or self._checkpoint
+        self._reverse = status.back.checkpoint or self._reverse
+        conflicts = status.forward.conflicts + status.back.conflicts
+        if conflicts:
+            report = status.forward.conflict_report + status.back.conflict_report
+            workflow.logger.warning("two-way replication resolved %d conflicts: %s", conflicts, report)
+        self._data = self._data.model_copy(
+            update={
+                "forward_applied": self._data.forward_applied + status.forward.applied,
+                "back_applied": self._data.back_applied + status.back.applied,
+                "conflicts": self._data.conflicts + conflicts, "two_way_passes": self._data.two_way_passes + 1,
+            }
+        )  # fmt: skip
+        return status
+
+    async def _stop_two_way(self, req: MigrationInput, last_pass: bool) -> None:
+        """Stops the loop after its current pass; `last_pass`: one more pass once the old fleet is gone, for the
+        writes it acknowledged after the previous one (a short grace first: an instance shutting down may still
+        finish a request)."""
+        if self._two_way is None:
+            return
+        self._two_way_stop = True
+        await self._two_way
+        self._two_way = None
+        if last_pass:
+            await workflow.sleep(min(req.spec.policy.two_way_interval_s, 2.0))
+            await self._two_way_pass(req)
+
+    def _raise_two_way_error(self) -> None:
+        if self._two_way_error is not None:
+            raise ApplicationError(
+                f"{MigrationFailed.MESSAGE}: two-way replication failed: {root_cause(self._two_way_error)}",
+                type="MigrationFailed", non_retryable=True,
+            )  # fmt: skip
+
+    async def _bring_writes_home(self, req: MigrationInput) -> None:
+        """Rollback of data, once no client can still reach the new fleet (the restored records' TTL): the two-way
+        loop stops, the source's last writes go forward and what the new side took is replayed back. A fence that
+        moved the old fleet's writes to the target is held meanwhile and then opened at the source again."""
+        if self._restored_at is not None:
+            wait = retire_after_s(self._drain_ttl, self._restored_at, workflow.now())
+            if wait > 0:
+                await workflow.sleep(wait)
+        self._two_way_stop = True
+        if self._two_way is not None:
+            await asyncio.gather(self._two_way, return_exceptions=True)
+            self._two_way = None
+        moved = self._fence == "target" and req.source is not None
+        if moved:
+            assert req.source is not None
+            hold = FenceInput(fleet=req.source, state="held", deadline_s=req.spec.policy.fence_deadline_s)
+            await self._long(ApplicationActivities.set_write_fence, hold, 120)
+        await self._reconcile(req)
+        if moved:
+            assert req.source is not None
+            home = FenceInput(fleet=req.source, state="open", region=req.source.region)
+            await self._long(ApplicationActivities.set_write_fence, home, 120)
+            self._fence = None
+
+    async def _refuse_rollback(self, req: MigrationInput, exc: BaseException) -> None:
+        """A promoted RDS replica took writes: moving back would strand them in the new primary, so nothing is
+        undone (docs/operations.md, "Rollback after an RDS promotion")."""
+        why = root_cause(exc)
+        detail = (
+            f"{RollbackRefused.MESSAGE}: {why}; the promoted replica {req.spec.rds_instance} in "
+            f"{req.time_slice.region} took writes, so traffic, fleets and data stay as they are (runbook: "
+            "docs/operations.md, 'Rollback after an RDS promotion')"
+        )
+        await self._report(req, "rollback-refused", detail)
+        raise ApplicationError(detail, type="RollbackRefused", non_retryable=True) from exc
 
     async def _switch(
         self, req: MigrationInput, shadows: FleetRef, saga: Saga, baseline: FleetSignals | None
@@ -380,6 +617,7 @@ class ShadowMigrationWorkflow:
         spec, policy = req.spec, req.spec.policy
         routing = RoutingInput(hosted_zone_id=spec.hosted_zone_id, dns_name=spec.dns_name, to_fleet=shadows)
         before = await self._act(RoutingActivities.routing_state, routing)
+        self._drain_ttl = max(before.ttl_s or 0, policy.record_ttl_s)
         fleets = (shadows,) if req.source is None else (shadows, req.source)
         restore = RestoreWeightsInput(
             entity_id=spec.entity_id,
@@ -419,6 +657,7 @@ class ShadowMigrationWorkflow:
         the later "terminate shadows" keeps them (a leak an operator sees, rather than an outage)."""
         try:
             await self._long(RoutingActivities.restore_weights, restore, 300)
+            self._restored_at = workflow.now()
         except Exception:
             self._routing_unrestored = True
             raise
@@ -474,15 +713,26 @@ class ShadowMigrationWorkflow:
         return await self._long(MonitoringActivities.probe_fleet, probe, 120)
 
     async def _reconcile(self, req: MigrationInput) -> None:
-        """Rollback of data: the source's last writes forward, then what the new side took replayed back."""
+        """Rollback of data: the source's last writes forward, then what the new side took replayed back (from the
+        target stream's position at the sync check; from its start when no check got that far)."""
         forward = self._replication(req)
-        await self._long(ReplicationActivities.catch_up, forward, 1800)
+        ahead = await self._long(ReplicationActivities.catch_up, forward, 1800)
+        self._checkpoint = ahead.checkpoint or self._checkpoint
         back = forward.model_copy(
-            update={"source_region": forward.target_region, "target_region": forward.source_region, "checkpoint": ()}
-        )
+            update={"source_region": forward.target_region, "target_region": forward.source_region,
+                    "checkpoint": self._reverse}
+        )  # fmt: skip
         status = await self._long(ReplicationActivities.catch_up, back, 1800)
+        self._reverse = status.checkpoint or self._reverse
         if status.conflicts:
             workflow.logger.warning("rollback resolved %d conflicts: %s", status.conflicts, status.conflict_report)
+        self._data = self._data.model_copy(
+            update={
+                "forward_applied": self._data.forward_applied + ahead.applied,
+                "back_applied": self._data.back_applied + status.applied,
+                "conflicts": self._data.conflicts + ahead.conflicts + status.conflicts,
+            }
+        )
 
     async def _retire(self, req: MigrationInput, old: FleetRef) -> None:
         routing = RoutingInput(hosted_zone_id=req.spec.hosted_zone_id, dns_name=req.spec.dns_name, to_fleet=old)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from shadowing.models.api import (
     SETTLED_STATES,
+    DataSummary,
     EntityPlan,
     EntityStatus,
     Event,
@@ -82,6 +83,7 @@ __all__ = [
     "CoordinatorState",
     "CostEntry",
     "CostLedger",
+    "DataSummary",
     "Decision",
     "DegradationPolicy",
     "DemandClock",

@@ -71,6 +71,20 @@ class MigrationInput(Frozen):
         return self
 
 
+class DataSummary(Frozen):
+    """What happened to the entity's data during one migration (the `data` query, and `MigrationResult.data`)."""
+
+    consistency: Literal["converge", "fenced"] = "converge"
+    sync_mode: str = Field(default="", description="the final sync check's mode: changed or full-scan")
+    sync_check_s: float | None = Field(default=None, description="seconds the final sync check took")
+    changed: int = Field(default=0, description="keys the final check verified (changed since the last verified point)")
+    forward_applied: int = Field(default=0, description="writes replayed source -> target after the sync check")
+    back_applied: int = Field(default=0, description="writes replayed target -> source (two-way window, rollback)")
+    conflicts: int = Field(default=0, description="concurrent writes to one key the conflict rule decided")
+    fence_ms: float | None = Field(default=None, description="fenced: how long the old fleet's writes were held")
+    two_way_passes: int = Field(default=0, description="converge: replication passes in both directions")
+
+
 class MigrationResult(Frozen):
     outcome: Literal["migrated", "released"]
     fleet: FleetRef | None = None
@@ -79,6 +93,7 @@ class MigrationResult(Frozen):
     compensations_run: tuple[str, ...] = ()
     detail: str = ""
     cost: CostEntry | None = None
+    data: DataSummary | None = None
 
 
 class MigrationProgress(Frozen):

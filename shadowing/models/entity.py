@@ -174,6 +174,27 @@ class EntityPolicy(Frozen):
         le=86400,
         description="while shadows wait for the slice, re-forecast and resize them this often",
     )
+    consistency: Literal["converge", "fenced"] = Field(
+        default="converge",
+        description="converge: both regions take writes during the cutover, replicated both ways (conflict rule in "
+        "docs/data-plane.md); fenced: the old fleet's writes are held while replication drains, then go to the new "
+        "region (the app's admin contract, docs/your-application.md)",
+    )
+    fence_deadline_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="fenced: writes are held at most this long; past it they are released and the migration rolls "
+        "back (with an RDS replica it must cover the promotion)",
+    )  # fmt: skip
+    two_way_interval_s: float = Field(
+        default=5.0, ge=0.5, le=3600,
+        description="from the first weight change until the old fleet is retired, replicate both ways this "
+        "often",
+    )  # fmt: skip
+    sync_verify: Literal["changed", "full-scan"] = Field(
+        default="changed",
+        description="final sync check: verify the items changed since the last verified point (cost grows with the "
+        "changes), or scan both tables whole",
+    )
     step_timeout_s: float = Field(
         default=120.0, gt=0, le=3600,
         description="a short step (a few AWS calls) not done in this long is retried: how soon a crashed worker's "
@@ -275,6 +296,18 @@ class EntitySpec(Frozen):
         None,
         description="instances already serving the entity to start from instead of launching (fixed once registered)",
     )
+
+    @model_validator(mode="after")
+    def _rds_fenced(self) -> EntitySpec:
+        """An RDS database has one writer: under `converge` the old fleet would keep writing to the old primary after
+        the replica's promotion, and those writes would be stranded there (nothing copies them back)."""
+        if self.rds_instance is not None and self.policy.consistency != "fenced":
+            raise ValueError(
+                "policy.consistency: an entity with rds_instance needs 'fenced' (the old fleet's writes are held "
+                "while the replica is promoted, then go to the new primary); 'converge' would strand the writes "
+                "made to the old primary after the promotion"
+            )
+        return self
 
     @model_validator(mode="after")
     def _adopt_fits(self) -> EntitySpec:

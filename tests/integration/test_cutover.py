@@ -43,3 +43,28 @@ async def test_warm_migration_under_load_drops_nothing_and_data_matches(
     assert all(figures["sent_by_phase"][p] > 20 for p in ("steady", "cutover", "after")), figures["sent_by_phase"]
     assert run.after_addresses and run.after_addresses <= run.new_addresses, "traffic did not move"
     assert run.items_source >= 200 and run.data_equal, (run.items_source, run.items_target)
+    # writes never stopped: every acknowledged one is in the serving region's table, none failed
+    writes = run.writes
+    assert writes["lost"] == 0 and writes["failed"] == 0, writes
+    assert all(writes["by_phase"][p]["acked"] > 10 for p in ("steady", "cutover", "after")), writes["by_phase"]
+    assert run.data.sync_mode == "changed" and run.data.two_way_passes >= 2, run.data
+
+
+async def test_fenced_migration_under_writes_loses_none_and_moves_the_writer(
+    dev_env: WorkflowEnvironment, moto_url: str, data_plane: Path
+) -> None:
+    """`consistency: fenced`: the old fleet's writes are held while replication drains, then go to the new region;
+    nothing acknowledged is lost and both regions end equal."""
+    settings = Settings(
+        temporal_address="x", aws_endpoint_url=moto_url, task_queue=f"cut-{uuid.uuid4()}", data_plane_registry=data_plane
+    )  # fmt: skip
+    clients = AwsClients(settings)
+    async with build_worker(dev_env.client, settings, clients):
+        run = await migrate_under_load(
+            dev_env.client, settings.task_queue, clients, endpoints_for(settings), warm=True, rate=20.0, writes=30.0,
+            steady_s=3.0, after_s=3.0, ttl_s=4, watch_s=0.0, consistency="fenced",
+        )  # fmt: skip
+    assert run.outcome == "migrated", run.cause
+    assert run.writes["lost"] == 0 and run.writes["failed"] == 0, run.writes
+    assert run.data.consistency == "fenced" and run.data.fence_ms is not None
+    assert run.data_equal
