@@ -55,9 +55,10 @@ async def test_fenced_migration_under_writes_loses_none_and_moves_the_writer(
 ) -> None:
     """`consistency: fenced`: the old fleet's writes are held while replication drains, then go to the new region;
     nothing acknowledged is lost and both regions end equal."""
+    queue = f"cut-{uuid.uuid4()}"
     settings = Settings(
-        temporal_address="x", aws_endpoint_url=moto_url, task_queue=f"cut-{uuid.uuid4()}", data_plane_registry=data_plane
-    )  # fmt: skip
+        temporal_address="x", aws_endpoint_url=moto_url, task_queue=queue, data_plane_registry=data_plane
+    )
     clients = AwsClients(settings)
     async with build_worker(dev_env.client, settings, clients):
         run = await migrate_under_load(
