@@ -10,18 +10,44 @@ DynamoDB has two paths (`ReplicationInput.mode`):
 * ``global-table`` (real AWS): `update_table(ReplicaUpdates=[Create])` on the source and a wait for the replica
   to be ACTIVE. moto accepts nothing of it beyond the API call, so tests drive it through a fake client.
 
-Conflict rule (symmetric, so the same `catch_up` with the regions swapped replays a rollback's writes back):
-  writers may give items a version ``_v`` (number, incremented on each write), a hybrid timestamp ``_ts``
-  (ms) and a writer region ``_r``. A replicated write wins when its ``(_v, _ts, _r)`` is greater than the
-  stored item's; a versioned write always beats an unversioned item. Items without ``_v`` fall back to
-  last-writer-wins on the stream record's ApproximateCreationDateTime, which the replica stores in ``_ts``
-  (so ``_ts`` on an unversioned item is replication metadata, and the digest ignores it). A REMOVE wins when the
-  stored item is not newer than the deleted image (or than the delete's time, unversioned). Each write is a
-  conditional put/delete (`attribute_not_exists(<hash key>) OR #v < :v OR (#v = :v AND #ts < :ts) ...`), so the
-  rule holds against concurrent writers in the target too. A failed condition means the target holds a newer
-  item: when that key's newest record of the pass lost, it is a conflict resolved for the target, reported as
-  (table, key, winner). Writers must keep ``(_v, _ts, _r)`` unique per item; an exact tie without ``_r`` keeps
-  each side's own item and `check_sync` reports the difference.
+Directions: source -> target (`catch_up`) until the switch; both ways (`replicate_both_ways`: one pass each way,
+the backward one from `check_sync`'s `reverse_checkpoint`) from the first weight change until the old fleet is
+retired, since cached DNS answers keep some clients writing to the old fleet during the drain; the workflow stops
+calling it at retirement or rollback and `drop_replicas` cleans up.
+
+Conflict rule, the one rule for every write replayed in either direction:
+  * Writers may give items a version ``_v`` (number, +1 per write), a hybrid timestamp ``_ts`` (ms) and the
+    region they wrote in, ``_r``. A replayed write wins when its ``(_v, _ts, _r)`` is greater than the stored
+    item's, compared in that order (``_r`` as a string: of two writes with equal ``_v`` and ``_ts``, the one from
+    the region named later alphabetically wins, on both sides alike). A versioned write beats an unversioned item.
+  * Unversioned items (no ``_v``) are last-writer-wins on the stream record's ApproximateCreationDateTime, which
+    the replica stores in ``_ts`` (so ``_ts`` on an unversioned item is replication metadata, and the digests
+    ignore it). Under two-way writes that is the replication time, not the write's: give items ``_v`` there.
+  * A REMOVE wins when the stored item is not newer than the deleted image (or than the delete's time,
+    unversioned); an absent item always takes a replayed put.
+  * Each write is a conditional put/delete (`attribute_not_exists(<hash key>) OR #v < :v OR (#v = :v AND #ts <
+    :ts) ...`), so the rule also holds against clients writing the target at the same time.
+  * Conflict: a key whose newest replayed record of a pass lost (an older record of a key that a later one
+    supersedes is a replay, not a conflict). Each is counted (`ReplicationStatus.conflicts`), logged as a warning
+    with table, key digest and both versions ("v=3 ts=1700000000123 r=eu-west-1"), and reported up to
+    `CONFLICT_REPORT_CAP`. Writers must keep ``(_v, _ts, _r)`` unique per item; an exact tie without ``_r`` keeps
+    each side's own item and `check_sync` reports the difference.
+  * Echo: what one pass writes appears in the other side's stream. `replicate_both_ways` skips a put whose image
+    carries ``_r`` = the region it would be written into (that side wrote it); deletes and records without ``_r``
+    are replayed, and the rule above turns an echo into "already there" (it costs calls, never a write).
+  So no acknowledged write is lost: every record reaches the other side and only a greater version replaces it.
+
+Final sync check (`check_sync`): a fence (the source streams' ends when the check starts), a catch-up pass, then
+a comparison by item digest:
+  * ``verify="changed"``: the keys with a source record between `verified` (the previous check's fence) and the
+    fence, read from the stream and fetched with BatchGetItem on both sides: the check costs the changes since
+    the last verified fence, not the table. Finding the streams' ends reads from the positions given
+    (`checkpoint`, `verified`, `reverse_checkpoint`), so those too cost what was written since.
+  * ``verify="full-scan"``, and ``"changed"`` without a verified fence: both tables scanned whole.
+  * A key whose sides differ passes when the target holds its newest image at the fence (the source moved on; the
+    next check covers that), else it is rechecked after another catch-up pass, `recheck_rounds` times.
+  Not in sync ("Data synchronization failed") means the bound cannot be met: keys still differ or the lag is
+  over `max_lag_s`. Global-table mode has no fence: a full scan with the same rechecks.
 
 RDS: a cross-region read replica (`create_read_replica`), promoted at cutover, deleted as compensation while it
 is still a replica. SQS: `forward_queue` moves messages at cutover (and back, as compensation).
