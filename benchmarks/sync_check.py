@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import time
 import uuid
@@ -123,6 +124,7 @@ def main() -> None:
     from shadowing.settings import Settings
     from workers.aws import AwsClients
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the moto server logs every request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
     server.start()
