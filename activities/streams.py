@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+#: The services whose clients these functions receive (what tools/iam.py attributes this module's calls to).
+AWS_SERVICES = ("dynamodb", "dynamodbstreams")
 #: Conflict-rule attributes a writer may put on an item: version, hybrid timestamp (ms), writer region.
 V, TS, R = "_v", "_ts", "_r"
 
