@@ -64,7 +64,7 @@ def activities(
         warm.warm_fleet, warm.check_fleet_health,
         app.check_write_fence, app.set_write_fence,
         repl.replicate_tables, repl.catch_up, repl.check_sync, repl.drop_replicas, repl.create_read_replica,
-        repl.promote_read_replica, repl.delete_read_replica, repl.forward_queue,
+        repl.promote_read_replica, repl.delete_read_replica, repl.forward_queue, repl.replicate_both_ways,
         route.switch_traffic, route.remove_fleet_record, route.routing_state,
         route.set_weights, route.restore_weights, route.register_fleet_targets, route.deregister_fleet_targets,
         route.listener_state, route.set_listener_weights,
