@@ -57,9 +57,11 @@ def test_misresolved_names_each_region_not_holding_the_greatest_acknowledged_ver
     assert misresolved(samples, {SOURCE: good, TARGET: loser}) == [f"b-0 ({TARGET})", f"w-0 ({TARGET})"]
 
 
-def test_a_conflict_burst_passes_only_when_the_workflow_reported_conflicts_and_nothing_was_lost() -> None:
-    """The burst row needs conflicts > 0; any row fails with a lost write or a key not at the greatest version."""
-    clean = Row("two-way", "conflict-burst", "e", outcome="migrated", fired=9, data_equal=True, healthy=True)
+def test_a_conflict_burst_passes_only_when_the_workflow_decided_each_key_and_nothing_was_lost() -> None:
+    """The burst row needs a conflict per key burst-written; any row fails with a lost write or a key not at the
+    greatest version."""
+    clean = Row("two-way", "conflict-burst", "e", outcome="migrated", fired=9, conflicts=8, data_equal=True,
+                healthy=True)  # fmt: skip
     assert not clean.passed
     clean.conflicts = 9
     assert clean.passed
