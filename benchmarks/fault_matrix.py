@@ -92,7 +92,8 @@ AWS_FAULTS = ("throttle", "error", "timeout", "lost-reply")
 PROCESS_FAULTS = ("worker-sigkill", "server-restart")
 PROVISION_FAULTS = ("capacity-one-az", "capacity-all-azs", "spot-unfulfilled")
 #: Not run on the two-way step: a timeout fails the pass's call and retries it like `error` does, and a lost reply
-#: to a replayed put is the replay of a pass from its checkpoint (tests/activities/test_replication.py).
+#: to a replayed put retries the pass from the same checkpoints, which changes nothing
+#: (tests/activities/test_replication.py).
 TWO_WAY_SKIPPED = ("timeout", "lost-reply")
 #: Cases whose right outcome is the rollback (with these words in the error); every other case must migrate.
 EXPECT_ROLLBACK = {("provision", "capacity-all-azs"): "insufficient capacity"}
