@@ -10,18 +10,44 @@ DynamoDB has two paths (`ReplicationInput.mode`):
 * ``global-table`` (real AWS): `update_table(ReplicaUpdates=[Create])` on the source and a wait for the replica
   to be ACTIVE. moto accepts nothing of it beyond the API call, so tests drive it through a fake client.
 
-Conflict rule (symmetric, so the same `catch_up` with the regions swapped replays a rollback's writes back):
-  writers may give items a version ``_v`` (number, incremented on each write), a hybrid timestamp ``_ts``
-  (ms) and a writer region ``_r``. A replicated write wins when its ``(_v, _ts, _r)`` is greater than the
-  stored item's; a versioned write always beats an unversioned item. Items without ``_v`` fall back to
-  last-writer-wins on the stream record's ApproximateCreationDateTime, which the replica stores in ``_ts``
-  (so ``_ts`` on an unversioned item is replication metadata, and the digest ignores it). A REMOVE wins when the
-  stored item is not newer than the deleted image (or than the delete's time, unversioned). Each write is a
-  conditional put/delete (`attribute_not_exists(<hash key>) OR #v < :v OR (#v = :v AND #ts < :ts) ...`), so the
-  rule holds against concurrent writers in the target too. A failed condition means the target holds a newer
-  item: when that key's newest record of the pass lost, it is a conflict resolved for the target, reported as
-  (table, key, winner). Writers must keep ``(_v, _ts, _r)`` unique per item; an exact tie without ``_r`` keeps
-  each side's own item and `check_sync` reports the difference.
+Directions: source -> target (`catch_up`) until the switch; both ways (`replicate_both_ways`: one pass each way,
+the backward one from `check_sync`'s `reverse_checkpoint`) from the first weight change until the old fleet is
+retired, since cached DNS answers keep some clients writing to the old fleet during the drain; the workflow stops
+calling it at retirement or rollback and `drop_replicas` cleans up.
+
+Conflict rule, the one rule for every write replayed in either direction:
+  * Writers may give items a version ``_v`` (number, +1 per write), a hybrid timestamp ``_ts`` (ms) and the
+    region they wrote in, ``_r``. A replayed write wins when its ``(_v, _ts, _r)`` is greater than the stored
+    item's, compared in that order (``_r`` as a string: of two writes with equal ``_v`` and ``_ts``, the one from
+    the region named later alphabetically wins, on both sides alike). A versioned write beats an unversioned item.
+  * Unversioned items (no ``_v``) are last-writer-wins on the stream record's ApproximateCreationDateTime, which
+    the replica stores in ``_ts`` (so ``_ts`` on an unversioned item is replication metadata, and the digests
+    ignore it). Under two-way writes that is the replication time, not the write's: give items ``_v`` there.
+  * A REMOVE wins when the stored item is not newer than the deleted image (or than the delete's time,
+    unversioned); an absent item always takes a replayed put.
+  * Each write is a conditional put/delete (`attribute_not_exists(<hash key>) OR #v < :v OR (#v = :v AND #ts <
+    :ts) ...`), so the rule also holds against clients writing the target at the same time.
+  * Conflict: a key whose newest replayed record of a pass lost (an older record of a key that a later one
+    supersedes is a replay, not a conflict). Each is counted (`ReplicationStatus.conflicts`), logged as a warning
+    with table, key digest and both versions ("v=3 ts=1700000000123 r=eu-west-1"), and reported up to
+    `CONFLICT_REPORT_CAP`. Writers must keep ``(_v, _ts, _r)`` unique per item; an exact tie without ``_r`` keeps
+    each side's own item and `check_sync` reports the difference.
+  * Echo: what one pass writes appears in the other side's stream. `replicate_both_ways` skips a put whose image
+    carries ``_r`` = the region it would be written into (that side wrote it); deletes and records without ``_r``
+    are replayed, and the rule above turns an echo into "already there" (it costs calls, never a write).
+  So no acknowledged write is lost: every record reaches the other side and only a greater version replaces it.
+
+Final sync check (`check_sync`): a fence (the source streams' ends when the check starts), a catch-up pass, then
+a comparison by item digest:
+  * ``verify="changed"``: the keys with a source record between `verified` (the previous check's fence) and the
+    fence, read from the stream and fetched with BatchGetItem on both sides: the check costs the changes since
+    the last verified fence, not the table. Finding the streams' ends reads from the positions given
+    (`checkpoint`, `verified`, `reverse_checkpoint`), so those too cost what was written since.
+  * ``verify="full-scan"``, and ``"changed"`` without a verified fence: both tables scanned whole.
+  * A key whose sides differ passes when the target holds its newest image at the fence (the source moved on; the
+    next check covers that), else it is rechecked after another catch-up pass, `recheck_rounds` times.
+  Not in sync ("Data synchronization failed") means the bound cannot be met: keys still differ or the lag is
+  over `max_lag_s`. Global-table mode has no fence: a full scan with the same rechecks.
 
 RDS: a cross-region read replica (`create_read_replica`), promoted at cutover, deleted as compensation while it
 is still a replica. SQS: `forward_queue` moves messages at cutover (and back, as compensation).
@@ -50,10 +76,9 @@ Conflicting keys are reported as `key_digest` (a sha256 prefix of the key), neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -63,6 +88,21 @@ from temporalio.exceptions import ApplicationError
 
 from activities import TAG_ROLE, ClientFactory
 from activities.ownership import not_owned, owned_by, ownership_tags, require_owned, tag_map
+from activities.streams import (
+    TS,
+    R,
+    V,
+    changed_images,
+    item_digest,
+    key_json,
+    later,
+    record_ms,
+    records,
+    shard_end,
+    shards,
+    short_digest,
+    version_label,
+)
 from shadowing.models import Frozen, Region
 
 
@@ -88,6 +128,8 @@ class ReplicationConflict(Frozen):
     table: str
     key: str
     winner: Literal["source", "target"] = "target"
+    winner_version: str = Field(default="", description='e.g. "v=3 ts=1700000000123 r=eu-west-1" or "absent"')
+    loser_version: str = Field(default="", description='the replayed write that lost, e.g. "unversioned ts=..."')
 
 
 class ReplicationInput(Frozen):
@@ -109,9 +151,23 @@ class ReplicationInput(Frozen):
     queues: tuple[str, ...] = ()
     visibility_timeout_s: int = Field(default=30, ge=0, le=43200, description="forward_queue: visibility timeout")
     rds_instance: str | None = Field(default=None, description="source RDS instance id or ARN (source_region)")
+    verify: Literal["changed", "full-scan"] = Field(
+        default="changed", description="check_sync: compare the keys changed since `verified`, or both tables whole"
+    )
+    verified: tuple[TableCheckpoint, ...] = Field(
+        default=(), description="check_sync: the source stream position of the last verified fence"
+    )
+    reverse_checkpoint: tuple[TableCheckpoint, ...] = Field(
+        default=(), description="target tables' stream positions: where target -> source replication resumes"
+    )
+    recheck_rounds: int = Field(
+        default=3, ge=0, le=10, description="check_sync: catch-up passes that may reconcile a differing key"
+    )
 
 
 class ReplicationStatus(Frozen):
+    """What a replication pass or check did. `checkpoint` is where the next catch-up resumes."""
+
     in_sync: bool
     items: int = 0
     detail: str = ""
@@ -122,6 +178,24 @@ class ReplicationStatus(Frozen):
     conflict_report: tuple[ReplicationConflict, ...] = Field(default=(), description="the first conflicts (capped)")
     lag_s: float = Field(default=0.0, description="age of the oldest record not yet applied; 0 when caught up")
     pending: int = Field(default=0, description="stream records not yet applied")
+    skipped_echoes: int = Field(default=0, description="replicate_both_ways: records the other pass wrote (`_r`)")
+    verified: tuple[TableCheckpoint, ...] = Field(
+        default=(), description="check_sync: the fence this check verified (set when in_sync, else the given one)"
+    )
+    reverse_checkpoint: tuple[TableCheckpoint, ...] = Field(
+        default=(), description="check_sync: target streams' ends at the fence, where target -> source starts"
+    )
+    mode: str = Field(default="", description='check_sync: "changed" or "full-scan"')
+    changed: int = Field(default=0, description="check_sync: keys changed between `verified` and the fence")
+    checked: int = Field(default=0, description="check_sync: keys compared")
+    check_s: float = Field(default=0.0, description="check_sync: seconds the check took")
+
+
+class TwoWayStatus(Frozen):
+    """`replicate_both_ways`: the source -> target pass and the target -> source pass, each with its checkpoint."""
+
+    forward: ReplicationStatus
+    back: ReplicationStatus
 
 
 class QueueForwardResult(Frozen):
@@ -145,7 +219,6 @@ class ReadReplicaResult(Frozen):
     status: str = ""
 
 
-V, TS, R = "_v", "_ts", "_r"
 #: `shadowing:role` of what the product creates as a copy: the only kind of resource a compensation deletes.
 ROLE_REPLICA = "replica"
 #: Set on an RDS replica before it is promoted: from then on no compensation deletes it.
@@ -174,11 +247,7 @@ def key_digest(key: dict[str, Any]) -> str:
 
     Enough to match a key an operator already knows (`key_digest({"pk": {"S": "a"}})`), without the key itself.
     """
-    return _digest(_key_json(key))
-
-
-def _digest(key_json: str) -> str:
-    return "sha256:" + hashlib.sha256(key_json.encode()).hexdigest()[:16]
+    return short_digest(key_json(key))
 
 
 class ReplicationActivities:
@@ -234,32 +303,89 @@ class ReplicationActivities:
 
     @activity.defn(name="check_sync")
     def check_sync(self, req: ReplicationInput) -> ReplicationStatus:
-        """Final sync check: a catch-up pass (when a checkpoint is given), then per-item digests and the lag.
+        """Final sync check: fence, catch-up, compare (what changed, or everything), recheck, lag.
 
-        `in_sync` = every table's items equal in both regions and `lag_s <= req.max_lag_s`; `detail` says what is
-        off, e.g. "table orders: 3 items differ; lag 12.0s > 5.0s".
+        The fence is the source streams' end when the check starts. After a catch-up pass from `req.checkpoint`,
+        `verify="changed"` compares the keys with a source record between `req.verified` and the fence (read from
+        the stream, fetched with BatchGetItem on both sides: the cost follows the changes, not the table);
+        `"full-scan"`, or `"changed"` without a verified fence for a table, scans both tables whole. A key whose
+        sides differ passes when the target holds the key's newest image at the fence (the source moved on after
+        it) and is otherwise rechecked after another catch-up pass, up to `req.recheck_rounds`. `in_sync` = no key
+        still differs and `lag_s <= req.max_lag_s`; `detail` says what is off, e.g. "table orders: 3 items differ;
+        lag 12.0s > 5.0s". In sync, `verified` is the fence: the next check compares only what changed after it.
+        `reverse_checkpoint` holds the target streams' ends at the fence (a stream is enabled on a target table
+        without one), where `replicate_both_ways` starts; pass the previous one back in `req.reverse_checkpoint`
+        (and `req.checkpoint`) so that finding the streams' ends reads only what was written since.
+
+        Global-table mode has no fence of its own (DynamoDB replicates): both tables are scanned whole, rechecked
+        the same way, and no stream position is returned.
         """
         if req.source_region == req.target_region or not req.tables:
             return ReplicationStatus(in_sync=True, detail="nothing to replicate")
+        started = time.monotonic()
         src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
         _require_tables(src, dst, req)
+        check = _SyncCheck(src, dst, self._clients("dynamodbstreams", req.source_region), req)
+        reverse = self._target_ends(req, check.present) if req.mode == "copy" else ()
         caught = self._catch_up(req) if req.checkpoint else ReplicationStatus(in_sync=True)
-        problems, total = [], 0
-        for table in req.tables:
-            a = _item_digests(src, table)
-            try:
-                b = _item_digests(dst, table)
-            except dst.exceptions.ResourceNotFoundException:
-                problems.append(f"table {table}: missing in {req.target_region}")
-                continue
-            total += len(a)
-            differ = sum(1 for k in a.keys() | b.keys() if a.get(k) != b.get(k))
-            if differ:
-                problems.append(f"table {table}: {differ} items differ")
+        differing = check.first_pass()
+        for _ in range(req.recheck_rounds):
+            if not any(differing.values()):
+                break
+            if caught.checkpoint:
+                caught = _merge(caught, self._catch_up(req.model_copy(update={"checkpoint": caught.checkpoint})))
+            differing = {table: check.compare(table, keys) for table, keys in differing.items()}
+            activity.heartbeat({"rechecking": sum(map(len, differing.values()))})
+        problems = check.problems + [f"table {t}: {len(keys)} items differ" for t, keys in differing.items() if keys]
         if caught.lag_s > req.max_lag_s:
             problems.append(f"lag {caught.lag_s:.1f}s > {req.max_lag_s:.1f}s ({caught.pending} records pending)")
-        detail = "; ".join(problems) or f"{total} items equal in both regions; lag {caught.lag_s:.1f}s"
-        return caught.model_copy(update={"in_sync": not problems, "items": total, "detail": detail})
+        equal = f"{check.checked} items equal in both regions; lag {caught.lag_s:.1f}s"
+        detail = "; ".join(problems + check.notes) if problems else "; ".join([equal, *check.notes])
+        return caught.model_copy(
+            update={
+                "in_sync": not problems, "items": check.checked, "detail": detail, "mode": check.mode,
+                "verified": check.fence if not problems else req.verified, "reverse_checkpoint": reverse,
+                "changed": check.changed, "checked": check.checked, "check_s": round(time.monotonic() - started, 3),
+            }
+        )  # fmt: skip
+
+    def _target_ends(self, req: ReplicationInput, tables: list[str]) -> tuple[TableCheckpoint, ...]:
+        """The target tables' stream ends now (streams enabled where off), from `req.reverse_checkpoint` onwards."""
+        dst, streams = self._clients("dynamodb", req.target_region), self._clients("dynamodbstreams", req.target_region)
+        known = {c.table: c for c in req.reverse_checkpoint}
+        return tuple(_stream_position(dst, streams, table, known.get(table)) for table in tables)
+
+    @activity.defn(name="replicate_both_ways")
+    def replicate_both_ways(self, req: ReplicationInput) -> TwoWayStatus:
+        """The two-way window (from the first weight change until the old fleet is retired): one catch-up pass
+        source -> target from `req.checkpoint`, then one target -> source from `req.reverse_checkpoint`.
+
+        Echoes are skipped: the forward pass passes over records stamped `_r` = target region (the backward pass
+        wrote them into the source), the backward pass those stamped `_r` = source region; unstamped records are
+        applied (the conflict rule makes an echo harmless; it costs calls). Both tables must be the entity's.
+        Replaying from the same checkpoints converges, so a retry is harmless.
+        """
+        if req.source_region == req.target_region or not req.tables:
+            idle = ReplicationStatus(in_sync=True, detail="nothing to replicate")
+            return TwoWayStatus(forward=idle, back=idle)
+        if not req.reverse_checkpoint:
+            raise _invalid(
+                "reverse_checkpoint: replicate_both_ways needs the target tables' stream position "
+                "(check_sync returns it as reverse_checkpoint)"
+            )
+        back_req = req.model_copy(
+            update={
+                "source_region": req.target_region, "target_region": req.source_region,
+                "checkpoint": req.reverse_checkpoint,
+            }
+        )  # fmt: skip
+        src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
+        _require_tables(src, dst, req)
+        _require_tables(dst, src, back_req)
+        forward = self._catch_up(req, skip_region=req.target_region)
+        activity.heartbeat({"forward": forward.applied})
+        back = self._catch_up(back_req, skip_region=req.source_region)
+        return TwoWayStatus(forward=forward, back=back)
 
     @activity.defn(name="drop_replicas")
     def drop_replicas(self, req: ReplicationInput) -> int:
@@ -323,19 +449,20 @@ class ReplicationActivities:
                 dst.tag_resource(ResourceArn=arn, Tags=_replica_tags(req.entity_id))
         return ReplicationStatus(in_sync=True, detail=f"global-table replicas ACTIVE in {req.target_region}")
 
-    def _catch_up(self, req: ReplicationInput) -> ReplicationStatus:
+    def _catch_up(self, req: ReplicationInput, skip_region: str | None = None) -> ReplicationStatus:
         src = self._clients("dynamodb", req.source_region)
         dst = self._clients("dynamodb", req.target_region)
         streams = self._clients("dynamodbstreams", req.source_region)
         given = {c.table: c for c in req.checkpoint}
         now_ms = self._now().timestamp() * 1000
-        applied, pending, oldest_ms = 0, 0, None
+        applied, pending, skipped, oldest_ms = 0, 0, 0, None
         conflicts: list[ReplicationConflict] = []
         checkpoints = []
         for table in req.tables:
-            pass_ = _TablePass(src, dst, streams, table, given.get(table), req.max_records)
+            pass_ = _TablePass(src, dst, streams, table, given.get(table), req.max_records, skip_region)
             pass_.run()
             applied += pass_.applied
+            skipped += pass_.skipped
             pending += pass_.pending
             if pass_.oldest_pending_ms is not None:
                 oldest_ms = min(oldest_ms or pass_.oldest_pending_ms, pass_.oldest_pending_ms)
@@ -352,6 +479,7 @@ class ReplicationActivities:
             checkpoint=tuple(checkpoints),
             lag_s=round(lag, 3),
             pending=pending,
+            skipped_echoes=skipped,
             detail=f"applied {applied}, {len(conflicts)} conflicts kept the target's item, {pending} pending",
         )
 
@@ -546,16 +674,22 @@ def _ensure_stream(src: Any, table: str) -> str:
     return str(desc["LatestStreamArn"])
 
 
-def _stream_position(src: Any, streams: Any, table: str) -> TableCheckpoint:
-    """The stream's current end: records after it are replayed by `catch_up` (taken before the scan)."""
+def _stream_position(src: Any, streams: Any, table: str, known: TableCheckpoint | None = None) -> TableCheckpoint:
+    """The stream's current end (enabled first when off): records after it are replayed by `catch_up` (taken
+    before the scan), or verified by the next `check_sync` (its fence). An open shard's end is found by reading
+    it, from `known` (an earlier position of the same stream) when given: that costs what was written since."""
     arn = _ensure_stream(src, table)
     _wait_stream_enabled(streams, arn)
-    positions = []
-    for shard in _shards(streams, arn):
-        ending = shard.get("SequenceNumberRange", {}).get("EndingSequenceNumber")
-        last = ending or _shard_tail(streams, arn, shard["ShardId"])
-        positions.append(ShardPosition(shard_id=shard["ShardId"], sequence_number=last))
-    return TableCheckpoint(table=table, stream_arn=arn, shards=tuple(positions))
+    start = _positions(known) if known is not None and known.stream_arn == arn else {}
+    ends = []
+    for shard in shards(streams, arn):
+        end = shard_end(streams, arn, shard, start.get(shard["ShardId"]))
+        ends.append(ShardPosition(shard_id=shard["ShardId"], sequence_number=end))
+    return TableCheckpoint(table=table, stream_arn=arn, shards=tuple(ends))
+
+
+def _positions(cp: TableCheckpoint) -> dict[str, str | None]:
+    return {p.shard_id: p.sequence_number for p in cp.shards}
 
 
 def _wait_stream_enabled(streams: Any, arn: str) -> None:
@@ -565,54 +699,6 @@ def _wait_stream_enabled(streams: Any, arn: str) -> None:
             raise ApplicationError(f"stream {arn} not ENABLED after 120s", type="StreamNotEnabled")
         activity.heartbeat("stream enabling")
         time.sleep(1)
-
-
-def _shards(streams: Any, arn: str) -> list[dict[str, Any]]:
-    """All shards, parents before children (a key's records must be replayed in order)."""
-    shards: list[dict[str, Any]] = []
-    kwargs: dict[str, Any] = {"StreamArn": arn}
-    while True:
-        desc = streams.describe_stream(**kwargs)["StreamDescription"]
-        shards += desc.get("Shards", [])
-        if not desc.get("LastEvaluatedShardId"):
-            break
-        kwargs["ExclusiveStartShardId"] = desc["LastEvaluatedShardId"]
-    ids, ordered, seen = {s["ShardId"] for s in shards}, [], set()
-
-    def visit(shard: dict[str, Any]) -> None:
-        if shard["ShardId"] in seen:
-            return
-        seen.add(shard["ShardId"])
-        parent = next((s for s in shards if s["ShardId"] == shard.get("ParentShardId")), None)
-        if parent is not None and parent["ShardId"] in ids:
-            visit(parent)
-        ordered.append(shard)
-
-    for shard in shards:
-        visit(shard)
-    return ordered
-
-
-def _records(streams: Any, arn: str, shard_id: str, after: str | None) -> Iterator[dict[str, Any]]:
-    kwargs = {"StreamArn": arn, "ShardId": shard_id}
-    if after:
-        kwargs |= {"ShardIteratorType": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": after}
-    else:
-        kwargs["ShardIteratorType"] = "TRIM_HORIZON"
-    iterator = streams.get_shard_iterator(**kwargs)["ShardIterator"]
-    while iterator:
-        page = streams.get_records(ShardIterator=iterator, Limit=1000)
-        if not page["Records"]:
-            return  # an open shard's end, for now
-        yield from page["Records"]
-        iterator = page.get("NextShardIterator")
-
-
-def _shard_tail(streams: Any, arn: str, shard_id: str) -> str | None:
-    last = None
-    for record in _records(streams, arn, shard_id, None):
-        last = record["dynamodb"]["SequenceNumber"]
-    return last
 
 
 def _ensure_table(src: Any, dst: Any, table: str, entity_id: str) -> bool:
@@ -652,22 +738,6 @@ def _write_batch(dst: Any, table: str, items: list[dict]) -> None:
         pending = dst.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
 
-def _key_json(key: dict[str, Any]) -> str:
-    return json.dumps(key, sort_keys=True)
-
-
-def _item_digests(client: Any, table: str) -> dict[str, str]:
-    """key -> digest of the item; `_ts` of unversioned items is replication metadata and left out."""
-    keys = [k["AttributeName"] for k in client.describe_table(TableName=table)["Table"]["KeySchema"]]
-    out = {}
-    for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
-        for item in page["Items"]:
-            body = item if V in item else {k: v for k, v in item.items() if k != TS}
-            digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-            out[_key_json({k: item[k] for k in keys})] = digest
-    return out
-
-
 def _version_condition(hash_key: str, image: dict[str, Any], at_ms: int, delete: bool) -> tuple[str, dict, dict]:
     """ConditionExpression under which `image` (or the delete of it) beats the stored item."""
     names = {"#pk": hash_key, "#v": V, "#ts": TS}
@@ -689,10 +759,11 @@ def _version_condition(hash_key: str, image: dict[str, Any], at_ms: int, delete:
     return cond, names, {":ts": ts}
 
 
-def _apply(dst: Any, table: str, hash_key: str, record: dict[str, Any]) -> str:
-    """One stream record into the target: 'applied', 'already' (the target holds exactly it) or 'conflict'."""
+def _apply(dst: Any, table: str, hash_key: str, record: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """One stream record into the target: 'applied', 'already' (the target holds exactly it) or 'conflict', with
+    the target's item that won a conflict (None otherwise), so that the conflict is logged with both versions."""
     d = record["dynamodb"]
-    at_ms = _record_ms(record)
+    at_ms = record_ms(record)
     failed = dst.exceptions.ConditionalCheckFailedException
     if record["eventName"] == "REMOVE":
         cond, names, values = _version_condition(hash_key, d.get("OldImage") or d["Keys"], at_ms, delete=True)
@@ -702,8 +773,8 @@ def _apply(dst: Any, table: str, hash_key: str, record: dict[str, Any]) -> str:
                 ExpressionAttributeValues=values, ReturnValues="ALL_OLD",
             )  # fmt: skip
         except failed:
-            return "conflict"
-        return "applied" if old.get("Attributes") else "already"
+            return "conflict", dst.get_item(TableName=table, Key=d["Keys"], ConsistentRead=True).get("Item")
+        return ("applied" if old.get("Attributes") else "already"), None
     item = dict(d["NewImage"])
     if V not in item:
         item.setdefault(TS, {"N": str(at_ms)})
@@ -713,30 +784,44 @@ def _apply(dst: Any, table: str, hash_key: str, record: dict[str, Any]) -> str:
             TableName=table, Item=item, ConditionExpression=cond, ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )  # fmt: skip
-        return "applied"
+        return "applied", None
     except failed:
         current = dst.get_item(TableName=table, Key=d["Keys"], ConsistentRead=True).get("Item")
         if current == item:
-            return "already"
+            return "already", None
         if current and V not in item and V not in current and current.get(TS) == item[TS]:
             # an unversioned tie: the later record of the stream wins (its own order is the truth)
             dst.put_item(TableName=table, Item=item)
-            return "applied"
-        return "conflict"
+            return "applied", None
+        return "conflict", current
 
 
-def _record_ms(record: dict[str, Any]) -> int:
-    at = record["dynamodb"].get("ApproximateCreationDateTime")
-    if isinstance(at, datetime):
-        return int(at.timestamp() * 1000)
-    return int(float(at) * 1000) if at is not None else 0
+def _loser_version(record: dict[str, Any]) -> str:
+    """The replayed write's version label: a delete names the version it deleted; an unversioned write its time."""
+    d = record["dynamodb"]
+    if record["eventName"] == "REMOVE":
+        return "delete of " + version_label(d.get("OldImage"))
+    image = d["NewImage"]
+    return version_label(image if V in image or TS in image else image | {TS: {"N": str(record_ms(record))}})
+
+
+def _written_in(record: dict[str, Any], region: str | None) -> bool:
+    """An echo: a put whose image a writer (or the other pass) stamped with `_r` = `region`. A REMOVE is never one:
+    its old image's `_r` names who wrote the item, not who deleted it, so every delete is replayed."""
+    if region is None or record["eventName"] == "REMOVE":
+        return False
+    return bool(record["dynamodb"].get("NewImage", {}).get(R) == {"S": region})
 
 
 class _TablePass:
-    """One catch-up pass over one table's stream, from its checkpoint, applying at most `budget` records."""
+    """One catch-up pass over one table's stream, from its checkpoint, applying at most `budget` records; records
+    written in `skip_region` (echoes of the opposite pass) are passed over."""
 
-    def __init__(self, src: Any, dst: Any, streams: Any, table: str, cp: TableCheckpoint | None, budget: int):
-        self.dst, self.streams, self.table, self.budget = dst, streams, table, budget
+    def __init__(
+        self, src: Any, dst: Any, streams: Any, table: str, cp: TableCheckpoint | None, budget: int,
+        skip_region: str | None = None,
+    ) -> None:  # fmt: skip
+        self.dst, self.streams, self.table, self.budget, self.skip_region = dst, streams, table, budget, skip_region
         self.arn = _ensure_stream(src, table)
         if cp is not None and cp.stream_arn != self.arn:
             raise ApplicationError(
@@ -750,37 +835,178 @@ class _TablePass:
             for k in src.describe_table(TableName=table)["Table"]["KeySchema"]
             if k["KeyType"] == "HASH"
         )
-        self.applied = self.pending = 0
+        self.applied = self.pending = self.skipped = 0
         self.oldest_pending_ms: int | None = None
         self.last_outcome: dict[str, str] = {}
+        self.versions: dict[str, tuple[str, str]] = {}  # key -> (winner, loser) of its latest conflict
 
     def run(self) -> None:
-        for shard in _shards(self.streams, self.arn):
+        for shard in shards(self.streams, self.arn):
             sid = shard["ShardId"]
-            for record in _records(self.streams, self.arn, sid, self.positions.get(sid)):
-                if self.budget <= 0:
+            for record in records(self.streams, self.arn, sid, self.positions.get(sid)):
+                if _written_in(record, self.skip_region):
+                    self.skipped += 1
+                elif self.budget <= 0:
                     self.pending += 1
-                    ms = _record_ms(record)
+                    ms = record_ms(record)
                     self.oldest_pending_ms = ms if self.oldest_pending_ms is None else min(self.oldest_pending_ms, ms)
                     continue
-                outcome = _apply(self.dst, self.table, self.hash_key, record)
-                self.budget -= 1
-                self.applied += outcome == "applied"
-                self.last_outcome[_key_json(record["dynamodb"]["Keys"])] = outcome
+                else:
+                    self._apply(record)
                 self.positions[sid] = record["dynamodb"]["SequenceNumber"]
             self.positions.setdefault(sid, None)
 
+    def _apply(self, record: dict[str, Any]) -> None:
+        outcome, winner = _apply(self.dst, self.table, self.hash_key, record)
+        self.budget -= 1
+        self.applied += outcome == "applied"
+        key = key_json(record["dynamodb"]["Keys"])
+        self.last_outcome[key] = outcome
+        if outcome == "conflict":
+            self.versions[key] = version_label(winner), _loser_version(record)
+
     def conflicts(self) -> list[ReplicationConflict]:
-        """The keys whose newest record lost, as digests: the report reaches the workflow's log."""
-        return [
-            ReplicationConflict(table=self.table, key=_digest(k))
-            for k, o in self.last_outcome.items()
-            if o == "conflict"
-        ]
+        """The keys whose newest record lost, as digests with both versions, each one logged: the report that
+        reaches the workflow is capped, the log is not."""
+        found = []
+        for key, outcome in self.last_outcome.items():
+            if outcome != "conflict":
+                continue
+            winner, loser = self.versions[key]
+            found.append(
+                ReplicationConflict(table=self.table, key=short_digest(key), winner_version=winner, loser_version=loser)
+            )
+            activity.logger.warning(
+                "replication conflict in table %s, key %s: the target kept %s over %s",
+                self.table, found[-1].key, winner, loser,
+            )  # fmt: skip
+        return found
 
     def checkpoint(self) -> TableCheckpoint:
         shards = tuple(ShardPosition(shard_id=s, sequence_number=n) for s, n in self.positions.items())
         return TableCheckpoint(table=self.table, stream_arn=self.arn, shards=shards)
+
+
+#: What a key found by a full scan has in place of its image at the fence: only equal sides pass.
+_UNKNOWN = "unknown"
+
+
+class _SyncCheck:
+    """One `check_sync`'s comparison: the fence (taken when it is made), what each table compares and what still
+    differs. A key to compare maps to the digest of its newest image at the fence (None: deleted by then)."""
+
+    def __init__(self, src: Any, dst: Any, streams: Any, req: ReplicationInput) -> None:
+        self.src, self.dst, self.streams, self.req = src, dst, streams, req
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+        self.changed = self.checked = 0
+        self.scanned = False
+        self.present = [t for t in req.tables if _describe_table(dst, t) is not None]
+        self.problems += [f"table {t}: missing in {req.target_region}" for t in req.tables if t not in self.present]
+        known, verified = {c.table: c for c in req.checkpoint}, {c.table: c for c in req.verified}
+        self.verified = verified
+        self.fence: tuple[TableCheckpoint, ...] = ()
+        if req.mode == "copy":
+            self.fence = tuple(
+                _stream_position(src, streams, t, _later_checkpoint(known.get(t), verified.get(t))) for t in req.tables
+            )
+
+    @property
+    def mode(self) -> str:
+        return "full-scan" if self.scanned or not self.present else "changed"
+
+    def first_pass(self) -> dict[str, dict[str, str | None]]:
+        """Per table the keys that differ now: of those changed since the verified fence, or of a full scan."""
+        fence = {c.table: c for c in self.fence}
+        out = {}
+        for table in self.present:
+            since = self.verified.get(table)
+            why = self._why_scan(since, fence.get(table))
+            if why is None and since is not None:
+                out[table] = self._changed(table, since, fence[table])
+                continue
+            if why:
+                self.notes.append(f"table {table}: full scan ({why})")
+            out[table] = self._scan(table)
+        return out
+
+    def _why_scan(self, since: TableCheckpoint | None, fence: TableCheckpoint | None) -> str | None:
+        """Why a table is scanned whole ("" when asked to), or None when its changes can be compared alone."""
+        if self.req.mode == "global-table" or self.req.verify == "full-scan" or fence is None:
+            return ""
+        if since is None:
+            return "no verified fence yet"
+        return "its stream changed since the verified fence" if since.stream_arn != fence.stream_arn else None
+
+    def _changed(self, table: str, since: TableCheckpoint, fence: TableCheckpoint) -> dict[str, str | None]:
+        images = changed_images(self.streams, fence.stream_arn, _positions(since), _positions(fence))
+        self.changed += len(images)
+        self.checked += len(images)
+        return self.compare(table, {key: item_digest(image) for key, image in images.items()})
+
+    def _scan(self, table: str) -> dict[str, str | None]:
+        self.scanned = True
+        a, b = _item_digests(self.src, table), _item_digests(self.dst, table)
+        self.checked += len(a.keys() | b.keys())
+        return {key: _UNKNOWN for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
+
+    def compare(self, table: str, keys: dict[str, str | None]) -> dict[str, str | None]:
+        """The keys whose sides differ, read now (target first): a target equal to the source now, or holding the
+        key's image at the fence while the source moved on after it, passes."""
+        if not keys:
+            return {}
+        wanted = [json.loads(key) for key in keys]
+        target, source = _batch_items(self.dst, table, wanted), _batch_items(self.src, table, wanted)
+        still = {}
+        for key, at_fence in keys.items():
+            digest = item_digest(target.get(key))
+            if digest not in (item_digest(source.get(key)), at_fence):
+                still[key] = at_fence
+        return still
+
+
+def _later_checkpoint(a: TableCheckpoint | None, b: TableCheckpoint | None) -> TableCheckpoint | None:
+    """Per shard the later of two positions of one stream (`a` alone when they are of different streams)."""
+    if a is None or b is None or a.stream_arn != b.stream_arn:
+        return a or b
+    pa, pb = _positions(a), _positions(b)
+    merged = tuple(ShardPosition(shard_id=s, sequence_number=later(pa.get(s), pb.get(s))) for s in pa.keys() | pb)
+    return a.model_copy(update={"shards": merged})
+
+
+def _batch_items(ddb: Any, table: str, keys: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """key_json -> item for the keys present, read strongly consistent with BatchGetItem (100 keys a call)."""
+    names, out = list(keys[0]), {}
+    for i in range(0, len(keys), 100):
+        request: dict[str, Any] = {table: {"Keys": keys[i : i + 100], "ConsistentRead": True}}
+        while request:
+            page = ddb.batch_get_item(RequestItems=request)
+            for item in page["Responses"].get(table, []):
+                out[key_json({k: item[k] for k in names})] = item
+            request = page.get("UnprocessedKeys") or {}
+    return out
+
+
+def _item_digests(ddb: Any, table: str) -> dict[str, str | None]:
+    """key_json -> `item_digest` of every item: the full scan."""
+    names = [k["AttributeName"] for k in ddb.describe_table(TableName=table)["Table"]["KeySchema"]]
+    out = {}
+    for page in ddb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for item in page["Items"]:
+            out[key_json({k: item[k] for k in names})] = item_digest(item)
+    return out
+
+
+def _merge(first: ReplicationStatus, then: ReplicationStatus) -> ReplicationStatus:
+    """Two catch-up passes as one: the counts add up; position, lag and pending are the later pass's."""
+    return then.model_copy(
+        update={
+            "applied": first.applied + then.applied, "items": first.items + then.items,
+            "conflicts": first.conflicts + then.conflicts,
+            "conflict_report": (first.conflict_report + then.conflict_report)[:CONFLICT_REPORT_CAP],
+            "skipped_echoes": first.skipped_echoes + then.skipped_echoes,
+        }
+    )  # fmt: skip
 
 
 def _replica_status(src: Any, table: str, region: str) -> str | None:

@@ -82,9 +82,9 @@ class FakeCloud:
     def names(self) -> list[str]:
         return [c[0] for c in self.calls]
 
-    def _record(self, name: str, key: str) -> None:
+    def _record(self, name: str, key: str, gate_name: str | None = None) -> None:
         self.calls.append((name, key))
-        gate = self.gates.get(name)
+        gate = self.gates.get(gate_name or name)
         if gate is not None:
             gate.wait(GATE_S)
         if name in self.fail:
@@ -204,7 +204,9 @@ class FakeCloud:
 
     @activity.defn(name="check_sync")
     def check_sync(self, req: ReplicationInput) -> ReplicationStatus:
-        self._record("check_sync", f"{req.target_region} {req.verify}")
+        # the gate "check_sync" holds the final check; the copy's verification while preparing is "check_sync:full"
+        final = req.verify == "changed"
+        self._record("check_sync", f"{req.target_region} {req.verify}", None if final else "check_sync:full")
         ok = not self.out_of_sync
         back = req.model_copy(update={"source_region": req.target_region, "target_region": req.source_region})
         return ReplicationStatus(

@@ -2,7 +2,8 @@
 
 `actions_in` reads the code: the AWS actions the worker calls. Per source file, every `clients("<service>", ...)`
 literal names a service the file uses; every method called on an object (and every `get_paginator("<op>")` /
-`get_waiter("<name>")`) that is an operation of one of those services is an action. Attributing by file keeps an
+`get_waiter("<name>")`) that is an operation of one of those services is an action (a helper module that only
+receives clients declares their services as `AWS_SERVICES = ("<service>", ...)`). Attributing by file keeps an
 operation name shared by two services (`add_tags_to_resource`) to the service the file really talks to. `IMPLIED`
 adds the actions AWS authorizes behind a call without the code naming them (tags given to a create).
 
@@ -74,7 +75,8 @@ OWNED = frozenset({
     "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:ModifyListener",
     "rds:DeleteDBInstance", "rds:PromoteReadReplica",
     "dynamodb:DeleteTable", "dynamodb:UpdateTable", "dynamodb:CreateTableReplica", "dynamodb:DeleteTableReplica",
-    "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem",
+    "dynamodb:Scan", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
     "sqs:DeleteQueue", "sqs:GetQueueAttributes", "sqs:ReceiveMessage", "sqs:SendMessageBatch",
     "sqs:DeleteMessageBatch",
 })  # fmt: skip
@@ -250,6 +252,14 @@ _GUARDS = {
 def _scan(tree: ast.AST) -> tuple[set[str], set[str], set[str]]:
     services, methods, waiters = set(), set(), set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "AWS_SERVICES" for t in node.targets
+        ):
+            if isinstance(node.value, ast.Tuple):
+                services |= {
+                    e.value for e in node.value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)
+                }
+            continue
         if not isinstance(node, ast.Call):
             continue
         func = node.func

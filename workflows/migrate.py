@@ -115,6 +115,7 @@ class ShadowMigrationWorkflow:
         self._data = DataSummary()
         self._two_way: asyncio.Task[None] | None = None  # converge: the both-ways replication loop
         self._two_way_stop = False
+        self._switched = False  # the first weight change is made: the new fleet may take writes
         self._two_way_error: BaseException | None = None
         self._fence: str | None = None  # fenced: None (writes open at the source), "held", "target" (moved)
         self._rds_written = False  # a promoted RDS replica takes writes: a rollback would lose them
@@ -447,7 +448,9 @@ class ShadowMigrationWorkflow:
         changed since the last verified point equal on both sides (or the whole tables, `full-scan`), the lag within
         the bound. Raises DataSyncFailed when the bound cannot be met."""
         policy = req.spec.policy
-        check = self._replication(req).model_copy(update={"verify": policy.sync_verify, "verified": self._verified})
+        check = self._replication(req).model_copy(
+            update={"verify": policy.sync_verify, "verified": self._verified, "reverse_checkpoint": self._reverse}
+        )
         sync = await workflow.execute_activity_method(
             ReplicationActivities.check_sync, check, schedule_to_close_timeout=timeout,
             heartbeat_timeout=self._heartbeat, retry_policy=RETRY,
@@ -524,6 +527,7 @@ class ShadowMigrationWorkflow:
         """From the first weight change: passes in both directions every `two_way_interval_s` until
         stopped. An error is kept for the main flow to raise (at the watch's end), which rolls back."""
         interval = req.spec.policy.two_way_interval_s
+        await workflow.wait_condition(lambda: self._switched or self._two_way_stop)
         while not self._two_way_stop:
             try:
                 await self._two_way_pass(req)
@@ -639,6 +643,7 @@ class ShadowMigrationWorkflow:
                 ttl_s=policy.record_ttl_s,
             )  # fmt: skip
             await self._long(RoutingActivities.set_weights, ask, 300)
+            self._switched = True
             if listener is not None:
                 before_lb, group = listener
                 lb = ListenerWeightsInput(

@@ -138,7 +138,9 @@ def test_check_sync_reports_lag_over_the_bound(aws: AwsClients) -> None:
         put(aws, US, f"late{i}", v=i)
     later = datetime.now(UTC) + timedelta(seconds=12)
     act = ReplicationActivities(aws, now=lambda: later)
-    status = ActivityEnvironment().run(act.check_sync, repl(checkpoint=first.checkpoint, max_records=1))
+    status = ActivityEnvironment().run(
+        act.check_sync, repl(checkpoint=first.checkpoint, max_records=1, recheck_rounds=0)
+    )
     assert not status.in_sync and status.pending == 3 and 11 < status.lag_s < 14
     assert "lag 1" in status.detail and "> 5.0s" in status.detail
     assert "table orders: 3 items differ" in status.detail
@@ -154,7 +156,132 @@ def test_check_sync_digest_mismatch_names_table_and_count(aws: AwsClients) -> No
     put(aws, EU, "k0", v=999)
     put(aws, EU, "stray", v=1)
     status = env.run(act.check_sync, repl(checkpoint=first.checkpoint))
-    assert not status.in_sync and status.detail == "table orders: 2 items differ"
+    assert not status.in_sync and status.detail.startswith("table orders: 2 items differ; ")
+    assert status.mode == "full-scan" and "full scan (no verified fence yet)" in status.detail
+    assert status.verified == () and status.checked == 6
+
+
+def _verified(aws: AwsClients, items_: int = 5) -> tuple[ReplicationActivities, ActivityEnvironment, Any]:
+    """A source table copied, caught up and verified by a full scan: the starting point of a changed-mode check."""
+    make_table(aws, US, "orders", items_)
+    act, env = ReplicationActivities(aws), ActivityEnvironment()
+    first = env.run(act.replicate_tables, repl())
+    status = env.run(act.check_sync, repl(checkpoint=first.checkpoint, verify="full-scan"))
+    assert status.in_sync and status.mode == "full-scan" and status.verified and status.reverse_checkpoint
+    return act, env, status
+
+
+def _next(status: Any, **kw: Any) -> ReplicationInput:
+    """The input that carries on from `status`: its checkpoints and verified fence."""
+    carried = {"checkpoint": status.checkpoint, "verified": status.verified}
+    return repl(**(carried | {"reverse_checkpoint": status.reverse_checkpoint} | kw))
+
+
+def test_writes_on_both_sides_converge_and_echoes_are_skipped(aws: AwsClients) -> None:
+    """During the two-way window each side's writes reach the other; what a pass wrote is not replayed back."""
+    act, env, status = _verified(aws)
+    put(aws, US, "k1", _v=2, _ts=2000, _r=US, who="us")
+    put(aws, US, "new-us", _v=1, _ts=2000, _r=US)
+    put(aws, EU, "k2", _v=2, _ts=2000, _r=EU, who="eu")
+    put(aws, EU, "new-eu", _v=1, _ts=2000, _r=EU)
+    aws("dynamodb", EU).delete_item(TableName="orders", Key={"pk": {"S": "k3"}})
+    both = env.run(act.replicate_both_ways, _next(status))
+    assert (both.forward.applied, both.forward.skipped_echoes) == (2, 0)
+    assert (both.back.applied, both.back.skipped_echoes) == (3, 2), "the forward pass's two writes are echoes"
+    assert items(aws, US, "orders") == items(aws, EU, "orders") and "k3" not in items(aws, US, "orders")
+    again = env.run(
+        act.replicate_both_ways,
+        _next(status, checkpoint=both.forward.checkpoint, reverse_checkpoint=both.back.checkpoint),
+    )
+    assert (again.forward.applied, again.forward.skipped_echoes) == (0, 2), "the back pass's puts, not replayed"
+    assert again.back.applied == 0 and again.forward.conflicts == again.back.conflicts == 0
+    retry = env.run(act.replicate_both_ways, _next(status))
+    assert retry.forward.applied == retry.back.applied == 0, "a retry from the same checkpoints changes nothing"
+    assert items(aws, US, "orders") == items(aws, EU, "orders")
+
+
+def test_the_same_key_written_on_both_sides_resolves_by_version_and_is_reported(
+    aws: AwsClients, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A higher _v wins; equal (_v, _ts) fall to _r; the losing write is counted and logged with both versions."""
+    act, env, status = _verified(aws)
+    put(aws, US, "k1", _v=3, _ts=1000, _r=US, who="us")  # higher version: us wins
+    put(aws, EU, "k1", _v=2, _ts=5000, _r=EU, who="eu")
+    put(aws, US, "k2", _v=2, _ts=1000, _r=US, who="us")  # exact (_v, _ts) tie: "us-east-1" > "eu-west-1"
+    put(aws, EU, "k2", _v=2, _ts=1000, _r=EU, who="eu")
+    with caplog.at_level("WARNING"):
+        both = env.run(act.replicate_both_ways, _next(status))
+    assert both.forward.conflicts == 0 and both.back.conflicts == 2
+    assert {(c.key, c.winner_version, c.loser_version) for c in both.back.conflict_report} == {
+        (key_digest({"pk": {"S": "k1"}}), f"v=3 ts=1000 r={US}", f"v=2 ts=5000 r={EU}"),
+        (key_digest({"pk": {"S": "k2"}}), f"v=2 ts=1000 r={US}", f"v=2 ts=1000 r={EU}"),
+    }
+    logged = [r.getMessage() for r in caplog.records if "replication conflict" in r.getMessage()]
+    assert len(logged) == 2 and all(f"r={US}" in m and f"r={EU}" in m and "sha256:" in m for m in logged)
+    us, eu = items(aws, US, "orders"), items(aws, EU, "orders")
+    assert us == eu and us["k1"]["who"] == us["k2"]["who"] == {"S": "us"}
+
+
+def test_changed_mode_verifies_what_changed_and_full_scan_verifies_everything(aws: AwsClients) -> None:
+    """A corrupted target item changed since the verified fence fails the changed-mode check; an untouched
+    corrupted item is outside what that mode reads, and only the full scan finds it."""
+    act, env, status = _verified(aws)
+    put(aws, US, "k2", v=200)
+    put(aws, US, "k4", v=400)
+    caught = env.run(act.catch_up, _next(status))
+    put(aws, EU, "k1", v=-1)  # untouched in the source since the fence
+    put(aws, EU, "k2", v=-2)  # changed in the source since the fence
+    changed = env.run(act.check_sync, _next(status, checkpoint=caught.checkpoint))
+    assert not changed.in_sync and changed.mode == "changed" and (changed.changed, changed.checked) == (2, 2)
+    assert changed.detail == "table orders: 1 items differ" and changed.verified == status.verified
+    full = env.run(act.check_sync, _next(status, checkpoint=caught.checkpoint, verify="full-scan"))
+    assert not full.in_sync and full.mode == "full-scan" and full.checked == 5
+    assert full.detail == "table orders: 2 items differ"
+
+
+class _WriteBeforeSourceRead:
+    """A client factory that lets the application write to the source just before the check reads it."""
+
+    def __init__(self, aws: AwsClients, write: Any) -> None:
+        self._aws, self._write, self.written = aws, write, False
+
+    def __call__(self, service: str, region: str) -> Any:
+        client, outer = self._aws(service, region), self
+        if (service, region) != ("dynamodb", US):
+            return client
+
+        class Proxy:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(client, name)
+
+            def batch_get_item(self, **kw: Any) -> Any:
+                if not outer.written:
+                    outer.written = True
+                    outer._write()
+                return client.batch_get_item(**kw)
+
+        return Proxy()
+
+
+def test_a_write_after_the_fence_does_not_fail_the_check(aws: AwsClients) -> None:
+    """The target holding a key's image at the fence passes while the source moved on; the next check covers it."""
+    _, env, status = _verified(aws)
+    put(aws, US, "k2", v=200)
+    clients = _WriteBeforeSourceRead(aws, lambda: put(aws, US, "k2", v=201))
+    act = ReplicationActivities(clients)
+    checked = env.run(act.check_sync, _next(status, recheck_rounds=0))
+    assert clients.written and checked.in_sync and checked.changed == 1, checked.detail
+    assert items(aws, EU, "orders")["k2"]["v"] == {"N": "200"} and checked.verified != status.verified
+    after = env.run(act.check_sync, _next(checked, recheck_rounds=0))
+    assert after.in_sync and after.changed == 1 and items(aws, EU, "orders")["k2"]["v"] == {"N": "201"}
+
+
+def test_two_way_replication_without_a_reverse_checkpoint_is_invalid(aws: AwsClients) -> None:
+    """Without the target streams' position there is no start for target -> source: non-retryable, named."""
+    make_table(aws, US, "orders", 1)
+    with pytest.raises(ApplicationError, match="reverse_checkpoint") as err:
+        ActivityEnvironment().run(ReplicationActivities(aws).replicate_both_ways, repl())
+    assert err.value.non_retryable and err.value.type == "InvalidRequest"
 
 
 def test_missing_source_table_is_invalid_and_creates_nothing(aws: AwsClients) -> None:

@@ -56,7 +56,10 @@ async def test_converge_rollback_stops_the_loop_and_replays_the_new_sides_writes
         await run_input(time_env, cloud, migration(await time_env.get_current_time()))
     names = cloud.names()
     restored = names.index("restore_weights")
-    assert "replicate_both_ways" not in names[restored + 1 :], "the loop stops before the data goes home"
+    # both fleets may take writes until the restored records' TTL ran out: the loop goes on meanwhile, then stops
+    # before the last passes bring the data home
+    home = names.index("catch_up", restored)
+    assert "replicate_both_ways" not in names[home:], "the loop stops before the data goes home"
     replays = [key for name, key in cloud.calls[restored:] if name == "catch_up"]
     assert replays == ["us-east-1->eu-west-1", "eu-west-1->us-east-1"]
     assert cloud.weights == {OLD: 100} and cloud.live == {}
@@ -96,8 +99,8 @@ async def test_an_app_without_the_fence_contract_fails_before_anything_is_provis
     cloud = FakeCloud(fence_unavailable=True)
     with pytest.raises(WorkflowFailureError) as err:
         await run_input(time_env, cloud, fenced(migration(await time_env.get_current_time())))
-    assert isinstance(err.value.cause, ApplicationError) and err.value.cause.type == "FenceUnavailable"
-    assert "/admin/writes" in err.value.cause.message
+    assert isinstance(err.value.cause, ApplicationError)
+    assert "write fence: i-old-0 at http://127.0.0.1:1/admin/writes" in err.value.cause.message
     assert "provision_fleet" not in cloud.names() and cloud.weights == {OLD: 100}
 
 

@@ -24,7 +24,7 @@ OLD = "shop:initial"
 
 def steps(cloud: FakeCloud) -> list[str]:
     """The calls without the periodic catch-up passes and probes, which depend on timing."""
-    return [n for n in cloud.names() if n not in {"catch_up", "probe_fleet"}]
+    return [n for n in cloud.names() if n not in {"catch_up", "probe_fleet", "replicate_both_ways"}]
 
 
 async def run(env: WorkflowEnvironment, cloud: FakeCloud, mode: str = "auto", record: str | None = None):
@@ -54,8 +54,8 @@ async def test_success_runs_steps_in_order_and_retires_old_fleet(time_env: Workf
     assert result.outcome == "migrated"
     assert result.fleet is not None and result.fleet.role == "active" and result.fleet.size == 3
     assert steps(cloud) == [
-        "provision_fleet", "warm_fleet", "replicate_tables", "check_sync", "routing_state", "set_weights",
-        "mark_fleet_role", "remove_fleet_record", "terminate_fleet",
+        "provision_fleet", "warm_fleet", "replicate_tables", "check_sync", "check_sync", "routing_state",
+        "set_weights", "mark_fleet_role", "remove_fleet_record", "terminate_fleet",
     ]  # fmt: skip
     assert ("terminate_fleet", OLD) in cloud.calls
     assert set(cloud.live) == {result.fleet.fleet_id}
@@ -205,8 +205,9 @@ async def test_every_option_runs_in_order(time_env: WorkflowEnvironment) -> None
     req = migration(now)
     listener = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/1/2"
     policy = req.spec.policy.model_copy(
-        update={"cutover_strategy": "canary", "warm_up": False, "spot": True, "spot_max_price_ratio": 0.5}
-    )
+        update={"cutover_strategy": "canary", "warm_up": False, "spot": True, "spot_max_price_ratio": 0.5,
+                "consistency": "fenced"}  # an entity with RDS must be
+    )  # fmt: skip
     spec = req.spec.model_copy(
         update={"policy": policy, "listener_arn": listener, "rds_instance": "shop-db", "sqs_queues": ("jobs",)}
     )
@@ -215,10 +216,10 @@ async def test_every_option_runs_in_order(time_env: WorkflowEnvironment) -> None
     assert result.outcome == "migrated" and result.fleet is not None
     new = result.fleet.fleet_id
     assert steps(cloud) == [
-        "provision_fleet", "register_fleet_targets", "check_fleet_health", "replicate_tables",
-        "create_read_replica", "check_sync", "promote_read_replica", "routing_state", "listener_state",
-        "set_weights", "set_listener_weights", "set_weights", "set_listener_weights",
-        "forward_queue", "mark_fleet_role", "remove_fleet_record", "terminate_fleet",
+        "check_write_fence", "provision_fleet", "register_fleet_targets", "check_fleet_health", "replicate_tables",
+        "check_sync", "create_read_replica", "check_sync", "set_write_fence", "check_sync", "promote_read_replica",
+        "set_write_fence", "routing_state", "listener_state", "set_weights", "set_listener_weights", "set_weights",
+        "set_listener_weights", "forward_queue", "mark_fleet_role", "remove_fleet_record", "terminate_fleet",
     ]  # fmt: skip
     [asked] = cloud.provision_inputs
     assert asked.market == "spot" and asked.spot_deadline_s == policy.spot_deadline_s
@@ -231,19 +232,20 @@ async def test_every_option_runs_in_order(time_env: WorkflowEnvironment) -> None
 
 
 async def test_rollback_after_the_switch_restores_everything(time_env: WorkflowEnvironment) -> None:
-    """A degraded new fleet: traffic, listener, queues and data go back; shadows and replicas go away."""
+    """A degraded new fleet: traffic, listener, queues and data go back; shadows and replicas go away. (With RDS
+    the rollback is refused once the promoted replica took writes: tests/workflows/test_live_writes.py.)"""
     cloud = FakeCloud(unhealthy_after_cutover=True)
     now = await time_env.get_current_time()
     req = migration(now)
     listener = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/1/2"
-    spec = req.spec.model_copy(update={"listener_arn": listener, "rds_instance": "shop-db", "sqs_queues": ("jobs",)})
+    spec = req.spec.model_copy(update={"listener_arn": listener, "sqs_queues": ("jobs",)})
     cloud.listener = {"arn:tg/old": 1}
     with pytest.raises(WorkflowFailureError):
         await run_input(time_env, cloud, req.model_copy(update={"spec": spec}))
     after = cloud.names()[cloud.names().index("mark_fleet_role") + 1 :]
-    assert [n for n in after if n != "probe_fleet"] == [
-        "forward_queue", "set_listener_weights", "restore_weights", "catch_up", "catch_up", "delete_read_replica",
-        "drop_replicas", "deregister_fleet_targets", "terminate_fleet",
+    assert [n for n in after if n not in ("probe_fleet", "replicate_both_ways")] == [
+        "forward_queue", "set_listener_weights", "restore_weights", "catch_up", "catch_up", "drop_replicas",
+        "deregister_fleet_targets", "terminate_fleet",
     ]  # fmt: skip
     queues = [key for name, key in cloud.calls if name == "forward_queue"]
     assert queues == ["us-east-1->eu-west-1", "eu-west-1->us-east-1"]

@@ -37,8 +37,11 @@ async def test_a_serving_entity_refuses_spec_changes_that_move_dns_or_data(time_
         for field, value in [("dns_name", "billing.example.internal"), ("hosted_zone_id", "Z2OTHER"),
                              ("listener_arn", listener), ("dynamodb_tables", ("orders",)),
                              ("rds_instance", "other-db"), ("sqs_queues", ("jobs",))]:  # fmt: skip
+            # an RDS entity must be fenced (a spec rule of its own): the refusal here is the one for serving fleets
+            fenced = {"policy": spec.policy.model_copy(update={"consistency": "fenced"})}
+            fenced = fenced if field == "rds_instance" else {}
             await rejected(handle, f"spec.{field}: cannot change while a fleet serves", "update_spec",
-                           spec.model_copy(update={field: value}))  # fmt: skip
+                           spec.model_copy(update={field: value, **fenced}))  # fmt: skip
         same = await handle.execute_update("update_spec", spec.model_copy(update={"policy": spec.policy}))
         assert same is not None, "a change of policy alone is accepted"
         history = await handle.fetch_history()
