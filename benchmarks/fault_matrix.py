@@ -9,7 +9,13 @@ TARGET while one fault hits one step:
   server error, a timeout, a reply lost after AWS did the work, no capacity in one AZ or in all, spot requests that
   never fill;
 - the worker process SIGKILLed while the step's activity runs (a new worker takes over);
-- the Temporal dev server restarted while the step's activity runs.
+- the Temporal dev server restarted while the step's activity runs;
+- in the two-way window (both regions take writes, replicated both ways), a conflict burst: the same keys written
+  in both regions at once.
+In the two-way cases a writer plays the app: versioned writes to the old region's table until the old fleet is
+retired, and to both regions' tables from the first weight change; afterwards each acknowledged write must be in
+the serving region's table (or beaten by a greater version) and every region must hold, for each key, the
+greatest version written.
 After every case the audit asks AWS (describe calls, never the workflow): instances of the entity other than the
 serving fleet, instances launched twice, open spot requests, launch templates outside the serving region, weighted
 records other than the serving fleet's at 100, replica tables left after a rollback, items that differ between
@@ -20,16 +26,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +50,7 @@ from temporalio.service import RPCError
 
 from activities import TAG_ENTITY, TAG_FLEET, ClientFactory
 from benchmarks.cutover import old_fleet, seed_table, table_items, table_items_in
+from devstack.dataplane.loadgen import Sample, Version, lost_writes
 from shadowctl.demo import hosted_zone
 from shadowing import search
 from shadowing.endpoints import Endpoints
@@ -77,10 +86,15 @@ STEPS = {
     "cutover": Step("set_weights", "route53:ChangeResourceRecordSets"),
     "watch": Step("probe_fleet", None),
     "retire": Step("terminate_fleet", "ec2:TerminateInstances"),
+    "two-way": Step("replicate_both_ways", "dynamodb:PutItem"),
 }
 AWS_FAULTS = ("throttle", "error", "timeout", "lost-reply")
 PROCESS_FAULTS = ("worker-sigkill", "server-restart")
 PROVISION_FAULTS = ("capacity-one-az", "capacity-all-azs", "spot-unfulfilled")
+#: Not run on the two-way step: a timeout fails the pass's call and retries it like `error` does, and a lost reply
+#: to a replayed put retries the pass from the same checkpoints, which changes nothing
+#: (tests/activities/test_replication.py).
+TWO_WAY_SKIPPED = ("timeout", "lost-reply")
 #: Cases whose right outcome is the rollback (with these words in the error); every other case must migrate.
 EXPECT_ROLLBACK = {("provision", "capacity-all-azs"): "insufficient capacity"}
 
@@ -112,10 +126,14 @@ class Case:
             return [FaultRule(operation="ec2:RunInstances", fault="capacity", times=times, **scope)]  # type: ignore[arg-type]
         if self.fault == "spot-unfulfilled":
             return [FaultRule(operation="ec2:RunInstances", fault="spot-unfulfilled", times=0, **scope)]  # type: ignore[arg-type]
+        if self.fault == "conflict-burst":  # the app's writes are the disturbance
+            return []
         # a crash or a restart: the step's first AWS call hangs a little, so that it is caught in the act
         return [FaultRule(fault="latency", delay_s=2.0, **scope)]  # type: ignore[arg-type]
 
     def applies(self) -> bool:
+        if self.step == "two-way":
+            return self.fault not in TWO_WAY_SKIPPED
         return not (self.fault in AWS_FAULTS and STEPS[self.step].write is None)
 
 
@@ -132,13 +150,19 @@ class Row:
     data_equal: bool = False
     healthy: bool = False
     detail: str = ""
+    lost: int = 0  # acknowledged writes the serving region's table does not hold (nor a greater version)
+    conflicts: int = 0  # concurrent writes the conflict rule decided, as the workflow reported them
+    misresolved: int = 0  # (key, region) pairs holding another version than the greatest written
 
     @property
     def passed(self) -> bool:
         expected = "rolled-back" if (self.step, self.fault) in EXPECT_ROLLBACK else "migrated"
         words = EXPECT_ROLLBACK.get((self.step, self.fault), "")
+        # every key of the burst that both regions took is a conflict the rule decided (at least once)
+        decided = self.fault != "conflict-burst" or self.conflicts >= self.fired
         return (self.outcome == expected and words in self.detail.lower() and self.fired > 0 and not self.leaks
-                and self.duplicates == 0 and self.data_equal and self.healthy)  # fmt: skip
+                and self.duplicates == 0 and self.data_equal and self.healthy and self.lost == 0
+                and self.misresolved == 0 and decided)  # fmt: skip
 
 
 def cases(steps: Iterable[str] = STEPS, faults: Iterable[str] = ()) -> list[Case]:
@@ -146,6 +170,8 @@ def cases(steps: Iterable[str] = STEPS, faults: Iterable[str] = ()) -> list[Case
     out = [Case(s, f) for s in steps for f in (*AWS_FAULTS, *PROCESS_FAULTS)]
     if "provision" in steps:
         out += [Case("provision", f) for f in PROVISION_FAULTS]
+    if "two-way" in steps:
+        out.append(Case("two-way", "conflict-burst"))
     return [c for c in out if c.applies() and (not faults or c.fault in faults)]
 
 
@@ -167,9 +193,11 @@ class Env:
 
 
 def policy(case: Case) -> EntityPolicy:
-    return EntityPolicy(
-        # the watch cases watch longer: the disruption must see the "watching" phase even on a loaded machine
-        warm_up=True, warm_p99_ms=150, record_ttl_s=1, watch_s=15 if case.step == "watch" else 1.5,
+    # The watch and two-way cases watch longer: the disruption must see the "watching" phase (the two-way passes)
+    # even on a loaded machine, and the app's writes need a window in which both regions take them.
+    long_watch = case.step in ("watch", "two-way")
+    chosen = EntityPolicy(
+        warm_up=True, warm_p99_ms=150, record_ttl_s=1, watch_s=15 if long_watch else 1.5,
         catch_up_interval_s=1, warmup_timeout_s=90,
         max_replication_lag_s=30,
         spot=case.fault == "spot-unfulfilled", spot_deadline_s=3, step_timeout_s=15, heartbeat_timeout_s=10,
@@ -177,6 +205,8 @@ def policy(case: Case) -> EntityPolicy:
         # stand-ins' p99 swings past 1.5x the baseline's and a sound migration would roll back
         degradation=DegradationPolicy(latency_factor=4.0, latency_floor_ms=500),
     )  # fmt: skip
+    # a pass a second: several passes (and the disruption of one) fit in the watch
+    return chosen.model_copy(update={"two_way_interval_s": 1.0}) if case.step == "two-way" else chosen
 
 
 async def prepare(env: Env, case: Case) -> tuple[MigrationInput, FleetRef]:
@@ -264,26 +294,192 @@ async def retry_rpc(call: Callable[[], Awaitable[Any]], timeout_s: float = 90.0)
 
 async def run_case(env: Env, case: Case, row: Row, disturbed: Callable[[Case], int] | None = None) -> Row:
     started = time.monotonic()
+    table = f"{case.entity}-orders"
+    writer = AppWriter(env.aws, table, burst=case.fault == "conflict-burst") if case.step == "two-way" else None
     try:
         req, old = await prepare(env, case)
-        row.outcome, row.detail, result = await migrate(env, case, req)
+        if writer is None:
+            row.outcome, row.detail, result = await migrate(env, case, req)
+        else:
+            async with writing(env, case, writer):
+                row.outcome, row.detail, result = await migrate(env, case, req)
+            if not writer.wrote_both():
+                raise RuntimeError("the app's writes never reached both regions: the two-way window went unseen")
         serving = result.fleet if result is not None and result.fleet is not None else old
         await asyncio.sleep(1.5)  # let the data-plane agent see the final instance states
-        audit = await asyncio.to_thread(audit_aws, env, case, serving, row.outcome == "migrated")
+        written = len(writer.keys()) if writer is not None else 0
+        audit = await asyncio.to_thread(audit_aws, env, case, serving, row.outcome == "migrated", written)
         row.leaks, row.duplicates, row.data_equal, row.healthy = audit
+        if writer is not None:
+            regions = (SOURCE, TARGET) if row.outcome == "migrated" else (serving.region,)
+            tables = {r: await asyncio.to_thread(table_items_in, env.aws, table, r) for r in regions}
+            row.lost = len(lost_writes(writer.samples, tables[serving.region]))
+            row.misresolved = len(misresolved(writer.samples, tables))
+            row.conflicts = result.data.conflicts if result is not None and result.data is not None else 0
     except Exception as exc:  # a harness failure is a failed case, not a crashed matrix
         row.outcome, row.detail = "error", f"{type(exc).__name__}: {exc}"
-    if disturbed is not None:
-        row.fired = disturbed(case)
+    row.fired = (disturbed(case) if disturbed is not None else 0) + (writer.burst_keys if writer is not None else 0)
     row.seconds = round(time.monotonic() - started, 1)
     return row
+
+
+# ---- the app's writes in the two-way window ----------------------------------------------------------------
+
+#: The migration phases (its ShadowingPhase search attribute) in which the old fleet's app writes its region's
+#: table, and those in which the new fleet's app writes the new region's too: from the first weight change until
+#: the old fleet is retired, both regions take writes.
+SOURCE_WRITES = ("ready", "sync-check", "cutover", "watching")
+BOTH_WRITE = ("cutover", "watching")
+WRITE_KEYS, WRITES_PER_S, BURST_KEYS = 6, 4.0, 9
+
+
+class AppWriter:
+    """The app's writes to the entity's table, a few a second from a thread, in whichever regions take writes in
+    the migration's current `phase` (kept current by `writing`). Each write is the stored item's successor, as
+    the stand-in app writes it (devstack/dataplane/standin.py): `_v` + 1, `_ts` past the clock and the stored one,
+    `_r` the region, on condition that the item did not change meanwhile. `burst`: once in the two-way window, the
+    same keys are also written in both regions at once (`burst_keys` counts those both regions acknowledged).
+    Every acknowledged write is a loadgen `Sample`, judged afterwards with `lost_writes` and `misresolved`."""
+
+    def __init__(self, aws: ClientFactory, table: str, burst: bool) -> None:
+        self.table, self.phase = table, ""
+        self.samples: list[Sample] = []
+        self.burst_keys = 0
+        self._burst = burst
+        self._ddb = {region: aws("dynamodb", region) for region in (SOURCE, TARGET)}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"writer-{table}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def keys(self) -> set[str]:
+        return {s.key for s in self.samples if s.ok}
+
+    def wrote_both(self) -> bool:
+        """Whether both regions acknowledged writes: else the case never saw the two-way window."""
+        return {s.address for s in self.samples if s.ok} == {SOURCE, TARGET}
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(1 / WRITES_PER_S):
+            phase = self.phase
+            regions = (SOURCE, TARGET) if phase in BOTH_WRITE else (SOURCE,) if phase in SOURCE_WRITES else ()
+            try:
+                if self._burst and phase in BOTH_WRITE:
+                    self._burst = False
+                    self.burst_keys = self._conflict_burst(phase)
+                if regions:
+                    self._write_next(regions[n % len(regions)], f"w-{n % WRITE_KEYS}", phase)
+            except Exception as exc:  # DynamoDB unreachable: the app's write failed, the writer goes on
+                self.samples.append(Sample(phase=phase, latency_ms=0.0, ok=False, address="", error=str(exc),
+                                           kind="write"))  # fmt: skip
+            n += bool(regions)
+
+    def _write_next(self, region: str, key: str, phase: str) -> None:
+        ddb = self._ddb[region]
+        stored = ddb.get_item(TableName=self.table, Key={"pk": {"S": key}}, ConsistentRead=True).get("Item")
+        if stored is None:
+            version: Version = (1, _now_ms(), region)
+            self._put(region, key, version, phase, {})
+        else:
+            v, ts, _ = _version(stored)
+            version = (v + 1, max(_now_ms(), ts + 1), region)
+            self._put(region, key, version, phase, {":v": stored["_v"]})
+
+    def _conflict_burst(self, phase: str) -> int:
+        """Each key created in both regions within milliseconds, with the same `_v`: one region's `_ts` later
+        (each side in turn), or both `_ts` equal, so that `_r` decides. Returns the keys both regions took."""
+        both = 0
+        for i in range(BURST_KEYS):
+            now, key = _now_ms(), f"b-{i}"
+            later = {0: TARGET, 1: SOURCE, 2: None}[i % 3]
+            acked = [self._put(r, key, (1, now + 5 * (r == later), r), phase, {}) for r in (SOURCE, TARGET)]
+            both += all(acked)
+        return both
+
+    def _put(self, region: str, key: str, version: Version, phase: str, expected: dict[str, Any]) -> bool:
+        """One conditional put (the item is absent, or still at `expected[":v"]`), recorded as a write sample."""
+        v, ts, r = version
+        item = {"pk": {"S": key}, "_v": {"N": str(v)}, "_ts": {"N": str(ts)}, "_r": {"S": r}, "by": {"S": phase}}
+        condition = "attribute_not_exists(pk)" + (" OR #v = :v" if expected else "")
+        names = {"#v": "_v"} if expected else {}
+        sent = time.monotonic()
+        try:
+            self._ddb[region].put_item(
+                TableName=self.table, Item=item, ConditionExpression=condition,
+                **({"ExpressionAttributeNames": names, "ExpressionAttributeValues": expected} if expected else {}),
+            )  # fmt: skip
+            ok, error = True, ""
+        except ClientError as exc:  # another write got in between (a replication pass): not acknowledged
+            ok, error = False, exc.response["Error"]["Code"]
+        latency = (time.monotonic() - sent) * 1000
+        self.samples.append(
+            Sample(phase=phase, latency_ms=latency, ok=ok, address=region, error=error, kind="write", key=key,
+                   sent_at=sent, version=version)
+        )  # fmt: skip
+        return ok
+
+
+@contextlib.asynccontextmanager
+async def writing(env: Env, case: Case, writer: AppWriter) -> AsyncIterator[None]:
+    """Runs `writer` while the body runs, its phase read from the server every 0.2 s (describe, not a query: no
+    worker needed, so a killed worker does not stop the app's writes). While the server restarts the last phase
+    seen holds: the migration cannot move on meanwhile."""
+    handle = env.client.get_workflow_handle(case.workflow_id)
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        while not done.is_set():
+            try:
+                desc = await handle.describe()
+                writer.phase = desc.typed_search_attributes.get(search.PHASE) or ""
+            except Exception:  # not started yet, or the server restarting
+                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.2)
+
+    follower = asyncio.ensure_future(follow())
+    writer.start()
+    try:
+        yield
+    finally:
+        done.set()
+        await follower
+        await asyncio.to_thread(writer.stop)
+
+
+def misresolved(samples: list[Sample], tables: dict[str, dict[str, Any]]) -> list[str]:
+    """'key (region)' for each written key a region's table (key -> item) holds at another (_v, _ts, _r) than the
+    greatest acknowledged write of it: the conflict rule must leave every region with the same winner."""
+    best: dict[str, Version] = {}
+    for s in samples:
+        if s.kind == "write" and s.ok and s.version is not None:
+            best[s.key] = max(best.get(s.key, s.version), s.version)
+    return sorted(f"{key} ({region})" for region, items in tables.items() for key, version in best.items()
+                  if key not in items or _version(items[key]) != version)  # fmt: skip
+
+
+def _version(item: dict[str, Any]) -> Version:
+    return int(item["_v"]["N"]), int(item["_ts"]["N"]), item["_r"]["S"]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 # ---- the audit: AWS's own state ----------------------------------------------------------------------------
 
 
-def audit_aws(env: Env, case: Case, serving: FleetRef, migrated: bool) -> tuple[list[str], int, bool, bool]:
-    """(leaked resources, duplicate instances, data equal, serving fleet healthy), from describe calls only."""
+def audit_aws(
+    env: Env, case: Case, serving: FleetRef, migrated: bool, written: int = 0
+) -> tuple[list[str], int, bool, bool]:
+    """(leaked resources, duplicate instances, data equal, serving fleet healthy), from describe calls only; the
+    table holds the seeded items and the `written` keys the app wrote during the case."""
     leaks: list[str] = []
     expected = set(serving.instance_ids)
     for region in (SOURCE, TARGET):
@@ -316,9 +512,9 @@ def audit_aws(env: Env, case: Case, serving: FleetRef, migrated: bool) -> tuple[
             raise
         source, target = table_items_in(env.aws, f"{case.entity}-orders", SOURCE), {}
     if migrated:
-        data_equal = source == target and len(source) == ITEMS
+        data_equal = source == target and len(source) == ITEMS + written
     else:
-        data_equal = len(source) == ITEMS
+        data_equal = len(source) == ITEMS + written
         if target:
             leaks.append(f"replica table {case.entity}-orders ({TARGET}) after the rollback")
     return leaks, duplicates, data_equal, _healthy(env.endpoints, serving)
@@ -430,17 +626,19 @@ async def run_disrupted(env: Env, group: list[Case], disrupt: Callable[[], Await
 
 def report(rows: list[Row]) -> str:
     lines = [f"{'step':<11} {'fault':<17} {'outcome':<12} {'fired':>5} {'secs':>6} {'leaks':>5} {'dup':>4} "
-             f"{'data':>5} {'healthy':>7}  result"]  # fmt: skip
+             f"{'data':>5} {'healthy':>7} {'lost':>4} {'confl':>5}  result"]  # fmt: skip
     for r in rows:
+        wrong = f"{r.misresolved} key(s) not at the greatest version; " if r.misresolved else ""
         lines.append(
             f"{r.step:<11} {r.fault:<17} {r.outcome:<12} {r.fired:>5} {r.seconds:>6.1f} {len(r.leaks):>5} "
-            f"{r.duplicates:>4} {'equal' if r.data_equal else 'DIFF':>5} {'yes' if r.healthy else 'NO':>7}  "
-            f"{'pass' if r.passed else 'FAIL ' + '; '.join(r.leaks)[:60] + ' ' + r.detail[:120]}"
+            f"{r.duplicates:>4} {'equal' if r.data_equal else 'DIFF':>5} {'yes' if r.healthy else 'NO':>7} "
+            f"{r.lost:>4} {r.conflicts:>5}  "
+            f"{'pass' if r.passed else 'FAIL ' + wrong + '; '.join(r.leaks)[:60] + ' ' + r.detail[:120]}"
         )
     leaks, dups = sum(len(r.leaks) for r in rows), sum(r.duplicates for r in rows)
     passed = sum(r.passed for r in rows)
     lines.append(f"cases {len(rows)}, passed {passed}, failed {len(rows) - passed}, leaked resources {leaks}, "
-                 f"duplicate instances {dups}")  # fmt: skip
+                 f"duplicate instances {dups}, lost writes {sum(r.lost for r in rows)}")  # fmt: skip
     return "\n".join(lines)
 
 
