@@ -128,7 +128,7 @@ class ApplicationActivities:
         """Instance id -> its /admin/writes URL, and what keeps the others from having one."""
         check_addresses(fleet, self._loopback)
         ids = list(fleet.instance_ids)
-        seen = self._fleet._instances(fleet, ids) if ids else {}
+        seen = self._fleet.fleet_instances(fleet, ids) if ids else {}
         urls, problems = {}, {}
         for iid in ids:
             inst = seen.get(iid)

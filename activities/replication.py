@@ -624,12 +624,35 @@ def _require_tables(src: Any, dst: Any, req: ReplicationInput) -> None:
             raise _invalid(
                 f"dynamodb_tables: the stream of {table!r} in {source} is {view}; replication needs its images"
             )
+        _require_key_schema(desc, f"table {table!r} in {source}")
         if target in {r.get("RegionName") for r in desc.get("Replicas", [])}:
             continue  # the target holds a replica of this very (global) table: the entity's, as its source is
         existing = _describe_table(dst, table)
         if existing is not None and not owned_by(_table_tags(dst, existing["TableArn"]), req.entity_id):
             why = "it exists already; the product never writes into it"
             raise not_owned("dynamodb_tables", f"table {table!r} in {target}", req.entity_id, why)
+        if existing is not None and _key_schema(existing) != _key_schema(desc):
+            raise _invalid(
+                f"dynamodb_tables: table {table!r} in {target} has the key {_key_schema(existing)}, the source "
+                f"{_key_schema(desc)}; items cannot be replicated between them"
+            )
+
+
+def _key_schema(desc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(name, HASH|RANGE, S|N|B) of a table's key attributes."""
+    types = {a["AttributeName"]: a["AttributeType"] for a in desc.get("AttributeDefinitions", [])}
+    return [(k["AttributeName"], k["KeyType"], types.get(k["AttributeName"], "?")) for k in desc["KeySchema"]]
+
+
+def _require_key_schema(desc: dict[str, Any], what: str) -> None:
+    """Keys are compared and reported as canonical JSON, and conditions name the hash key: string and number keys
+    only (a binary key would fail halfway through a pass, after traffic may have moved)."""
+    binary = [name for name, _, kind in _key_schema(desc) if kind not in ("S", "N")]
+    if binary:
+        raise _invalid(
+            f"dynamodb_tables: {what} has the binary key attribute {binary[0]!r}; the replicator handles string "
+            "and number keys only"
+        )
 
 
 def _describe_table(ddb: Any, table: str) -> dict[str, Any] | None:

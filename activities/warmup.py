@@ -168,7 +168,7 @@ class WarmupActivities:
 
     def _booted(self, req: WarmupInput, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         assert self._endpoints is not None
-        seen = self._instances(req.fleet, ids)
+        seen = self.fleet_instances(req.fleet, ids)
         urls, problems = {}, {}
         for iid in ids:
             inst = seen.get(iid)
@@ -226,7 +226,7 @@ class WarmupActivities:
                 )
             time.sleep(self._poll_s)
 
-    def _instances(self, fleet: FleetRef, ids: list[str]) -> dict[str, dict[str, Any]]:
+    def fleet_instances(self, fleet: FleetRef, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Instance id -> EC2's description, for those of `ids` that carry the fleet's tags."""
         owner = self._owner(fleet)
         filters = [{"Name": "instance-id", "Values": ids}, *owner.filters()]
@@ -238,7 +238,7 @@ class WarmupActivities:
         listed = list(req.fleet.instance_ids)
         if not listed:
             return HealthReport(healthy=False, healthy_count=0, total=0, detail="fleet has no instances")
-        ids = sorted(self._instances(req.fleet, listed))  # an instance without the fleet's tags is never healthy
+        ids = sorted(self.fleet_instances(req.fleet, listed))  # an instance without the fleet's tags is never healthy
         ec2 = self._clients("ec2", req.fleet.region)
         found = ec2.describe_instance_status(InstanceIds=ids, IncludeAllInstances=True) if ids else {}
         statuses = found.get("InstanceStatuses", [])

@@ -295,6 +295,29 @@ def test_missing_source_table_is_invalid_and_creates_nothing(aws: AwsClients) ->
     assert aws("dynamodb", EU).list_tables()["TableNames"] == []
 
 
+def test_a_key_the_replicator_cannot_handle_is_refused_before_anything_changes(aws: AwsClients) -> None:
+    """A binary key, or a same-named target table with another key, is an InvalidRequest naming the table, raised
+    before a stream is enabled or an item copied (before any traffic could move)."""
+    aws("dynamodb", US).create_table(
+        TableName="blobs", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "B"}], BillingMode="PAY_PER_REQUEST",
+        Tags=ownership_tags("shop"),
+    )  # fmt: skip
+    with pytest.raises(ApplicationError, match="'blobs' in us-east-1 has the binary key attribute 'id'") as err:
+        ActivityEnvironment().run(ReplicationActivities(aws).replicate_tables, repl(("blobs",)))
+    assert err.value.non_retryable and err.value.type == "InvalidRequest"
+    assert "StreamSpecification" not in aws("dynamodb", US).describe_table(TableName="blobs")["Table"]
+    make_table(aws, US, "orders", 2)
+    aws("dynamodb", EU).create_table(
+        TableName="orders", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "N"}], BillingMode="PAY_PER_REQUEST",
+        Tags=ownership_tags("shop"),
+    )  # fmt: skip
+    with pytest.raises(ApplicationError, match=r"table 'orders' in eu-west-1 has the key .*'id'.* the source"):
+        ActivityEnvironment().run(ReplicationActivities(aws).replicate_tables, repl())
+    assert items(aws, EU, "orders") == {}
+
+
 # ---- ownership: DynamoDB ------------------------------------------------------------------------------
 
 FOREIGN = {
