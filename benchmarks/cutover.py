@@ -73,10 +73,11 @@ class Run:
     data: DataSummary
     items_source: int
     items_target: int
-    data_equal: bool
+    data_equal: bool  # the serving region holds every item of the other at the same or a newer version
     new_addresses: frozenset[str] = frozenset()  # the new fleet's addresses
     after_addresses: frozenset[str] = frozenset()  # where the requests of the "after" phase went
     cause: str = ""  # why it rolled back (the migration's own reason)
+    items_equal_exact: bool = False  # both regions' tables identical (only once writes stop: see `holds_everything`)
 
 
 async def migrate_under_load(
@@ -140,14 +141,37 @@ async def migrate_under_load(
         await asyncio.to_thread(ActivityEnvironment().run, Ec2Activities(clients).terminate_fleet, result.fleet)
     if outcome == "rolled_back":
         await _abandon(None, clients, old)
-    serving = target_items if outcome == "migrated" else source_items
+    serving, other = (target_items, source_items) if outcome == "migrated" else (source_items, target_items)
     return Run(
         figures=summarise(samples), outcome=outcome, cause=cause, items_source=len(source_items),
-        items_target=len(target_items), data_equal=source_items == target_items,
+        items_target=len(target_items), data_equal=holds_everything(serving, other),
+        items_equal_exact=source_items == target_items,
         writes=write_figures(samples, serving, data), data=data,
         new_addresses=frozenset(result.fleet.addresses if result is not None and result.fleet else ()),
         after_addresses=frozenset(s.address for s in samples if s.phase == "after"),
     )  # fmt: skip
+
+
+def holds_everything(serving: dict[str, Any], other: dict[str, Any]) -> bool:
+    """`data_equal`: every item of the other region's table is in the serving region's at the same or a newer
+    version ((_v, _ts, _r); an unversioned item must be identical). The other region's copy stops being updated
+    when the old fleet is retired while the writes go on, so exact equality of the two tables holds only once
+    writes stop; what must hold under writes that never stop is that nothing the old region has is missing or
+    newer there."""
+
+    def version(item: dict[str, Any]) -> tuple[int, int, str]:
+        return int(item["_v"]["N"]), int(item.get("_ts", {}).get("N", 0)), item.get("_r", {}).get("S", "")
+
+    for key, item in other.items():
+        mine = serving.get(key)
+        if mine is None:
+            return False
+        if "_v" in item and "_v" in mine:
+            if version(mine) < version(item):
+                return False
+        elif mine != item:
+            return False
+    return True
 
 
 def write_figures(samples: list[Sample], serving: dict[str, Any], data: DataSummary) -> dict[str, Any]:
@@ -334,7 +358,8 @@ async def _main(args: argparse.Namespace) -> int:
         print(line)
     out: dict[str, Any] = {
         name: {**{k: run.figures[k] for k in ("sent", "failed", "p50_ms", "p99_ms")}, "outcome": run.outcome,
-               "cause": run.cause, "data_equal": run.data_equal, "writes": run.writes,
+               "cause": run.cause, "data_equal": run.data_equal, "items_equal_exact": run.items_equal_exact,
+               "writes": run.writes,
                "data": run.data.model_dump(mode="json")}
         for name, run in runs.items()
     }  # fmt: skip

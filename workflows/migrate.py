@@ -91,6 +91,10 @@ STEP = {"start_to_close_timeout": timedelta(minutes=2), "retry_policy": RETRY}
 IMAGE_TIMEOUT_S = 1800.0
 WATCH_PROBES = 3
 UNHEALTHY_PROBES_TO_ROLL_BACK = 2
+#: `fenced`: before the hold, sync checks run until one saw at most FENCE_BACKLOG changed keys (PRE_FENCE_CHECKS at
+#: most): the hold then drains what a small backlog took, not what the final check's own duration let pile up.
+FENCE_BACKLOG = 20
+PRE_FENCE_CHECKS = 3
 #: Most wake-ups (catch-up, re-forecast) while shadows wait for the go: about 16 history events each (the settle
 #: timer included), so a wait stays under Temporal's 10,240-event history warning.
 MAX_WAIT_STEPS = 500
@@ -385,12 +389,12 @@ class ShadowMigrationWorkflow:
         if not slot.contains(workflow.now()):
             raise ApplicationError(TimeSliceNotActive.MESSAGE, type="TimeSliceNotActive", non_retryable=True)
         await self._report(req, "sync-check", f"lag bound {policy.max_replication_lag_s:g}s", shadows)
-        await self._sync_check(req, self._step * 15)
+        sync = await self._sync_check(req, self._step * 15)
         repl = self._replication(req)
         if self._checkpoint:  # rollback: first the source's last writes, then the new side's writes replayed back
             saga.add("replay writes back", lambda: self._bring_writes_home(req))
         if self._fenced(req):
-            await self._move_writes(req, saga)
+            await self._move_writes(req, saga, sync)
         elif spec.rds_instance and repl.source_region != repl.target_region:  # no old fleet writes to the old DB
             await self._long(ReplicationActivities.promote_read_replica, repl, 3600)
         baseline = await self._signals(req, req.source) if req.source is not None else None
@@ -443,10 +447,11 @@ class ShadowMigrationWorkflow:
             and bool(self._reverse)
         )
 
-    async def _sync_check(self, req: MigrationInput, timeout: timedelta) -> ReplicationStatus:
+    async def _sync_check(self, req: MigrationInput, timeout: timedelta, final: bool = True) -> ReplicationStatus:
         """The final sync check: every source change up to a stream-position fence applied in the target, the keys
         changed since the last verified point equal on both sides (or the whole tables, `full-scan`), the lag within
-        the bound. Raises DataSyncFailed when the bound cannot be met."""
+        the bound. Raises DataSyncFailed when the bound cannot be met. `final`: its figures are the summary's (the
+        fence's own checks only add what they applied)."""
         policy = req.spec.policy
         check = self._replication(req).model_copy(
             update={"verify": policy.sync_verify, "verified": self._verified, "reverse_checkpoint": self._reverse}
@@ -456,11 +461,11 @@ class ShadowMigrationWorkflow:
             heartbeat_timeout=self._heartbeat, retry_policy=RETRY,
             summary=self._summary(ReplicationActivities.check_sync, check),
         )  # fmt: skip
+        figures = {"sync_mode": sync.mode, "sync_check_s": sync.check_s, "changed": sync.changed} if final else {}
         self._data = self._data.model_copy(
             update={
-                "consistency": policy.consistency, "sync_mode": sync.mode, "sync_check_s": sync.check_s,
-                "changed": sync.changed, "forward_applied": self._data.forward_applied + sync.applied,
-                "conflicts": self._data.conflicts + sync.conflicts,
+                "consistency": policy.consistency, "forward_applied": self._data.forward_applied + sync.applied,
+                "conflicts": self._data.conflicts + sync.conflicts, **figures,
             }
         )  # fmt: skip
         if not sync.in_sync:
@@ -472,11 +477,18 @@ class ShadowMigrationWorkflow:
         self._reverse = sync.reverse_checkpoint or self._reverse
         return sync
 
-    async def _move_writes(self, req: MigrationInput, saga: Saga) -> None:
+    async def _move_writes(self, req: MigrationInput, saga: Saga, last: ReplicationStatus) -> None:
         """`fenced`: hold the old fleet's writes, drain replication (checked), promote the RDS replica, then point
-        the old fleet's writes at the new region, all within `fence_deadline_s`; else release and roll back."""
+        the old fleet's writes at the new region, all within `fence_deadline_s`; else release and roll back.
+
+        Writes go on while the final check runs, so first more checks, each verifying only what changed since the
+        previous one, until the backlog is small: the hold then lasts as long as a small backlog takes."""
         assert req.source is not None
         policy, old, target = req.spec.policy, req.source, req.time_slice.region
+        for _ in range(PRE_FENCE_CHECKS):
+            if not req.spec.dynamodb_tables or last.changed <= FENCE_BACKLOG:
+                break
+            last = await self._sync_check(req, self._step * 15, final=False)
         deadline_s = policy.fence_deadline_s
         saga.add("release the write fence", lambda: self._release_fence(req))
         held_at = workflow.now()
@@ -494,7 +506,7 @@ class ShadowMigrationWorkflow:
             return timedelta(seconds=remaining)
 
         if req.spec.dynamodb_tables:
-            await self._sync_check(req, left())
+            await self._sync_check(req, left(), final=False)
         repl = self._replication(req)
         if req.spec.rds_instance:
             await workflow.execute_activity_method(
