@@ -239,14 +239,20 @@ async def until_phase(handle: Any, phases: tuple[str, ...], timeout_s: float = 3
     raise TimeoutError(f"migration did not reach {phases} within {timeout_s:.0f}s")
 
 
-def seed_table(clients: ClientFactory, table: str, items: int, entity_id: str) -> None:
-    """The entity's table in SOURCE, handed to the product (its ownership tags), with `items` items."""
+def create_table(clients: ClientFactory, table: str, entity_id: str) -> Any:
+    """An empty table keyed by the string `pk` in SOURCE, handed to the entity (its ownership tags); its client."""
     ddb = clients("dynamodb", SOURCE)
     ddb.create_table(
         TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
         Tags=ownership_tags(entity_id),
     )  # fmt: skip
+    return ddb
+
+
+def seed_table(clients: ClientFactory, table: str, items: int, entity_id: str) -> None:
+    """The entity's table in SOURCE, handed to the product (its ownership tags), with `items` items."""
+    ddb = create_table(clients, table, entity_id)
     for i in range(items):
         ddb.put_item(TableName=table, Item={"pk": {"S": f"o-{i:05d}"}, "n": {"N": str(i)}})
 

@@ -24,8 +24,8 @@ from typing import Any
 from temporalio.testing import ActivityEnvironment
 
 from activities import ClientFactory
-from activities.ownership import ownership_tags
 from activities.replication import ReplicationActivities, ReplicationInput, ReplicationStatus
+from benchmarks.cutover import create_table
 
 SOURCE, TARGET = "us-east-1", "eu-west-1"
 #: Items per BatchWriteItem call (DynamoDB's limit).
@@ -81,12 +81,7 @@ def _carry(req: ReplicationInput, status: ReplicationStatus, **update: Any) -> R
 
 def _seed(clients: ClientFactory, entity: str, table: str, size: int) -> None:
     """A table of `size` versioned items, handed to `entity`, written in parallel batches."""
-    ddb = clients("dynamodb", SOURCE)
-    ddb.create_table(
-        TableName=table, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
-        Tags=ownership_tags(entity),
-    )  # fmt: skip
+    ddb = create_table(clients, table, entity)
     now_ms = int(time.time() * 1000)
     chunks = [range(i, min(i + BATCH, size)) for i in range(0, size, BATCH)]
 

@@ -3,24 +3,8 @@ changed-mode check compares exactly the keys written since the verified fence.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from moto import mock_aws
-
 from benchmarks.sync_check import measure
-from shadowing.settings import Settings
 from workers.aws import AwsClients
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsClients]:
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(var, "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        yield AwsClients(Settings(aws_endpoint_url=None, aws_profile=None))
 
 
 def test_both_sizes_end_in_sync_having_checked_the_changed_keys(aws: AwsClients) -> None:
