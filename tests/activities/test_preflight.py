@@ -24,6 +24,8 @@ NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
 def _spec(zone: str, **fields: object) -> EntitySpec:
     base = {"entity_id": "shop", "home_region": REGION, "instance_types": ("m5.large",),
             "dns_name": "shop.example.internal", "hosted_zone_id": zone}  # fmt: skip
+    if "rds_instance" in fields:  # an entity with a database moves its writes behind the fence
+        base["policy"] = {"consistency": "fenced"}
     return EntitySpec.model_validate({**base, **fields})
 
 
