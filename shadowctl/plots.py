@@ -368,6 +368,8 @@ STEP_OF: dict[str, str] = {
     "provision_fleet": "provision", "register_fleet_targets": "provision",
     "warm_fleet": "warm", "check_fleet_health": "warm",
     "replicate_tables": "replicate", "create_read_replica": "replicate", "catch_up": "replicate",
+    "replicate_both_ways": "replicate",
+    "check_write_fence": "sync check", "set_write_fence": "cutover",
     "refine_forecast": "re-forecast",
     "check_sync": "sync check",
     "promote_read_replica": "cutover", "routing_state": "cutover", "set_weights": "cutover",

@@ -296,9 +296,14 @@ def test_a_rolled_back_migration_groups_its_compensations(phases: bool) -> None:
     tl = plots.migration_timeline(_history("shadow_migration_rolled_back.json", body))
     assert bool(tl.phases) == phases
     assert tl.steps == ("provision", "warm", "replicate", "sync check", "cutover", "watch", "compensate")
-    assert [b.activity for b in tl.bars if b.step == "compensate"] == [
+    # the two-way passes go on until the restored records' TTL ran out, then the data goes home
+    undo = [b.activity for b in tl.bars if b.step == "compensate"]
+    assert [a for a in undo if a != "replicate_both_ways"] == [
         "restore_weights", "catch_up", "catch_up", "drop_replicas", "terminate_fleet"]  # fmt: skip
-    assert [b.activity for b in tl.bars if b.step == "replicate"] == ["replicate_tables"] + ["catch_up"] * 9
+    assert undo.index("replicate_both_ways") < undo.index("catch_up")
+    replicate = [b.activity for b in tl.bars if b.step == "replicate"]
+    assert replicate[:10] == ["replicate_tables"] + ["catch_up"] * 9
+    assert set(replicate[10:]) == {"replicate_both_ways"}, "both ways from the first weight change"
     assert tl.outcome.startswith("failed: Migration failed: new fleet degraded")
 
 
@@ -310,12 +315,13 @@ def test_the_late_path_shows_the_old_fleets_scale_up() -> None:
 
 
 def _failed_and_retried() -> dict:
-    """The sync-failed history with check_sync failing (instead of reporting drift) and replicate_tables succeeding
-    on its third attempt, as Temporal records both."""
+    """The sync-failed history with the final check_sync failing (instead of reporting drift) and replicate_tables
+    succeeding on its third attempt, as Temporal records both. (The first check_sync verifies the copy.)"""
     body = copy.deepcopy(json.loads((HISTORIES / "shadow_migration_sync_failed.json").read_text()))
     events = body["events"]
     names = {e["eventId"]: e["activityTaskScheduledEventAttributes"]["activityType"]["name"]
              for e in events if "activityTaskScheduledEventAttributes" in e}  # fmt: skip
+    final_check = max((i for i, name in names.items() if name == "check_sync"), key=int)  # ids are JSON strings
     for e in events:
         if "activityTaskStartedEventAttributes" in e:
             attrs = e["activityTaskStartedEventAttributes"]
@@ -324,7 +330,7 @@ def _failed_and_retried() -> dict:
                 attrs["lastFailure"] = {"message": "throttled", "applicationFailureInfo": {"type": "Throttling"}}
         if "activityTaskCompletedEventAttributes" in e:
             attrs = e["activityTaskCompletedEventAttributes"]
-            if names[attrs["scheduledEventId"]] == "check_sync":
+            if attrs["scheduledEventId"] == final_check:
                 e["eventType"] = "EVENT_TYPE_ACTIVITY_TASK_FAILED"
                 e["activityTaskFailedEventAttributes"] = {
                     "failure": {"message": "Data synchronization failed: stream expired",
@@ -357,7 +363,7 @@ def test_failed_and_retried_activities_are_coloured_by_outcome(tmp_path: Path) -
     assert len({failed_bar.get_facecolor(), retried_bar.get_facecolor(), ok_bar.get_facecolor()}) == 3
     assert len(_by_gid(fig, f"retry-wait:{retried_i}")) == (retried.started > retried.scheduled)  # type: ignore[operator]
     ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
-    assert ticks == ["provision (1)", "warm (1)", "replicate (10)", "sync check (1)", "compensate (2)", "timers"]
+    assert ticks == ["provision (1)", "warm (1)", "replicate (10)", "sync check (2)", "compensate (2)", "timers"]
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert {"completed", "retried", "failed", "slice start"} <= set(legend)
     _assert_png(plots.migration_png(history, tmp_path / "m.png"))
@@ -368,7 +374,8 @@ def test_migration_png_draws_one_bar_per_activity_execution(tmp_path: Path) -> N
     tl = plots.migration_timeline(history)
     fig = plots.draw_migration(tl)
     bars = [a for a in fig.findobj() if str(a.get_gid()).startswith("bar:")]
-    assert len(bars) == len(tl.bars) == 24
+    scheduled = sum(e.HasField("activity_task_scheduled_event_attributes") for e in history.events)
+    assert len(bars) == len(tl.bars) == scheduled > 20
     rows = {round(b.get_y() + b.get_height() / 2) for b in bars}
     assert rows == set(range(len(tl.steps))), "every step has its row"
     width, height = _assert_png(plots.migration_png(history, tmp_path / "m.png"))
