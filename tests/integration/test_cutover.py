@@ -63,7 +63,7 @@ async def test_fenced_migration_under_writes_loses_none_and_moves_the_writer(
     async with build_worker(dev_env.client, settings, clients):
         run = await migrate_under_load(
             dev_env.client, settings.task_queue, clients, endpoints_for(settings), warm=True, rate=20.0, writes=30.0,
-            steady_s=3.0, after_s=3.0, ttl_s=4, watch_s=0.0, consistency="fenced",
+            steady_s=2.0, after_s=2.0, ttl_s=2, watch_s=0.0, consistency="fenced",
         )  # fmt: skip
     assert run.outcome == "migrated", run.cause
     assert run.writes["lost"] == 0 and run.writes["failed"] == 0, run.writes

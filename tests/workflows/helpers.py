@@ -19,7 +19,7 @@ def spec(entity_id: str = "shop", **policy: float) -> EntitySpec:
     return EntitySpec(
         entity_id=entity_id, home_region="us-east-1", instance_types=("m5.large", "c5.xlarge"), initial_instances=2,
         dns_name=f"{entity_id}.example.internal", hosted_zone_id="Z1", dynamodb_tables=("sessions",),
-        policy=EntityPolicy(lead_time_s=600, watch_s=60, **policy),
+        policy=EntityPolicy(lead_time_s=600, watch_s=60, **{"two_way_interval_s": 30.0, **policy}),
     )  # fmt: skip
 
 
