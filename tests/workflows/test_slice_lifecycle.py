@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
 
 from shadowing import search
@@ -59,12 +59,15 @@ async def test_a_released_slice_is_refused_until_provisioned_again_then_migrates
         assert again.phase == "ready"
         assert (await _status(handle)).slices[0].state == "preparing"
         await time_env.sleep(2 * HOUR + timedelta(minutes=1))
-        result = await handle.execute_update(
-            "MigrateInstances", SliceRequest(time_slice=ts), result_type=MigrationResult
-        )
+        # started, not executed: the test server skips the watch and drain only while the test awaits a result
+        migrate = await handle.start_update(
+            "MigrateInstances", SliceRequest(time_slice=ts), result_type=MigrationResult,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )  # fmt: skip
+        final = await handle.result()
+        result = await migrate.result()
         assert result.outcome == "migrated" and result.fleet is not None
         assert result.fleet.size == 3, "the second provision's fleet serves"
-        final = await handle.result()
         events = await _events(handle)
     mid = f"migration/{entity}/{ts.key}"
     assert _children(events).count(mid) == 2, "the child id is reused for the second provision"
