@@ -25,8 +25,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import ClientFactory
-from activities.ec2 import DEFAULT_INSTALLATION, advertised_address
-from activities.monitoring import check_addresses, checked_address
+from activities.ec2 import DEFAULT_INSTALLATION
+from activities.monitoring import check_addresses
 from activities.warmup import MAX_PARALLEL, WarmupActivities
 from shadowing.models import FleetRef, Frozen, Region
 
@@ -83,7 +83,6 @@ class ApplicationActivities:
     ) -> None:  # fmt: skip
         # Warm-up already finds a fleet's own instances in EC2; the fence asks it rather than a copy of it.
         self._fleet = WarmupActivities(clients, endpoints, installation=installation, loopback=loopback)
-        self._endpoints = endpoints
         self._loopback = loopback
 
     @activity.defn(name="check_write_fence")
@@ -127,14 +126,8 @@ class ApplicationActivities:
     def _urls(self, fleet: FleetRef) -> tuple[dict[str, str], dict[str, str]]:
         """Instance id -> its /admin/writes URL, and what keeps the others from having one."""
         check_addresses(fleet, self._loopback)
-        ids = list(fleet.instance_ids)
-        seen = self._fleet.fleet_instances(fleet, ids) if ids else {}
         urls, problems = {}, {}
-        for iid in ids:
-            inst = seen.get(iid)
-            address = advertised_address(inst) if inst else ""
-            address = checked_address(address, f"{iid} address (EC2)", self._loopback) if address else ""
-            url = self._endpoints.url(iid, address) if inst else None
+        for iid, (inst, url) in self._fleet.instance_urls(fleet, list(fleet.instance_ids)).items():
             if inst is None:
                 problems[iid] = "is not found with the fleet's tags"
             elif url is None:

@@ -166,16 +166,23 @@ class WarmupActivities:
                 )  # fmt: skip
             time.sleep(self._poll_s)
 
-    def _booted(self, req: WarmupInput, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    def instance_urls(self, fleet: FleetRef, ids: list[str]) -> dict[str, tuple[dict[str, Any] | None, str | None]]:
+        """Instance id -> (EC2's description, None when not found with the fleet's tags; base URL, None while it
+        has none), for `ids`. Addresses are checked (`checked_address`) before they become URLs."""
         assert self._endpoints is not None
-        seen = self.fleet_instances(req.fleet, ids)
-        urls, problems = {}, {}
+        seen = self._instances(fleet, ids) if ids else {}
+        out: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
         for iid in ids:
             inst = seen.get(iid)
-            state = inst["State"]["Name"] if inst else "not found with the fleet's tags"
             address = advertised_address(inst) if inst else ""  # none yet while pending
             address = checked_address(address, f"{iid} address (EC2)", self._loopback) if address else ""
-            url = self._endpoints.url(iid, address) if inst else None
+            out[iid] = inst, self._endpoints.url(iid, address) if inst else None
+        return out
+
+    def _booted(self, req: WarmupInput, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+        urls, problems = {}, {}
+        for iid, (inst, url) in self.instance_urls(req.fleet, ids).items():
+            state = inst["State"]["Name"] if inst else "not found with the fleet's tags"
             if state != "running":
                 problems[iid] = f"state {state}"
             elif url is None:
@@ -226,7 +233,7 @@ class WarmupActivities:
                 )
             time.sleep(self._poll_s)
 
-    def fleet_instances(self, fleet: FleetRef, ids: list[str]) -> dict[str, dict[str, Any]]:
+    def _instances(self, fleet: FleetRef, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Instance id -> EC2's description, for those of `ids` that carry the fleet's tags."""
         owner = self._owner(fleet)
         filters = [{"Name": "instance-id", "Values": ids}, *owner.filters()]
@@ -238,7 +245,7 @@ class WarmupActivities:
         listed = list(req.fleet.instance_ids)
         if not listed:
             return HealthReport(healthy=False, healthy_count=0, total=0, detail="fleet has no instances")
-        ids = sorted(self.fleet_instances(req.fleet, listed))  # an instance without the fleet's tags is never healthy
+        ids = sorted(self._instances(req.fleet, listed))  # an instance without the fleet's tags is never healthy
         ec2 = self._clients("ec2", req.fleet.region)
         found = ec2.describe_instance_status(InstanceIds=ids, IncludeAllInstances=True) if ids else {}
         statuses = found.get("InstanceStatuses", [])

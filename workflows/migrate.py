@@ -530,10 +530,15 @@ class ShadowMigrationWorkflow:
     async def _release_fence(self, req: MigrationInput) -> None:
         """Compensation: writes held at the source are released there (a fence moved to the target is brought back
         by "replay writes back", after the rollback's writes are copied home)."""
-        if self._fence == "held" and req.source is not None:
-            open_home = FenceInput(fleet=req.source, state="open", region=req.source.region)
-            await self._long(ApplicationActivities.set_write_fence, open_home, 120)
-            self._fence = None
+        if self._fence == "held":
+            await self._open_writes_at_home(req)
+
+    async def _open_writes_at_home(self, req: MigrationInput) -> None:
+        """The old fleet's writes open again, into its own region's tables."""
+        assert req.source is not None
+        home = FenceInput(fleet=req.source, state="open", region=req.source.region)
+        await self._long(ApplicationActivities.set_write_fence, home, 120)
+        self._fence = None
 
     async def _replicate_both_ways(self, req: MigrationInput) -> None:
         """From the first weight change: passes in both directions every `two_way_interval_s` until
@@ -570,10 +575,10 @@ class ShadowMigrationWorkflow:
         """Stops the loop after its current pass; `last_pass`: one more pass once the old fleet is gone, for the
         writes it acknowledged after the previous one (a short grace first: an instance shutting down may still
         finish a request)."""
+        self._two_way_stop = True
         if self._two_way is None:
             return
-        self._two_way_stop = True
-        await self._two_way
+        await asyncio.gather(self._two_way, return_exceptions=True)  # the loop keeps its own error
         self._two_way = None
         if last_pass:
             await workflow.sleep(min(req.spec.policy.two_way_interval_s, 2.0))
@@ -594,10 +599,7 @@ class ShadowMigrationWorkflow:
             wait = retire_after_s(self._drain_ttl, self._restored_at, workflow.now())
             if wait > 0:
                 await workflow.sleep(wait)
-        self._two_way_stop = True
-        if self._two_way is not None:
-            await asyncio.gather(self._two_way, return_exceptions=True)
-            self._two_way = None
+        await self._stop_two_way(req, last_pass=False)
         moved = self._fence == "target" and req.source is not None
         if moved:
             assert req.source is not None
@@ -605,10 +607,7 @@ class ShadowMigrationWorkflow:
             await self._long(ApplicationActivities.set_write_fence, hold, 120)
         await self._reconcile(req)
         if moved:
-            assert req.source is not None
-            home = FenceInput(fleet=req.source, state="open", region=req.source.region)
-            await self._long(ApplicationActivities.set_write_fence, home, 120)
-            self._fence = None
+            await self._open_writes_at_home(req)
 
     async def _refuse_rollback(self, req: MigrationInput, exc: BaseException) -> None:
         """A promoted RDS replica took writes: moving back would strand them in the new primary, so nothing is
