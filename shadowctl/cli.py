@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -592,5 +593,26 @@ def main() -> None:
         raise
 
 
+def run() -> None:
+    """The `shadowctl` program: `main`, then the process ends without interpreter teardown once output is flushed.
+
+    The Temporal client's Rust core keeps runtime threads that can call into Python while CPython finalizes, which
+    now and then aborts a finished command ("PyGILState_Release: thread state ... must be current", exit -6;
+    temporalio sdk-python issue 300). Every command has closed what it opened by the time `main` returns (embedded
+    services stop in their own `finally`) and nothing registers `atexit` work, so skipping teardown loses nothing.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing left to deliver
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()
