@@ -111,6 +111,8 @@ class SeriesForecast:
     history_hours: int
     missing_fraction: float
     scores: dict[str, float] = field(default_factory=dict)
+    engine: str = "entity"  # which engine answered: "fleet" (fleet.py) or "entity" (this module)
+    reason: str = ""  # why that engine (fleet.Forecaster fills it)
 
 
 def forecast_series(

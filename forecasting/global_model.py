@@ -249,13 +249,46 @@ class GlobalQuantileForecaster:
                 xs, ys = np.concatenate([xs, x_more]), np.concatenate([ys, y_more])
             xs, ys = _subsample(xs, ys, cfg.max_train_rows, seed)
             models.append(self._model(q, seed).fit(xs, ys))
-        return lambda rows: np.mean([m.predict(rows) for m in models], axis=0)
+        return Bag(tuple(models))
+
+    def fit_quantile_models(
+        self, values: np.ndarray, index: pd.DatetimeIndex, end: int, levels: Iterable[float]
+    ) -> dict[float, Bag]:
+        """One predictor of scaled targets per level, fitted on every window of `train_days` whose target ends
+        before position `end` (no per-series choice, no calibration: the fleet model's serving path makes those
+        per entity from its own recent past)."""
+        cfg = self.config
+        last = end - cfg.horizon
+        anchors = list(range(last, max(WEEK, end - DAY * cfg.train_days) - 1, -cfg.anchor_step))[::-1]
+        if len(anchors) * cfg.anchor_step < 3 * DAY:
+            raise ValueError(f"{len(anchors) * cfg.anchor_step} h of training windows; at least {3 * DAY} are needed")
+        raw = values[:, :end]
+        x, y = _flatten(*self._windows(fill_for_features(raw), raw, index, anchors)[:2])
+        if len(y) == 0:
+            raise ValueError("no observed target hour in the training windows")
+        out = {}
+        for q in sorted(set(levels) | {0.5}):
+            self._progress(f"fitting quantile {q:g} on {min(len(y), cfg.max_train_rows)} window-hours")
+            out[q] = self._bagged(q, [(x, y)], cfg.median_bag if q == 0.5 else 1)
+        return out
 
     def _model(self, q: float, seed: int) -> HistGradientBoostingRegressor:
         cfg = self.config
         return HistGradientBoostingRegressor(
             loss="quantile", quantile=q, max_iter=cfg.max_iter, learning_rate=cfg.learning_rate, random_state=seed
         )
+
+
+@dataclass(frozen=True)
+class Bag:
+    """Gradient-boosted models of one quantile whose mean is the prediction (picklable, unlike a closure)."""
+
+    members: tuple[HistGradientBoostingRegressor, ...]
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        if len(self.members) == 1:
+            return self.members[0].predict(rows)
+        return np.mean([m.predict(rows) for m in self.members], axis=0)
 
 
 def last_days(filled: np.ndarray, at: int) -> np.ndarray:
