@@ -8,7 +8,7 @@ import time
 
 import pandas as pd
 
-from forecasting.backtest import backtest, evaluate
+from forecasting.backtest import backtest, evaluate, parse_origins, parse_quantiles
 from forecasting.calendar import event_days
 from forecasting.data import UsageDataError
 from forecasting.global_model import GlobalConfig
@@ -17,29 +17,16 @@ from forecasting.panel import load_panel
 
 def _floats(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(sorted(float(x) for x in text.split(",") if x))
+        return parse_quantiles(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from exc
-    if not values or any(not 0 < q < 1 for q in values):
-        raise argparse.ArgumentTypeError(f"quantiles must lie strictly between 0 and 1: {text!r}")
-    return values
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _origins(text: str) -> list[pd.Timestamp]:
-    out = []
-    for part in filter(None, text.split(",")):
-        try:
-            stamp = pd.Timestamp(part)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(f"origin {part!r} is not ISO 8601") from exc
-        if stamp.tzinfo is None:
-            raise argparse.ArgumentTypeError(f"origin {part!r} needs a time zone (e.g. Z)")
-        if stamp != stamp.floor("h"):
-            raise argparse.ArgumentTypeError(f"origin {part!r} must be on the hour")
-        out.append(stamp.tz_convert("UTC"))
-    if not out:
-        raise argparse.ArgumentTypeError("at least one origin is needed")
-    return out
+    try:
+        return parse_origins(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _parser() -> argparse.ArgumentParser:

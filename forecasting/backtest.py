@@ -7,20 +7,64 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from forecasting.global_model import GlobalConfig, GlobalQuantileForecaster, fill_for_features
+from forecasting.engine import ForecastError, forecast_series
+from forecasting.fleet import (
+    FleetModel,
+    FleetModelError,
+    ServeConfig,
+    data_hash,
+    fleet_config,
+    publish_decision,
+    serve_panel,
+    train_fleet,
+    validate,
+)
+from forecasting.global_model import DAY, GlobalConfig, GlobalQuantileForecaster, fill_for_features
 from forecasting.panel import Panel
 
 Progress = Callable[[str], None]
+
+
+def parse_quantiles(text: str) -> tuple[float, ...]:
+    """ "0.1,0.5,0.9" -> sorted levels, each strictly between 0 and 1 (ValueError naming the problem)."""
+    try:
+        values = tuple(sorted(float(x) for x in text.split(",") if x))
+    except ValueError as exc:
+        raise ValueError(f"not a comma-separated list of numbers: {text!r}") from exc
+    if not values or any(not 0 < q < 1 for q in values):
+        raise ValueError(f"quantiles must lie strictly between 0 and 1: {text!r}")
+    return values
+
+
+def parse_origins(text: str) -> list[pd.Timestamp]:
+    """ "2013-08-18T00:00:00Z,..." -> UTC hours (ValueError naming the origin that is not one)."""
+    out = []
+    for part in filter(None, text.split(",")):
+        try:
+            stamp = pd.Timestamp(part)
+        except ValueError as exc:
+            raise ValueError(f"origin {part!r} is not ISO 8601") from exc
+        if stamp.tzinfo is None:
+            raise ValueError(f"origin {part!r} needs a time zone (e.g. Z)")
+        if stamp != stamp.floor("h"):
+            raise ValueError(f"origin {part!r} must be on the hour")
+        out.append(stamp.tz_convert("UTC"))
+    if not out:
+        raise ValueError("at least one origin is needed")
+    return out
 
 
 def backtest(
@@ -223,3 +267,168 @@ def _timed(scores: Scores, name: str, fn: Callable[..., np.ndarray], *args: obje
 
 def _tick(scores: Scores, name: str, started: float, _count: int) -> None:
     scores.seconds[name] = scores.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+# ---- the product's serving path (fleet.py) ------------------------------------------------------------------
+
+
+def serve_backtest(
+    panel: Panel,
+    origins: list[pd.Timestamp],
+    horizon: int,
+    quantiles: tuple[float, ...],
+    train: Callable[[int], FleetModel | None],
+    serve: ServeConfig | None = None,
+    events: frozenset[date] = frozenset(),
+    progress: Progress | None = None,
+    engines: dict[str, int] | None = None,
+) -> pd.DataFrame:
+    """What the product would have answered from each origin: the fleet model published by the training that ran
+    at the origin's midnight (`train(position)` fits on data before that position only; None: no model was
+    published, as when the data is too short to train on or the training was rejected), served per entity
+    through `fleet.serve_panel`, and the per-entity darts engine for the entities it routes there. One row per
+    entity, origin and hour (entity_id, origin, timestamp, q<level>...). `engines` counts who answered."""
+    serve = serve or ServeConfig()
+    frames, models = [], {}
+    for i, origin in enumerate(origins, 1):
+        pos = int((origin - panel.index[0]) / pd.Timedelta(hours=1))
+        if pos <= 0:
+            raise ValueError(
+                f"origin {origin.isoformat()} is not after the data's first hour {panel.index[0].isoformat()}"
+            )
+        midnight = pos - int(origin.hour)
+        if midnight not in models:
+            models[midnight] = train(midnight)
+        values = _extend(panel, pos + horizon)
+        index = pd.date_range(panel.index[0], periods=values.shape[1], freq="h")
+        served = serve_panel(models[midnight], values, index, pos, horizon, quantiles, events, serve)
+        out = {q: served.quantiles[q].copy() for q in quantiles}
+        stamps = pd.date_range(index[0] + pd.Timedelta(hours=pos), periods=horizon, freq="h")
+        rows = []
+        for r in range(len(panel.entities)):
+            if served.engine[r] == "fleet":
+                rows.append(r)
+                continue
+            history = pd.Series(values[r, max(0, pos - DAY * serve.history_days) : pos],
+                                index=index[max(0, pos - DAY * serve.history_days) : pos])  # fmt: skip
+            try:
+                fc = forecast_series(history, stamps[0], horizon, quantiles, event_days=events)
+            except ForecastError:
+                continue  # no observed history before this origin: nothing to answer with
+            for q in quantiles:
+                out[q][r] = fc.quantiles[q]
+            rows.append(r)
+        if engines is not None:
+            for r in rows:
+                key = str(served.engine[r])
+                engines[key] = engines.get(key, 0) + 1
+        for r in rows:
+            frame = pd.DataFrame({"entity_id": panel.entities[r], "origin": origin.isoformat(),
+                                  "timestamp": [t.isoformat() for t in stamps]})  # fmt: skip
+            for q in quantiles:
+                frame[f"q{q:g}"] = np.round(out[q][r], 4)
+            frames.append(frame)
+        if progress:
+            fleet_rows = int(np.sum(served.engine == "fleet"))
+            progress(f"origin {i}/{len(origins)} {origin.isoformat()}: {len(rows)} entities, fleet model {fleet_rows}")
+    columns = ["entity_id", "origin", "timestamp", *(f"q{q:g}" for q in quantiles)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def score_backtest(panel: Panel, frame: pd.DataFrame, hw_workers: int = 2) -> dict[str, float]:
+    """The backtest's forecasts against the actuals and the baselines from the same origins: relative MAE
+    (geometric mean over entities of MAE / baseline MAE) against seasonal naive, naive and Holt-Winters, and the
+    coverage of the 10-90 % band and of q0.9 (hours with an observed actual only)."""
+    first = frame[frame["origin"] == frame["origin"].iloc[0]]
+    h = len(first) // max(first["entity_id"].nunique(), 1)
+    errs: dict[str, list[np.ndarray]] = {m: [] for m in ("model", "seasonal_naive", "naive", "holt_winters")}
+    inside, under, seen_total = 0, 0, 0
+    pos_of = {e: i for i, e in enumerate(panel.entities)}
+    for origin, part in frame.groupby("origin", sort=True):
+        pos = panel.position(pd.Timestamp(origin))
+        ids = part["entity_id"].drop_duplicates().tolist()
+        rows = np.array([pos_of[e] for e in ids])
+        values = _extend(panel, pos + h)
+        actual = values[rows, pos : pos + h]
+        pred = {q: part[f"q{q:g}"].to_numpy().reshape(len(ids), h) for q in (0.1, 0.5, 0.9)}
+        filled = fill_for_features(values[rows, :pos])
+        preds = {"model": pred[0.5], "seasonal_naive": seasonal_naive(filled, h), "naive": naive(filled, h),
+                 "holt_winters": holt_winters(filled, h, hw_workers)}  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for name, p in preds.items():
+                e = np.full(len(panel.entities), np.nan)
+                e[rows] = np.nanmean(np.abs(actual - p), axis=1)
+                errs[name].append(e)
+        seen = ~np.isnan(actual)
+        inside += int(np.sum(seen & (actual >= pred[0.1]) & (actual <= pred[0.9])))
+        under += int(np.sum(seen & (actual <= pred[0.9])))
+        seen_total += int(seen.sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mae = {m: np.nanmean(np.stack(v, axis=1), axis=1) for m, v in errs.items()}
+    return {
+        "relative_mae_seasonal_naive": _geomean_ratio(mae["model"], mae["seasonal_naive"]),
+        "relative_mae_naive": _geomean_ratio(mae["model"], mae["naive"]),
+        "relative_mae_holt_winters": _geomean_ratio(mae["model"], mae["holt_winters"]),
+        "coverage_80": inside / seen_total if seen_total else float("nan"),
+        "q90_coverage": under / seen_total if seen_total else float("nan"),
+        "entities": int(np.sum(np.isfinite(mae["model"]))),
+        "origins": int(frame["origin"].nunique()),
+        "hours_scored": seen_total,
+    }
+
+
+def fleet_trainer(
+    panel: Panel,
+    config: GlobalConfig | None = None,
+    events: frozenset[date] = frozenset(),
+    cache_dir: str | None = None,
+    progress: Progress | None = None,
+) -> Callable[[int], FleetModel | None]:
+    """`train(position)` as the product's daily training would have run at that hour: fits on the data before it,
+    publishes by `fleet.publish_decision` against the model then serving (scored on the same held-out
+    days), and returns the model serving afterwards (None while none was ever published). With `cache_dir`,
+    fitted candidates are kept on disk by data digest and settings, so a second run skips fitting."""
+    config = config or fleet_config()
+    serving: list[FleetModel | None] = [None]
+
+    def train(pos: int) -> FleetModel | None:
+        stamp = panel.index[min(pos, len(panel.index)) - 1].isoformat()
+        key = hashlib.sha256(f"{data_hash(panel.values[:, :pos], panel.entities, panel.index[:pos])}|{config}|"
+                             f"{sorted(events)}".encode()).hexdigest()[:20]  # fmt: skip
+        path = os.path.join(cache_dir, f"fleet-{key}.bin") if cache_dir else None
+        candidate = None
+        if path and os.path.exists(path):
+            try:
+                candidate = FleetModel.from_bytes(Path(path).read_bytes())
+            except FleetModelError:
+                candidate = None
+        if candidate is None:
+            started = time.perf_counter()
+            try:
+                result = train_fleet(panel.values, panel.index, panel.entities, end=pos, config=config, events=events,
+                                     version=f"backtest-{stamp}")  # fmt: skip
+            except ValueError as exc:
+                if progress:
+                    progress(f"training at {stamp}: {exc}; the serving model stays")
+                return serving[0]
+            candidate = result.model
+            if path:
+                os.makedirs(cache_dir or ".", exist_ok=True)
+                Path(path).write_bytes(result.artifact)
+            if progress:
+                progress(f"trained on data to {stamp} in {time.perf_counter() - started:.0f} s")
+        scores = candidate.metadata.get("validation", {})
+        before = None
+        if serving[0] is not None:
+            origins = [panel.position(pd.Timestamp(t)) for t in scores.get("origin_times", [])]
+            before = validate(serving[0], panel.values, panel.index, origins, config.horizon, events).as_dict()
+        ok, why = publish_decision(scores, before)
+        if progress:
+            progress(f"training at {stamp}: {why}")
+        if ok:
+            serving[0] = candidate
+        return serving[0]
+
+    return train

@@ -28,7 +28,7 @@ import io
 import math
 import pickle
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 from forecasting.engine import ForecastError, SeriesForecast, forecast_series
 from forecasting.global_model import (
     DAY,
+    MIN_PAST,
     WEEK,
     Bag,
     GlobalConfig,
@@ -62,6 +63,7 @@ class FleetModelError(ValueError):
 class ServeConfig:
     """Per-entity choice and calibration at serving time (chosen on 2013-07-21..08-03 only; docs/forecasting.md)."""
 
+    history_days: int = 16  # the past a forecast reads (PredictDemand reads as much from CloudWatch)
     backtest_days: int = 7  # daily origins before the forecast origin that the choice and calibration read
     min_backtest_days: int = 2  # fewer observed origins: the per-entity darts engine answers
     selection_margin: float = 0.25  # a simple candidate replaces the fleet median when its recent MAE is this lower
@@ -140,7 +142,7 @@ class ServedPanel:
 
 
 def serve_panel(
-    model: FleetModel,
+    model: FleetModel | None,
     values: np.ndarray,
     index: pd.DatetimeIndex,
     at: int,
@@ -154,6 +156,8 @@ def serve_panel(
     cfg = cfg or ServeConfig()
     levels = tuple(sorted(set(quantiles) | {0.1, 0.5, 0.9}))
     n = len(values)
+    skip = max(0, at - DAY * cfg.history_days)  # the same past whether the caller holds 16 days or two months
+    values, index, at = values[:, skip:], index[skip:], at - skip
     past = values[:, :at]
     observed = np.sum(~np.isnan(past), axis=1)
     out = {q: np.full((n, steps), np.nan) for q in levels}
@@ -162,15 +166,18 @@ def serve_panel(
     reason = np.full(n, "", dtype=object)
     wape = np.full(n, np.nan)
     coverage = np.full(n, np.nan)
+    if model is None:
+        reason[:] = "no fleet model is published"
+        return ServedPanel(out, engine, chosen, reason, wape, coverage, observed)
     if steps > model.config.horizon:
         reason[:] = f"{steps} h ahead is past the fleet model's {model.config.horizon} h horizon"
         return ServedPanel(out, engine, chosen, reason, wape, coverage, observed)
-    if at < WEEK + DAY:
-        reason[:] = f"{at} h of history; the fleet model needs {WEEK + DAY}"
+    if at < MIN_PAST + DAY:
+        reason[:] = f"{at} h of history; the fleet model needs {MIN_PAST + DAY}"
         return ServedPanel(out, engine, chosen, reason, wape, coverage, observed)
     filled = fill_for_features(past)
     recent = np.sum(~np.isnan(past[:, -WEEK:]), axis=1)
-    origins = [b for b in (at - steps - DAY * k for k in range(cfg.backtest_days)) if b >= WEEK]
+    origins = [b for b in (at - steps - DAY * k for k in range(cfg.backtest_days)) if b >= MIN_PAST]
     # what each backtest origin and the forecast origin predict, all in one call per quantile
     positions = [*origins, at]
     xs, scales = [], []
@@ -431,14 +438,17 @@ def validate(model: FleetModel, values: np.ndarray, index: pd.DatetimeIndex, ori
                 e[ok] = np.nanmean(np.abs(actual[ok] - pred[ok]), axis=1)
                 errs[name].append(e)
         seen = ~np.isnan(actual) & ok[:, None]
-        lo, hi = served.quantiles[0.1], served.quantiles[0.9]
+        lo, hi = np.nan_to_num(served.quantiles[0.1]), np.nan_to_num(served.quantiles[0.9])
         inside += int(np.sum(seen & (actual >= lo) & (actual <= hi)))
         under += int(np.sum(seen & (actual <= hi)))
         seen_total += int(seen.sum())
-    stacked = {k: np.nanmean(np.stack(v), axis=0) if v else np.array([]) for k, v in errs.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an entity no origin served: NaN, left out below
+        stacked = {k: np.nanmean(np.stack(v), axis=0) if v else np.array([]) for k, v in errs.items()}
     rel = {}
     for base in ("seasonal_naive", "naive"):
-        ratio = stacked["model"] / stacked[base]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = stacked["model"] / stacked[base]
         good = np.isfinite(ratio) & (ratio > 0)
         rel[base] = float(np.exp(np.mean(np.log(ratio[good])))) if good.any() else math.nan
     mae = stacked["model"]
@@ -460,7 +470,9 @@ def pooled_shifts(model: FleetModel, values: np.ndarray, index: pd.DatetimeIndex
     for at in origins:
         served = serve_panel(raw, values, index, at, steps, model.levels, events, ServeConfig(calibrate=False))
         actual = values[:, at : at + steps]
-        scale = np.nanmean(fill_for_features(values[:, :at])[:, at - WEEK : at], axis=1) + 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an entity with no data yet: NaN, not served
+            scale = np.nanmean(fill_for_features(values[:, :at])[:, max(0, at - WEEK) : at], axis=1) + 1.0
         ok = served.engine == "fleet"
         for q in model.models:
             s = (actual[ok] - served.quantiles[q][ok]) / scale[ok, None]
@@ -470,6 +482,26 @@ def pooled_shifts(model: FleetModel, values: np.ndarray, index: pd.DatetimeIndex
         flat = np.concatenate(parts) if parts else np.array([])
         out[q] = float(np.quantile(flat, q)) if len(flat) >= 50 and q != 0.5 else 0.0
     return out
+
+
+def publish_decision(candidate: Mapping[str, Any], incumbent: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """(publish?, why) from validation scores on the same held-out days (`fleet.Validation.as_dict()` shape).
+
+    A candidate is published only when it beats seasonal naive there (geometric-mean relative MAE below 1) and,
+    when a model is serving, its MAE is no higher than that model's on the same days.
+    """
+    rel = float(candidate.get("relative_mae", {}).get("seasonal_naive", math.nan))
+    mae = float(candidate.get("mae", math.nan))
+    if not rel < 1.0:
+        return False, f"rejected: {rel:.3f}x seasonal naive's error on the held-out days (must be below 1)"
+    if not math.isfinite(mae):
+        return False, "rejected: no held-out error could be measured"
+    if incumbent is not None:
+        before = float(incumbent.get("mae", math.nan))
+        if math.isfinite(before) and mae > before:
+            return False, f"rejected: held-out MAE {mae:.4g} is above the serving model's {before:.4g} on the same days"
+        return True, f"published: {rel:.3f}x seasonal naive, MAE {mae:.4g} vs the serving model's {before:.4g}"
+    return True, f"published: {rel:.3f}x seasonal naive, MAE {mae:.4g} (no model was serving)"
 
 
 @dataclass(frozen=True)
@@ -488,9 +520,12 @@ def train_fleet(values: np.ndarray, index: pd.DatetimeIndex, entities: Sequence[
     published (no refit on the held-out days, so its scores are out of sample)."""
     end = values.shape[1] if end is None else end
     config = config or fleet_config()
+    while validation_days > 1 and end - DAY * validation_days - config.horizon < MIN_PAST + 3 * DAY:
+        validation_days -= 1  # a short history (a new fleet, three weeks of data) keeps its days for training
     cut = end - DAY * validation_days
-    if cut - config.horizon < WEEK + 3 * DAY:
-        raise ValueError(f"{end} h of data: training needs at least {WEEK + 3 * DAY + DAY * validation_days + 24} h")
+    if cut - config.horizon < MIN_PAST + 3 * DAY:
+        need = MIN_PAST + 3 * DAY + DAY * validation_days + config.horizon
+        raise ValueError(f"{end} h of data: training needs at least {need} h")
     origins = [cut + DAY * k for k in range(validation_days) if cut + DAY * k + config.horizon <= end]
     meta = {
         "version": version,
@@ -509,5 +544,6 @@ def train_fleet(values: np.ndarray, index: pd.DatetimeIndex, entities: Sequence[
     if progress:
         progress(f"validating on {len(scored)} held-out day(s)")
     scores = validate(model, values, index, scored, config.horizon, events)
-    model = replace(model, metadata={**meta, "validation": scores.as_dict()})
+    held_out = {**scores.as_dict(), "origin_times": [index[at].isoformat() for at in scored]}
+    model = replace(model, metadata={**meta, "validation": held_out})
     return TrainingResult(model, scores, model.to_bytes())

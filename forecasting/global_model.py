@@ -25,6 +25,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 
 WEEK = 168
 DAY = 24
+MIN_PAST = 2 * DAY  # the fleet model's features need two days (a shorter week is filled from the days there are)
 BASELINES = ("seasonal_naive_24h", "seasonal_naive_168h", "last_value", "same_hour_mean_7d", "median_24h")
 
 
@@ -259,7 +260,7 @@ class GlobalQuantileForecaster:
         per entity from its own recent past)."""
         cfg = self.config
         last = end - cfg.horizon
-        anchors = list(range(last, max(WEEK, end - DAY * cfg.train_days) - 1, -cfg.anchor_step))[::-1]
+        anchors = list(range(last, max(MIN_PAST, end - DAY * cfg.train_days) - 1, -cfg.anchor_step))[::-1]
         if len(anchors) * cfg.anchor_step < 3 * DAY:
             raise ValueError(f"{len(anchors) * cfg.anchor_step} h of training windows; at least {3 * DAY} are needed")
         raw = values[:, :end]
@@ -291,6 +292,14 @@ class Bag:
         return np.mean([m.predict(rows) for m in self.members], axis=0)
 
 
+def _a_week_before(filled: np.ndarray, at: int) -> tuple[np.ndarray, int]:
+    """(filled, at) with at least a week before `at`: with less, the first day is repeated backwards."""
+    if at >= WEEK:
+        return filled, at
+    pad = -(-(WEEK - at) // DAY) * DAY
+    return np.concatenate([np.tile(filled[:, :DAY], (1, pad // DAY)), filled[:, :at]], axis=1), at + pad
+
+
 def last_days(filled: np.ndarray, at: int) -> np.ndarray:
     """The 24 hours of each of the 7 days before `at` (N x 7 x 24; index 0 is yesterday)."""
     return np.stack([filled[:, at - DAY * d : at - DAY * d + DAY] for d in range(1, 8)], axis=1)
@@ -298,6 +307,7 @@ def last_days(filled: np.ndarray, at: int) -> np.ndarray:
 
 def baselines(filled: np.ndarray, at: int, horizon: int) -> dict[str, np.ndarray]:
     """Simple candidates from `filled[:, :at]` (N x horizon): same hour yesterday, same hour last week, last value."""
+    filled, at = _a_week_before(filled, at)
     day = filled[:, at - DAY : at]
     week = filled[:, at - WEEK : at - WEEK + min(horizon, WEEK)]
     days = last_days(filled, at)
@@ -350,14 +360,21 @@ def features(
     event_days: frozenset[date] = frozenset(),
     rich: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scale-free features for forecasting hours at..at+horizon-1 from `filled[:, :at]` (N x H x F), and scales."""
+    """Scale-free features for forecasting hours at..at+horizon-1 from `filled[:, :at]` (N x H x F), and scales.
+
+    Fewer than 7 days before `at` (at least one): the first day is repeated backwards to make up the week.
+    """
     n = len(filled)
-    scale = np.nanmean(filled[:, at - WEEK : at], axis=1) + 1.0
+    moment0 = index[0] + pd.Timedelta(hours=at)
+    filled, at = _a_week_before(filled, at)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a series with no value yet: NaN features, never a target
+        scale = np.nanmean(filled[:, at - WEEK : at], axis=1) + 1.0
     recent = filled[:, at - DAY : at] / scale[:, None]
     days = last_days(filled, at) / scale[:, None, None]
     out = []
     for h in range(horizon):
-        moment = index[0] + pd.Timedelta(hours=at + h)
+        moment = moment0 + pd.Timedelta(hours=h)
         same = days[:, :, h % DAY]
         calendar = [moment.hour, moment.day_of_week, float(moment.date() in event_days)]
         columns = [
@@ -380,6 +397,13 @@ def fill_for_features(values: np.ndarray) -> np.ndarray:
         gap = np.isnan(filled)
         shifted = np.full_like(filled, np.nan)
         shifted[:, DAY:] = filled[:, :-DAY]
+        filled[gap] = shifted[gap]
+    for _ in range(7):  # before a series' first day: its first days repeated backwards (a week of daily shape)
+        gap = np.isnan(filled)
+        if not gap.any():
+            break
+        shifted = np.full_like(filled, np.nan)
+        shifted[:, :-DAY] = filled[:, DAY:]
         filled[gap] = shifted[gap]
     return pd.DataFrame(filled.T).ffill().bfill().to_numpy().T if filled.size else filled
 

@@ -5,7 +5,8 @@ scored on the same hours: an hour is under-provisioned when its 5-minute peak (C
 exceeds the capacity serving it. Policies:
 
 - predictive: the product. Each slice is forecast as the product forecasts it, `warmup_h` before it starts from
-  the hours complete by then (the global quantile engine, refitted once a day), decided by
+  the hours complete by then (the product's serving path with the fleet model its daily training would have
+  published, forecasting/fleet.py), decided by
   `workflows.policy.decide` (shadow a bigger fleet, shrink, stay or skip, with the readiness gate), shadows
   launched `warmup_h` before the slice (their pre-warm is paid), and a replaced fleet kept through the watch
   window and the record TTL (the overlap is paid).
@@ -34,13 +35,16 @@ import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
-from forecasting.global_model import GlobalConfig, GlobalQuantileForecaster
+from forecasting.backtest import fleet_trainer
+from forecasting.engine import ForecastError, SeriesForecast, forecast_series
+from forecasting.fleet import ServedPanel, fleet_config, serve_panel
+from forecasting.global_model import GlobalConfig
 from forecasting.panel import Panel, load_panel
 from forecasting.readiness import FULL_HISTORY_HOURS, series_score
 from shadowing.catalog import INSTANCE_TYPES, InstanceType
@@ -74,12 +78,8 @@ class SimConfig:
     point_buffer: float = 0.10
     history_days: int = 14  # the static fleet's peak and the point forecast's pattern look this far back
     workers: int = 2
-    # The engine as the simulation runs it: one median model instead of a bag of three, fewer boosting rounds,
-    # at most 300,000 training window-hours: 500 entities x 14 days forecast in minutes (the product's own
-    # defaults: GlobalConfig()). Windows every 2 hours: the forecasts are 2 hours ahead, from every hour of the day.
-    engine: GlobalConfig = field(
-        default_factory=lambda: GlobalConfig(median_bag=1, max_iter=100, anchor_step=2, max_train_rows=300_000)
-    )
+    # The fleet model's training settings: the product's (TrainFleetModel's) defaults.
+    engine: GlobalConfig = field(default_factory=fleet_config)
 
     @property
     def overlap_h(self) -> float:
@@ -370,37 +370,61 @@ def _chunk(args: tuple[list[Entity], SimConfig, pd.DatetimeIndex]) -> dict[str, 
 
 def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress) -> tuple[dict, np.ndarray]:
     """Quantiles for positions [first, last) of every series, and readiness, as the product gets them: each slice
-    is forecast `warmup_h` before it starts, from the hours complete by then (all but the hour in progress), by a
-    model refitted once a day at midnight (`GlobalQuantileForecaster.forecast_rolling`)."""
+    is forecast `warmup_h` before it starts, from the hours complete by then (all but the hour in progress),
+    through the product's serving path (`forecasting.fleet.serve_panel`) with the fleet model that the daily
+    training would have published at that day's midnight (`forecasting.backtest.fleet_trainer`: the same fit,
+    validation and publish rule). A series the serving path sends to the per-entity engine is forecast by it once
+    a day for the whole day (the product would call it per slice: 1-2 CPU-s each)."""
     q = cfg.policy.sizing_quantile
-    # steps: the hour in progress (unknown yet), then the slice's hours
-    config = replace(cfg.engine, horizon=cfg.slice_hours + 1, quantiles=tuple(sorted({0.1, 0.5, 0.9, q})))
-    model = GlobalQuantileForecaster(config)
+    levels = tuple(sorted({0.1, 0.5, 0.9, q}))
+    steps = cfg.slice_hours + 1  # the hour in progress (unknown yet), then the slice's hours
+    train = fleet_trainer(panel, cfg.engine, progress=progress)
     n, hours = len(panel.entities), last - first
-    out = {level: np.full((n, hours), np.nan) for level in config.quantiles}
+    out = {level: np.full((n, hours), np.nan) for level in levels}
     ready = np.full((n, hours), np.nan)
     starts = list(range(first, last, cfg.slice_hours))
     days = [[h for h in starts if day <= h < day + 24] for day in range(first, last, 24)]
-    days = [d for d in days if d]
-    for k, day in enumerate(days, 1):
-        origins = [h - 1 for h in day]  # a slice at h is forecast from the hours before h - 1
-        results = model.forecast_rolling(panel.values, panel.index, origins[0], origins)
-        for h, result in zip(day, results, strict=True):
+    engines: dict[str, int] = {}
+    for k, day in enumerate([d for d in days if d], 1):
+        model = train(day[0] - int(panel.index[day[0]].hour))
+        daily: dict[int, tuple[int, SeriesForecast | None]] = {}
+        for h in day:
+            origin = h - 1  # a slice at h is forecast from the hours before h - 1
+            served = serve_panel(model, panel.values, panel.index, origin, steps, levels)
             span = min(cfg.slice_hours, last - h)
             cols = slice(h - first, h - first + span)
-            for level in config.quantiles:
-                out[level][result.rows, cols] = result.quantiles[level][:, 1 : 1 + span]
-        span = slice(day[0] - first, min(day[-1] + cfg.slice_hours, last) - first)
-        ready[results[0].rows, span] = _readiness(panel, origins[0], results[0])[:, None]
-        progress(f"forecast {k}/{len(days)} ({panel.index[day[0]]:%Y-%m-%d}): {len(results[0].rows)} series, "
-                 f"{len(day)} slices")  # fmt: skip
+            fleet_rows = served.engine == "fleet"
+            for level in levels:
+                out[level][fleet_rows, cols] = served.quantiles[level][fleet_rows, 1 : 1 + span]
+            for r in np.flatnonzero(~fleet_rows):
+                if r not in daily:
+                    daily[r] = (origin, _entity_day(panel, r, origin, 24 + steps, levels))
+                made, fc = daily[r]
+                if fc is not None:  # its hour j is hour made + j; the slice's hours start at h
+                    for level in levels:
+                        out[level][r, cols] = fc.quantiles[level][h - made : h - made + span]
+            ready[:, cols] = _readiness(panel, origin, served)[:, None]
+            for name in served.engine:
+                engines[str(name)] = engines.get(str(name), 0) + 1
+        progress(f"forecast {k}/{len(days)} ({panel.index[day[0]]:%Y-%m-%d}): {len(day)} slices, answered by "
+                 + ", ".join(f"{name} {count}" for name, count in sorted(engines.items())))  # fmt: skip
     return out, ready
+
+
+def _entity_day(panel: Panel, row: int, origin: int, hours: int, levels: tuple[float, ...]) -> SeriesForecast | None:
+    """The per-entity engine's forecast of a series from `origin` over `hours` (None: no history to forecast)."""
+    lo = max(0, origin - 24 * 16)
+    history = pd.Series(panel.values[row, lo:origin], index=panel.index[lo:origin])
+    try:
+        return forecast_series(history, panel.index[0] + pd.Timedelta(hours=origin), hours, levels)
+    except ForecastError:
+        return None
 
 
 def cached_forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress,
                      cache: str | None) -> tuple[dict, np.ndarray]:  # fmt: skip
     """`forecasts`, kept in `cache` (.npz) for the same series, window and engine: policy runs then skip fitting."""
-    key = (f"rolling|{panel.entities}|{panel.index[first]}|{panel.index[last - 1]}|{cfg.engine}|"
+    key = (f"fleet-serving|{panel.entities}|{panel.index[first]}|{panel.index[last - 1]}|{cfg.engine}|"
            f"{cfg.policy.sizing_quantile}|{cfg.slice_hours}")  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if cache and os.path.exists(cache):
@@ -416,24 +440,16 @@ def cached_forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progre
     return fc, ready
 
 
-def _readiness(panel: Panel, origin: int, result: object) -> np.ndarray:
-    """The product's readiness formula per series: history length, gaps, WAPE of the chosen candidate on the
-    calibration days (the engine's own held-out windows)."""
-    rows, model = result.rows, result.model  # type: ignore[attr-defined]
-    calibration = result.calibration  # type: ignore[attr-defined]
-    past = panel.values[rows, max(0, origin - FULL_HISTORY_HOURS) : origin]
-    observed = np.sum(~np.isnan(panel.values[rows, :origin]), axis=1)
+def _readiness(panel: Panel, origin: int, served: ServedPanel) -> np.ndarray:
+    """The product's readiness formula per series: history length, gaps, and the recent backtest WAPE of the
+    candidate the serving path chose."""
+    past = panel.values[:, max(0, origin - FULL_HISTORY_HOURS) : origin]
+    observed = np.sum(~np.isnan(panel.values[:, :origin]), axis=1)
     missing = 1 - np.sum(~np.isnan(past), axis=1) / max(past.shape[1], 1)
-    scores = np.zeros(len(rows))
-    for i in range(len(rows)):
-        wape = None
-        name = str(model[i])
-        if name in calibration and "actual" in calibration:
-            actual, pred = calibration["actual"][:, i], calibration[name][:, i]
-            seen = ~np.isnan(actual) & ~np.isnan(pred)
-            total = np.sum(np.abs(actual[seen]))
-            wape = float(np.sum(np.abs(actual[seen] - pred[seen])) / total) if total > 0 else None
-        scores[i] = series_score(int(observed[i]), float(missing[i]), wape, name)[0]
+    scores = np.zeros(len(panel.values))
+    for i in range(len(scores)):
+        wape = float(served.wape[i]) if np.isfinite(served.wape[i]) else None
+        scores[i] = series_score(int(observed[i]), float(missing[i]), wape, str(served.model[i]) or "entity")[0]
     return scores
 
 
