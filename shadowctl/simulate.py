@@ -368,7 +368,8 @@ def _chunk(args: tuple[list[Entity], SimConfig, pd.DatetimeIndex]) -> dict[str, 
 # ---- forecasts ------------------------------------------------------------------------------------------------
 
 
-def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress) -> tuple[dict, np.ndarray]:
+def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress,
+              model_dir: str | None = None) -> tuple[dict, np.ndarray]:  # fmt: skip
     """Quantiles for positions [first, last) of every series, and readiness, as the product gets them: each slice
     is forecast `warmup_h` before it starts, from the hours complete by then (all but the hour in progress),
     through the product's serving path (`forecasting.fleet.serve_panel`) with the fleet model that the daily
@@ -378,7 +379,7 @@ def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Pro
     q = cfg.policy.sizing_quantile
     levels = tuple(sorted({0.1, 0.5, 0.9, q}))
     steps = cfg.slice_hours + 1  # the hour in progress (unknown yet), then the slice's hours
-    train = fleet_trainer(panel, cfg.engine, progress=progress)
+    train = fleet_trainer(panel, cfg.engine, cache_dir=model_dir, progress=progress)
     n, hours = len(panel.entities), last - first
     out = {level: np.full((n, hours), np.nan) for level in levels}
     ready = np.full((n, hours), np.nan)
@@ -423,7 +424,9 @@ def _entity_day(panel: Panel, row: int, origin: int, hours: int, levels: tuple[f
 
 def cached_forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress,
                      cache: str | None) -> tuple[dict, np.ndarray]:  # fmt: skip
-    """`forecasts`, kept in `cache` (.npz) for the same series, window and engine: policy runs then skip fitting."""
+    """`forecasts`, kept in `cache` (.npz) for the same series, window and engine: policy runs then skip fitting.
+    The fleet models the daily trainings fit are kept beside it (`<cache>.models/`), so that a run at another sizing
+    quantile reuses them."""
     key = (f"fleet-serving|{panel.entities}|{panel.index[first]}|{panel.index[last - 1]}|{cfg.engine}|"
            f"{cfg.policy.sizing_quantile}|{cfg.slice_hours}")  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -433,7 +436,7 @@ def cached_forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progre
                 progress(f"forecasts from {cache}")
                 levels = [float(q) for q in saved["levels"]]
                 return {q: saved[f"q{q:g}"] for q in levels}, saved["ready"]
-    fc, ready = forecasts(panel, first, last, cfg, progress)
+    fc, ready = forecasts(panel, first, last, cfg, progress, f"{cache}.models" if cache else None)
     if cache:
         arrays = {f"q{q:g}": v for q, v in fc.items()}
         np.savez_compressed(cache, digest=digest, levels=np.array(list(fc)), ready=ready, **arrays)
