@@ -51,7 +51,9 @@ class PublishResult(Frozen):
 class ModelStore:
     """Reads and writes one bucket's fleet models; boto3 errors propagate (the activity decides what they mean)."""
 
-    def __init__(self, clients: ClientFactory, bucket: str, prefix: str = "fleet-model", region: str = "us-east-1"):
+    def __init__(
+        self, clients: ClientFactory, bucket: str, prefix: str = "fleet-model", region: str = "us-east-1"
+    ) -> None:
         self._clients, self.bucket, self.prefix, self.region = clients, bucket, prefix.strip("/"), region
 
     def key(self, version: str, name: str = ARTIFACT) -> str:

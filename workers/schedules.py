@@ -1,7 +1,7 @@
 """The product's Temporal Schedules, created (or brought up to date) when a worker starts, like the search
 attributes: today one, the daily TrainFleetModel. An operator pauses, resumes or triggers it with the `temporal` CLI:
 
-    temporal schedule pause --schedule-id fleet-model-training --reason "..."
+    temporal schedule toggle --schedule-id fleet-model-training --pause --reason "..."   (--unpause)
     temporal schedule trigger --schedule-id fleet-model-training
 """
 

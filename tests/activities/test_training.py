@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.model_store import ModelStore
 from activities.registry import EntitySource
-from activities.training import MAX_QUERIES, TrainCandidateInput, TrainingActivities, held_out_origins, read_panel
+from activities.training import (
+    MAX_QUERIES,
+    TrainCandidateInput,
+    TrainingActivities,
+    heartbeating,
+    held_out_origins,
+    read_panel,
+)
 from forecasting.data import METRICS
 from forecasting.fleet import fleet_config
 from tests.fleet_data import panel
@@ -144,3 +153,16 @@ def test_too_short_a_history_is_not_retried_and_names_the_field(store: ModelStor
     with pytest.raises(ApplicationError, match="history_days") as err:
         ActivityEnvironment().run(act.train_fleet_candidate, req)
     assert err.value.non_retryable
+
+
+def test_a_step_with_nothing_to_report_still_heartbeats() -> None:
+    """The fit reports nothing for minutes: a helper thread heartbeats in the activity's context meanwhile."""
+    env, beats = ActivityEnvironment(), threading.Event()
+    env.on_heartbeat = lambda *details: beats.set() if details == ("fitting",) else None
+
+    @activity.defn
+    def step() -> bool:
+        with heartbeating("fitting", every_s=0.01):
+            return beats.wait(timeout=30)
+
+    assert env.run(step)
