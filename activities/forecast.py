@@ -1,7 +1,10 @@
-"""PredictDemand's side effects: usage history from CloudWatch, fitted by the forecasting library."""
+"""PredictDemand's side effects: usage history from CloudWatch, forecast by the one serving path
+(`forecasting.fleet.Forecaster`: the published fleet model where it serves the entity well, else the per-entity
+engine, and the forecast says which and why)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,9 +14,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import ClientFactory
+from activities.model_store import FleetModelCache
 from forecasting.calendar import event_days
 from forecasting.data import METRICS, UsageDataError, points_to_series
-from forecasting.engine import ForecastError, SeriesForecast, forecast_series
+from forecasting.engine import ForecastError, SeriesForecast
+from forecasting.fleet import Forecaster
 from forecasting.readiness import readiness
 from forecasting.refine import error_posterior, refine
 from shadowing import metrics
@@ -39,9 +44,19 @@ DIMENSION = "EntityId"
 
 
 class ForecastActivities:
-    def __init__(self, clients: ClientFactory, now: type[datetime] = datetime) -> None:
+    def __init__(self, clients: ClientFactory, now: type[datetime] = datetime,
+                 models: FleetModelCache | None = None) -> None:  # fmt: skip
+        """`models`: the worker's published fleet model (none: every forecast comes from the per-entity engine)."""
         self._clients = clients
         self._now = now
+        self._models = models or FleetModelCache(None)
+
+    def _forecast(self, history: pd.Series, start: pd.Timestamp, hours: int, quantiles: tuple[float, ...],
+                  event_days: Any = ()) -> SeriesForecast:  # fmt: skip
+        """The one serving path, with the published model (loaded once per version; see FleetModelCache)."""
+        model, why = self._models.current()
+        fc = Forecaster(model).forecast(history, start, hours, quantiles, event_days)
+        return replace(fc, reason=f"per-entity engine: {why}") if model is None else fc
 
     @activity.defn(name="forecast_demand")
     def forecast_demand(self, req: ForecastInput) -> DemandForecast:
@@ -71,7 +86,7 @@ class ForecastActivities:
             history = self._history(spec.home_region, spec.metrics_namespace, spec.entity_id, name, end)
             activity.heartbeat(name)
             try:
-                fitted[name] = forecast_series(history, first, hours, levels, event_days=days)
+                fitted[name] = self._forecast(history, first, hours, levels, days)
             except ForecastError as exc:
                 raise ApplicationError(
                     f"cannot forecast {name} for {spec.entity_id}: {exc}", type="InvalidRequest", non_retryable=True
@@ -118,7 +133,7 @@ class ForecastActivities:
             levels = tuple(float(q) for q in metric.hours[0].quantiles)
             try:
                 past, start = history[history.index <= then], then + pd.Timedelta(hours=1)
-                again = forecast_series(past, start, gap + len(metric.hours), tuple(sorted({*levels, 0.1, 0.5, 0.9})))
+                again = self._forecast(past, start, gap + len(metric.hours), tuple(sorted({*levels, 0.1, 0.5, 0.9})))
             except ForecastError:
                 continue
             seen = history.reindex(again.index[:gap]).to_numpy(dtype=float)
@@ -198,4 +213,6 @@ def _metric(name: str, fc: SeriesForecast) -> MetricForecast:
         hours=hours,
         backtest_mape=None if fc.wape is None else round(fc.wape, 4),
         interval_coverage=fc.interval_coverage,
+        engine="fleet" if fc.engine == "fleet" else "entity",
+        engine_reason=fc.reason,
     )

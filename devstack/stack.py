@@ -29,6 +29,8 @@ from shadowing.errors import ServiceUnavailable
 from shadowing.settings import SERVICES_FILE, Settings
 
 HOST = "127.0.0.1"
+#: The fleet model's bucket on the embedded emulator, unless SHADOWING_MODEL_BUCKET names another.
+LOCAL_MODEL_BUCKET = "shadowing-models"
 
 
 def venv_binary(name: str) -> Path:
@@ -59,11 +61,12 @@ class Services:
     #: A fresh emulator beside a Temporal state dir that already holds histories: what those histories made in AWS
     #: (fleets, DNS records, CloudWatch usage) is gone; moto keeps nothing across restarts.
     aws_state_lost: bool = False
+    #: The fleet model's bucket this run created on its emulator (None: the settings' own, if any).
+    model_bucket: str | None = None
 
     def settings(self, base: Settings) -> Settings:
-        return base.model_copy(
-            update={"temporal_address": self.temporal_address, "aws_endpoint_url": self.aws_endpoint_url}
-        )
+        update = {"temporal_address": self.temporal_address, "aws_endpoint_url": self.aws_endpoint_url}
+        return base.model_copy(update={**update, "model_bucket": self.model_bucket or base.model_bucket})
 
     def stop(self) -> None:
         if self.data_plane is not None:  # before moto, which it polls
@@ -144,6 +147,7 @@ def embedded_services(settings: Settings, standin_args: Iterable[str] = ()) -> I
             services.started.append(start_moto(settings))
             services.aws_endpoint_url = f"http://{HOST}:{settings.moto_port}"
             wait_http(f"{services.aws_endpoint_url}/moto-api/", settings.startup_timeout_s, services.started[-1])
+            services.model_bucket = create_model_bucket(services.aws_endpoint_url, settings)
         if data_plane_mode(services.settings(settings)) == "local" and services.aws_endpoint_url:
             # Emulated instances need their stand-ins whether this process started the emulator or was pointed
             # at one (AWS_ENDPOINT_URL on loopback): the agent is part of the local data plane, not of AWS.
@@ -167,6 +171,20 @@ def embedded_services(settings: Settings, standin_args: Iterable[str] = ()) -> I
         services.stop()
 
 
+def create_model_bucket(endpoint_url: str, settings: Settings) -> str:
+    """The fleet model's bucket on an emulator (TrainFleetModel writes there, forecasts read from it)."""
+    import boto3
+
+    bucket = settings.model_bucket or LOCAL_MODEL_BUCKET
+    s3 = boto3.client("s3", endpoint_url=endpoint_url, region_name=settings.aws_region, aws_access_key_id="testing",
+                      aws_secret_access_key="testing")  # fmt: skip
+    where = {} if settings.aws_region == "us-east-1" else {
+        "CreateBucketConfiguration": {"LocationConstraint": settings.aws_region}}  # fmt: skip
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket, **where)
+    return bucket
+
+
 def write_services_file(state: Path, services: Services, settings: Settings) -> Path:
     """`<state dir>/services.json`: where this run's services listen, for shadowctl in another terminal
     (`shadowing.settings.with_running_services`, used while `pid` runs)."""
@@ -177,6 +195,7 @@ def write_services_file(state: Path, services: Services, settings: Settings) -> 
         "temporal_namespace": settings.temporal_namespace,
         "ui_url": services.ui_url,
         "aws_endpoint_url": services.aws_endpoint_url,
+        "model_bucket": services.model_bucket,
         "started": {s.name: s.process.pid for s in services.started},
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -275,6 +275,36 @@ def predict(entity_id: Entity, start: Start, end: End, as_json: JsonOut = False)
 
 
 @app.command()
+def train(
+    history_days: Annotated[int | None, typer.Option("--history-days", help="days of history per entity "
+                                                     "(default SHADOWING_TRAINING_DAYS, 35)")] = None,
+    validation_days: Annotated[int, typer.Option("--validation-days", help="newest days held out to judge on")] = 3,
+    end: Annotated[str | None, typer.Option("--end", help="end of the window, ISO 8601 (default: now)")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="start it and print its workflow id")] = False,
+    as_json: JsonOut = False,
+) -> None:  # fmt: skip
+    """TrainFleetModel now (the schedule runs it daily): fits the fleet model on every registered entity's history,
+    publishes it only if it beats seasonal naive and the published model; prints the outcome and the scores."""
+    from shadowing.models import TrainFleetModelInput
+
+    settings = _settings()
+    body: dict[str, Any] = {"history_days": history_days or settings.training_days, "validation_days": validation_days}
+    if end is not None:
+        body["end"] = end
+    options = {"history_days": "--history-days", "validation_days": "--validation-days", "end": "--end"}
+    try:
+        req = parse(TrainFleetModelInput, body)
+    except InvalidRequest as exc:
+        field = exc.field or ""
+        raise InvalidRequest(str(exc).removeprefix(f"{field}: "), options.get(field, field)) from exc
+    result = _call(lambda c: c.train_fleet_model(req, wait=not no_wait))
+    if isinstance(result, str):
+        console.print(f"started {result}: `temporal workflow describe --workflow-id {result}` shows it")
+        return
+    _print(result, as_json)
+
+
+@app.command()
 def provision(
     entity_id: Entity, start: Start, end: End,
     instance_type: Annotated[str, typer.Option("--instance-type")],

@@ -10,7 +10,15 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from shadowing.models import CostLedger, DemandForecast, EntityPlan, EntityStatus, FleetRef
+from shadowing.models import (
+    CostLedger,
+    DemandForecast,
+    EntityPlan,
+    EntityStatus,
+    FleetRef,
+    ModelScores,
+    TrainFleetModelResult,
+)
 
 EVENTS_SHOWN = 8
 
@@ -81,7 +89,7 @@ def ledger_view(ledger: CostLedger) -> RenderableType:
 def forecast_view(fc: DemandForecast) -> RenderableType:
     q = fc.sizing_quantile
     table = Table(
-        "metric", "model", f"peak p{q * 100:g}", "peak p50", "backtest MAPE", "interval coverage",
+        "metric", "engine", "model", f"peak p{q * 100:g}", "peak p50", "backtest MAPE", "interval coverage",
         title=(f"{fc.entity_id} {fc.time_slice.start:%Y-%m-%d %H:%M} - {fc.time_slice.end:%H:%M}: readiness "
                f"{fc.readiness:.2f}" + (f" ({'; '.join(fc.readiness_reasons)})" if fc.readiness_reasons else "")),
         title_justify="left",
@@ -89,7 +97,28 @@ def forecast_view(fc: DemandForecast) -> RenderableType:
     for name, m in fc.metrics.items():
         mape = f"{m.backtest_mape:.3f}" if m.backtest_mape is not None else "-"
         cover = f"{m.interval_coverage:.2f}" if m.interval_coverage is not None else "-"
-        table.add_row(name, m.model, f"{m.peak(q):,.0f} {m.unit}", f"{m.peak(0.5):,.0f} {m.unit}", mape, cover)
+        table.add_row(name, m.engine, m.model, f"{m.peak(q):,.0f} {m.unit}", f"{m.peak(0.5):,.0f} {m.unit}", mape,
+                      cover)  # fmt: skip
+    reasons = [f"{name}: {m.engine_reason}" for name, m in fc.metrics.items() if m.engine_reason]
+    table.caption, table.caption_justify = "\n".join(reasons) or None, "left"
+    return table
+
+
+def training_view(result: TrainFleetModelResult) -> RenderableType:
+    """A training's outcome and the candidate's and the incumbent's scores on the same held-out days."""
+    table = Table(
+        "model", "relative MAE vs seasonal naive", "vs naive", "80 % band covers", "q0.9 covers", "entities",
+        title=f"{result.outcome}: {result.version} ({result.reason})", title_justify="left",
+    )  # fmt: skip
+    rows: list[tuple[str, ModelScores | None]] = [(f"candidate {result.version}", result.scores)]
+    if result.incumbent_version:
+        rows.append((f"published {result.incumbent_version}", result.incumbent_scores))
+    for name, s in rows:
+        if s is None:
+            table.add_row(name, "-", "-", "-", "-", "-")
+            continue
+        cells = (s.relative_mae.get("seasonal_naive"), s.relative_mae.get("naive"), s.coverage_80, s.q90_coverage)
+        table.add_row(name, *("-" if v is None else f"{v:.3f}" for v in cells), str(s.entities))
     return table
 
 
@@ -103,6 +132,7 @@ def _fields(data: dict) -> RenderableType:
 
 VIEWS: tuple[tuple[type, Any], ...] = (
     (EntityStatus, status_view), (EntityPlan, plan_view), (CostLedger, ledger_view), (DemandForecast, forecast_view),
+    (TrainFleetModelResult, training_view),
 )  # fmt: skip
 
 __all__ = ["render"]

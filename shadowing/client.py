@@ -56,12 +56,16 @@ from shadowing.models import (
     SliceRequest,
     SliceStatus,
     TimeSlice,
+    TrainFleetModelInput,
+    TrainFleetModelResult,
 )
 from shadowing.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 #: How long `register_entity` waits for the pre-flight checks (a worker must pick them up and run a few reads).
 PREFLIGHT_TIMEOUT = timedelta(minutes=3)
+#: On-demand trainings (`train_fleet_model`) share one id: a second request while one runs waits for that one.
+TRAIN_WORKFLOW_ID = "fleet-model/train-now"
 SliceLike = TimeSlice | Mapping[str, Any]
 
 
@@ -153,6 +157,26 @@ class ShadowingClient:
             )  # fmt: skip
         except WorkflowFailureError as exc:
             raise _translate(exc) from exc
+
+    async def train_fleet_model(
+        self, req: TrainFleetModelInput | Mapping[str, Any] | None = None, wait: bool = True
+    ) -> TrainFleetModelResult | str:
+        """Runs `TrainFleetModel` now (as the daily schedule does): the result (`published` or `rejected`, with the
+        scores), or with `wait=False` the workflow id. A training already running is joined, not repeated."""
+        req = parse(TrainFleetModelInput, req or {})
+        try:
+            handle = await self.client.start_workflow(
+                "TrainFleetModel", req, id=TRAIN_WORKFLOW_ID, task_queue=self.task_queue,
+                result_type=TrainFleetModelResult, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            )  # fmt: skip
+            if not wait:
+                return handle.id
+            return await handle.result()
+        except WorkflowFailureError as exc:
+            failure = _translate(exc)
+            if isinstance(failure, InvalidRequest):
+                raise failure from exc
+            raise ShadowingError(f"training failed, the published model keeps serving: {failure}") from exc
 
     async def provision_shadow_instances(
         self, entity_id: str, time_slice: SliceLike, instance_type: str, quantity: int

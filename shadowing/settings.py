@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 #: An installation id: a tag value that also fits in a launch template name (activities/ec2.py checks it too).
 _INSTALLATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class Settings(BaseSettings):
@@ -94,6 +95,13 @@ class Settings(BaseSettings):
     max_concurrent_migrations: int = Field(10, ge=1)
     region_shadow_quota: int = Field(200, ge=1, description="shadow instances in flight per region")
     region_quotas: dict[str, int] = Field(default_factory=dict, description='JSON, e.g. {"eu-west-1": 50}')
+    # The fleet model (TrainFleetModel, forecasting/fleet.py): artifacts in s3://<bucket>/<prefix>/ in aws_region. No
+    # bucket: nothing is trained and forecasts come from the per-entity engine (`shadowctl up` names one on its
+    # emulator). The schedule trains daily at `training_cron` (UTC; "" creates none) on `training_days` of history.
+    model_bucket: str | None = Field(None, description="S3 bucket of the fleet model; default: none (no fleet model)")
+    model_prefix: str = Field("fleet-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}[A-Za-z0-9]$")
+    training_cron: str = "30 2 * * *"
+    training_days: int = Field(35, ge=10, le=455)
     # Fault injection for AWS calls (workers/fault_injection.py), for drills and the fault matrix: off unless given.
     aws_faults: tuple[FaultRule, ...] = Field(
         (), description='JSON list, e.g. [{"operation": "ec2:RunInstances", "fault": "throttle", "times": 2}]'
@@ -110,6 +118,7 @@ class Settings(BaseSettings):
         "temporal_api_key",
         "temporal_profile",
         "installation",
+        "model_bucket",
         mode="before",
     )
     @classmethod
@@ -121,6 +130,13 @@ class Settings(BaseSettings):
     def _installation_fits(cls, value: str | None) -> str | None:
         if value is not None and not _INSTALLATION.fullmatch(value):
             raise ValueError(f"{value!r} must be 1-64 letters, digits, '.', '_' or '-' (it is a tag value)")
+        return value
+
+    @field_validator("model_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET.fullmatch(value):
+            raise ValueError(f"{value!r} is not an S3 bucket name (3-63 lowercase letters, digits, '.' or '-')")
         return value
 
     @model_validator(mode="after")
@@ -254,7 +270,8 @@ def _alive(pid: object) -> bool:
 
 def with_running_services(settings: Settings) -> Settings:
     """Fills what the environment (or a Temporal profile) leaves unset from a running `shadowctl up`'s services file:
-    the Temporal address (and namespace), the AWS endpoint. An explicit setting always wins."""
+    the Temporal address (and namespace), the AWS endpoint (and the model bucket made on it). An explicit setting
+    always wins."""
     found = running_services(settings.state_dir)
     if found is None:
         return settings
@@ -266,6 +283,8 @@ def with_running_services(settings: Settings) -> Settings:
             update["temporal_namespace"] = namespace
     if settings.aws_endpoint_url is None and isinstance(found.get("aws_endpoint_url"), str):
         update["aws_endpoint_url"] = found["aws_endpoint_url"]
+        if settings.model_bucket is None and isinstance(found.get("model_bucket"), str):
+            update["model_bucket"] = found["model_bucket"]  # the bucket made on that emulator
     return settings.model_copy(update=update) if update else settings
 
 

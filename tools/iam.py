@@ -18,7 +18,7 @@ statement granting it must carry, following AWS's guidance for least privilege w
 * tagging: only while creating (`ec2:CreateAction`, `elasticloadbalancing:CreateAction`), on what is already
   owned, or (where AWS has no create-action key) with the ownership tags in the request;
 * record changes: Route 53 changes only in listed zones, A records only, names under a listed suffix;
-* scoped: resource ARNs narrower than `*` (public parameters, change ids, stream ARNs).
+* scoped: resource ARNs narrower than `*` (public parameters, change ids, stream ARNs, the model bucket's prefix).
 
 An action in no class is itself a violation: adding a call to the code forces a decision here.
 """
@@ -41,7 +41,7 @@ RESOURCE_OWNER = f"aws:ResourceTag/{OWNER_KEY}"
 REQUEST_OWNER = f"aws:RequestTag/{OWNER_KEY}"
 
 #: What the operator replaces in the committed policy (docs/security.md says how).
-PLACEHOLDERS = ("REPLACE-WITH-HOSTED-ZONE-ID", "REPLACE-WITH-RECORD-SUFFIX")
+PLACEHOLDERS = ("REPLACE-WITH-HOSTED-ZONE-ID", "REPLACE-WITH-RECORD-SUFFIX", "REPLACE-WITH-MODEL-BUCKET")
 
 #: Actions AWS authorizes without the code calling them by name: action -> (the call that needs it, why).
 IMPLIED: dict[str, tuple[str, str]] = {
@@ -100,6 +100,7 @@ RECORD_CHANGES = frozenset({"route53:ChangeResourceRecordSets"})
 SCOPED = frozenset({
     "ssm:GetParameter", "route53:GetChange", "route53:GetHostedZone", "dynamodb:GetRecords",
     "dynamodb:GetShardIterator",
+    "s3:GetObject", "s3:PutObject",  # the fleet model's objects: one bucket, one prefix (the operator's)
 })  # fmt: skip
 
 

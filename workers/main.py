@@ -16,11 +16,13 @@ from activities.application import ApplicationActivities
 from activities.coordination import CoordinationActivities
 from activities.ec2 import DEFAULT_INSTALLATION, Ec2Activities
 from activities.forecast import ForecastActivities
+from activities.model_store import FleetModelCache, ModelStore, ModelStoreActivities
 from activities.monitoring import MonitoringActivities
 from activities.preflight import PreflightActivities
 from activities.registry import RegistryActivities
 from activities.replication import ReplicationActivities
 from activities.routing import RoutingActivities
+from activities.training import TrainingActivities
 from activities.warmup import WarmupActivities
 from shadowing.connect import connect
 from shadowing.endpoints import Endpoints, data_plane_mode, endpoints_for
@@ -32,21 +34,23 @@ from workflows.entity import EntityScheduleWorkflow
 from workflows.migrate import ShadowMigrationWorkflow
 from workflows.predict import PredictDemandWorkflow
 from workflows.preflight import PreflightEntityWorkflow
+from workflows.train import TrainFleetModelWorkflow
 
 WORKFLOWS = [
     EntityScheduleWorkflow, ShadowMigrationWorkflow, PredictDemandWorkflow, FleetCoordinatorWorkflow,
-    PreflightEntityWorkflow,
+    PreflightEntityWorkflow, TrainFleetModelWorkflow,
 ]  # fmt: skip
 
 
 def activities(
     client: Client, clients: ClientFactory, endpoints: Endpoints, limits: CoordinatorLimits | None = None,
     ids: Pseudonyms = PLAIN, *, installation: str = DEFAULT_INSTALLATION, loopback: bool = False,
-    dns_suffixes: tuple[str, ...] = (),
+    dns_suffixes: tuple[str, ...] = (), model_store: ModelStore | None = None,
 ) -> list:  # fmt: skip
     """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct),
-    `installation` the tag that keeps this installation's fleets apart from another's in a shared account, and
-    `loopback` whether instance addresses may be loopback (only for the local data plane)."""
+    `installation` the tag that keeps this installation's fleets apart from another's in a shared account,
+    `loopback` whether instance addresses may be loopback (only for the local data plane), and `model_store` where
+    the fleet model is trained to and served from (None: no fleet model)."""
     ec2 = Ec2Activities(clients, installation=installation)
     warm = WarmupActivities(clients, endpoints, installation=installation, loopback=loopback)
     app = ApplicationActivities(clients, endpoints, installation=installation, loopback=loopback)
@@ -54,10 +58,14 @@ def activities(
         ReplicationActivities(clients),
         RoutingActivities(clients, installation=installation, dns_suffixes=dns_suffixes),
     )
-    watch, forecast = MonitoringActivities(endpoints, loopback=loopback), ForecastActivities(clients)
+    watch = MonitoringActivities(endpoints, loopback=loopback)
+    forecast = ForecastActivities(clients, models=FleetModelCache(model_store))
+    registry = RegistryActivities(client, ids)
     return [
         forecast.forecast_demand, forecast.refine_forecast,
-        RegistryActivities(client, ids).lookup_entity,
+        registry.lookup_entity, registry.list_entity_sources,
+        TrainingActivities(clients, model_store).train_fleet_candidate,
+        ModelStoreActivities(model_store).publish_fleet_model,
         CoordinationActivities(client, limits or CoordinatorLimits()).request_lease,
         ec2.provision_fleet, ec2.shrink_fleet, ec2.terminate_fleet, ec2.mark_fleet_role, ec2.adopt_fleet,
         ec2.release_adopted,
@@ -89,12 +97,35 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
             installation=settings.installation_id,
             loopback=data_plane_mode(settings) == "local",
             dns_suffixes=settings.dns_suffixes,
+            model_store=model_store(settings, clients),
         ),
         activity_executor=pool,
         max_concurrent_activities=settings.max_concurrent_activities,
         graceful_shutdown_timeout=timedelta(seconds=5),
         **options,  # type: ignore[arg-type]
     )
+
+
+def model_store(settings: Settings, clients: ClientFactory) -> ModelStore | None:
+    """The fleet model's S3 store in the worker's region, when a bucket is configured."""
+    if not settings.model_bucket:
+        return None
+    return ModelStore(clients, settings.model_bucket, settings.model_prefix, settings.aws_region)
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """Creates or updates the training schedule (workers/schedules.py); says how when this worker may not."""
+    import structlog
+
+    from workers.schedules import TRAINING_SCHEDULE_ID, ensure_training_schedule
+
+    log = structlog.get_logger("worker")
+    try:
+        done = await ensure_training_schedule(client, settings)
+    except RPCError as exc:
+        log.warning("cannot create the training schedule; `shadowctl train` still trains", error=str(exc))
+        return
+    log.info("training schedule", schedule_id=TRAINING_SCHEDULE_ID, cron=settings.training_cron, result=done)
 
 
 async def register_search_attributes(client: Client) -> None:
@@ -134,6 +165,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     address = settings.temporal_address or "127.0.0.1:7233"
     client = await connect(address, settings.temporal_namespace, settings=settings, serve_metrics=True)
     await register_search_attributes(client)
+    await ensure_schedules(client, settings)
     if settings.metrics_bind:
         structlog.get_logger("worker").info("metrics", url=f"http://{settings.metrics_bind}/metrics")
     async with build_worker(client, settings, AwsClients(settings)):

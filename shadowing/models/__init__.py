@@ -67,7 +67,15 @@ from shadowing.models.entity import (
     arn_region,
     owns_fleet,
 )
-from shadowing.models.forecast import Decision, DemandForecast, HourQuantiles, MetricForecast
+from shadowing.models.forecast import (
+    Decision,
+    DemandForecast,
+    HourQuantiles,
+    MetricForecast,
+    ModelScores,
+    TrainFleetModelInput,
+    TrainFleetModelResult,
+)
 from shadowing.models.ledger import CostEntry, CostLedger
 
 __all__ = [
@@ -107,6 +115,7 @@ __all__ = [
     "MigrationInput",
     "MigrationProgress",
     "MigrationResult",
+    "ModelScores",
     "PauseRequest",
     "PlanEntry",
     "PredictDemandInput",
@@ -120,6 +129,8 @@ __all__ = [
     "SliceState",
     "SliceStatus",
     "TimeSlice",
+    "TrainFleetModelInput",
+    "TrainFleetModelResult",
     "UtcDatetime",
     "arn_region",
     "check_address",

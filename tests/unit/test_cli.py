@@ -21,6 +21,9 @@ CASES = [
     (["migrate", "Not_An_Id", *OK], "entity_id"),
     (["predict", "shop", "--start", "yesterday", "--end", "2026-01-01T01:00:00Z"], "time_slice.start"),
     (["status"], "entity_id"),
+    (["train", "--history-days", "3"], "--history-days"),
+    (["train", "--validation-days", "30"], "--validation-days"),
+    (["train", "--end", "soon"], "--end"),
 ]  # fmt: skip
 
 
