@@ -37,7 +37,7 @@ class RefineInput(Frozen):
     forecast: DemandForecast
 
 
-HISTORY = timedelta(days=14)
+HISTORY = timedelta(days=16)  # the fleet serving path reads 16 days (fleet.ServeConfig.history_days)
 MAX_AHEAD = timedelta(days=14)  # beyond this a seasonal forecast from 14 days of history says nothing
 FORECAST_METRICS = ("cpu_mhz", "memory_kb")
 DIMENSION = "EntityId"

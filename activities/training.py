@@ -27,7 +27,7 @@ from activities.model_store import ModelStore, require_store
 from activities.registry import EntitySource
 from forecasting.data import METRICS, points_to_series
 from forecasting.fleet import FleetModelError, Validation, data_hash, fleet_config, train_fleet, validate
-from forecasting.global_model import DAY, GlobalConfig
+from forecasting.global_model import GlobalConfig
 from shadowing.models import Frozen, ModelScores, UtcDatetime
 
 #: GetMetricData's limit of queries per call.
@@ -88,7 +88,8 @@ class TrainingActivities:
                                       validation_days=req.validation_days, version=version)  # fmt: skip
             except ValueError as exc:  # too little history for the window
                 raise ApplicationError(f"history_days: {exc}", type="InvalidRequest", non_retryable=True) from exc
-            incumbent, incumbent_scores, problem = self._incumbent(store, values, index, req.validation_days)
+            held_out = [index.get_loc(pd.Timestamp(t)) for t in trained.model.metadata["validation"]["origin_times"]]
+            incumbent, incumbent_scores, problem = self._incumbent(store, values, index, held_out)
         meta = {**trained.model.metadata, "entities": sorted({n.split("/")[0] for n in names}), "series": len(names)}
         stored = store.put_candidate(version, trained.artifact, meta)
         return CandidateModel(
@@ -100,7 +101,7 @@ class TrainingActivities:
         )  # fmt: skip
 
     def _incumbent(self, store: ModelStore, values: np.ndarray, index: pd.DatetimeIndex,
-                   validation_days: int) -> tuple[str | None, ModelScores | None, str]:  # fmt: skip
+                   origins: list[int]) -> tuple[str | None, ModelScores | None, str]:  # fmt: skip
         """The published model's scores on the candidate's held-out origins (None, and why, when it has none)."""
         pointer = store.pointer()
         if pointer is None:
@@ -111,15 +112,7 @@ class TrainingActivities:
         except FleetModelError as exc:
             return version, None, f"the published model cannot be loaded: {exc}"
         horizon = model.config.horizon
-        origins = held_out_origins(values.shape[1], validation_days, horizon)
         return version, scores(validate(model, values, index, origins, horizon)), ""
-
-
-def held_out_origins(end: int, validation_days: int, horizon: int) -> list[int]:
-    """The origins `train_fleet` scores a candidate on (its validation days but the first, which calibrates)."""
-    cut = end - DAY * validation_days
-    origins = [cut + DAY * k for k in range(validation_days) if cut + DAY * k + horizon <= end]
-    return origins[1:] or origins
 
 
 def scores(v: Validation) -> ModelScores:

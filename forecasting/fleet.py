@@ -488,23 +488,35 @@ def pooled_shifts(model: FleetModel, values: np.ndarray, index: pd.DatetimeIndex
 
 
 def publish_decision(candidate: Mapping[str, Any], incumbent: Mapping[str, Any] | None) -> tuple[bool, str]:
-    """(publish?, why) from validation scores on the same held-out days (`fleet.Validation.as_dict()` shape).
+    """(publish?, why) from validation scores on the same held-out days (`Validation.as_dict()` shape).
 
-    A candidate is published only when it beats seasonal naive there (geometric-mean relative MAE below 1) and,
-    when a model is serving, its MAE is no higher than that model's on the same days.
+    The same rule as the TrainFleetModel workflow's `workflows.promotion.judge` (which may not import this
+    library; tests/unit/test_promotion.py holds the two to the same verdicts): a candidate is published only when
+    it beats seasonal naive there (geometric-mean relative MAE below 1) and does no worse on that scale-free figure
+    than the model serving, scored on the same origins.
     """
-    rel = float(candidate.get("relative_mae", {}).get("seasonal_naive", math.nan))
-    mae = float(candidate.get("mae", math.nan))
-    if not rel < 1.0:
-        return False, f"rejected: {rel:.3f}x seasonal naive's error on the held-out days (must be below 1)"
-    if not math.isfinite(mae):
-        return False, "rejected: no held-out error could be measured"
-    if incumbent is not None:
-        before = float(incumbent.get("mae", math.nan))
-        if math.isfinite(before) and mae > before:
-            return False, f"rejected: held-out MAE {mae:.4g} is above the serving model's {before:.4g} on the same days"
-        return True, f"published: {rel:.3f}x seasonal naive, MAE {mae:.4g} vs the serving model's {before:.4g}"
-    return True, f"published: {rel:.3f}x seasonal naive, MAE {mae:.4g} (no model was serving)"
+    rel = _number(candidate.get("relative_mae", {}).get("seasonal_naive"))
+    if rel is None:
+        return False, "the candidate served no entity on the held-out days"
+    if rel >= 1.0:
+        return False, f"the candidate does not beat seasonal naive ({rel:.3f}x its MAE)"
+    old = _number(incumbent.get("relative_mae", {}).get("seasonal_naive")) if incumbent is not None else None
+    if old is not None and rel > old + 1e-9:
+        return False, f"the candidate ({rel:.3f}x seasonal naive) does worse than the published model ({old:.3f}x)"
+    versus = f", published model {old:.3f}x" if old is not None else ""
+    return True, f"{rel:.3f}x seasonal naive's MAE{versus}"
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def validation_origins(end: int, validation_days: int, horizon: int) -> tuple[list[int], list[int]]:
+    """(all held-out origins, the ones scored): `train_fleet` reads the pooled shifts from the first held-out day
+    and scores the others (all of them when there is only one)."""
+    cut = end - DAY * validation_days
+    origins = [cut + DAY * k for k in range(validation_days) if cut + DAY * k + horizon <= end]
+    return origins, origins[1:] or origins
 
 
 @dataclass(frozen=True)
@@ -529,7 +541,7 @@ def train_fleet(values: np.ndarray, index: pd.DatetimeIndex, entities: Sequence[
     if cut - config.horizon < MIN_PAST + 3 * DAY:
         need = MIN_PAST + 3 * DAY + DAY * validation_days + config.horizon
         raise ValueError(f"{end} h of data: training needs at least {need} h")
-    origins = [cut + DAY * k for k in range(validation_days) if cut + DAY * k + config.horizon <= end]
+    origins, scored = validation_origins(end, validation_days, config.horizon)
     meta = {
         "version": version,
         "format": FORMAT,
@@ -543,7 +555,6 @@ def train_fleet(values: np.ndarray, index: pd.DatetimeIndex, entities: Sequence[
     model = fit_fleet(values, index, cut, config, events, progress, meta)
     pooled = pooled_shifts(model, values, index, origins[:1], config.horizon, events)
     model = replace(model, pooled=pooled)
-    scored = origins[1:] or origins  # the day the pooled shifts were read from is scored only when it is the only one
     if progress:
         progress(f"validating on {len(scored)} held-out day(s)")
     scores = validate(model, values, index, scored, config.horizon, events)

@@ -308,11 +308,13 @@ class FakeCloud:
 
     @activity.defn(name="probe_fleet")
     def probe_fleet(self, req: ProbeInput) -> FleetSignals:
-        """Old fleets answer well; shadows too, unless `unhealthy_after_cutover` (then every request fails)."""
+        """Old fleets answer well; shadows too, unless `unhealthy_after_cutover` (then every request fails). The gate
+        "probe_fleet:<fleet id>" holds the probes of one fleet."""
         fleet = req.fleet
-        self._record("probe_fleet", fleet.fleet_id)
+        shadow = fleet.fleet_id in self.provisioned
+        self._record("probe_fleet", fleet.fleet_id, f"probe_fleet:{fleet.fleet_id}")
         n = req.requests_per_instance * fleet.size
-        bad = self.unhealthy_after_cutover and fleet.fleet_id in self.provisioned
+        bad = self.unhealthy_after_cutover and shadow
         return FleetSignals(fleet_id=fleet.fleet_id, source="probe", samples=n, errors=n if bad else 0,
                             p50_ms=None if bad else 5.0, p99_ms=None if bad else 9.0)  # fmt: skip
 

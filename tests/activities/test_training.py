@@ -20,11 +20,10 @@ from activities.training import (
     TrainCandidateInput,
     TrainingActivities,
     heartbeating,
-    held_out_origins,
     read_panel,
 )
 from forecasting.data import METRICS
-from forecasting.fleet import fleet_config
+from forecasting.fleet import fleet_config, validation_origins
 from tests.fleet_data import panel
 from workers.aws import AwsClients
 
@@ -122,7 +121,7 @@ def test_training_stores_a_candidate_and_scores_the_incumbent_on_the_same_days(s
     assert first.version.startswith("v20261022T0000Z-") and first.key == f"fleet-model/{first.version}/model.bin"
     assert first.entities == 20 and first.series == 20 and first.skipped == 1
     assert first.incumbent_version is None and first.incumbent_scores is None
-    assert first.scores.origins == len(held_out_origins(21 * 24, 3, 24)) and first.scores.entities > 0
+    assert first.scores.origins == len(validation_origins(21 * 24, 3, 24)[1]) and first.scores.entities > 0
     assert store.pointer() is None, "training alone publishes nothing"
     assert store.metadata(first.version)["sha256"] == first.sha256  # type: ignore[index]
     store.publish(first.version, first.sha256, None)
@@ -144,12 +143,13 @@ def test_training_without_any_history_is_not_retried(store: ModelStore) -> None:
 
 
 def test_too_short_a_history_is_not_retried_and_names_the_field(store: ModelStore) -> None:
-    values, index, names = panel(entities=3, days=10)
+    """Five days: the fleet model needs a week (two days of features, three to train, one to validate, a horizon)."""
+    values, index, names = panel(entities=3, days=5)
     cw = FakeCloudWatch(values, index, names)
     act = TrainingActivities(lambda s, r: cw if s == "cloudwatch" else store._clients(s, r), store)
     sources = tuple(EntitySource(entity_id=n, region="us-east-1", namespace=NS) for n in names)
     req = TrainCandidateInput(sources=sources, end=(index[-1] + pd.Timedelta(hours=1)).to_pydatetime(),
-                              history_days=10, metrics=("cpu_mhz",))  # fmt: skip
+                              history_days=5, metrics=("cpu_mhz",))  # fmt: skip
     with pytest.raises(ApplicationError, match="history_days") as err:
         ActivityEnvironment().run(act.train_fleet_candidate, req)
     assert err.value.non_retryable

@@ -37,8 +37,8 @@ class StandInEntity:
 
 
 async def test_the_schedule_is_created_once_and_a_pause_survives_a_worker_restart(dev_env: WorkflowEnvironment) -> None:
-    """First start: created, daily TrainFleetModel. An operator pauses it (as `temporal schedule toggle --pause` does); the
-    next worker start updates it to the settings' cron and leaves it paused. No bucket: no schedule."""
+    """First start: created, daily TrainFleetModel. An operator pauses it (as `temporal schedule toggle --pause`
+    does); the next worker start updates it to the settings' cron and leaves it paused. No bucket: no schedule."""
     client = dev_env.client
     assert (await ensure_training_schedule(client, Settings(model_bucket=None))).startswith("none")
     settings = Settings(model_bucket="models-test", training_cron="15 3 * * *")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from forecasting.fleet import publish_decision
 from shadowing.models import ModelScores
 from workflows.promotion import judge
 
@@ -23,6 +24,11 @@ def test_publish_only_below_naive_and_not_above_the_incumbent(
 ) -> None:
     ok, why = judge(_s(candidate), _s(incumbent) if incumbent is not None else None)
     assert ok is publish and why
+    # the backtest and the simulator replay trainings with forecasting's copy of the rule (a workflow may not
+    # import the forecasting library): both must give the same verdict and reason
+    as_dict = {"relative_mae": {"seasonal_naive": candidate}}
+    before = None if incumbent is None else {"relative_mae": {"seasonal_naive": incumbent}}
+    assert publish_decision(as_dict, before) == (ok, why)
 
 
 def test_an_incumbent_without_a_score_is_no_bar_but_naive_still_is() -> None:

@@ -3,8 +3,10 @@ FleetCoordinator's limits, a late migration, and a month of hourly slices throug
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -47,6 +49,17 @@ async def wait_for(env: WorkflowEnvironment, handle, ready, step: timedelta = ti
             return status
         await env.sleep(step)
     raise AssertionError("entity never reached the expected state")
+
+
+async def cancel_requested(env: WorkflowEnvironment, parent, tries: int = 600) -> None:  # type: ignore[no-untyped-def]
+    """Waits (real time, no skipping) until the parent's running child has asked the server to cancel an activity."""
+    for _ in range(tries):
+        for child in (await parent.describe()).raw_description.pending_children:
+            events = (await env.client.get_workflow_handle(child.workflow_id).fetch_history()).events
+            if any(e.HasField("activity_task_cancel_requested_event_attributes") for e in events):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the child never cancelled its activity")
 
 
 async def record(handle, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -101,21 +114,34 @@ async def test_approval_gate_times_out_then_an_approved_slice_migrates(time_env:
 
 
 async def test_abort_during_cutover_restores_routing_and_keeps_the_old_fleet(time_env: WorkflowEnvironment) -> None:
+    # The watch's probe of the new fleet is held while the abort arrives, so the cancel can never meet that probe's
+    # completion in one workflow task: the time-skipping server wedges on that race (ACTIVITY_UNKNOWN,
+    # temporalio/sdk-java#2391) where the real server carries on.
+    held = threading.Event()
     cloud = FakeCloud(cpu_mhz=10_000)
     w, queue = worker(time_env.client, cloud)
     async with w:
-        handle, reg = await start(time_env, queue, ["eu-west-1"])
-        ts = reg.schedule.slices[0].as_time_slice()
-        await wait_for(time_env, handle, lambda s: any(e.kind == "watching" for e in s.events))
-        # started, not executed: the abort answers once the rollback has waited out the restored records' TTL, and
-        # the test server skips time only while the test waits for a workflow's result
-        abort = await handle.start_update(
-            "abort", SliceAction(time_slice=ts, reason="game day"), result_type=SliceStatus,
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-        )  # fmt: skip
-        final = await handle.result()
-        aborted = await abort.result()
-        await record(handle, "entity_schedule_aborted")
+        try:
+            handle, reg = await start(time_env, queue, ["eu-west-1"])
+            ts = reg.schedule.slices[0].as_time_slice()
+            await wait_for(time_env, handle, lambda s: any(e.kind == "watching" for e in s.events))
+            shadow = cloud.provision_inputs[-1].fleet_id
+            armed = len(cloud.calls)
+            cloud.gates[f"probe_fleet:{shadow}"] = held
+            await wait_for(time_env, handle, lambda s: ("probe_fleet", shadow) in cloud.calls[armed:])
+            # started, not executed: the abort answers once the rollback has waited out the restored records' TTL,
+            # and the test server skips time only while the test waits for a workflow's result
+            abort = await handle.start_update(
+                "abort", SliceAction(time_slice=ts, reason="game day"), result_type=SliceStatus,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            )  # fmt: skip
+            await cancel_requested(time_env, handle)
+            held.set()  # the cancelled probe ends, so the server no longer waits on it before skipping time
+            final = await handle.result()
+            aborted = await abort.result()
+            await record(handle, "entity_schedule_aborted")
+        finally:
+            held.set()  # a failed test frees the probe's thread, so the worker can shut down
     assert aborted.state == "released" and aborted.outcome is not None and aborted.outcome.startswith("aborted")
     old = final.active_fleet
     assert old is not None and old.region == "us-east-1", "the old fleet keeps serving"
