@@ -1,9 +1,11 @@
-"""darts' optional-dependency notices, silenced one by one.
+"""Third-party notices about features this product never uses, silenced one by one.
 
-Importing darts logs a WARNING for every optional backend it lacks (PyTorch twice, StatsForecast, XGBoost twice) and
-prophet logs that plotly is missing: notices about features this product never uses, printed into every command
-that forecasts (and FFT's one benign notice per forecast, below). `install()` drops exactly those records, by logger
-and message; any other record of those loggers, and every `warnings.warn`, still shows.
+prophet logs that plotly is missing when it is imported (darts imports it for the Prophet candidate), and darts' FFT
+logs one benign notice per forecast (below): printed into every command that forecasts. `install()` drops exactly
+those records, by logger and message; any other record of those loggers, and every `warnings.warn`, still shows.
+darts 0.41 also logged a WARNING on import for every optional backend it lacked (PyTorch twice, StatsForecast,
+XGBoost twice); darts 0.48 imports its models lazily and says nothing about a missing backend (using one of its
+models raises ImportError): tests/unit/test_quiet.py checks that importing the engine prints nothing at all.
 """
 
 from __future__ import annotations
@@ -11,14 +13,8 @@ from __future__ import annotations
 import logging
 import re
 
-#: logger name -> the notices it emits on import (darts 0.3x: models/__init__.py, utils/likelihood_models/__init__.py,
-#: utils/utils.py NotImportedModule; prophet/plot.py).
+#: logger name -> the notices it emits (prophet/plot.py on import; darts/models/forecasting/fft.py per forecast).
 KNOWN_IMPORT_NOTICES: dict[str, re.Pattern[str]] = {
-    "darts.models": re.compile(
-        r"Support for Torch based models not available\. |The StatsForecast module could not be imported\. "
-    ),
-    "darts.utils.likelihood_models": re.compile(r"Support for PyTorch based likelihood models not available\. "),
-    "darts.utils.utils": re.compile(r"The `(XGBoost|LightGBM|CatBoost|Prophet)` module could not be imported\. "),
     "prophet.plot": re.compile(r"Importing plotly failed\. "),
     # Not an import notice: FFT's `required_matches` crop finds no matching start hour in a history that does not
     # begin at midnight and fits the whole series instead, which is what the FFT candidate wants; once per forecast.
