@@ -296,6 +296,10 @@ def serve_backtest(
             raise ValueError(
                 f"origin {origin.isoformat()} is not after the data's first hour {panel.index[0].isoformat()}"
             )
+        if pos > len(panel.index):
+            raise ValueError(
+                f"origin {origin.isoformat()} is past the hour after the data's last {panel.index[-1].isoformat()}"
+            )
         midnight = pos - int(origin.hour)
         if midnight not in models:
             models[midnight] = train(midnight)

@@ -244,7 +244,7 @@ def serve_panel(
     for q in levels:
         final = np.maximum(bands[q][-1] + shift[q][:, None] * scale_all[-1][:, None], 0.0)
         out[q][ok] = final[ok]
-    out_sorted = _uncross({q: v[ok] for q, v in out.items()})
+    out_sorted = _around_median({q: v[ok] for q, v in out.items()})
     for q in levels:
         out[q][ok] = out_sorted[q]
     with warnings.catch_warnings():
@@ -309,6 +309,21 @@ def _held_out_coverage(scores: dict[float, np.ndarray], weights: np.ndarray, poo
         total += seen.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, inside / total, np.nan)
+
+
+def _around_median(out: dict[float, np.ndarray]) -> dict[float, np.ndarray]:
+    """Uncrosses calibrated levels without moving the median: a lower level is at most the next level up, an upper
+    one at least the next level down (sorting would swap a shifted q0.1 into the point forecast)."""
+    levels = sorted(out)
+    fixed = dict(out)
+    below = [q for q in levels if q < 0.5][::-1]
+    above = [q for q in levels if q > 0.5]
+    for group, op in ((below, np.minimum), (above, np.maximum)):
+        ref = out[0.5]
+        for q in group:
+            fixed[q] = op(out[q], ref)
+            ref = fixed[q]
+    return fixed
 
 
 def _uncross(out: dict[float, np.ndarray]) -> dict[float, np.ndarray]:
