@@ -27,7 +27,7 @@ SCENARIOS = {
     "entity_schedule_success", "entity_schedule_aborted", "entity_schedule_forecast_only",
     "entity_schedule_continued", "entity_schedule_bootstrap_cold",
     "shadow_migration_success", "shadow_migration_sync_failed", "shadow_migration_rolled_back",
-    "shadow_migration_late",
+    "shadow_migration_late", "train_fleet_model_published", "train_fleet_model_rejected",
 }  # fmt: skip
 PATCH_CALLS = {"patched", "deprecate_patch"}
 PATCH_MARKER = "core_patch"  # the SDK's marker name for both
