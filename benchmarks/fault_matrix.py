@@ -97,6 +97,8 @@ PROVISION_FAULTS = ("capacity-one-az", "capacity-all-azs", "spot-unfulfilled")
 TWO_WAY_SKIPPED = ("timeout", "lost-reply")
 #: Cases whose right outcome is the rollback (with these words in the error); every other case must migrate.
 EXPECT_ROLLBACK = {("provision", "capacity-all-azs"): "insufficient capacity"}
+#: Worker-SIGKILL cases per worker process: each kill stalls the cases on that worker, not the others.
+KILL_PAIR = 2
 
 
 @dataclass
@@ -707,7 +709,6 @@ class Matrix:
         rows: list[Row] = []
 
         async def aws_faults(group: list[Case]) -> list[Row]:
-            progress(f"{len(group)} AWS-fault cases ...")
             settings = self.settings(f"fm-aws-{uuid.uuid4().hex[:6]}", [r for c in group for r in c.rules()])
             faulty = AwsClients(settings)
             assert faulty.faults is not None
@@ -721,7 +722,6 @@ class Matrix:
                 return await run_aws_faults(env, group, fired)
 
         async def worker_kills(group: list[Case]) -> list[Row]:
-            progress(f"{len(group)} worker-SIGKILL cases ...")
             queue = f"fm-kill-{uuid.uuid4().hex[:6]}"
             workers = WorkerProcesses(self.settings(queue, [r for c in group for r in c.rules()]))
             workers.start()
@@ -729,15 +729,21 @@ class Matrix:
                 env = Env(client, clean, endpoints, zone_id, queue)
                 return await run_disrupted(env, group, workers.kill_and_replace)
             finally:
-                await asyncio.to_thread(workers.stop)  # the AWS-fault cases go on meanwhile
+                await asyncio.to_thread(workers.stop)  # the other cases go on meanwhile
 
-        # The AWS faults and the worker kills run side by side: each group has its own task queue and worker (a
-        # kill hits only the kill group's worker process), and both spend most of their time waiting. A server
+        # The AWS faults and the worker kills run side by side, each kill pair with a worker process (and task
+        # queue) of its own: a kill stalls every case whose tasks that worker held (until their step and sticky
+        # timeouts), so eight cases on one worker each sat through eight kills. All of them mostly wait. A server
         # restart would disrupt every case, so those run alone, afterwards.
         aws_group = [c for c in every if c.fault not in PROCESS_FAULTS]
         kill_group = [c for c in every if c.fault == "worker-sigkill"]
-        groups = [start(group) for start, group in ((aws_faults, aws_group), (worker_kills, kill_group)) if group]
-        for group_rows in await asyncio.gather(*groups):
+        if aws_group:
+            progress(f"{len(aws_group)} AWS-fault cases ...")
+        if kill_group:
+            progress(f"{len(kill_group)} worker-SIGKILL cases, {KILL_PAIR} to a worker process ...")
+        pairs = [kill_group[i : i + KILL_PAIR] for i in range(0, len(kill_group), KILL_PAIR)]
+        groups = [aws_faults(aws_group)] if aws_group else []
+        for group_rows in await asyncio.gather(*groups, *(worker_kills(pair) for pair in pairs)):
             rows += group_rows
 
         restart_group = [c for c in every if c.fault == "server-restart"]
