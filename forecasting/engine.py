@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from forecasting import quiet
+from forecasting.threads import single_blas_thread
 
 quiet.install()  # darts' and prophet's notices about optional backends we do not use; nothing else is muted
 from darts import TimeSeries  # noqa: E402
@@ -131,6 +132,12 @@ def forecast_series(
     Raises:
         ForecastError: when the history is too short or entirely missing.
     """
+    single_blas_thread()  # the candidates' matrices are tiny: a BLAS thread team costs 10x the work
+    return _forecast_series(history, start, hours, quantiles, origins, event_days)
+
+
+def _forecast_series(history: pd.Series, start: pd.Timestamp, hours: int, quantiles: tuple[float, ...],
+                     origins: int, event_days: Iterable[date]) -> SeriesForecast:  # fmt: skip
     history = history[history.index < start]
     observed = history.dropna()
     if len(observed) < MIN_HISTORY_HOURS:
