@@ -34,6 +34,7 @@ from forecasting.fleet import (
 )
 from forecasting.global_model import DAY, GlobalConfig, GlobalQuantileForecaster, fill_for_features
 from forecasting.panel import Panel
+from forecasting.threads import single_blas_thread
 
 Progress = Callable[[str], None]
 
@@ -208,6 +209,7 @@ def holt_winters(filled: np.ndarray, horizon: int, workers: int) -> np.ndarray:
 def _hw_chunk(chunk: np.ndarray, horizon: int) -> np.ndarray:
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
+    single_blas_thread()  # a fit per series: a spinning BLAS team costs more than the fit
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
