@@ -48,6 +48,7 @@ from forecasting.global_model import (
     baselines,
     features,
     fill_for_features,
+    uncross,
 )
 
 FORMAT = 1  # bumped when an artifact written by an older version can no longer be read
@@ -193,7 +194,7 @@ def serve_panel(
         raw = {q: model.models[q](rows).reshape(x_all.shape[:3]) for q in model.levels}
     for q in sorted(set(model.levels) | set(levels)):
         pred[q] = np.maximum(raw[_nearest(model, q)] * scale_all[..., None], 0.0)
-    pred = _uncross(pred)
+    pred = uncross(pred)
     cands = [{"global_gbm": pred[0.5][p], **baselines(filled, b, steps)} for p, b in enumerate(positions)]
     actual = np.stack([past[:, b : b + steps] for b in origins]) if origins else np.zeros((0, n, steps))
     # per row and origin: an origin counts when the row was observed in the week before it and in its window
@@ -324,12 +325,6 @@ def _around_median(out: dict[float, np.ndarray]) -> dict[float, np.ndarray]:
             fixed[q] = op(out[q], ref)
             ref = fixed[q]
     return fixed
-
-
-def _uncross(out: dict[float, np.ndarray]) -> dict[float, np.ndarray]:
-    levels = sorted(out)
-    stacked = np.sort(np.stack([out[q] for q in levels]), axis=0)
-    return {q: stacked[i] for i, q in enumerate(levels)}
 
 
 # ---- one entity (PredictDemand, refine) ------------------------------------------------------------------------

@@ -212,14 +212,14 @@ class GlobalQuantileForecaster:
         for q, predict in fitted.models.items():
             pred = predict(x_new.reshape(-1, x_new.shape[-1]))
             out[q] = np.maximum((pred.reshape(len(filled), cfg.horizon) + fitted.offsets[q]) * scale[:, None], 0.0)
-        out = _uncross(out)
+        out = uncross(out)
         candidates = {"global_gbm": out[0.5], **baselines(filled, at, cfg.horizon)}
         final = {q: out[q].copy() for q in cfg.quantiles}
         for name in set(fitted.chosen) - {"global_gbm"}:
             pick = fitted.chosen == name
             for q in cfg.quantiles:  # the candidate's median with the global model's calibrated spread around it
                 final[q][pick] = np.maximum(candidates[name][pick] + out[q][pick] - out[0.5][pick], 0.0)
-        return _uncross(final), candidates
+        return uncross(final), candidates
 
     def _windows(
         self, filled: np.ndarray, raw: np.ndarray, index: pd.DatetimeIndex, anchors: list[int]
@@ -419,7 +419,7 @@ def flat_fallback(past: np.ndarray, horizon: int, quantiles: tuple[float, ...]) 
             spread = np.quantile(seen - np.median(seen), q) if len(seen) > 1 else 0.0
             rows.append(np.full(horizon, max(last + spread, 0.0)))
         out[q] = np.array(rows)
-    return _uncross(out)
+    return uncross(out)
 
 
 def _conformal_offset(residuals: np.ndarray, q: float) -> float:
@@ -430,7 +430,7 @@ def _conformal_offset(residuals: np.ndarray, q: float) -> float:
     return float(np.quantile(seen, q))
 
 
-def _uncross(out: dict[float, np.ndarray]) -> dict[float, np.ndarray]:
+def uncross(out: dict[float, np.ndarray]) -> dict[float, np.ndarray]:
     levels = sorted(out)
     stacked = np.sort(np.stack([out[q] for q in levels]), axis=0)
     return {q: stacked[i] for i, q in enumerate(levels)}

@@ -3,7 +3,6 @@ seasonal naive and the published model, and a failed or rejected training leaves
 
 from __future__ import annotations
 
-import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from activities.training import CandidateModel, TrainCandidateInput
 from shadowing.client import TRAIN_WORKFLOW_ID, ShadowingClient
 from shadowing.errors import InvalidRequest, ShadowingError
 from shadowing.models import ModelScores, TrainFleetModelInput
-from tests.workflows.test_migrate import HISTORIES
+from tests.workflows.test_orchestration import record
 from workflows.train import TrainFleetModelWorkflow
 
 
@@ -98,12 +97,9 @@ async def test_a_candidate_is_published_only_when_it_beats_naive_and_the_incumbe
     async with w:
         result = await ShadowingClient(time_env.client, queue).train_fleet_model({"history_days": 21})
     assert not isinstance(result, str)
-    if os.environ.get("SHADOWING_RECORD_HISTORIES") and candidate == 0.80 and incumbent == 0.85:
-        history = await time_env.client.get_workflow_handle(TRAIN_WORKFLOW_ID).fetch_history()
-        (HISTORIES / "train_fleet_model_published.json").write_text(history.to_json())
-    if os.environ.get("SHADOWING_RECORD_HISTORIES") and candidate == 0.90:
-        history = await time_env.client.get_workflow_handle(TRAIN_WORKFLOW_ID).fetch_history()
-        (HISTORIES / "train_fleet_model_rejected.json").write_text(history.to_json())
+    scenario = {(0.80, 0.85): "train_fleet_model_published", (0.90, 0.85): "train_fleet_model_rejected"}
+    if (candidate, incumbent) in scenario:
+        await record(time_env.client.get_workflow_handle(TRAIN_WORKFLOW_ID), scenario[candidate, incumbent])
     assert result.outcome == outcome and why in result.reason
     assert result.scores.relative_mae["seasonal_naive"] == candidate
     assert fake.seen[0].history_days == 21 and len(fake.seen[0].sources) == 3
