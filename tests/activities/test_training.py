@@ -112,7 +112,7 @@ def test_training_stores_a_candidate_and_scores_the_incumbent_on_the_same_days(s
     values, index, names = panel(entities=20, days=21)
     cw = FakeCloudWatch(values, index, names)
     clients = lambda service, region: cw if service == "cloudwatch" else store._clients(service, region)  # noqa: E731
-    act = TrainingActivities(clients, ModelStore(clients, store.bucket), fleet_config(max_iter=20, median_bag=1))
+    act = TrainingActivities(clients, ModelStore(clients, store.bucket), fleet_config(max_iter=40, median_bag=1))
     end = (index[-1] + pd.Timedelta(hours=1)).to_pydatetime()
     sources = tuple(EntitySource(entity_id=n, region="us-east-1", namespace=NS) for n in [*names, "silent"])
     req = TrainCandidateInput(sources=sources, end=end, history_days=21, validation_days=3, metrics=("cpu_mhz",))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from forecasting.fleet import fleet_config
 from shadowctl.cli import main
 from tests.unit.test_engine import synthetic
 
@@ -36,6 +37,8 @@ def test_each_origin_is_served_from_its_own_past_only(
     usage: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """One row per entity, origin and hour; what follows an origin does not change what that origin forecast."""
+    small = fleet_config(max_iter=80)  # the default's 800 rounds cost minutes on six series and two CPUs
+    monkeypatch.setattr("forecasting.backtest.fleet_config", lambda: small)
     out, cache = tmp_path / "fc.csv", tmp_path / "models"
     common = ["--target", "cpu", "--horizon", "24", "--origins", ORIGINS, "--quantiles", "0.1,0.5,0.9"]
     assert backtest(monkeypatch, "--input", str(usage), "--output", str(out), "--model-cache", str(cache),

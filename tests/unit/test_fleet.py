@@ -37,7 +37,7 @@ def trained() -> tuple[fleet.TrainingResult, np.ndarray, pd.DatetimeIndex]:
     values, index = panel(noise=noise)
     end = 16 * 24
     result = fleet.train_fleet(values, index, [f"e{i}" for i in range(24)], end=end,
-                               config=fleet.fleet_config(max_iter=40, median_bag=1), version="t1")  # fmt: skip
+                               config=fleet.fleet_config(max_iter=80, median_bag=1), version="t1")  # fmt: skip
     return result, values, index
 
 
