@@ -422,7 +422,7 @@ def fleet_config(**overrides: Any) -> GlobalConfig:
     Bitbrains (200 x 0.1, the global engine's, before; 400 x 0.05 0.764x, 1600 x 0.05 0.760x, a bag of three
     0.771x) and from 0.803x to 0.811x on stress seed 1 (docs/forecasting.md)."""
     base = GlobalConfig(horizon=FLEET_HORIZON, quantiles=(0.1, 0.5, 0.9), median_bag=1, max_train_rows=300_000,
-                        max_iter=800, learning_rate=0.05)
+                        max_iter=800, learning_rate=0.05)  # fmt: skip
     return replace(base, **overrides)
 
 
