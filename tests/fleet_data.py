@@ -25,6 +25,6 @@ def panel(entities: int = 20, days: int = 21, seed: int = 7) -> tuple[np.ndarray
 
 @functools.cache
 def tiny_model(version: str = "v-test") -> TrainingResult:
-    """A fleet model fitted in a few seconds (max_iter=20, one median bag)."""
+    """A fleet model fitted in a few seconds (max_iter=40, one median bag)."""
     values, index, names = panel()
     return train_fleet(values, index, names, config=fleet_config(max_iter=40, median_bag=1), version=version)
