@@ -133,9 +133,15 @@ def test_predictive_without_a_forecast_keeps_its_fleet() -> None:
 def test_a_run_on_real_entities_forecasts_every_slice_and_reuses_its_cache(shared_trace, tmp_path) -> None:
     """Three Bitbrains VMs, one day: every slice gets a forecast made before it (no "no-forecast"), the JSON has the
     issue's shape, and a second run from the cache gives the same figures without fitting."""
+    from forecasting.fleet import fleet_config
     from shadowctl.simulate import POINT_BUFFERS, POLICIES, run
 
-    cfg = SimConfig(start=pd.Timestamp("2013-08-20", tz="UTC"), end=pd.Timestamp("2013-08-21", tz="UTC"), workers=1)
+    cfg = SimConfig(
+        start=pd.Timestamp("2013-08-20", tz="UTC"),
+        end=pd.Timestamp("2013-08-21", tz="UTC"),
+        workers=1,
+        engine=fleet_config(max_iter=80),
+    )  # 800 rounds on six series cost minutes (no early stopping)
     names = ["rnd-001", "rnd-002", "rnd-003"]
     cache, said = tmp_path / "fc.npz", []
     first = run(str(shared_trace), cfg, names, said.append, str(cache))
