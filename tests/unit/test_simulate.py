@@ -141,7 +141,7 @@ def test_a_run_on_real_entities_forecasts_every_slice_and_reuses_its_cache(share
         end=pd.Timestamp("2013-08-21", tz="UTC"),
         workers=1,
         engine=fleet_config(max_iter=80),
-    )  # 800 rounds on six series cost minutes (no early stopping)
+    )  # the default's 800 rounds run in full below 10,000 rows (no early stopping): 16 s here instead of 6 s
     names = ["rnd-001", "rnd-002", "rnd-003"]
     cache, said = tmp_path / "fc.npz", []
     first = run(str(shared_trace), cfg, names, said.append, str(cache))
