@@ -54,6 +54,13 @@ class GlobalConfig:
     # On the validation origins (2013-08-04..16, every other day) 3 models took MAE/Holt-Winters from 0.781 to 0.778
     # and the global model's own from 0.803 to 0.792, for 4 more fits per forecast.
     median_bag: int = 3
+    # Weight each training window by 1 / (its series' seasonal-naive error in the week before it, in scaled units,
+    # floored at `weight_floor`): the accuracy measure is a geometric mean over entities of error ratios, so an error
+    # on a steady series costs as much as a ten-times larger one on a noisy series. 0: every window weighs the same.
+    weight_floor: float = 0.0
+    # How the weights act: True, by drawing the `max_train_rows` rows with probability by weight (no extra fit
+    # cost); False, as sklearn sample weights (quantile leaves then sort by weight: several times the fit time).
+    weight_by_sampling: bool = True
 
 
 @dataclass(frozen=True)
@@ -234,17 +241,27 @@ class GlobalQuantileForecaster:
         return np.stack(xs), np.stack(ys), np.stack(scales)
 
     def _bagged(
-        self, q: float, parts: list[tuple[np.ndarray, np.ndarray]], bag: int
+        self, q: float, parts: list[tuple[np.ndarray, np.ndarray]], bag: int, weights: np.ndarray | None = None
     ) -> Callable[[np.ndarray], np.ndarray]:
         """Fits `bag` models of quantile q, each on its own seeded subsample; returns their mean prediction.
 
         The subsample is drawn from the first part, the later (more recent) parts are added, and the whole is drawn
-        down to `max_train_rows` again: recent windows weigh more than their share.
+        down to `max_train_rows` again: recent windows weigh more than their share. `weights` (one per row of a single
+        part) weight each row's loss.
         """
         cfg = self.config
         models = []
         for member in range(bag):
             seed = cfg.seed + member
+            if weights is not None and len(parts) == 1:
+                if cfg.weight_by_sampling:
+                    keep = _weighted_rows(weights, cfg.max_train_rows, seed)
+                    models.append(self._model(q, seed).fit(parts[0][0][keep], parts[0][1][keep]))
+                else:
+                    keep = _subsample_rows(len(parts[0][1]), cfg.max_train_rows, seed)
+                    x, y = parts[0][0][keep], parts[0][1][keep]
+                    models.append(self._model(q, seed).fit(x, y, sample_weight=weights[keep]))
+                continue
             xs, ys = _subsample(*parts[0], cfg.max_train_rows, seed)
             for x_more, y_more in parts[1:]:
                 xs, ys = np.concatenate([xs, x_more]), np.concatenate([ys, y_more])
@@ -264,13 +281,19 @@ class GlobalQuantileForecaster:
         if len(anchors) * cfg.anchor_step < 3 * DAY:
             raise ValueError(f"{len(anchors) * cfg.anchor_step} h of training windows; at least {3 * DAY} are needed")
         raw = values[:, :end]
-        x, y = _flatten(*self._windows(fill_for_features(raw), raw, index, anchors)[:2])
+        filled = fill_for_features(raw)
+        xa, ya, scales = self._windows(filled, raw, index, anchors)
+        w = None
+        if cfg.weight_floor > 0:
+            w = np.repeat(noise_weights(filled, anchors, scales, cfg.weight_floor)[..., None], cfg.horizon, axis=2)
+            w = w.reshape(-1)[~np.isnan(ya.reshape(-1))]
+        x, y = _flatten(xa, ya)
         if len(y) == 0:
             raise ValueError("no observed target hour in the training windows")
         out = {}
         for q in sorted(set(levels) | {0.5}):
             self._progress(f"fitting quantile {q:g} on {min(len(y), cfg.max_train_rows)} window-hours")
-            out[q] = self._bagged(q, [(x, y)], cfg.median_bag if q == 0.5 else 1)
+            out[q] = self._bagged(q, [(x, y)], cfg.median_bag if q == 0.5 else 1, w)
         return out
 
     def _model(self, q: float, seed: int) -> HistGradientBoostingRegressor:
@@ -330,12 +353,40 @@ def choose(mae: dict[str, np.ndarray], margin: float) -> np.ndarray:
     return np.where(better, np.array(names, dtype=object)[best], "global_gbm")
 
 
+def _subsample_rows(rows: int, limit: int, seed: int) -> np.ndarray:
+    """At most `limit` of `rows` row numbers, drawn with a fixed seed (the same past gives the same sample)."""
+    if rows <= limit:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
+
+
+def _weighted_rows(weights: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """`limit` row numbers drawn without replacement with probability by weight (Efraimidis-Spirakis keys), seeded.
+    Beyond `limit` rows a row's chance grows with its weight; at or under it every row is kept."""
+    if len(weights) <= limit:
+        return np.arange(len(weights))
+    keys = np.log(np.random.default_rng(seed).random(len(weights))) / np.maximum(weights, 1e-12)
+    return np.sort(np.argpartition(-keys, limit)[:limit])
+
+
 def _subsample(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """At most `limit` rows, drawn with a fixed seed (the same past gives the same sample)."""
     if len(y) <= limit:
         return x, y
-    keep = np.sort(np.random.default_rng(seed).choice(len(y), limit, replace=False))
+    keep = _subsample_rows(len(y), limit, seed)
     return x[keep], y[keep]
+
+
+def noise_weights(filled: np.ndarray, anchors: list[int], scales: np.ndarray, floor: float) -> np.ndarray:
+    """Per anchor and series (A x N): 1 / the series' mean absolute day-on-day change over the week before the
+    anchor, in units of its scale (floored at `floor`), normalised to mean 1."""
+    out = np.empty((len(anchors), len(filled)))
+    for i, a in enumerate(anchors):
+        lo = max(a - WEEK, DAY)
+        change = np.abs(filled[:, lo:a] - filled[:, lo - DAY : a - DAY]).mean(axis=1) if a > lo else 0.0
+        out[i] = 1.0 / np.maximum(change / scales[i], floor)
+    out[~np.isfinite(out)] = 1.0 / floor
+    return out / out.mean()
 
 
 def _flatten(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -60,6 +60,7 @@ from shadowing.models import (
 
 POLICIES = ("predictive", "reactive", "point_forecast", "static", "oracle")
 POINT_SWEEP = "point_forecast+"  # simulate_entity's keys for the buffer sweep: point_forecast+0.35, ...
+SIZING_GRID = (0.75, 0.8, 0.85, 0.9, 0.95)  # sizing quantiles forecast in one pass (forecast_levels)
 CPU, MEM = "cpu_usage_mhz_max", "mem_usage_kb_max"  # the 5-minute peaks capacity must cover
 CPU_MEAN, MEM_MEAN = "cpu_usage_mhz_mean", "mem_usage_kb_mean"  # the averages AWS's policies track
 Progress = Callable[[str], None]
@@ -369,15 +370,19 @@ def _chunk(args: tuple[list[Entity], SimConfig, pd.DatetimeIndex]) -> dict[str, 
 
 
 def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress,
-              model_dir: str | None = None) -> tuple[dict, np.ndarray]:  # fmt: skip
+              model_dir: str | None = None, checkpoint: str | None = None,
+              digest: str = "") -> tuple[dict, np.ndarray]:  # fmt: skip
     """Quantiles for positions [first, last) of every series, and readiness, as the product gets them: each slice
     is forecast `warmup_h` before it starts, from the hours complete by then (all but the hour in progress),
     through the product's serving path (`forecasting.fleet.serve_panel`) with the fleet model that the daily
     training would have published at that day's midnight (`forecasting.backtest.fleet_trainer`: the same fit,
     validation and publish rule). A series the serving path sends to the per-entity engine is forecast by it once
-    a day for the whole day (the product would call it per slice: 1-2 CPU-s each)."""
-    q = cfg.policy.sizing_quantile
-    levels = tuple(sorted({0.1, 0.5, 0.9, q}))
+    a day for the whole day (the product would call it per slice: 1-2 CPU-s each).
+
+    With `checkpoint` (.npz), each finished day is saved there under `digest`, and a run that finds one of the same
+    digest goes on from the day after it (the days before still run their training, from `model_dir`'s cache, so
+    that the model serving is the one the publish rule kept)."""
+    levels = forecast_levels(cfg)
     steps = cfg.slice_hours + 1  # the hour in progress (unknown yet), then the slice's hours
     train = fleet_trainer(panel, cfg.engine, cache_dir=model_dir, progress=progress)
     n, hours = len(panel.entities), last - first
@@ -386,9 +391,20 @@ def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Pro
     starts = list(range(first, last, cfg.slice_hours))
     days = [[h for h in starts if day <= h < day + 24] for day in range(first, last, 24)]
     engines: dict[str, int] = {}
+    done = 0
+    if checkpoint and os.path.exists(checkpoint):
+        with np.load(checkpoint) as saved:
+            if str(saved["digest"]) == digest:
+                done = int(saved["days_done"])
+                out = {level: saved[f"q{level:g}"] for level in levels}
+                ready = saved["ready"]
+                progress(f"{done} day(s) of forecasts from {checkpoint}")
     for k, day in enumerate([d for d in days if d], 1):
         model = train(day[0] - int(panel.index[day[0]].hour))
-        daily: dict[int, tuple[int, SeriesForecast | None]] = {}
+        if k <= done:
+            continue
+        made: dict[int, int] = {}  # a row the serving path sends to the per-entity engine: the origin it is first sent
+        to_entity: list[tuple[int, np.ndarray, slice]] = []
         for h in day:
             origin = h - 1  # a slice at h is forecast from the hours before h - 1
             served = serve_panel(model, panel.values, panel.index, origin, steps, levels)
@@ -398,26 +414,53 @@ def forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Pro
             for level in levels:
                 out[level][fleet_rows, cols] = served.quantiles[level][fleet_rows, 1 : 1 + span]
             for r in np.flatnonzero(~fleet_rows):
-                if r not in daily:
-                    daily[r] = (origin, _entity_day(panel, r, origin, 24 + steps, levels))
-                made, fc = daily[r]
-                if fc is not None:  # its hour j is hour made + j; the slice's hours start at h
-                    for level in levels:
-                        out[level][r, cols] = fc.quantiles[level][h - made : h - made + span]
+                made.setdefault(int(r), origin)
+                to_entity.append((int(r), np.arange(h, h + span), cols))
             ready[:, cols] = _readiness(panel, origin, served)[:, None]
             for name in served.engine:
                 engines[str(name)] = engines.get(str(name), 0) + 1
+        # the per-entity engine once a day per row (its hour j is hour made + j), the rows spread over `workers`
+        tasks = [_entity_task(panel, r, at, 24 + steps, levels) for r, at in made.items()]
+        daily: dict[int, SeriesForecast | None] = {}
+        if tasks:
+            with ProcessPoolExecutor(max_workers=min(cfg.workers, len(tasks))) as pool:
+                daily = dict(zip(made, pool.map(_entity_day, tasks), strict=True))
+        for r, hours_at, cols in to_entity:
+            fc = daily[r]
+            if fc is not None:
+                for level in levels:
+                    out[level][r, cols] = fc.quantiles[level][hours_at - made[r]]
+        if checkpoint:
+            _save(checkpoint, digest=digest, days_done=k, ready=ready, **{f"q{q:g}": v for q, v in out.items()})
         progress(f"forecast {k}/{len(days)} ({panel.index[day[0]]:%Y-%m-%d}): {len(day)} slices, answered by "
                  + ", ".join(f"{name} {count}" for name, count in sorted(engines.items())))  # fmt: skip
     return out, ready
 
 
-def _entity_day(panel: Panel, row: int, origin: int, hours: int, levels: tuple[float, ...]) -> SeriesForecast | None:
-    """The per-entity engine's forecast of a series from `origin` over `hours` (None: no history to forecast)."""
+def forecast_levels(cfg: SimConfig) -> tuple[float, ...]:
+    """The levels forecast in one pass: the product's own (0.1, 0.5, 0.9 and the sizing quantile) and the sizing grid,
+    so that runs at other sizing quantiles of the grid reuse one cache. Each level's calibration is its own; only the
+    final sort that keeps levels in order sees the grid's neighbours (docs/limitations.md)."""
+    return tuple(sorted({0.1, 0.5, 0.9, cfg.policy.sizing_quantile, *SIZING_GRID}))
+
+
+def product_levels(cfg: SimConfig) -> tuple[float, ...]:
+    """The levels PredictDemand asks for (activities/forecast.py): what a simulated entity's policy sees."""
+    return tuple(sorted({0.1, 0.5, 0.9, cfg.policy.sizing_quantile}))
+
+
+def _entity_task(panel: Panel, row: int, origin: int, hours: int, levels: tuple[float, ...]) -> tuple:
+    """What `_entity_day` needs of a series (its last 16 days before `origin`), small enough to send to a worker."""
     lo = max(0, origin - 24 * 16)
-    history = pd.Series(panel.values[row, lo:origin], index=panel.index[lo:origin])
+    start = panel.index[0] + pd.Timedelta(hours=origin)
+    return panel.values[row, lo:origin], panel.index[lo:origin], start, hours, levels
+
+
+def _entity_day(task: tuple) -> SeriesForecast | None:
+    """The per-entity engine's forecast of a series from its origin over `hours` (None: no history to forecast)."""
+    values, index, start, hours, levels = task
     try:
-        return forecast_series(history, panel.index[0] + pd.Timedelta(hours=origin), hours, levels)
+        return forecast_series(pd.Series(values, index=index), start, hours, levels)
     except ForecastError:
         return None
 
@@ -425,10 +468,10 @@ def _entity_day(panel: Panel, row: int, origin: int, hours: int, levels: tuple[f
 def cached_forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progress: Progress,
                      cache: str | None) -> tuple[dict, np.ndarray]:  # fmt: skip
     """`forecasts`, kept in `cache` (.npz) for the same series, window and engine: policy runs then skip fitting.
-    The fleet models the daily trainings fit are kept beside it (`<cache>.models/`), so that a run at another sizing
-    quantile reuses them."""
+    The fleet models the daily trainings fit are kept beside it (`<cache>.models/`), and the days done so far in
+    `<cache>.partial.npz`: a run stopped part way goes on where it stopped."""
     key = (f"fleet-serving|{panel.entities}|{panel.index[first]}|{panel.index[last - 1]}|{cfg.engine}|"
-           f"{cfg.policy.sizing_quantile}|{cfg.slice_hours}")  # fmt: skip
+           f"{forecast_levels(cfg)}|{cfg.slice_hours}")  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if cache and os.path.exists(cache):
         with np.load(cache) as saved:
@@ -436,11 +479,21 @@ def cached_forecasts(panel: Panel, first: int, last: int, cfg: SimConfig, progre
                 progress(f"forecasts from {cache}")
                 levels = [float(q) for q in saved["levels"]]
                 return {q: saved[f"q{q:g}"] for q in levels}, saved["ready"]
-    fc, ready = forecasts(panel, first, last, cfg, progress, f"{cache}.models" if cache else None)
+    fc, ready = forecasts(panel, first, last, cfg, progress, f"{cache}.models" if cache else None,
+                          f"{cache}.partial.npz" if cache else None, digest)  # fmt: skip
     if cache:
         arrays = {f"q{q:g}": v for q, v in fc.items()}
-        np.savez_compressed(cache, digest=digest, levels=np.array(list(fc)), ready=ready, **arrays)
+        _save(cache, digest=digest, levels=np.array(list(fc)), ready=ready, **arrays)
+        if os.path.exists(f"{cache}.partial.npz"):
+            os.remove(f"{cache}.partial.npz")
     return fc, ready
+
+
+def _save(path: str, **arrays: object) -> None:
+    """np.savez_compressed to `path` whole or not at all (a run stopped mid-write leaves the previous file)."""
+    tmp = f"{path}.tmp.npz"
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
 
 
 def _readiness(panel: Panel, origin: int, served: ServedPanel) -> np.ndarray:
@@ -486,10 +539,11 @@ def run(path: str, cfg: SimConfig, entities: list[str] | None = None, progress: 
     forecast_s = time.perf_counter() - began
     n = len(names)
     ready = np.fmin(ready[:n], ready[n:])
+    levels = product_levels(cfg)
     ents = [
         Entity(name, values[CPU][i, :last], values[MEM][i, :last], values[CPU_MEAN][i, :last],
-               values[MEM_MEAN][i, :last], first, {q: v[i] for q, v in fc.items()},
-               {q: v[n + i] for q, v in fc.items()}, ready[i])
+               values[MEM_MEAN][i, :last], first, {q: fc[q][i] for q in levels},
+               {q: fc[q][n + i] for q in levels}, ready[i])
         for i, name in enumerate(names)
     ]  # fmt: skip
     chunks = [ents[k :: cfg.workers] for k in range(cfg.workers)]

@@ -12,7 +12,7 @@ import pytest
 
 from forecasting.__main__ import main
 from forecasting.data import UsageDataError
-from forecasting.global_model import GlobalConfig, GlobalQuantileForecaster, choose
+from forecasting.global_model import GlobalConfig, GlobalQuantileForecaster, _weighted_rows, choose, noise_weights
 from forecasting.panel import load_panel, panel_from_frame
 
 FAST = GlobalConfig(max_iter=40, train_days=14, calibration_days=3, anchor_step=12)
@@ -233,3 +233,28 @@ def test_median_bagging_averages_models_fitted_on_different_subsamples() -> None
     assert not np.allclose(first.candidates["global_gbm"], one.candidates["global_gbm"])
     assert np.array_equal(first.quantiles[0.5], again.quantiles[0.5]), "seeded: the same past, the same forecast"
     assert np.all(first.quantiles[0.1] <= first.quantiles[0.5]) and np.all(first.quantiles[0.5] <= first.quantiles[0.9])
+
+
+def test_noise_weights_favour_steady_series_and_are_floored() -> None:
+    hours = 24 * 10
+    t = np.arange(hours)
+    daily = 10 + 5 * np.sin(2 * np.pi * t / 24)
+    noisy = daily + np.random.default_rng(1).normal(0, 4, hours)
+    flat = np.full(hours, 7.0)  # no day-on-day change at all: the floor bounds its weight
+    filled = np.stack([daily, noisy, flat])
+    anchors = [24 * 8, 24 * 9]
+    scales = np.stack([filled[:, a - 168 : a].mean(axis=1) + 1 for a in anchors])
+    w = noise_weights(filled, anchors, scales, floor=0.05)
+    assert w.shape == (2, 3)
+    assert np.isclose(w.mean(), 1.0)
+    assert np.all(w[:, 0] > 3 * w[:, 1])  # the steady cycle outweighs the noisy copy of it
+    assert np.allclose(w[:, 2], w[:, 0])  # a steady cycle and a flat line both sit at the floor
+
+
+def test_weighted_rows_draw_heavy_rows_more_often_and_keep_all_under_the_limit() -> None:
+    weights = np.r_[np.full(100, 10.0), np.ones(900)]
+    keep = _weighted_rows(weights, 200, seed=0)
+    assert len(keep) == 200 and len(np.unique(keep)) == 200 and np.all(np.diff(keep) > 0)
+    assert np.sum(keep < 100) > 3 * 0.1 * 200  # 10 % of the rows, well over 30 % of the draw
+    assert np.array_equal(keep, _weighted_rows(weights, 200, seed=0))  # seeded: the same past, the same rows
+    assert np.array_equal(_weighted_rows(weights, 1000, seed=0), np.arange(1000))

@@ -175,3 +175,33 @@ def test_the_cli_names_a_bad_sizing_quantile_and_a_window_without_history(shared
     assert bad.exit_code == 2 and "--sizing-quantile" in bad.output
     early = CliRunner().invoke(app, [*common, "--start", "2013-07-02", "--end", "2013-07-03"])
     assert early.exit_code != 0 and "8 days of data before it" in str(early.exception)  # main() prints it
+
+
+def test_a_run_stopped_part_way_goes_on_from_its_last_finished_day(shared_trace, tmp_path) -> None:
+    """The forecasts of each finished day are kept; a run stopped after day 1 of 2 resumes at day 2 and ends with the
+    figures of a run that was never stopped."""
+    from forecasting.fleet import fleet_config
+    from shadowctl.simulate import run
+
+    cfg = SimConfig(start=pd.Timestamp("2013-08-20", tz="UTC"), end=pd.Timestamp("2013-08-22", tz="UTC"), workers=1,
+                    engine=fleet_config(max_iter=40))  # fmt: skip
+    names = ["rnd-001", "rnd-002"]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_day_one(message: str) -> None:
+        if message.startswith("forecast 1/2"):
+            raise Stop
+
+    cache = tmp_path / "fc.npz"
+    with pytest.raises(Stop):
+        run(str(shared_trace), cfg, names, stop_after_day_one, str(cache))
+    assert not cache.exists() and (tmp_path / "fc.npz.partial.npz").exists()
+    said: list[str] = []
+    resumed = run(str(shared_trace), cfg, names, said.append, str(cache))
+    assert any(m.startswith("1 day(s) of forecasts from") for m in said)
+    assert not any(m.startswith("forecast 1/2") for m in said) and any(m.startswith("forecast 2/2") for m in said)
+    assert cache.exists() and not (tmp_path / "fc.npz.partial.npz").exists()
+    whole = run(str(shared_trace), cfg, names, lambda _m: None, str(tmp_path / "other.npz"))
+    assert resumed["policies"] == whole["policies"]
