@@ -229,6 +229,7 @@ async def old_fleet(
 
 async def until_phase(handle: Any, phases: tuple[str, ...], timeout_s: float = 300.0) -> MigrationProgress:
     deadline = time.monotonic() + timeout_s
+    progress = None
     while time.monotonic() < deadline:
         progress = await handle.query("progress", result_type=MigrationProgress)
         if progress.phase in phases:
@@ -236,7 +237,12 @@ async def until_phase(handle: Any, phases: tuple[str, ...], timeout_s: float = 3
         if progress.phase in ("compensating", "rolled-back"):
             await handle.result()  # raises the migration's failure
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"migration did not reach {phases} within {timeout_s:.0f}s")
+    # what the migration was doing, so that a timeout on a slow or stalled machine says where it stood
+    desc = await handle.describe()
+    pending = ", ".join(f"{a.activity_type.name} (attempt {a.attempt}, {a.state.name})"
+                        for a in desc.raw_description.pending_activities)  # fmt: skip
+    raise TimeoutError(f"migration did not reach {phases} within {timeout_s:.0f}s: phase "
+                       f"{progress.phase if progress else '?'}, pending activities: {pending or 'none'}")  # fmt: skip
 
 
 def create_table(clients: ClientFactory, table: str, entity_id: str) -> Any:

@@ -199,12 +199,14 @@ def policy(case: Case) -> EntityPolicy:
     # even on a loaded machine, and the app's writes need a window in which both regions take them.
     long_watch = case.step in ("watch", "two-way")
     chosen = EntityPolicy(
-        warm_up=True, warm_p99_ms=150, record_ttl_s=1, watch_s=15 if long_watch else 1.5,
-        catch_up_interval_s=1, warmup_timeout_s=90,
+        warm_up=True, warm_p99_ms=500, record_ttl_s=1, watch_s=15 if long_watch else 1.5,
+        catch_up_interval_s=1, warmup_timeout_s=180,
         max_replication_lag_s=30,
         spot=case.fault == "spot-unfulfilled", spot_deadline_s=3, step_timeout_s=15, heartbeat_timeout_s=10,
         # the matrix judges faults, not latency: on a loaded machine (CI, a benchmark beside it) the local
-        # stand-ins' p99 swings past 1.5x the baseline's and a sound migration would roll back
+        # stand-ins' p99 swings past 1.5x the baseline's and a sound migration would roll back. For the same reason
+        # the warm-up bar is loose (p99 500 ms, 180 s): in a CI run on a slow machine (stop 29) the first eight
+        # cases, starting beside six worker processes, stayed over 150 ms for 90 s and rolled back.
         degradation=DegradationPolicy(latency_factor=4.0, latency_floor_ms=500),
     )  # fmt: skip
     # a pass a second: several passes (and the disruption of one) fit in the watch
