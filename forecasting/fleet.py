@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -193,7 +194,7 @@ def serve_panel(
     with threadpool_limits(limits=1, user_api="openmp"):
         raw = {q: model.models[q](rows).reshape(x_all.shape[:3]) for q in model.levels}
     for q in sorted(set(model.levels) | set(levels)):
-        pred[q] = np.maximum(raw[_nearest(model, q)] * scale_all[..., None], 0.0)
+        pred[q] = np.maximum(_at_level(raw, q) * scale_all[..., None], 0.0)
     pred = uncross(pred)
     cands = [{"global_gbm": pred[0.5][p], **baselines(filled, b, steps)} for p, b in enumerate(positions)]
     actual = np.stack([past[:, b : b + steps] for b in origins]) if origins else np.zeros((0, n, steps))
@@ -237,10 +238,11 @@ def serve_panel(
     shift = {q: np.zeros(n) for q in levels}
     if cfg.calibrate and origins:
         scores = {q: (actual - bands[q][:-1]) / scale_all[:-1, :, None] for q in levels}
+        pooled = {0.5: 0.0, **{q: model.pooled.get(q, 0.0) for q in model.levels if q != 0.5}}
         weights = np.repeat((cfg.decay ** np.arange(len(origins)))[:, None], n, axis=1) * usable
         for q in levels:
             if q != 0.5:
-                shift[q] = _shrunk_shift(scores[q], weights, q, model.pooled.get(q, 0.0), cfg.shrink_hours)
+                shift[q] = _shrunk_shift(scores[q], weights, q, _at_level(pooled, q), cfg.shrink_hours)
         coverage = _held_out_coverage(scores, weights, model.pooled, cfg.shrink_hours)
     for q in levels:
         final = np.maximum(bands[q][-1] + shift[q][:, None] * scale_all[-1][:, None], 0.0)
@@ -259,8 +261,23 @@ def serve_panel(
     return ServedPanel(out, engine, chosen, reason, wape, np.where(ok, coverage, np.nan), observed)
 
 
-def _nearest(model: FleetModel, q: float) -> float:
-    return min(model.levels, key=lambda level: abs(level - q))
+def _at_level(by_level: Mapping[float, Any], q: float) -> Any:
+    """The value at level q from those at the model's levels (which include the median): itself when q is one of
+    them, else interpolated in normal-quantile units between the two levels around it, or extrapolated from the
+    median through the outermost level on its side. A level the model was not fitted for (the policy's sizing
+    quantile, 0.85 by default) thus sits between its neighbours, not on the nearest one: served as q0.9 (with the
+    pooled shift of 0 of an unknown level), q0.75-0.85 covered 0.88-0.90 of the hours in `shadowctl simulate`."""
+    if q in by_level:
+        return by_level[q]
+    z = NormalDist().inv_cdf
+    known = sorted(by_level)
+    lo = max((level for level in known if level < q), default=None)
+    hi = min((level for level in known if level > q), default=None)
+    if lo is None or hi is None:  # outside the fitted levels: from the median outwards
+        edge = known[-1] if q > 0.5 else known[0]
+        return by_level[0.5] if edge == 0.5 else by_level[0.5] + (by_level[edge] - by_level[0.5]) * (z(q) / z(edge))
+    t = (z(q) - z(lo)) / (z(hi) - z(lo))
+    return by_level[lo] + (by_level[hi] - by_level[lo]) * t
 
 
 def _weighted_quantile(scores: np.ndarray, weights: np.ndarray, q: float) -> np.ndarray:

@@ -114,6 +114,32 @@ def test_an_uncalibrated_band_is_what_calibration_changes(trained) -> None:
     assert not np.allclose(raw.quantiles[0.9], cal.quantiles[0.9])
 
 
+def test_a_level_the_model_was_not_fitted_for_sits_between_its_neighbours() -> None:
+    """q0.85 (the default sizing quantile) is interpolated between the median and q0.9 in normal-quantile units, not
+    served as q0.9; q0.95 is extrapolated past q0.9; the fitted levels are themselves."""
+    by = {0.1: np.array([6.0]), 0.5: np.array([10.0]), 0.9: np.array([14.0])}
+    assert fleet._at_level(by, 0.9) is by[0.9]
+    ratio = 1.0364333894937898 / 1.2815515655446004  # z(0.85) / z(0.9)
+    assert fleet._at_level(by, 0.85)[0] == pytest.approx(10 + 4 * ratio)
+    assert fleet._at_level(by, 0.95)[0] == pytest.approx(10 + 4 * 1.6448536269514722 / 1.2815515655446004)
+    assert fleet._at_level(by, 0.3)[0] == pytest.approx(10 - 4 * 0.5244005127080407 / 1.2815515655446004)
+
+
+def test_a_served_intermediate_level_covers_about_its_level(trained) -> None:
+    """Served 2 h ahead (the simulator's and a short slice's case: few recent residuals, so calibration leans on
+    the pooled shift), q0.75 covers about 75 % and the levels stay ordered. Before, every level from 0.75 up was
+    the 0.9 model's with a pooled shift of 0: q0.75 covered 0.88 here."""
+    result, values, index = trained
+    cover = {q: [] for q in (0.75, 0.85, 0.9, 0.95)}
+    for at in range(17 * 24, 20 * 24 - 2, 2):
+        served = fleet.serve_panel(result.model, values, index, at, 2, tuple(cover))
+        for q in cover:
+            cover[q].append((values[:, at : at + 2] <= served.quantiles[q]).mean())
+    mean = {q: float(np.mean(c)) for q, c in cover.items()}
+    assert mean[0.75] <= mean[0.85] <= mean[0.9] <= mean[0.95], mean
+    assert 0.7 <= mean[0.75] <= 0.82, mean
+
+
 def test_training_refuses_too_little_data() -> None:
     values, index = panel(n=4, days=6)
     with pytest.raises(ValueError, match="training needs at least"):
