@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
@@ -239,7 +240,8 @@ async def until_phase(handle: Any, phases: tuple[str, ...], timeout_s: float = 3
         await asyncio.sleep(0.05)
     # what the migration was doing, so that a timeout on a slow or stalled machine says where it stood
     desc = await handle.describe()
-    pending = ", ".join(f"{a.activity_type.name} (attempt {a.attempt}, {a.state.name})"
+    pending = ", ".join(f"{a.activity_type.name} (attempt {a.attempt}, {PendingActivityState.Name(a.state)}, last "
+                        f"failure: {a.last_failure.message or 'none'})"
                         for a in desc.raw_description.pending_activities)  # fmt: skip
     raise TimeoutError(f"migration did not reach {phases} within {timeout_s:.0f}s: phase "
                        f"{progress.phase if progress else '?'}, pending activities: {pending or 'none'}")  # fmt: skip
