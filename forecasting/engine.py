@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -250,8 +251,7 @@ def _quantiles(
         offsets = {q: _conformal(residuals, q) for q in levels}
     else:  # too little backtest: a spread from the series' own hour-to-hour variability, widened
         scale = float(np.nanstd(np.diff(filled.to_numpy()))) * 2 or float(np.nanmean(filled)) * 0.2
-        z = {q: float(np.sqrt(2) * _erfinv(2 * q - 1)) for q in levels}
-        offsets = {q: z[q] * scale for q in levels}
+        offsets = {q: normal_quantile(q) * scale for q in levels}
     out = {q: np.maximum(point + offsets[q], 0.0) for q in levels}
     for lo, hi in itertools.pairwise(levels):  # keep quantiles ordered
         out[hi] = np.maximum(out[hi], out[lo])
@@ -283,7 +283,6 @@ def _held_out_coverage(residuals: list[np.ndarray], lo: float = 0.1, hi: float =
     return inside / total if total else None
 
 
-def _erfinv(y: float) -> float:
-    from scipy.special import erfinv
-
-    return float(erfinv(y))
+def normal_quantile(q: float) -> float:
+    """The standard normal distribution's q-quantile (z(0.9) = 1.2816)."""
+    return NormalDist().inv_cdf(q)

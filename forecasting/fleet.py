@@ -31,14 +31,13 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from forecasting.engine import ForecastError, SeriesForecast, forecast_series
+from forecasting.engine import ForecastError, SeriesForecast, forecast_series, normal_quantile
 from forecasting.global_model import (
     DAY,
     MIN_PAST,
@@ -265,11 +264,10 @@ def _at_level(by_level: Mapping[float, Any], q: float) -> Any:
     """The value at level q from those at the model's levels (which include the median): itself when q is one of
     them, else interpolated in normal-quantile units between the two levels around it, or extrapolated from the
     median through the outermost level on its side. A level the model was not fitted for (the policy's sizing
-    quantile, 0.85 by default) thus sits between its neighbours, not on the nearest one: served as q0.9 (with the
-    pooled shift of 0 of an unknown level), q0.75-0.85 covered 0.88-0.90 of the hours in `shadowctl simulate`."""
+    quantile, 0.85 by default) thus sits between its neighbours, not on the nearest one."""
     if q in by_level:
         return by_level[q]
-    z = NormalDist().inv_cdf
+    z = normal_quantile
     known = sorted(by_level)
     lo = max((level for level in known if level < q), default=None)
     hi = min((level for level in known if level > q), default=None)
