@@ -299,7 +299,9 @@ class ReplicationActivities:
             return ReplicationStatus(in_sync=True, detail="nothing to replicate")
         src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
         _require_tables(src, dst, req)
-        return self._catch_up(req)
+        restored = _restore_replicas(src, dst, req)
+        status = self._catch_up(req)
+        return status.model_copy(update={"detail": "; ".join([*restored, status.detail])}) if restored else status
 
     @activity.defn(name="check_sync")
     def check_sync(self, req: ReplicationInput) -> ReplicationStatus:
@@ -325,7 +327,9 @@ class ReplicationActivities:
         started = time.monotonic()
         src, dst = self._clients("dynamodb", req.source_region), self._clients("dynamodb", req.target_region)
         _require_tables(src, dst, req)
+        restored = _restore_replicas(src, dst, req)
         check = _SyncCheck(src, dst, self._clients("dynamodbstreams", req.source_region), req)
+        check.notes += restored
         reverse = self._target_ends(req, check.present) if req.mode == "copy" else ()
         caught = self._catch_up(req) if req.checkpoint else ReplicationStatus(in_sync=True)
         differing = check.first_pass()
@@ -742,6 +746,24 @@ def _ensure_table(src: Any, dst: Any, table: str, entity_id: str) -> bool:
     )
     dst.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     return True
+
+
+def _restore_replicas(src: Any, dst: Any, req: ReplicationInput) -> list[str]:
+    """A replica `replicate_tables` made (the input carries its checkpoint) that is gone from the target region
+    (deleted outside the product) is made again and copied whole, so the catch-up from the checkpoint has a table to
+    replay into; replaying older records onto a fresh copy converges under the conflict rule. Returns a note per
+    table, also logged as a warning."""
+    if req.mode != "copy" or not req.checkpoint:
+        return []
+    notes = []
+    for table in (c.table for c in req.checkpoint):
+        if table not in req.tables or _describe_table(dst, table) is not None:
+            continue
+        _ensure_table(src, dst, table, req.entity_id)
+        copied = _copy(src, dst, table, {"restoring": table})
+        notes.append(f"table {table}: replica missing in {req.target_region}, made again and {copied} items copied")
+        activity.logger.warning(notes[-1])
+    return notes
 
 
 def _copy(src: Any, dst: Any, table: str, progress: dict[str, Any]) -> int:

@@ -55,6 +55,24 @@ def test_copy_then_catch_up_replays_inserts_modifies_and_deletes(aws: AwsClients
     assert env.run(act.check_sync, repl(checkpoint=caught.checkpoint)).in_sync
 
 
+def test_a_replica_deleted_outside_the_product_is_made_again_by_the_next_pass(aws: AwsClients) -> None:
+    """The target table `replicate_tables` made is deleted behind the product's back (an operator, a lost emulator
+    state): catch-up and the sync check make it again, copy it whole, replay the stream and say so."""
+    make_table(aws, US, "orders", 8)
+    act, env = ReplicationActivities(aws), ActivityEnvironment()
+    first = env.run(act.replicate_tables, repl())
+    put(aws, US, "after", v=1)
+    aws("dynamodb", EU).delete_table(TableName="orders")
+    caught = env.run(act.catch_up, repl(checkpoint=first.checkpoint))
+    assert "replica missing in eu-west-1, made again and 9 items copied" in caught.detail, caught.detail
+    assert items(aws, EU, "orders") == items(aws, US, "orders")
+    assert _table_tags(aws, EU, "orders")[TAG_ROLE] == "replica"
+    aws("dynamodb", EU).delete_table(TableName="orders")
+    checked = env.run(act.check_sync, repl(checkpoint=caught.checkpoint, verify="full-scan"))
+    assert checked.in_sync and "made again and 9 items copied" in checked.detail, checked.detail
+    assert items(aws, EU, "orders") == items(aws, US, "orders")
+
+
 class _WritesDuringScan:
     """A client factory whose source scan lets the application write between the scan and the copy."""
 
