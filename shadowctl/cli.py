@@ -493,6 +493,14 @@ def simulate(
             help="the entity policy's sizing quantile (default: the policy's own, 0.85)",
         ),
     ] = None,
+    policy_json: Annotated[
+        str | None,
+        typer.Option(
+            "--policy",
+            help='entity policy fields as JSON, e.g. \'{"sizing_quantile": 0.7, "rightsize_min_saving": 0.1}\' '
+            "(--sizing-quantile wins over the same field here)",
+        ),
+    ] = None,
 ) -> None:
     """Replays a usage trace through the product's policy and reactive, point-forecast, static and oracle ones."""
     import time as clock
@@ -516,10 +524,8 @@ def simulate(
     def progress(message: str) -> None:
         console.print(f"[dim][{clock.perf_counter() - began:6.1f}s][/] {message}", highlight=False)
 
+    policy = _sim_policy(policy_json, sizing_quantile)
     try:
-        from shadowing.models import EntityPolicy
-
-        policy = EntityPolicy() if sizing_quantile is None else EntityPolicy(sizing_quantile=sizing_quantile)
         cfg = SimConfig(start=first, end=last, slice_hours=slice_hours, workers=workers, policy=policy)
         result = run(str(input_path), cfg, entities or None, progress, str(cache) if cache else None)
     except ValueError as exc:  # the data cannot support the window; UsageDataError names the file's problem
@@ -548,6 +554,30 @@ def simulate(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2))
         console.print(f"written to {json_path}")
+
+
+def _sim_policy(policy_json: str | None, sizing_quantile: float | None) -> Any:
+    """The simulated entities' policy: the defaults, `--policy`'s fields over them, then `--sizing-quantile`."""
+    import pydantic
+
+    from shadowing.models import EntityPolicy
+
+    fields: Any = {}
+    if policy_json:
+        try:
+            fields = json.loads(policy_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"not JSON: {exc.msg} at character {exc.pos}", "policy") from exc
+        if not isinstance(fields, dict):
+            raise InvalidRequest("must be a JSON object of policy fields", "policy")
+    if sizing_quantile is not None:
+        fields["sizing_quantile"] = sizing_quantile
+    try:
+        return EntityPolicy.model_validate(fields)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise InvalidRequest(str(error["msg"]), f"policy.{where}") from exc
 
 
 def _ratio(a: float, b: float) -> str:

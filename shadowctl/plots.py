@@ -41,7 +41,7 @@ HOUR = timedelta(hours=1)
 CAPACITY_ATTR: dict[str, str] = {"cpu_mhz": "cpu_mhz", "memory_kb": "memory_kb", "network_kbps": "network_kbps"}
 #: Axis display only (`ForecastPlot` keeps the product's units): unit -> (divisor, unit shown).
 DISPLAY_UNITS: dict[str, tuple[float, str]] = {"KB": (1024.0 * 1024.0, "GiB"), "KB/s": (1000.0, "MB/s")}
-ACTION_COLOURS = {"shadow": "#1565c0", "stay": "#2e7d32", "skip": "#9e9e9e"}
+ACTION_COLOURS = {"shadow": "#1565c0", "grow": "#6a1b9a", "stay": "#2e7d32", "skip": "#9e9e9e"}
 BAND_COLOUR, MEDIAN_COLOUR, ACTUAL_COLOUR = "#90caf9", "#0d47a1", "#212121"
 
 

@@ -60,7 +60,7 @@ from shadowing.models import (
 
 POLICIES = ("predictive", "reactive", "point_forecast", "static", "oracle")
 POINT_SWEEP = "point_forecast+"  # simulate_entity's keys for the buffer sweep: point_forecast+0.35, ...
-SIZING_GRID = (0.75, 0.8, 0.85, 0.9, 0.95)  # sizing quantiles forecast in one pass (forecast_levels)
+SIZING_GRID = (0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)  # sizing quantiles forecast in one pass (forecast_levels)
 CPU, MEM = "cpu_usage_mhz_max", "mem_usage_kb_max"  # the 5-minute peaks capacity must cover
 CPU_MEAN, MEM_MEAN = "cpu_usage_mhz_mean", "mem_usage_kb_mean"  # the averages AWS's policies track
 Progress = Callable[[str], None]
@@ -304,6 +304,11 @@ def simulate_predictive(e: Entity, itype: InstanceType, cfg: SimConfig, index: p
                 instance_hours += decision.quantity * cfg.warmup_h + active.size * cfg.overlap_h
                 active = _fleet(e.entity_id, cfg.region, decision.instance_type, decision.quantity)
                 migrations += 1
+            elif decision.action == "grow":  # the added instances warm ahead of the slice, nothing overlaps
+                added = decision.quantity - active.size
+                extra += added * cfg.warmup_h * old.price(cfg.region)
+                instance_hours += added * cfg.warmup_h
+                active = _fleet(e.entity_id, cfg.region, active.instance_type, decision.quantity)
             elif decision.action == "shrink":  # the surplus runs until cached answers expire
                 surplus = active.size - decision.quantity
                 extra += surplus * (p.record_ttl_s / 3600) * old.price(cfg.region)

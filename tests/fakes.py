@@ -73,6 +73,8 @@ class FakeCloud:
     terminated: set[str] = field(default_factory=set)
     initial_warm_error: str | None = None  # e.g. "FleetNotWarm": the initial fleet's warm-up fails with this type
     warm_inputs: list[WarmupInput] = field(default_factory=list)
+    #: (n, type): warming a fleet of more than n instances fails with this ApplicationError type (a grown fleet)
+    warm_error_above: tuple[int, str] | None = None
     #: Hosted zones that exist: the pre-flight check refuses a spec naming another (None: every zone exists).
     zones: set[str] | None = None
     #: Activity name -> an event its calls wait for once recorded: a test holds a workflow inside that activity
@@ -161,6 +163,9 @@ class FakeCloud:
         if self.initial_warm_error and req.fleet.fleet_id.endswith(":initial"):
             raise ApplicationError(f"injected {self.initial_warm_error}", type=self.initial_warm_error,
                                    non_retryable=True)  # fmt: skip
+        if self.warm_error_above and req.fleet.size > self.warm_error_above[0]:
+            kind = self.warm_error_above[1]
+            raise ApplicationError(f"injected {kind}", type=kind, non_retryable=True)
         time.sleep(self.warm_s)  # real time: the time-skipping server does not skip while an activity runs
         return HealthReport(healthy=True, healthy_count=req.fleet.size, total=req.fleet.size)
 

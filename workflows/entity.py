@@ -63,6 +63,9 @@ with workflow.unsafe.imports_passed_through():
 
 LEASE = {"start_to_close_timeout": timedelta(seconds=30), "retry_policy": RETRY}
 
+#: Patch (docs/versioning.md): a same-region peak the active type can carry grows the fleet in place ("grow")
+#: instead of migrating to a fleet sized for it. Runs started before it keep deciding "shadow" there.
+SCALE_OUT_PATCH = "scale-out-in-place"
 MAX_EVENTS = 200
 SETTLED = SETTLED_STATES
 #: Settled slices older than this many keep their decision but drop their forecast (the state stays small).
@@ -235,9 +238,9 @@ class EntityScheduleWorkflow:
         self._event("error", message)
         self._set_phase("failed")
 
-    async def _warm_initial(self, fleet: FleetRef) -> None:
-        """Warms the first fleet at the policy's threshold. One that answers but does not settle under it serves
-        cold (as a fresh deployment would); one that never answers fails the bootstrap."""
+    async def _warm_initial(self, fleet: FleetRef, what: str = "initial fleet") -> None:
+        """Warms the first fleet (or a fleet grown in place) at the policy's threshold. One that answers but does
+        not settle under it serves cold (as a fresh deployment would); one that never answers fails the step."""
         p = self._spec.policy
         try:
             await workflow.execute_activity_method(
@@ -248,7 +251,7 @@ class EntityScheduleWorkflow:
         except ActivityError as exc:
             if not isinstance(exc.cause, ApplicationError) or exc.cause.type != "FleetNotWarm":
                 raise
-            self._event("fleet", f"initial fleet serving cold: {exc.cause.message}")
+            self._event("fleet", f"{what} serving cold: {exc.cause.message}")
 
     async def _run_slice(self, index: int) -> None:
         """Prepares one slice. Every await may let a handler in: the slice is found again by its key afterwards
@@ -298,13 +301,22 @@ class EntityScheduleWorkflow:
         decision = policy.decide(
             self._spec, slot, active, forecast, self._s.slices, workflow.now(), prepare_s=self._prepare_s()
         )
+        if decision.action == "grow" and not workflow.patched(SCALE_OUT_PATCH):
+            # a run started before scale-out in place migrated to a fleet sized for the peak instead
+            spec = self._spec.model_copy(update={"policy": self._spec.policy.model_copy(update={"scale_out": False})})
+            decision = policy.decide(
+                spec, slot, active, forecast, self._s.slices, workflow.now(), prepare_s=self._prepare_s()
+            )
         self._set(key, forecast=forecast, decision=decision)
         self._event("forecast", _describe_forecast(forecast), key)
         self._event("decision", f"{decision.action}: {decision.reason}", key)
-        if decision.action in ("shrink", "shadow"):
+        if decision.action in ("shrink", "shadow", "grow"):
             self._owner[key] = "walk"  # from here ProvisionShadowInstances for this slice is refused
         if decision.action == "shrink":
             await self._scale_in(key, decision)
+            return
+        if decision.action == "grow":
+            await self._scale_out(key, decision)
             return
         if decision.action != "shadow":
             self._set(key, state="skipped" if decision.action == "skip" else "done", outcome=decision.action)
@@ -370,6 +382,61 @@ class EntityScheduleWorkflow:
         self._update(active_fleet=shrunk)
         self._set(key, state="done", outcome=f"shrunk {active.size} -> {shrunk.size}")
         self._event("scale-in", f"{active.fleet_id}: {active.size} -> {shrunk.size} x {active.instance_type}", key)
+
+    async def _scale_out(self, key: str, decision: Decision) -> None:
+        """Grows the active fleet in place for a predicted peak: instances of its own type join the same fleet,
+        are warmed ahead, and the record names them from the slice start. If anything fails, the instances added
+        are terminated (never in the record) and the fleet serves as it was; the slice is marked failed."""
+        slot = self._entry(key).time_slice
+        n = decision.quantity
+        if self._forecast_only:
+            planned = self._s.planned_fleet
+            if planned is not None:
+                self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, planned.instance_type, n))
+            self._set(key, state="planned", outcome=f"would grow to {n}")
+            return
+        active = self._s.active_fleet
+        if active is None or n <= active.size or len(active.addresses) != active.size:
+            self._set(key, state="done", outcome="stay (nothing to grow)")
+            return
+        if not await self._lease(key, n - active.size):
+            return
+        try:
+            await self._grow(key, slot, active, n)
+        finally:
+            await self._release_lease(key)
+
+    async def _grow(self, key: str, slot: ScheduledSlice, active: FleetRef, n: int) -> None:
+        self._set(key, state="preparing")
+        self._set_phase(f"scaling out for {key}", slot)
+        grow = ProvisionInput(
+            entity_id=active.entity_id, fleet_id=active.fleet_id, slice_key=slot.key, region=active.region,
+            instance_type=active.instance_type, quantity=n, role="active", **policy.launch_image(self._spec),
+        )  # fmt: skip
+        p = self._spec.policy
+        try:
+            grown = await workflow.execute_activity_method(
+                Ec2Activities.provision_fleet, grow, start_to_close_timeout=timedelta(seconds=900),
+                heartbeat_timeout=timedelta(seconds=p.heartbeat_timeout_s), retry_policy=RETRY,
+            )  # fmt: skip
+            await self._warm_initial(grown, f"{n - active.size} instances added to {active.fleet_id}")
+            if not await wait_until(slot.start, lambda: self._entry(key).state in SETTLED):
+                raise ApplicationError("aborted before the slice start", type="Aborted", non_retryable=True)
+            await refresh_record(self._spec, grown, self._routing_step)
+        except (ActivityError, ApplicationError) as exc:
+            back = ResizeInput(fleet=active, quantity=active.size, keep=active.instance_ids)
+            try:
+                await refresh_record(self._spec, active, self._routing_step)
+                await workflow.execute_activity_method(Ec2Activities.shrink_fleet, back, **STEP)
+            except ActivityError as undo:
+                self._event("error", f"scale-out compensation failed: {root_cause(undo)}", key)
+            if self._entry(key).state not in SETTLED:
+                self._set(key, state="failed", error=f"scale-out: {root_cause(exc)}")
+            self._event("error", f"scale-out failed, the instances added were terminated: {root_cause(exc)}", key)
+            return
+        self._update(active_fleet=grown)
+        self._set(key, state="done", outcome=f"grown {active.size} -> {grown.size}")
+        self._event("scale-out", f"{active.fleet_id}: {active.size} -> {grown.size} x {active.instance_type}", key)
 
     async def _routing_step(self, activity: Callable[[Any, Any], RoutingState], arg: object) -> RoutingState:
         return await workflow.execute_activity_method(activity, arg, **STEP)

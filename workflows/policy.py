@@ -160,6 +160,12 @@ def decide(
         if capacity <= current:
             why = f"{current} x {active.instance_type} in {slot.region} cover the p{_pct(forecast)} peak"
             return Decision(action="stay", reason=why, hourly_cost_usd=cost, **{**base, "quantity": current})
+        grown = capacity * per_instance
+        if _grows_in_place(spec, forecast, active, capacity) and cost > (1 - p.rightsize_min_saving) * grown:
+            why = (f"predicted peak: p{_pct(forecast)} needs {capacity} x {active.instance_type} (have {current}): "
+                   f"{capacity - current} added in place for ${grown:g}/h")  # fmt: skip
+            return Decision(action="grow", reason=why, hourly_cost_usd=round(grown, 4),
+                            **{**base, "instance_type": active.instance_type, "quantity": capacity})  # fmt: skip
     warmups, migrations = outcomes(history)
     time_left = (slot.start - now).total_seconds() if now is not None else float("inf")
     needed = spec.policy.prepare_s if prepare_s is None else prepare_s
@@ -174,6 +180,17 @@ def decide(
     where = f"move {active.region if active else '-'} -> {slot.region}" if moving else "predicted peak"
     why = f"{where}: p{_pct(forecast)} needs {quantity} x {itype} (have {current}); readiness {score:.2f}"
     return Decision(action="shadow", reason=why, hourly_cost_usd=cost, **base, **gate)
+
+
+def _grows_in_place(spec: EntitySpec, forecast: DemandForecast, active: FleetRef, capacity: int) -> bool:
+    """The active fleet can carry the peak by adding instances of its own type: the policy allows it, the type
+    covers the peak within `max_instances`, and the fleet is served by its weighted record (an ELB listener's
+    target group keeps its size, as for scale-in)."""
+    p = spec.policy
+    if not p.scale_out or spec.listener_arn:
+        return False
+    unclamped = instances_needed(forecast, INSTANCE_TYPES[active.instance_type], p.target_utilisation, 10**6)
+    return unclamped == capacity <= p.max_instances
 
 
 def instances_needed_for_fleet(forecast: DemandForecast, fleet: FleetRef, spec: EntitySpec) -> int:

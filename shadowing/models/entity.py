@@ -103,6 +103,12 @@ class EntityPolicy(Frozen):
     scale_in_trusted_only: bool = Field(
         False, description="shrink only on a forecast whose readiness reaches readiness_threshold"
     )
+    scale_out: bool = Field(
+        True,
+        description="carry a same-region peak by adding instances of the active type to the fleet in place (warmed, "
+        "then added to the record at the slice start) instead of migrating to another type, unless the other type "
+        "saves at least rightsize_min_saving of the hourly cost; off: such a peak is always a migration",
+    )
     rightsize_min_saving: float = Field(
         0.2, ge=0.0, le=1.0,
         description="move to a cheaper instance type in place when it saves at least this share of the hourly cost "

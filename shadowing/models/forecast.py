@@ -51,7 +51,7 @@ class DemandForecast(Frozen):
 class Decision(Frozen):
     """What the policy decided for a slice, and why."""
 
-    action: Literal["shadow", "stay", "skip", "shrink"]
+    action: Literal["shadow", "stay", "skip", "shrink", "grow"]
     reason: str
     target_region: Region
     instance_type: InstanceTypeName

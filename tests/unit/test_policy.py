@@ -20,6 +20,7 @@ from tests.workflows.helpers import spec
 from workflows.policy import choose_instance_type, decide, forecast_time, instances_needed, outcomes
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LISTENER = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:listener/app/shop/1/2"
 SLOT = ScheduledSlice(start=T0, end=T0 + timedelta(hours=1), region="eu-west-1")
 
 
@@ -63,10 +64,25 @@ def test_region_move_shadows_when_ready() -> None:
     assert d.action == "shadow" and d.target_region == "eu-west-1" and "move" in d.reason
 
 
-def test_same_region_spike_shadows_a_bigger_fleet() -> None:
-    """A predicted peak above the active fleet's capacity shadows a fleet sized for it."""
+def test_same_region_spike_grows_the_fleet_in_place() -> None:
+    """A predicted peak above the active fleet's capacity adds instances of its type to it (no migration)."""
     d = decide(spec(), SLOT, fleet("eu-west-1", 1), forecast(10_000))
-    assert d.action == "shadow" and d.quantity == 3 and d.current_quantity == 1
+    assert d.action == "grow" and d.quantity == 3 and d.current_quantity == 1 and d.instance_type == "m5.large"
+    assert "2 added in place" in d.reason and d.hourly_cost_usd == pytest.approx(3 * 0.107)
+
+
+def test_same_region_spike_shadows_when_growing_is_not_the_way() -> None:
+    """Without scale-out, behind an ELB listener, past max_instances of the active type, or when another type
+    saves at least `rightsize_min_saving`, the peak is a migration to a fleet sized for it, as before."""
+    off = decide(spec(scale_out=False), SLOT, fleet("eu-west-1", 1), forecast(10_000))
+    assert off.action == "shadow" and off.quantity == 3 and off.current_quantity == 1
+    listener = spec().model_copy(update={"listener_arn": LISTENER})
+    assert decide(listener, SLOT, fleet("eu-west-1", 1), forecast(10_000)).action == "shadow"
+    capped = decide(spec(max_instances=2), SLOT, fleet("eu-west-1", 1), forecast(10_000))
+    assert capped.action == "shadow"
+    # 4 x c5.xlarge ($0.768/h) carry what 8 x r5.large ($1.128/h) would: 32 % less
+    cheaper = decide(spec(), SLOT, fleet("eu-west-1", 1, "r5.large"), forecast(25_000))
+    assert cheaper.action == "shadow" and cheaper.instance_type != "r5.large", cheaper.reason
 
 
 def test_covered_slice_stays() -> None:
@@ -179,7 +195,8 @@ def test_an_untrusted_forecast_still_shrinks_and_still_grows_in_place() -> None:
     """Elastic: the p90 sizes both ways whatever the readiness; a region move stays gated."""
     low = forecast(10_000, readiness=0.1)
     assert decide(spec(), SLOT, fleet("eu-west-1", 6), low).action == "shrink"
-    assert decide(spec(), SLOT, fleet("eu-west-1", 1), low).action == "shadow"
+    assert decide(spec(), SLOT, fleet("eu-west-1", 1), low).action == "grow"
+    assert decide(spec(scale_out=False), SLOT, fleet("eu-west-1", 1), low).action == "shadow"
     assert decide(spec(), SLOT, fleet("us-east-1", 1), low).action == "skip"
 
 

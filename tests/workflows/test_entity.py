@@ -297,6 +297,49 @@ async def test_a_smaller_trusted_forecast_scales_in_out_of_dns_first(time_env: W
     assert cloud.live[final.active_fleet.fleet_id].instance_ids == kept
 
 
+async def test_a_same_region_peak_grows_the_fleet_in_place_and_routes_to_it_at_the_slice_start(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """2 x m5.large serve in us-east-1; the slice's p90 (12 000 MHz) needs 4. The same fleet is provisioned to 4,
+    warmed, and only then does the record name the new instances: no migration, nothing retired."""
+    cloud = FakeCloud(cpu_mhz=10_000)
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, _ = await register(time_env, queue, ["us-east-1"], HOUR)
+        final = await handle.result()
+        if name := os.environ.get("SHADOWING_RECORD_HISTORIES"):  # replayed by test_replay (scale-out in place)
+            stem = "entity_schedule_scale_out" + ("" if name == "1" else f".before.{name}")
+            (HISTORIES / f"{stem}.json").write_text((await handle.fetch_history()).to_json())
+    first = final.slices[0]
+    assert first.decision is not None and first.decision.action == "grow", first.decision
+    assert first.state == "done" and first.outcome == "grown 2 -> 4" and final.migrations == 0
+    assert final.active_fleet is not None and final.active_fleet.size == 4
+    assert final.active_fleet.fleet_id.endswith(":initial") and list(cloud.live) == [final.active_fleet.fleet_id]
+    names = cloud.names()
+    decided = names.index("forecast_demand")
+    grow, warm = names.index("provision_fleet", decided), names.index("warm_fleet", decided)
+    assert grow < warm < names.index("set_weights", decided), names
+    assert "shrink_fleet" not in names and "terminate_fleet" not in names[decided:]
+
+
+async def test_a_grown_fleet_that_never_answers_is_shrunk_back_and_the_slice_fails(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """The instances added for a peak never answer: they are terminated (the record never named them), the fleet
+    serves at its old size, and the slice says why."""
+    cloud = FakeCloud(cpu_mhz=10_000, warm_error_above=(2, "InstanceNeverHealthy"))
+    w, queue = worker(time_env.client, cloud)
+    async with w:
+        handle, _ = await register(time_env, queue, ["us-east-1"], HOUR)
+        final = await handle.result()
+    first = final.slices[0]
+    assert first.state == "failed" and "scale-out" in (first.error or ""), first
+    assert final.active_fleet is not None and final.active_fleet.size == 2
+    assert cloud.live[final.active_fleet.fleet_id].instance_ids == final.active_fleet.instance_ids
+    names = cloud.names()
+    assert names.index("shrink_fleet") > names.index("warm_fleet", names.index("forecast_demand"))
+
+
 ADOPT = AdoptFleet(instance_ids=("i-0123456789abcdef0", "i-0123456789abcdef1", "i-0123456789abcdef2"))
 
 

@@ -99,7 +99,7 @@ async def test_approval_gate_times_out_then_an_approved_slice_migrates(time_env:
     w, queue = worker(time_env.client, cloud)
     async with w:
         handle, reg = await start(
-            time_env, queue, ["eu-west-1", "us-east-1"], approval_required=True, approval_timeout_s=300
+            time_env, queue, ["eu-west-1", "us-east-1"], approval_required=True, approval_timeout_s=300, scale_out=False
         )
         second = reg.schedule.slices[1].as_time_slice()
         await wait_for(time_env, handle, lambda s: s.active_fleet is not None)

@@ -25,7 +25,7 @@ HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
 #: One history per scenario, recorded from the code as it is (one generation: no `_v1`, `_v2` ...).
 SCENARIOS = {
     "entity_schedule_success", "entity_schedule_aborted", "entity_schedule_forecast_only",
-    "entity_schedule_continued", "entity_schedule_bootstrap_cold",
+    "entity_schedule_continued", "entity_schedule_bootstrap_cold", "entity_schedule_scale_out",
     "shadow_migration_success", "shadow_migration_sync_failed", "shadow_migration_rolled_back",
     "shadow_migration_late", "train_fleet_model_published", "train_fleet_model_rejected",
 }  # fmt: skip
