@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,10 +107,22 @@ def test_the_point_forecast_is_the_daily_and_weekly_pattern_and_its_buffer_buys_
     assert point_at_cost(curve, 3 * PRICE)[0] == 3.0 and point_at_cost(curve, 0.5 * PRICE) is None
 
 
-def test_predictive_shadows_ahead_of_the_spike_then_shrinks() -> None:
-    """The p90 forecast says 9000 MHz for hour 2: shadows of 3 warm up ahead (0.25 h paid), the old fleet runs
-    through the overlap; hour 3's forecast needs 1: 2 are released after the record's TTL."""
+def test_predictive_grows_ahead_of_the_spike_then_shrinks() -> None:
+    """The p90 forecast says 9000 MHz for hour 2: the fleet grows in place from 1 to 3 (the 2 added warm up
+    ahead, 0.25 h paid; nothing overlaps); hour 3's forecast needs 1: 2 are released after the record's TTL."""
     t = simulate_predictive(entity(**SPIKE, p90=[1000, 9000, 1000]), M5, CFG, INDEX)
+    assert t.underprovisioned_entity_hours == 0 and t.migrations == 0
+    assert t.decisions == {"stay": 1, "grow": 1, "shrink": 1}
+    ttl_h = CFG.policy.record_ttl_s / 3600
+    assert t.instance_hours == pytest.approx(1 + 3 + 1 + 2 * CFG.warmup_h + 2 * ttl_h)
+    assert t.cost_usd == pytest.approx(t.instance_hours * PRICE)
+
+
+def test_predictive_without_scale_out_shadows_ahead_of_the_spike_then_shrinks() -> None:
+    """With `scale_out` off the same peak is a migration: shadows of 3 warm up ahead (0.25 h paid), the old fleet
+    runs through the overlap; hour 3's forecast needs 1: 2 are released after the record's TTL."""
+    cfg = dataclasses.replace(CFG, policy=CFG.policy.model_copy(update={"scale_out": False}))
+    t = simulate_predictive(entity(**SPIKE, p90=[1000, 9000, 1000]), M5, cfg, INDEX)
     assert t.underprovisioned_entity_hours == 0 and t.migrations == 1
     ttl_h = CFG.policy.record_ttl_s / 3600
     assert t.instance_hours == pytest.approx(1 + 3 + 1 + 3 * CFG.warmup_h + 1 * CFG.overlap_h + 2 * ttl_h)
@@ -116,13 +130,13 @@ def test_predictive_shadows_ahead_of_the_spike_then_shrinks() -> None:
 
 
 def test_predictive_on_an_untrusted_forecast_still_follows_it_in_place() -> None:
-    """Readiness below the threshold: a same-region peak is still shadowed and the surplus still released
-    (the elastic policy); the accounting is the trusted case's."""
+    """Readiness below the threshold: a same-region peak is still carried (grown in place) and the surplus still
+    released (the elastic policy); the accounting is the trusted case's."""
     trusted = simulate_predictive(entity(**SPIKE, p90=[1000, 9000, 1000]), M5, CFG, INDEX)
     t = simulate_predictive(entity(**SPIKE, p90=[1000, 9000, 1000], ready=0.1), M5, CFG, INDEX)
-    assert t.migrations == 1 and t.underprovisioned_entity_hours == 0
+    assert t.migrations == 0 and t.underprovisioned_entity_hours == 0
     assert t.instance_hours == pytest.approx(trusted.instance_hours)
-    assert t.decisions == {"stay": 1, "shadow": 1, "shrink": 1}
+    assert t.decisions == {"stay": 1, "grow": 1, "shrink": 1}
 
 
 def test_predictive_without_a_forecast_keeps_its_fleet() -> None:
