@@ -97,7 +97,7 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("fft", 24 * 7, lambda: FFT(nr_freqs_to_keep=12, trend=None)),
     Candidate("linear_calendar", 24 * 9, _linear_calendar, calendar=True),
     *((Candidate("prophet", 24 * 7, _prophet),) if Prophet is not None else ()),
-    Candidate("last_value", 2, lambda: NaiveSeasonal(K=1)),
+    Candidate("last_value", 3, lambda: NaiveSeasonal(K=1)),  # darts fits K=1 on 3 points or more
 )
 
 

@@ -133,3 +133,16 @@ def test_parallel_forecasts_leave_stdout_open() -> None:
             assert "prophet" in fc.scores
     after = os.fstat(1)
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
+
+
+def test_a_history_one_day_and_two_hours_long_prints_no_darts_error(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """26 observed hours, 24 ahead: the last-value candidate's backtest origin is 2 hours in, fewer than darts'
+    NaiveSeasonal fits on. It is skipped, not tried: darts would print "ValueError: Train series only contains 2
+    elements ..." into the user's terminal for an error the engine handles."""
+    index = pd.date_range("2013-08-01", periods=26, freq="h", tz="UTC")
+    fc = forecast_series(pd.Series(np.arange(26) + 1.0, index=index), index[-1] + pd.Timedelta(hours=1), 24)
+    assert fc.model == "last_value"
+    assert "ValueError" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if "Train series only contains" in r.getMessage()]
