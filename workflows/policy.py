@@ -132,7 +132,9 @@ def decide(
     reactive; both ungated 1.27x). A fleet that covers the slice is replaced in place by a cheaper type when that
     saves at least `rightsize_min_saving` of the hourly cost, on a trusted forecast ("shadow"): a peak that made a
     bigger type the cheapest one no longer keeps it after the peak (on the Bitbrains trace, ~30 % of the
-    predictive policy's cost was m5.large entities left on c5.xlarge).
+    predictive policy's cost was m5.large entities left on c5.xlarge). A same-region peak the active type can
+    carry grows the fleet in place ("grow", with `scale_out`: no migration, no overlap) unless the cheapest type for
+    the peak saves at least `rightsize_min_saving` of what the grown fleet would cost.
     """
     itype, quantity = choose_instance_type(spec, forecast, slot.region)
     current = active.size if active else 0
@@ -184,10 +186,10 @@ def decide(
 
 def _grows_in_place(spec: EntitySpec, forecast: DemandForecast, active: FleetRef, capacity: int) -> bool:
     """The active fleet can carry the peak by adding instances of its own type: the policy allows it, the type
-    covers the peak within `max_instances`, and the fleet is served by its weighted record (an ELB listener's
-    target group keeps its size, as for scale-in)."""
+    covers the peak within `max_instances`, the type is still one the spec allows, and the fleet is served by its
+    weighted record (an ELB listener's target group keeps its size, as for scale-in)."""
     p = spec.policy
-    if not p.scale_out or spec.listener_arn:
+    if not p.scale_out or spec.listener_arn or active.instance_type not in spec.instance_types:
         return False
     unclamped = instances_needed(forecast, INSTANCE_TYPES[active.instance_type], p.target_utilisation, 10**6)
     return unclamped == capacity <= p.max_instances

@@ -81,8 +81,12 @@ def test_same_region_spike_shadows_when_growing_is_not_the_way() -> None:
     capped = decide(spec(max_instances=2), SLOT, fleet("eu-west-1", 1), forecast(10_000))
     assert capped.action == "shadow"
     # 4 x c5.xlarge ($0.768/h) carry what 8 x r5.large ($1.128/h) would: 32 % less
-    cheaper = decide(spec(), SLOT, fleet("eu-west-1", 1, "r5.large"), forecast(25_000))
-    assert cheaper.action == "shadow" and cheaper.instance_type != "r5.large", cheaper.reason
+    big = spec().model_copy(update={"instance_types": ("m5.large", "c5.xlarge", "r5.large")})
+    cheaper = decide(big, SLOT, fleet("eu-west-1", 1, "r5.large"), forecast(25_000))
+    assert cheaper.action == "shadow" and cheaper.instance_type == "c5.xlarge", cheaper.reason
+    # a type the spec no longer allows is never grown
+    gone = decide(spec(), SLOT, fleet("eu-west-1", 1, "r5.large"), forecast(5_000))
+    assert gone.action == "shadow" and gone.instance_type in spec().instance_types, gone.reason
 
 
 def test_covered_slice_stays() -> None:
