@@ -568,6 +568,7 @@ def run(path: str, cfg: SimConfig, entities: list[str] | None = None, progress: 
             "warmup_h": cfg.warmup_h, "reactive_delay_h": cfg.reactive_delay_h, "point_buffer": cfg.point_buffer,
             "overlap_h": round(cfg.overlap_h, 4), "workers": cfg.workers,
             "engine": {k: v for k, v in asdict(cfg.engine).items() if k != "quantiles"},
+            "policy": cfg.policy.model_dump(mode="json", exclude={"degradation"}),
         },
         "policies": {name: totals[name].report() for name in POLICIES},
         **point_comparison(totals),
