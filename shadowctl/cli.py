@@ -558,8 +558,7 @@ def simulate(
 
 def _sim_policy(policy_json: str | None, sizing_quantile: float | None) -> Any:
     """The simulated entities' policy: the defaults, `--policy`'s fields over them, then `--sizing-quantile`."""
-    import pydantic
-
+    from shadowing.client import parse
     from shadowing.models import EntityPolicy
 
     fields: Any = {}
@@ -572,12 +571,7 @@ def _sim_policy(policy_json: str | None, sizing_quantile: float | None) -> Any:
             raise InvalidRequest("must be a JSON object of policy fields", "policy")
     if sizing_quantile is not None:
         fields["sizing_quantile"] = sizing_quantile
-    try:
-        return EntityPolicy.model_validate(fields)
-    except pydantic.ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
-        raise InvalidRequest(str(error["msg"]), f"policy.{where}") from exc
+    return parse(EntityPolicy, fields, "policy")
 
 
 def _ratio(a: float, b: float) -> str:

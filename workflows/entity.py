@@ -349,10 +349,7 @@ class EntityScheduleWorkflow:
         slot = self._entry(key).time_slice
         n = decision.quantity
         if self._forecast_only:
-            planned = self._s.planned_fleet
-            if planned is not None:
-                self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, planned.instance_type, n))
-            self._set(key, state="planned", outcome=f"would shrink to {n}")
+            self._plan_resize(key, slot, n, f"would shrink to {n}")
             return
         active = self._s.active_fleet
         if active is None or n >= active.size or len(active.addresses) != active.size or self._spec.listener_arn:
@@ -383,6 +380,13 @@ class EntityScheduleWorkflow:
         self._set(key, state="done", outcome=f"shrunk {active.size} -> {shrunk.size}")
         self._event("scale-in", f"{active.fleet_id}: {active.size} -> {shrunk.size} x {active.instance_type}", key)
 
+    def _plan_resize(self, key: str, slot: ScheduledSlice, n: int, outcome: str) -> None:
+        """Forecast-only: the planned fleet keeps its type and takes the new count; nothing is provisioned."""
+        planned = self._s.planned_fleet
+        if planned is not None:
+            self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, planned.instance_type, n))
+        self._set(key, state="planned", outcome=outcome)
+
     async def _scale_out(self, key: str, decision: Decision) -> None:
         """Grows the active fleet in place for a predicted peak: instances of its own type join the same fleet,
         are warmed ahead, and the record names them from the slice start. If anything fails, the instances added
@@ -390,10 +394,7 @@ class EntityScheduleWorkflow:
         slot = self._entry(key).time_slice
         n = decision.quantity
         if self._forecast_only:
-            planned = self._s.planned_fleet
-            if planned is not None:
-                self._update(planned_fleet=_planned(self._spec.entity_id, slot.region, planned.instance_type, n))
-            self._set(key, state="planned", outcome=f"would grow to {n}")
+            self._plan_resize(key, slot, n, f"would grow to {n}")
             return
         active = self._s.active_fleet
         if active is None or n <= active.size or len(active.addresses) != active.size:
@@ -414,6 +415,7 @@ class EntityScheduleWorkflow:
             instance_type=active.instance_type, quantity=n, role="active", **policy.launch_image(self._spec),
         )  # fmt: skip
         p = self._spec.policy
+        routed = False  # whether the record may already name the added instances
         try:
             grown = await workflow.execute_activity_method(
                 Ec2Activities.provision_fleet, grow, start_to_close_timeout=timedelta(seconds=900),
@@ -422,11 +424,13 @@ class EntityScheduleWorkflow:
             await self._warm_initial(grown, f"{n - active.size} instances added to {active.fleet_id}")
             if not await wait_until(slot.start, lambda: self._entry(key).state in SETTLED):
                 raise ApplicationError("aborted before the slice start", type="Aborted", non_retryable=True)
+            routed = True
             await refresh_record(self._spec, grown, self._routing_step)
         except (ActivityError, ApplicationError) as exc:
             back = ResizeInput(fleet=active, quantity=active.size, keep=active.instance_ids)
             try:
-                await refresh_record(self._spec, active, self._routing_step)
+                if routed:
+                    await refresh_record(self._spec, active, self._routing_step)
                 await workflow.execute_activity_method(Ec2Activities.shrink_fleet, back, **STEP)
             except ActivityError as undo:
                 self._event("error", f"scale-out compensation failed: {root_cause(undo)}", key)
