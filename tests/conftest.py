@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +22,37 @@ BIN = Path(sys.executable).parent
 
 os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")  # moto + current botocore, DynamoDB Streams
 os.environ.setdefault("SHADOWING_METRICS_BIND", "")  # workers in tests serve no metrics unless a test asks
+
+
+@pytest.fixture(autouse=True)
+def hang_report(request: pytest.FixtureRequest) -> object:
+    """Shortly before pytest-timeout stops a hung test (its dump shows threads only), prints every running event
+    loop's tasks with their stacks, so a hang in CI says which await it sits on."""
+    marker = request.node.get_closest_marker("timeout")
+    limit = float(marker.args[0]) if marker and marker.args else float(request.config.getini("timeout") or 0)
+    if limit <= 60:
+        yield
+        return
+    timer = threading.Timer(limit - 45, _print_tasks, args=(request.node.nodeid,))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
+
+
+def _print_tasks(nodeid: str) -> None:
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o.is_running()]
+    print(f"\n--- {nodeid} still running: {len(loops)} event loop(s); their tasks ---", file=sys.stderr)
+    for loop in loops:
+        for task in list(asyncio.all_tasks(loop)):
+            print(f"task {task.get_name()}:", file=sys.stderr)
+            coro = task.get_coro()
+            while coro is not None:  # down the await chain, which Task.print_stack does not follow
+                frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+                if frame is not None:
+                    print(f"  {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}", file=sys.stderr)
+                coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+            print(f"  awaiting {task._fut_waiter!r}", file=sys.stderr)
 
 
 @pytest.fixture
