@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 LOCAL_STAMP := $(VENV)/.installed-local
 RUN_STAMP := $(if $(wildcard $(STAMP)),$(STAMP),$(LOCAL_STAMP))
 
-.PHONY: install constraints demo test test-fast lint up clean record-histories bench-forecast bench-cutover fault-matrix bench-load bench-orchestration bench-entity-forecast
+.PHONY: install constraints demo test test-fast lint up clean record-histories bench-forecast bench-cutover fault-matrix bench-load bench-orchestration bench-entity-forecast bench-candidates
 
 install: $(STAMP)
 
@@ -85,3 +85,8 @@ bench-load: install
 # An N whose linear projection from the previous N exceeds --budget-s (20 min) is printed as not run, with why.
 bench-orchestration: install
 	$(BIN)/python -m benchmarks.orchestration --entities 10 100 200 1000 --json .shadowing/bench-orchestration.json
+
+# Each per-entity forecasting candidate alone, the event calendar and the global LSTM, on the shared trace's last
+# 14 days and the second evaluation set with event days (issue 22; docs/forecasting.md#candidates). ~30 minutes.
+bench-candidates: install
+	$(BIN)/python -m benchmarks.candidates --trace $(TRACE) --json .shadowing/bench-candidates.json

@@ -28,8 +28,15 @@ import pandas as pd
 COLUMN = "cpu_percent_mean"
 
 
-def generate(seed: int, entities: int = 300, days: int = 22, start: str = "2024-03-04T00:00:00Z") -> pd.DataFrame:
+def generate(
+    seed: int, entities: int = 300, days: int = 22, start: str = "2024-03-04T00:00:00Z", events: int = 0
+) -> pd.DataFrame:
+    """The set for `seed`. With `events` > 0, that many weekdays of the last 14 are event days (`event_days`) on
+    which about 60 % of the VMs carry x1.5-3 their load through their daytime; the rest of the set is unchanged (the
+    events draw from a generator of their own)."""
     rng = np.random.default_rng(seed)
+    surge = np.random.default_rng([seed, 22])
+    marked = event_days(seed, days, start, events)
     hours = days * 24
     index = pd.date_range(pd.Timestamp(start), periods=hours, freq="h")
     t = np.arange(hours)
@@ -51,6 +58,9 @@ def generate(seed: int, entities: int = 300, days: int = 22, start: str = "2024-
         for i in range(1, hours):
             ar[i] = 0.7 * ar[i - 1] + rng.normal(0, 0.12)
         load = (base + amp * daily) * (1 - weekend) * level * np.exp(ar)
+        if marked and surge.random() < 0.6:  # an event (a launch, a sale) lifts this VM's daytime on marked days
+            daytime = np.isin(index.date, list(marked)) & (np.sin(2 * math.pi * (t + phase) / 24) > -0.3)
+            load = np.where(daytime, load * surge.uniform(1.5, 3.0), load)
         if rng.random() < 0.3:  # bursts
             for _ in range(rng.integers(2, 8)):
                 at, width = rng.integers(0, hours - 6), rng.integers(1, 5)
@@ -71,14 +81,27 @@ def generate(seed: int, entities: int = 300, days: int = 22, start: str = "2024-
     return pd.concat(frames, ignore_index=True)
 
 
+def event_days(seed: int, days: int = 22, start: str = "2024-03-04T00:00:00Z", events: int = 0) -> frozenset:
+    """The event days `generate(..., events=N)` marks: N weekdays drawn from the last 14 days, from the seed."""
+    if events <= 0:
+        return frozenset()
+    first = pd.Timestamp(start).normalize() + pd.Timedelta(days=max(days - 14, 0))
+    weekdays = [d.date() for d in pd.date_range(first, periods=min(days, 14), freq="D") if d.day_of_week < 5]
+    picked = np.random.default_rng([seed, 23]).choice(len(weekdays), size=min(events, len(weekdays)), replace=False)
+    return frozenset(weekdays[i] for i in sorted(picked))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.stress_set", description=__doc__)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--entities", type=int, default=300)
     parser.add_argument("--days", type=int, default=22)
+    parser.add_argument("--events", type=int, default=0, help="event days among the last 14 (printed)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    generate(args.seed, args.entities, args.days).to_csv(args.out, index=False)
+    generate(args.seed, args.entities, args.days, events=args.events).to_csv(args.out, index=False)
+    for day in sorted(event_days(args.seed, args.days, events=args.events)):
+        print(day.isoformat())
     return 0
 
 
