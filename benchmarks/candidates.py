@@ -191,6 +191,70 @@ def score(cases_: list, hours: int, events: frozenset[date], progress: Callable[
     return {name: sc.report() for name, sc in scores.items()}
 
 
+def driver_panel(seed: int = 5, n: int = 20, days: int = 28, lead_days: int = 3) -> tuple[Panel, pd.Series, pd.Series]:
+    """Series whose daily level follows a daily driver `lead_days` earlier (a leading indicator such as a retail
+    index: published 36 h after its day, so at a day's midnight the value of 3 days before is the newest known),
+    the driver, and an unrelated daily index (independent draws: a second random walk would stand in for the level
+    and "help" spuriously)."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2024-05-06", periods=days * 24, freq="h", tz="UTC")
+    day_index = pd.date_range(index[0], periods=days + lead_days, freq="D") - pd.Timedelta(days=lead_days)
+    walk = 100 + np.cumsum(rng.normal(0, 3, len(day_index)))
+    driver = pd.Series(walk, index=day_index)
+    unrelated = pd.Series(100 + rng.normal(0, 3, len(day_index)), index=day_index)  # no memory, no trend
+    effect = (walk[:days] - 100) / 100  # the driver `lead_days` before each day, relative
+    t = np.arange(len(index))
+    rows = []
+    for _ in range(n):
+        base, amp, phase = rng.uniform(20, 200), rng.uniform(0.2, 0.6), rng.integers(0, 24)
+        shape = 1 + amp * np.sin(2 * np.pi * (t + phase) / 24)
+        level = 1 + rng.uniform(1.5, 3.0) * np.repeat(effect, 24)
+        rows.append(np.maximum(base * shape * level * np.exp(rng.normal(0, 0.05, len(t))), 0.0))
+    return Panel([f"d-{i:02d}" for i in range(n)], index, np.stack(rows)), driver, unrelated
+
+
+def score_drivers(every: int, hours: int, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The calendar model without drivers, with the driver that leads the load, and with an unrelated one."""
+    from forecasting import drivers as dr
+
+    panel, lead, noise = driver_panel()
+    spec = {"frequency": "daily", "unit": "index", "publication_lag_hours": 36, "source": "(simulated)"}
+    registry = dr.parse_registry({"drivers": [{"name": "leading_index", **spec}, {"name": "unrelated_index", **spec}]})
+    frames = {
+        name: dr.covariates([registry[name]], {name: values}, panel.index)
+        for name, values in (("leading_index", lead), ("unrelated_index", noise))
+    }
+    by_name = {c.name: c for c in engine.CANDIDATES + engine.DRIVER_CANDIDATES}
+    rows = {"linear_calendar, no driver": (by_name["linear_calendar"], None),
+            "linear_drivers + a leading driver (36 h publication lag)": (by_name["linear_drivers"], "leading_index"),
+            "linear_drivers + an unrelated driver": (by_name["linear_drivers"], "unrelated_index")}  # fmt: skip
+    scores = {name: Score() for name in rows}
+    todo = cases(panel, len(panel.entities), every, hours)
+    for k, (series, _origin, history, actual) in enumerate(todo, 1):
+        filled = engine._fill_gaps(history)
+        naive = np.array([filled.to_numpy()[len(filled) - 24 + h % 24] for h in range(hours)])
+        flags = engine._event_covariate(filled.index[0], len(filled) + hours, frozenset())
+        for name, (cand, driver) in rows.items():
+            sc = scores[name]
+            known = engine._driver_frame(frames[driver], filled.index, hours) if driver else None
+            began = time.process_time()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res, _ = engine._backtest(cand, filled, history, hours, 5, flags, known)
+                point = engine._fit_predict(cand, filled, hours, flags, known)
+            q = engine._quantiles(point, np.concatenate(res) if res else np.array([]), list(LEVELS), filled)
+            sc.cpu += time.process_time() - began
+            sc.forecasts += 1
+            sc.mae.setdefault(series, []).append(float(np.mean(np.abs(actual - q[0.5]))))
+            sc.naive.setdefault(series, []).append(float(np.mean(np.abs(actual - naive))))
+            sc.inside += int(np.sum((actual >= q[0.1]) & (actual <= q[0.9])))
+            sc.under += int(np.sum(actual <= q[0.9]))
+            sc.seen += len(actual)
+        if k % 20 == 0:
+            progress(f"drivers {k}/{len(todo)}")
+    return {name: sc.report() for name, sc in scores.items()}
+
+
 def lstm_backtest(panel: Panel, days: int, cfg: lstm.LSTMConfig, progress: Callable[[str], None]) -> dict[str, Any]:
     """The global LSTM alone over the panel's last `days` days (daily origins, 24 h ahead, every entity), fitted on
     the 35 days before the first origin and refitted weekly (the fleet model's training is daily), scored by
@@ -237,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entities", type=int, default=20)
     parser.add_argument("--every", type=int, default=3, help="an origin every N days of the last 14")
     parser.add_argument("--hours", type=int, default=24)
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: bitbrains,stress,lstm")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: bitbrains,stress,drivers,lstm")
     parser.add_argument("--lstm-epochs", type=int, default=lstm.LSTMConfig.epochs)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
@@ -259,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"stress seed {STRESS_SEED} with events on {sorted(d.isoformat() for d in events)}: {len(todo)}")
         out[f"stress_seed_{STRESS_SEED}_events"] = score(todo, args.hours, events, progress)
         out["stress_event_days"] = sorted(d.isoformat() for d in events)
+    if "drivers" not in skip:
+        out["drivers_simulated"] = score_drivers(args.every, args.hours, progress)
+        for cand, row in out["drivers_simulated"].items():
+            print(f"{'drivers_simulated':24s} {cand:42s} {json.dumps(row)}")
     if "lstm" not in skip:
         if not lstm.available():
             out["lstm"] = "skipped: the lstm extra (torch) is not installed"

@@ -64,9 +64,17 @@ class Candidate:
     min_history: int
     build: Callable[[], ForecastingModel]
     calendar: bool = False  # takes the event-day flag as a future covariate
+    drivers: bool = False  # also takes the entity's external drivers (forecasting/drivers.py), as known at the origin
 
 
 def _linear_calendar() -> ForecastingModel:
+    return LinearRegressionModel(
+        lags=CALENDAR_LAGS, lags_future_covariates=[0], output_chunk_length=1,
+        add_encoders={"cyclic": {"future": ["hour", "dayofweek"]}},
+    )  # fmt: skip
+
+
+def _linear_drivers() -> ForecastingModel:
     return LinearRegressionModel(
         lags=CALENDAR_LAGS, lags_future_covariates=[0], output_chunk_length=1,
         add_encoders={"cyclic": {"future": ["hour", "dayofweek"]}},
@@ -99,6 +107,10 @@ CANDIDATES: tuple[Candidate, ...] = (
     *((Candidate("prophet", 24 * 7, _prophet),) if Prophet is not None else ()),
     Candidate("last_value", 3, lambda: NaiveSeasonal(K=1)),  # darts fits K=1 on 3 points or more
 )
+# Tried only for an entity that names drivers: the calendar model with each driver's value as known at the origin.
+DRIVER_CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("linear_drivers", 24 * 9, _linear_drivers, calendar=True, drivers=True),
+)
 
 
 @dataclass(frozen=True)
@@ -124,21 +136,25 @@ def forecast_series(
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES,
     origins: int = 5,
     event_days: Iterable[date] = (),
+    drivers: pd.DataFrame | None = None,
 ) -> SeriesForecast:
     """Forecasts `hours` hours from `start` using only `history` (hourly, UTC, NaN = missing, ends before start).
 
     `event_days` (public holidays of the entity's country, user calendar days) enter the calendar candidate as a
-    future covariate.
+    future covariate. `drivers` (one column per external driver, hourly, each value as it was known at that hour:
+    `drivers.covariates`) adds the `linear_drivers` candidate, which reads them as known at each origin and held
+    over the horizon: a value published inside the horizon is never used (a known-ahead driver is held too).
 
     Raises:
         ForecastError: when the history is too short or entirely missing.
     """
     single_blas_thread()  # the candidates' matrices are tiny: a BLAS thread team costs 10x the work
-    return _forecast_series(history, start, hours, quantiles, origins, event_days)
+    return _forecast_series(history, start, hours, quantiles, origins, event_days, drivers)
 
 
 def _forecast_series(history: pd.Series, start: pd.Timestamp, hours: int, quantiles: tuple[float, ...],
-                     origins: int, event_days: Iterable[date]) -> SeriesForecast:  # fmt: skip
+                     origins: int, event_days: Iterable[date],
+                     drivers: pd.DataFrame | None = None) -> SeriesForecast:  # fmt: skip
     history = history[history.index < start]
     observed = history.dropna()
     if len(observed) < MIN_HISTORY_HOURS:
@@ -148,17 +164,19 @@ def _forecast_series(history: pd.Series, start: pd.Timestamp, hours: int, quanti
     gap = int((start - history.index[-1]) / pd.Timedelta(hours=1)) - 1
     steps = gap + hours
     events = _event_covariate(filled.index[0], len(filled) + steps, frozenset(event_days))
-    usable = [c for c in CANDIDATES if len(filled) >= c.min_history]
+    menu = CANDIDATES + (DRIVER_CANDIDATES if drivers is not None and len(drivers.columns) else ())
+    usable = [c for c in menu if len(filled) >= c.min_history]
+    known = _driver_frame(drivers, filled.index, steps) if drivers is not None else None
     scores, residuals = {}, {}
     for cand in usable:
-        res, actual = _backtest(cand, filled, history, steps, origins, events)
+        res, actual = _backtest(cand, filled, history, steps, origins, events, known)
         if res:
             scores[cand.name] = float(np.sum(np.abs(np.concatenate(res))) / max(np.sum(np.abs(actual)), 1e-9))
             residuals[cand.name] = res
     ranked = sorted(usable, key=lambda c: scores.get(c.name, np.inf))  # unscored (no backtest possible) last
     for cand in ranked:  # the best candidate that fits the whole history
         try:
-            point = _fit_predict(cand, filled, steps, events)[gap:]
+            point = _fit_predict(cand, filled, steps, events, known)[gap:]
             break
         except ForecastError:
             continue
@@ -196,6 +214,11 @@ def _to_ts(series: pd.Series) -> TimeSeries:
     return TimeSeries.from_series(naive.astype(float), freq="h")
 
 
+def _to_frame_ts(index: pd.DatetimeIndex, values: np.ndarray) -> TimeSeries:
+    naive = pd.DatetimeIndex(index).tz_convert(None)
+    return TimeSeries.from_times_and_values(naive, values.astype(float))
+
+
 def _event_covariate(first: pd.Timestamp, length: int, days: frozenset[date]) -> TimeSeries:
     """1.0 on the hours of event days, else 0.0, from `first` over `length` hours (a future covariate)."""
     hours = pd.date_range(first, periods=length, freq="h")
@@ -203,10 +226,28 @@ def _event_covariate(first: pd.Timestamp, length: int, days: frozenset[date]) ->
     return _to_ts(flag)
 
 
-def _fit_predict(cand: Candidate, filled: pd.Series, steps: int, events: TimeSeries | None = None) -> np.ndarray:
+def _driver_frame(drivers: pd.DataFrame, index: pd.DatetimeIndex, steps: int) -> pd.DataFrame:
+    """The drivers over the history's hours and `steps` after (NaN filled from the nearest known value)."""
+    hours = pd.date_range(index[0], periods=len(index) + steps, freq="h")
+    frame = drivers.reindex(hours)
+    if frame.iloc[: len(index)].isna().all().any():
+        missing = [c for c in frame.columns if frame[c].iloc[: len(index)].isna().all()]
+        raise ForecastError(f"driver {missing[0]}: no value known over the history")
+    return frame
+
+
+def _fit_predict(cand: Candidate, filled: pd.Series, steps: int, events: TimeSeries | None = None,
+                 drivers: pd.DataFrame | None = None) -> np.ndarray:  # fmt: skip
     with _BUILD_LOCK:  # darts' ModelMeta stores constructor args on the class: building is not thread-safe
         model = cand.build()
     covariates = {"future_covariates": events} if cand.calendar and events is not None else {}
+    if cand.drivers and drivers is not None and events is not None:
+        n = len(filled)  # the origin: what is known there is held over the horizon (nothing published later leaks)
+        held = drivers.iloc[:n].ffill().bfill().to_numpy()
+        values = np.vstack([held, np.repeat(held[-1:], steps, axis=0)])
+        values = np.column_stack([events.values(copy=False)[: n + steps, :1], values])
+        hours = pd.date_range(filled.index[0], periods=n + steps, freq="h")
+        covariates = {"future_covariates": _to_frame_ts(hours, values)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -224,7 +265,13 @@ def _fit_predict(cand: Candidate, filled: pd.Series, steps: int, events: TimeSer
 
 
 def _backtest(
-    cand: Candidate, filled: pd.Series, raw: pd.Series, steps: int, origins: int, events: TimeSeries
+    cand: Candidate,
+    filled: pd.Series,
+    raw: pd.Series,
+    steps: int,
+    origins: int,
+    events: TimeSeries,
+    drivers: pd.DataFrame | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Rolling origins one day apart; residuals only where the actual value was observed."""
     residuals, actuals = [], []
@@ -233,7 +280,7 @@ def _backtest(
         if origin < cand.min_history:
             break
         try:
-            pred = _fit_predict(cand, filled.iloc[:origin], steps, events)
+            pred = _fit_predict(cand, filled.iloc[:origin], steps, events, drivers)
         except ForecastError:
             continue
         actual = raw.iloc[origin : origin + steps].to_numpy()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.candidates import AutoOrderARIMA, candidates, cases, score
+from benchmarks.candidates import AutoOrderARIMA, candidates, cases, score, score_drivers
 from benchmarks.stress_set import COLUMN, event_days, generate
 from forecasting.engine import _to_ts
 from forecasting.panel import panel_from_frame
@@ -47,3 +47,11 @@ def test_auto_arima_chooses_an_order_by_aic() -> None:
     model = AutoOrderARIMA().fit(_to_ts(series))
     assert model.order is not None and model.order[0] >= 1  # an AR(1) series: an AR term is chosen
     assert len(model.predict(5).values()) == 5
+
+
+def test_the_simulated_drivers_case_rewards_the_leading_driver_and_not_an_unrelated_one() -> None:
+    rows = score_drivers(every=14, hours=24, progress=lambda _m: None)
+    none, lead, other = (rows[k]["relative_mae_seasonal_naive"] for k in rows)
+    assert all(rows[k]["forecasts"] == 20 and rows[k]["failed"] == 0 for k in rows)
+    assert lead < 0.9 * none  # the load follows it: known 36 h after its day, it still says where the level goes
+    assert other > 0.95 * none  # independent draws carry nothing to learn
