@@ -29,7 +29,7 @@ $(LOCAL_STAMP): pyproject.toml constraints.txt
 
 # After a deliberate change of pyproject.toml's dependencies: pin what .venv resolved (then commit constraints.txt).
 constraints: install
-	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip freeze --all --exclude-editable | grep -v '^pip=='; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 
 demo: $(RUN_STAMP)

@@ -14,9 +14,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import ClientFactory
+from activities.drivers import DriverStore
 from activities.model_store import FleetModelCache
 from forecasting.calendar import event_days
 from forecasting.data import METRICS, UsageDataError, points_to_series
+from forecasting.drivers import DriverError
 from forecasting.engine import ForecastError, SeriesForecast
 from forecasting.fleet import Forecaster
 from forecasting.readiness import readiness
@@ -45,17 +47,19 @@ DIMENSION = "EntityId"
 
 class ForecastActivities:
     def __init__(self, clients: ClientFactory, now: type[datetime] = datetime,
-                 models: FleetModelCache | None = None) -> None:  # fmt: skip
-        """`models`: the worker's published fleet model (none: every forecast comes from the per-entity engine)."""
+                 models: FleetModelCache | None = None, drivers: DriverStore | None = None) -> None:  # fmt: skip
+        """`models`: the worker's published fleet model (none: every forecast comes from the per-entity engine);
+        `drivers`: the external drivers' registry (none: an entity naming drivers is refused)."""
         self._clients = clients
         self._now = now
         self._models = models or FleetModelCache(None)
+        self._drivers = drivers
 
     def _forecast(self, history: pd.Series, start: pd.Timestamp, hours: int, quantiles: tuple[float, ...],
-                  event_days: Any = ()) -> SeriesForecast:  # fmt: skip
+                  event_days: Any = (), drivers: pd.DataFrame | None = None) -> SeriesForecast:  # fmt: skip
         """The one serving path, with the published model (loaded once per version; see FleetModelCache)."""
         model, why = self._models.current()
-        fc = Forecaster(model).forecast(history, start, hours, quantiles, event_days)
+        fc = Forecaster(model).forecast(history, start, hours, quantiles, event_days, drivers=drivers)
         return replace(fc, reason=f"per-entity engine: {why}") if model is None else fc
 
     @activity.defn(name="forecast_demand")
@@ -81,12 +85,13 @@ class ForecastActivities:
             days = event_days(pd.date_range(end - HISTORY, last, freq="h"), spec.holiday_country) | set(spec.events)
         except UsageDataError as exc:
             raise ApplicationError(f"holiday_country: {exc}", type="InvalidRequest", non_retryable=True) from exc
+        drivers = self._driver_frame(spec, end - HISTORY, end - pd.Timedelta(hours=1), last)
         fitted: dict[str, SeriesForecast] = {}
         for name in FORECAST_METRICS:
             history = self._history(spec.home_region, spec.metrics_namespace, spec.entity_id, name, end)
             activity.heartbeat(name)
             try:
-                fitted[name] = self._forecast(history, first, hours, levels, days)
+                fitted[name] = self._forecast(history, first, hours, levels, days, drivers)
             except ForecastError as exc:
                 raise ApplicationError(
                     f"cannot forecast {name} for {spec.entity_id}: {exc}", type="InvalidRequest", non_retryable=True
@@ -109,6 +114,22 @@ class ForecastActivities:
             readiness_reasons=tuple(reasons),
         )
 
+    def _driver_frame(self, spec: EntitySpec, first: pd.Timestamp, last: pd.Timestamp,
+                      until: pd.Timestamp) -> pd.DataFrame | None:  # fmt: skip
+        """The entity's drivers as known at each hour of its history and slice; an unknown driver, one the worker has
+        no registry for, or one that does not cover the history is a non-retryable error naming it."""
+        if not spec.drivers:
+            return None
+        if self._drivers is None:
+            raise ApplicationError(
+                f"spec.drivers: {', '.join(spec.drivers)} named, but this worker has no driver registry "
+                "(SHADOWING_DRIVERS_FILE)", type="InvalidRequest", non_retryable=True,
+            )  # fmt: skip
+        try:
+            return self._drivers.frame(spec.drivers, first, last, until)
+        except DriverError as exc:
+            raise ApplicationError(f"spec.drivers: {exc}", type="InvalidRequest", non_retryable=True) from exc
+
     @activity.defn(name="refine_forecast")
     def refine_forecast(self, req: RefineInput) -> DemandForecast:
         """The slice forecast sharpened by the hours observed since it was made (forecasting.refine).
@@ -127,13 +148,19 @@ class ForecastActivities:
         first = pd.Timestamp(fc.metrics["cpu_mhz"].hours[0].hour)
         gap = int((first - then) / pd.Timedelta(hours=1)) - 1
         metrics, notes = dict(fc.metrics), []
+        try:  # the same drivers as the forecast being refined saw (as known at its origin); none if unreadable now
+            last = pd.Timestamp(fc.metrics["cpu_mhz"].hours[-1].hour)
+            drivers = self._driver_frame(spec, then - HISTORY, then, last)
+        except ApplicationError:
+            drivers = None
         for name, metric in fc.metrics.items():
             history = self._history(spec.home_region, spec.metrics_namespace, spec.entity_id, name, now)
             activity.heartbeat(name)
             levels = tuple(float(q) for q in metric.hours[0].quantiles)
             try:
                 past, start = history[history.index <= then], then + pd.Timedelta(hours=1)
-                again = self._forecast(past, start, gap + len(metric.hours), tuple(sorted({*levels, 0.1, 0.5, 0.9})))
+                again = self._forecast(past, start, gap + len(metric.hours), tuple(sorted({*levels, 0.1, 0.5, 0.9})),
+                                       drivers=drivers)  # fmt: skip
             except ForecastError:
                 continue
             seen = history.reindex(again.index[:gap]).to_numpy(dtype=float)

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     model_prefix: str = Field("fleet-model", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}[A-Za-z0-9]$")
     training_cron: str = "30 2 * * *"
     training_days: int = Field(35, ge=10, le=455)
+    # External drivers (forecasting/drivers.py): a JSON registry {"drivers": [...]} of the series entities may name in
+    # `spec.drivers`; each driver's values are a CSV file or an s3:// object, read at each forecast. None: no drivers.
+    drivers_file: str | None = Field(None, description="JSON registry of external drivers; default: none")
     # Fault injection for AWS calls (workers/fault_injection.py), for drills and the fault matrix: off unless given.
     aws_faults: tuple[FaultRule, ...] = Field(
         (), description='JSON list, e.g. [{"operation": "ec2:RunInstances", "fault": "throttle", "times": 2}]'
@@ -119,6 +122,7 @@ class Settings(BaseSettings):
         "temporal_profile",
         "installation",
         "model_bucket",
+        "drivers_file",
         mode="before",
     )
     @classmethod

@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities import ClientFactory
 from activities.application import ApplicationActivities
 from activities.coordination import CoordinationActivities
+from activities.drivers import DriverStore
 from activities.ec2 import DEFAULT_INSTALLATION, Ec2Activities
 from activities.forecast import ForecastActivities
 from activities.model_store import FleetModelCache, ModelStore, ModelStoreActivities
@@ -45,7 +46,7 @@ WORKFLOWS = [
 def activities(
     client: Client, clients: ClientFactory, endpoints: Endpoints, limits: CoordinatorLimits | None = None,
     ids: Pseudonyms = PLAIN, *, installation: str = DEFAULT_INSTALLATION, loopback: bool = False,
-    dns_suffixes: tuple[str, ...] = (), model_store: ModelStore | None = None,
+    dns_suffixes: tuple[str, ...] = (), model_store: ModelStore | None = None, drivers: DriverStore | None = None,
 ) -> list:  # fmt: skip
     """Every activity the workflows call; `endpoints` is how instances are reached (local stand-ins or direct),
     `installation` the tag that keeps this installation's fleets apart from another's in a shared account,
@@ -59,7 +60,7 @@ def activities(
         RoutingActivities(clients, installation=installation, dns_suffixes=dns_suffixes),
     )
     watch = MonitoringActivities(endpoints, loopback=loopback)
-    forecast = ForecastActivities(clients, models=FleetModelCache(model_store))
+    forecast = ForecastActivities(clients, models=FleetModelCache(model_store), drivers=drivers)
     registry = RegistryActivities(client, ids)
     return [
         forecast.forecast_demand, forecast.refine_forecast,
@@ -98,6 +99,7 @@ def build_worker(client: Client, settings: Settings, clients: ClientFactory, **o
             loopback=data_plane_mode(settings) == "local",
             dns_suffixes=settings.dns_suffixes,
             model_store=model_store(settings, clients),
+            drivers=driver_store(settings, clients),
         ),
         activity_executor=pool,
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -111,6 +113,14 @@ def model_store(settings: Settings, clients: ClientFactory) -> ModelStore | None
     if not settings.model_bucket:
         return None
     return ModelStore(clients, settings.model_bucket, settings.model_prefix, settings.aws_region)
+
+
+def driver_store(settings: Settings, clients: ClientFactory) -> DriverStore | None:
+    """The external drivers' registry, when SHADOWING_DRIVERS_FILE names one (a bad file stops the worker, naming
+    the file and the field)."""
+    if not settings.drivers_file:
+        return None
+    return DriverStore.from_file(settings.drivers_file, clients, settings.aws_region)
 
 
 async def ensure_schedules(client: Client, settings: Settings) -> None:

@@ -236,6 +236,8 @@ def arn_region(arn: str) -> str | None:
 #: An EC2 instance id (i-, then 8 or 17 hex digits).
 INSTANCE_ID = r"^i-[0-9a-f]{8}([0-9a-f]{9})?$"
 InstanceId = Annotated[str, StringConstraints(pattern=INSTANCE_ID)]
+#: An external driver's name in the worker's registry (SHADOWING_DRIVERS_FILE; forecasting/drivers.py).
+DriverName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
 #: Tag keys the product sets itself: an adoption may not select by them.
 RESERVED_TAG_PREFIXES = ("shadowing:", "aws:")
 
@@ -288,6 +290,9 @@ class EntitySpec(Frozen):
         None, pattern=r"^[A-Z]{2}$", description="ISO 3166 alpha-2 country whose public holidays shape demand"
     )
     events: tuple[date, ...] = Field((), description="launches, conferences: days of the usage history's calendar")
+    drivers: tuple[DriverName, ...] = Field(
+        (), max_length=8, description="external drivers its demand follows, by name in the worker's driver registry"
+    )
     listener_arn: str | None = Field(None, description="ELBv2 listener whose forward weights the cutover moves")
     rds_instance: str | None = Field(default=None, description="RDS instance id/ARN in home_region to replicate")
     sqs_queues: tuple[str, ...] = Field(default=(), description="SQS queue names whose messages move with the entity")

@@ -3,12 +3,16 @@ one (engine "fleet"), the per-entity engine with the reason when there is none."
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.drivers import DriverStore
 from activities.forecast import ForecastActivities, ForecastInput, RefineInput
 from activities.model_store import FleetModelCache, ModelStore
 from shadowing.models import EntitySpec, TimeSlice
@@ -81,3 +85,54 @@ def test_without_a_published_model_the_entity_engine_answers_and_says_why(aws: A
     for metric in fc.metrics.values():
         assert metric.engine == "entity" and metric.engine_reason == "per-entity engine: no fleet model is published"
         assert not metric.model.startswith("fleet:")
+
+
+def _driver_files(tmp_path, last_day: str) -> DriverStore:  # type: ignore[no-untyped-def]
+    first = panel()[1][0].normalize() - pd.Timedelta(days=3)
+    days = pd.date_range(first, pd.Timestamp(last_day, tz=first.tz), freq="D")
+    (tmp_path / "retail.csv").write_text("timestamp,value\n" + "".join(
+        f"{d.date().isoformat()},{100 + i % 7}\n" for i, d in enumerate(days)))  # fmt: skip
+    registry = {"drivers": [{"name": "retail", "frequency": "daily", "unit": "index", "publication_lag_hours": 36,
+                             "source": str(tmp_path / "retail.csv")}]}  # fmt: skip
+    (tmp_path / "drivers.json").write_text(json.dumps(registry))
+    return DriverStore.from_file(str(tmp_path / "drivers.json"))
+
+
+def test_an_entity_naming_a_driver_is_forecast_with_it_and_the_reason_says_how(aws: AwsClients, store: ModelStore,
+                                                                               tmp_path) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    drivers = _driver_files(tmp_path, str(SLICE_START.date()))
+    trained = tiny_model()
+    meta = store.put_candidate("v-test", trained.artifact, dict(trained.model.metadata))
+    store.publish("v-test", meta["sha256"], None)
+    act = ForecastActivities(aws, now=_clock(SLICE_START - timedelta(minutes=5)), models=FleetModelCache(store),
+                             drivers=drivers)  # fmt: skip
+    ts = TimeSlice(start=SLICE_START, end=SLICE_START + timedelta(hours=2))
+    spec = _spec().model_copy(update={"drivers": ("retail",)})
+    fc = ActivityEnvironment().run(act.forecast_demand, ForecastInput(spec=spec, time_slice=ts))
+    for metric in fc.metrics.values():  # the fleet model reads no drivers: both were run, the lower recent error won
+        assert "with drivers retail" in metric.engine_reason, metric.engine_reason
+    plain = ActivityEnvironment().run(act.forecast_demand, ForecastInput(spec=_spec(), time_slice=ts))
+    assert all("drivers" not in m.engine_reason for m in plain.metrics.values())
+
+
+def test_a_driver_that_is_unknown_unregistered_or_stale_is_refused_by_name(aws: AwsClients, store: ModelStore,
+                                                                          tmp_path) -> None:  # type: ignore[no-untyped-def]  # fmt: skip
+    ts = TimeSlice(start=SLICE_START, end=SLICE_START + timedelta(hours=1))
+    now = _clock(SLICE_START - timedelta(minutes=5))
+    cases = [
+        (None, ("retail",), "spec.drivers: retail named, but this worker has no driver registry"),
+        (_driver_files(tmp_path, str(SLICE_START.date())), ("gdp",), "'gdp' is not a registered driver"),
+        (_driver_files(tmp_path, str((SLICE_START - timedelta(days=6)).date())), ("retail",),
+         "spec.drivers: driver retail: its values end"),
+    ]  # fmt: skip
+    for drivers, names, message in cases:
+        act = ForecastActivities(aws, now=now, models=FleetModelCache(store), drivers=drivers)
+        spec = _spec().model_copy(update={"drivers": names})
+        with pytest.raises(ApplicationError, match=message) as err:
+            ActivityEnvironment().run(act.forecast_demand, ForecastInput(spec=spec, time_slice=ts))
+        assert err.value.non_retryable and err.value.type == "InvalidRequest"
+
+
+def test_a_driver_name_is_checked_by_the_contract() -> None:
+    with pytest.raises(ValidationError, match=r"drivers\.0"):
+        _spec().model_validate({**_spec().model_dump(), "drivers": ["Retail Index"]})

@@ -273,13 +273,15 @@ def test_the_image_installs_the_base_only_through_the_constraints() -> None:
 
 
 _IMPORT_ALL = """
-import importlib, pkgutil, sys
+import importlib, importlib.machinery, pkgutil, sys
 blocked = set(sys.argv[1].split(","))
-class Block:
-    def find_spec(self, name, path=None, target=None):
+class Block(importlib.machinery.PathFinder):  # the extra's packages are absent, as in the image: find_spec says None
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
         if name.split(".")[0] in blocked:
-            raise ImportError("not in the worker image: " + name)
-sys.meta_path.insert(0, Block())
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, path, target)
+sys.meta_path[:] = [Block if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
 for pkg in ("workers", "activities", "workflows", "forecasting", "shadowing"):
     for info in pkgutil.walk_packages(importlib.import_module(pkg).__path__, pkg + "."):
         importlib.import_module(info.name)

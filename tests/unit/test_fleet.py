@@ -86,6 +86,37 @@ def test_serving_says_which_engine_answered_and_why(trained) -> None:
     assert none.engine == "entity" and "no fleet model" in none.reason and len(calls) == 3
 
 
+def test_with_drivers_the_lower_recent_error_answers_fleet_model_or_per_entity_engine(trained) -> None:
+    """The fleet model reads no drivers: the per-entity engine runs with them too, and the one with the lower recent
+    backtest error (WAPE) answers; the reason names the drivers either way."""
+    result, values, index = trained
+    at = 17 * 24
+    history = pd.Series(values[3, :at], index=index[:at])
+    frame = pd.DataFrame({"retail": np.arange(at + 8, dtype=float)}, index=index[: at + 8])
+    seen = []
+
+    def engine_with(wape: float):  # type: ignore[no-untyped-def]
+        def entity_engine(history, start, hours, quantiles, event_days=(), drivers=None) -> SeriesForecast:  # type: ignore[no-untyped-def]
+            seen.append(drivers)
+            q = {level: np.full(hours, 1.0) for level in quantiles}
+            return SeriesForecast("linear_drivers", pd.date_range(start, periods=hours, freq="h"), q, wape, None,
+                                  len(history), 0.0)  # fmt: skip
+
+        return entity_engine
+
+    fleet_fc = fleet.Forecaster(result.model).forecast(history, index[at], 8, (0.1, 0.5, 0.9))
+    assert fleet_fc.engine == "fleet" and fleet_fc.wape is not None
+    better = fleet.Forecaster(result.model, entity_engine=engine_with(fleet_fc.wape / 2)).forecast(
+        history, index[at], 8, (0.1, 0.5, 0.9), drivers=frame)  # fmt: skip
+    assert better.engine == "entity" and better.model == "linear_drivers"
+    assert "with drivers retail" in better.reason and "below the fleet model's" in better.reason
+    worse = fleet.Forecaster(result.model, entity_engine=engine_with(fleet_fc.wape * 2)).forecast(
+        history, index[at], 8, (0.1, 0.5, 0.9), drivers=frame)  # fmt: skip
+    assert worse.engine == "fleet" and "was not lower" in worse.reason
+    np.testing.assert_array_equal(worse.quantiles[0.5], fleet_fc.quantiles[0.5])
+    assert all(d is frame for d in seen)
+
+
 def test_bands_are_calibrated_per_entity(trained) -> None:
     """A noisy entity gets a wider band than a calm one at the same level, and both cover about 80 %."""
     result, values, index = trained
