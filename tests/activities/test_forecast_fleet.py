@@ -111,6 +111,7 @@ def test_an_entity_naming_a_driver_is_forecast_with_it_and_the_reason_says_how(a
     fc = ActivityEnvironment().run(act.forecast_demand, ForecastInput(spec=spec, time_slice=ts))
     for metric in fc.metrics.values():  # the fleet model reads no drivers: both were run, the lower recent error won
         assert "with drivers retail" in metric.engine_reason, metric.engine_reason
+        assert "could not fit" not in metric.engine_reason, metric.engine_reason  # the engine read the drivers
     plain = ActivityEnvironment().run(act.forecast_demand, ForecastInput(spec=_spec(), time_slice=ts))
     assert all("drivers" not in m.engine_reason for m in plain.metrics.values())
 
