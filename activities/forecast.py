@@ -42,6 +42,9 @@ class RefineInput(Frozen):
 HISTORY = timedelta(days=16)  # the fleet serving path reads 16 days (fleet.ServeConfig.history_days)
 MAX_AHEAD = timedelta(days=14)  # beyond this a seasonal forecast from 14 days of history says nothing
 FORECAST_METRICS = ("cpu_mhz", "memory_kb")
+#: Forecast and sized for when the entity publishes them (an entity without network metrics is sized on CPU and
+#: memory alone, as before): network in (CloudWatch NetworkInKBps), against each type's baseline bandwidth.
+OPTIONAL_METRICS = ("network_kbps",)
 DIMENSION = "EntityId"
 
 
@@ -87,12 +90,17 @@ class ForecastActivities:
             raise ApplicationError(f"holiday_country: {exc}", type="InvalidRequest", non_retryable=True) from exc
         drivers = self._driver_frame(spec, end - HISTORY, end - pd.Timedelta(hours=1), last)
         fitted: dict[str, SeriesForecast] = {}
-        for name in FORECAST_METRICS:
+        for name in FORECAST_METRICS + OPTIONAL_METRICS:
             history = self._history(spec.home_region, spec.metrics_namespace, spec.entity_id, name, end)
             activity.heartbeat(name)
+            if name in OPTIONAL_METRICS and not history.notna().any():
+                continue  # the entity does not publish it
             try:
                 fitted[name] = self._forecast(history, first, hours, levels, days, drivers)
             except ForecastError as exc:
+                if name in OPTIONAL_METRICS:
+                    activity.logger.warning(f"{spec.entity_id}: {name} not forecast ({exc}); sized without it")
+                    continue
                 raise ApplicationError(
                     f"cannot forecast {name} for {spec.entity_id}: {exc}", type="InvalidRequest", non_retryable=True
                 ) from exc

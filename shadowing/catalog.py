@@ -39,8 +39,9 @@ class InstanceType:
     name: str
     vcpus: int
     memory_gib: float
-    network_gbps: float
+    network_gbps: float  # the burst ("up to") bandwidth
     on_demand_usd_hour: float
+    network_baseline_gbps: float = 0.0  # sustained bandwidth: what sizing counts on (0: unknown, not sized for)
 
     @property
     def cpu_mhz(self) -> float:
@@ -52,7 +53,8 @@ class InstanceType:
 
     @property
     def network_kbps(self) -> float:
-        return self.network_gbps * 1e6 / 8
+        """Sustained network capacity in KB/s (the baseline: the burst lasts minutes, a slice lasts hours)."""
+        return self.network_baseline_gbps * 1e6 / 8
 
     def price(self, region: str) -> float:
         """On-demand USD/hour in `region`: the price table's, else the us-east-1 price x the region factor."""
@@ -61,19 +63,21 @@ class InstanceType:
         return round(self.on_demand_usd_hour * REGION_PRICE_FACTOR.get(region, 1.0), 5)
 
 
+#: Burst and baseline bandwidth: EC2 DescribeInstanceTypes (NetworkInfo.NetworkPerformance and
+#: NetworkCards[0].BaselineBandwidthInGbps), as moto ships them (tests/unit/test_catalog.py compares the two).
 INSTANCE_TYPES: dict[str, InstanceType] = {
     t.name: t
     for t in [
-        InstanceType("t3.medium", 2, 4, 5, 0.0416),
-        InstanceType("t3.large", 2, 8, 5, 0.0832),
-        InstanceType("m5.large", 2, 8, 10, 0.096),
-        InstanceType("m5.xlarge", 4, 16, 10, 0.192),
-        InstanceType("m5.2xlarge", 8, 32, 10, 0.384),
-        InstanceType("c5.large", 2, 4, 10, 0.085),
-        InstanceType("c5.xlarge", 4, 8, 10, 0.17),
-        InstanceType("c5.2xlarge", 8, 16, 10, 0.34),
-        InstanceType("r5.large", 2, 16, 10, 0.126),
-        InstanceType("r5.xlarge", 4, 32, 10, 0.252),
+        InstanceType("t3.medium", 2, 4, 5, 0.0416, 0.256),
+        InstanceType("t3.large", 2, 8, 5, 0.0832, 0.512),
+        InstanceType("m5.large", 2, 8, 10, 0.096, 0.75),
+        InstanceType("m5.xlarge", 4, 16, 10, 0.192, 1.25),
+        InstanceType("m5.2xlarge", 8, 32, 10, 0.384, 2.5),
+        InstanceType("c5.large", 2, 4, 10, 0.085, 0.75),
+        InstanceType("c5.xlarge", 4, 8, 10, 0.17, 1.25),
+        InstanceType("c5.2xlarge", 8, 16, 10, 0.34, 2.5),
+        InstanceType("r5.large", 2, 16, 10, 0.126, 0.75),
+        InstanceType("r5.xlarge", 4, 32, 10, 0.252, 1.25),
     ]
 }
 

@@ -40,7 +40,7 @@ def instances_needed(forecast: DemandForecast, itype: InstanceType, utilisation:
     counts = [
         math.ceil(m.peak(q) / (capacity[name] * utilisation))
         for name, m in forecast.metrics.items()
-        if name in capacity
+        if capacity.get(name, 0) > 0
     ]
     return max(1, min(max_instances, max(counts, default=1)))
 

@@ -48,6 +48,18 @@ def test_instances_cover_the_sizing_quantile_of_every_metric(cpu: float, mem_gib
     assert instances_needed(fc, INSTANCE_TYPES["m5.large"], 0.7, 20) == expected
 
 
+def test_network_in_binds_against_the_baseline_bandwidth_not_the_burst() -> None:
+    """m5.large sustains 0.75 Gbps (93,750 KB/s; its "up to 10 Gbps" lasts minutes): at 70 % utilisation 65,625 KB/s
+    per instance, so 200,000 KB/s of network in needs 4 while CPU and memory need 1; without network data, 1."""
+    fc = forecast(1000, 1024 * 1024)
+    net = MetricForecast(metric="network_kbps", unit="KB/s", model="m",
+                         hours=(HourQuantiles(hour=T0, quantiles={"0.1": 1e5, "0.5": 1.5e5, "0.9": 2e5}),))  # fmt: skip
+    with_net = fc.model_copy(update={"metrics": {**fc.metrics, "network_kbps": net}})
+    assert instances_needed(fc, INSTANCE_TYPES["m5.large"], 0.7, 20) == 1
+    assert instances_needed(with_net, INSTANCE_TYPES["m5.large"], 0.7, 20) == 4
+    assert instances_needed(with_net, INSTANCE_TYPES["m5.2xlarge"], 0.7, 20) == 1  # 2.5 Gbps baseline
+
+
 def test_instances_are_capped_by_the_policy() -> None:
     """A forecast beyond max_instances is sized at the cap, never above."""
     assert instances_needed(forecast(1e9), INSTANCE_TYPES["m5.large"], 0.7, 20) == 20
