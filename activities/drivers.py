@@ -8,20 +8,25 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from activities import ClientFactory
 from forecasting.drivers import Driver, DriverError, check_coverage, covariates, parse_registry, read_values, resolve
+
+#: S3 errors an operator must fix (refused at once, naming the driver); throttling and 5xx are retried.
+PERMANENT = frozenset({"NoSuchKey", "NoSuchBucket", "AccessDenied", "404", "403", "InvalidBucketName"})
 
 
 class DriverStore:
     """The worker's driver registry (SHADOWING_DRIVERS_FILE) and the values behind it, read at each forecast."""
 
     def __init__(self, registry: Mapping[str, Driver], clients: ClientFactory | None = None,
-                 region: str = "us-east-1") -> None:  # fmt: skip
+                 region: str = "us-east-1", base: Path | None = None) -> None:  # fmt: skip
+        """`base`: where a relative CSV path is resolved (the registry file's folder)."""
         self.registry = dict(registry)
         self._clients = clients
         self._region = region
+        self._base = base or Path.cwd()
 
     @classmethod
     def from_file(cls, path: str, clients: ClientFactory | None = None, region: str = "us-east-1") -> DriverStore:
@@ -33,7 +38,7 @@ class DriverStore:
         except json.JSONDecodeError as exc:
             raise DriverError(f"SHADOWING_DRIVERS_FILE: {path} is not JSON: {exc}") from exc
         try:
-            return cls(parse_registry(data), clients, region)
+            return cls(parse_registry(data), clients, region, Path(path).resolve().parent)
         except DriverError as exc:
             raise DriverError(f"SHADOWING_DRIVERS_FILE {path}: {exc}") from exc
 
@@ -59,11 +64,17 @@ class DriverStore:
                 body = self._clients("s3", self._region).get_object(Bucket=bucket, Key=key)["Body"].read()
             except ClientError as exc:
                 code = exc.response["Error"]["Code"]
-                raise DriverError(f"driver {driver.name}: cannot read {source}: {code}") from exc
-            except BotoCoreError as exc:
-                raise DriverError(f"driver {driver.name}: cannot read {source}: {exc}") from exc
-            return bytes(body).decode("utf-8", errors="replace")
+                if code in PERMANENT:  # a wrong name or a missing grant: the operator must act; anything else retries
+                    raise DriverError(f"driver {driver.name}: cannot read {source}: {code}") from exc
+                raise
+            try:
+                return bytes(body).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DriverError(f"driver {driver.name}: {source} is not UTF-8 text") from exc
+        path = Path(source) if Path(source).is_absolute() else self._base / source
         try:
-            return Path(source).read_text()
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DriverError(f"driver {driver.name}: {path} is not UTF-8 text") from exc
         except OSError as exc:
-            raise DriverError(f"driver {driver.name}: cannot read {source}: {exc.strerror or exc}") from exc
+            raise DriverError(f"driver {driver.name}: cannot read {path}: {exc.strerror or exc}") from exc

@@ -156,11 +156,11 @@ class ForecastActivities:
         first = pd.Timestamp(fc.metrics["cpu_mhz"].hours[0].hour)
         gap = int((first - then) / pd.Timedelta(hours=1)) - 1
         metrics, notes = dict(fc.metrics), []
-        try:  # the same drivers as the forecast being refined saw (as known at its origin); none if unreadable now
+        try:  # the same drivers as the forecast being refined saw (as known at its origin)
             last = pd.Timestamp(fc.metrics["cpu_mhz"].hours[-1].hour)
             drivers = self._driver_frame(spec, then - HISTORY, then, last)
-        except ApplicationError:
-            drivers = None
+        except ApplicationError as exc:  # re-deriving without them would refine a different model: left as it is
+            return fc.model_copy(update={"readiness_reasons": (*fc.readiness_reasons, f"not refined: {exc}")})
         for name, metric in fc.metrics.items():
             history = self._history(spec.home_region, spec.metrics_namespace, spec.entity_id, name, now)
             activity.heartbeat(name)

@@ -238,10 +238,14 @@ def score_drivers(every: int, hours: int, progress: Callable[[str], None]) -> di
             sc = scores[name]
             known = engine._driver_frame(frames[driver], filled.index, hours) if driver else None
             began = time.process_time()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res, _ = engine._backtest(cand, filled, history, hours, 5, flags, known)
-                point = engine._fit_predict(cand, filled, hours, flags, known)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res, _ = engine._backtest(cand, filled, history, hours, 5, flags, known)
+                    point = engine._fit_predict(cand, filled, hours, flags, known)
+            except engine.ForecastError:
+                sc.failed += 1
+                continue
             q = engine._quantiles(point, np.concatenate(res) if res else np.array([]), list(LEVELS), filled)
             sc.cpu += time.process_time() - began
             sc.forecasts += 1

@@ -409,13 +409,15 @@ class Forecaster:
             own = self._entity(history, start, hours, quantiles, event_days, "", drivers)
         except ForecastError:
             return replace(fleet, reason=f"{fleet.reason}; with drivers {names} the per-entity engine could not fit")
-        if own.wape is not None and (fleet.wape is None or own.wape < fleet.wape):
+        # The drivers answer only through their own candidate: the per-entity engine winning with another one would be
+        # the engine beating the fleet model, not the drivers (and its best-of-several WAPE flatters it).
+        if own.model == "linear_drivers" and own.wape is not None and (fleet.wape is None or own.wape < fleet.wape):
             fleet_err = "none" if fleet.wape is None else f"{fleet.wape:.3f}"
             return replace(own, reason=f"per-entity engine with drivers {names}: its recent error {own.wape:.3f} "
                                        f"is below the fleet model's ({fleet_err})")  # fmt: skip
         own_err = "none" if own.wape is None else f"{own.wape:.3f}"
-        return replace(fleet, reason=f"{fleet.reason}; with drivers {names} the per-entity engine's recent error "
-                                     f"({own_err}) was not lower")  # fmt: skip
+        return replace(fleet, reason=f"{fleet.reason}; with drivers {names} the per-entity engine chose {own.model} "
+                                     f"(recent error {own_err}), not better than the fleet model")  # fmt: skip
 
     def _entity(self, history: pd.Series, start: pd.Timestamp, hours: int, quantiles: tuple[float, ...],
                 event_days: Iterable[date], why: str,

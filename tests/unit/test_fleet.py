@@ -95,11 +95,11 @@ def test_with_drivers_the_lower_recent_error_answers_fleet_model_or_per_entity_e
     frame = pd.DataFrame({"retail": np.arange(at + 8, dtype=float)}, index=index[: at + 8])
     seen = []
 
-    def engine_with(wape: float):  # type: ignore[no-untyped-def]
+    def engine_with(wape: float, model: str = "linear_drivers"):  # type: ignore[no-untyped-def]
         def entity_engine(history, start, hours, quantiles, event_days=(), drivers=None) -> SeriesForecast:  # type: ignore[no-untyped-def]
             seen.append(drivers)
             q = {level: np.full(hours, 1.0) for level in quantiles}
-            return SeriesForecast("linear_drivers", pd.date_range(start, periods=hours, freq="h"), q, wape, None,
+            return SeriesForecast(model, pd.date_range(start, periods=hours, freq="h"), q, wape, None,
                                   len(history), 0.0)  # fmt: skip
 
         return entity_engine
@@ -112,9 +112,13 @@ def test_with_drivers_the_lower_recent_error_answers_fleet_model_or_per_entity_e
     assert "with drivers retail" in better.reason and "below the fleet model's" in better.reason
     worse = fleet.Forecaster(result.model, entity_engine=engine_with(fleet_fc.wape * 2)).forecast(
         history, index[at], 8, (0.1, 0.5, 0.9), drivers=frame)  # fmt: skip
-    assert worse.engine == "fleet" and "was not lower" in worse.reason
+    assert worse.engine == "fleet" and "not better than the fleet model" in worse.reason
     np.testing.assert_array_equal(worse.quantiles[0.5], fleet_fc.quantiles[0.5])
     assert all(d is frame for d in seen)
+    # the engine winning with another candidate is not the drivers winning: the fleet model keeps answering
+    other = fleet.Forecaster(result.model, entity_engine=engine_with(fleet_fc.wape / 2, "holt_winters_24h")).forecast(
+        history, index[at], 8, (0.1, 0.5, 0.9), drivers=frame)  # fmt: skip
+    assert other.engine == "fleet" and "chose holt_winters_24h" in other.reason
 
 
 def test_bands_are_calibrated_per_entity(trained) -> None:
