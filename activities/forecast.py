@@ -43,8 +43,9 @@ HISTORY = timedelta(days=16)  # the fleet serving path reads 16 days (fleet.Serv
 MAX_AHEAD = timedelta(days=14)  # beyond this a seasonal forecast from 14 days of history says nothing
 FORECAST_METRICS = ("cpu_mhz", "memory_kb")
 #: Forecast and sized for when the entity publishes them (an entity without network metrics is sized on CPU and
-#: memory alone, as before): network in (CloudWatch NetworkInKBps), against each type's baseline bandwidth.
-OPTIONAL_METRICS = ("network_kbps",)
+#: memory alone, as before): network in and out (CloudWatch NetworkInKBps, NetworkOutKBps), each against the type's
+#: baseline bandwidth (EC2's bandwidth applies to each direction at once).
+OPTIONAL_METRICS = ("network_kbps", "network_out_kbps")
 DIMENSION = "EntityId"
 
 

@@ -29,6 +29,7 @@ METRICS: dict[str, Metric] = {
         Metric("cpu_mhz", "cpu_usage_mhz_max", "CpuUsageMHz", "MHz"),
         Metric("memory_kb", "mem_usage_kb_max", "MemoryUsageKB", "KB"),
         Metric("network_kbps", "net_rx_kbps_max", "NetworkInKBps", "KB/s"),
+        Metric("network_out_kbps", "net_tx_kbps_max", "NetworkOutKBps", "KB/s"),
     ]
 }
 

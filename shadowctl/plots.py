@@ -38,7 +38,8 @@ HOUR = timedelta(hours=1)
 
 #: What one instance of a type carries of each metric, in the metric's unit: the relation
 #: `workflows.policy.instances_needed` sizes with (sizing-quantile peak <= quantity x capacity x utilisation).
-CAPACITY_ATTR: dict[str, str] = {"cpu_mhz": "cpu_mhz", "memory_kb": "memory_kb", "network_kbps": "network_kbps"}
+CAPACITY_ATTR: dict[str, str] = {"cpu_mhz": "cpu_mhz", "memory_kb": "memory_kb", "network_kbps": "network_kbps",
+                                 "network_out_kbps": "network_kbps"}  # fmt: skip
 #: Axis display only (`ForecastPlot` keeps the product's units): unit -> (divisor, unit shown).
 DISPLAY_UNITS: dict[str, tuple[float, str]] = {"KB": (1024.0 * 1024.0, "GiB"), "KB/s": (1000.0, "MB/s")}
 ACTION_COLOURS = {"shadow": "#1565c0", "grow": "#6a1b9a", "stay": "#2e7d32", "skip": "#9e9e9e"}

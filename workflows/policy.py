@@ -36,7 +36,8 @@ def warmup(fleet: FleetRef, policy: EntityPolicy) -> WarmupInput:
 def instances_needed(forecast: DemandForecast, itype: InstanceType, utilisation: float, max_instances: int) -> int:
     """Instances of `itype` that keep every metric's sizing-quantile peak under `utilisation` of capacity."""
     q = forecast.sizing_quantile
-    capacity = {"cpu_mhz": itype.cpu_mhz, "memory_kb": itype.memory_kb, "network_kbps": itype.network_kbps}
+    capacity = {"cpu_mhz": itype.cpu_mhz, "memory_kb": itype.memory_kb, "network_kbps": itype.network_kbps,
+                "network_out_kbps": itype.network_kbps}  # fmt: skip
     counts = [
         math.ceil(m.peak(q) / (capacity[name] * utilisation))
         for name, m in forecast.metrics.items()

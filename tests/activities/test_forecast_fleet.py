@@ -139,18 +139,20 @@ def test_a_driver_name_is_checked_by_the_contract() -> None:
         _spec().model_validate({**_spec().model_dump(), "drivers": ["Retail Index"]})
 
 
-def test_network_in_is_forecast_when_the_entity_publishes_it(aws: AwsClients, store: ModelStore) -> None:
+def test_network_in_and_out_are_forecast_when_the_entity_publishes_them(aws: AwsClients, store: ModelStore) -> None:
     act = ForecastActivities(aws, now=_clock(SLICE_START - timedelta(minutes=5)), models=FleetModelCache(store))
     ts = TimeSlice(start=SLICE_START, end=SLICE_START + timedelta(hours=1))
     before = ActivityEnvironment().run(act.forecast_demand, ForecastInput(spec=_spec(), time_slice=ts))
     assert set(before.metrics) == {"cpu_mhz", "memory_kb"}  # no network points: sized on CPU and memory, as before
     values, index, names = panel()
     row = values[names.index(ENTITY)]
-    data = [{"MetricName": "NetworkInKBps", "Dimensions": [{"Name": "EntityId", "Value": ENTITY}],
+    data = [{"MetricName": metric, "Dimensions": [{"Name": "EntityId", "Value": ENTITY}],
              "Timestamp": t.to_pydatetime(), "Value": float(v / 10)}
+            for metric in ("NetworkInKBps", "NetworkOutKBps")
             for t, v in zip(index[-14 * 24 :], row[-14 * 24 :], strict=True)]  # fmt: skip
     for i in range(0, len(data), 500):
         aws("cloudwatch", "us-east-1").put_metric_data(Namespace="Shadowing/Usage", MetricData=data[i : i + 500])
     after = ActivityEnvironment().run(act.forecast_demand, ForecastInput(spec=_spec(), time_slice=ts))
-    net = after.metrics["network_kbps"]
-    assert net.unit == "KB/s" and len(net.hours) == 1 and net.hours[0].quantiles["0.9"] > 0
+    for name in ("network_kbps", "network_out_kbps"):
+        net = after.metrics[name]
+        assert net.unit == "KB/s" and len(net.hours) == 1 and net.hours[0].quantiles["0.9"] > 0

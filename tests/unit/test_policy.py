@@ -58,6 +58,9 @@ def test_network_in_binds_against_the_baseline_bandwidth_not_the_burst() -> None
     assert instances_needed(fc, INSTANCE_TYPES["m5.large"], 0.7, 20) == 1
     assert instances_needed(with_net, INSTANCE_TYPES["m5.large"], 0.7, 20) == 4
     assert instances_needed(with_net, INSTANCE_TYPES["m5.2xlarge"], 0.7, 20) == 1  # 2.5 Gbps baseline
+    out = with_net.model_copy(update={"metrics": {**fc.metrics, "network_out_kbps": net.model_copy(
+        update={"metric": "network_out_kbps"})}})  # fmt: skip
+    assert instances_needed(out, INSTANCE_TYPES["m5.large"], 0.7, 20) == 4  # each direction has the bandwidth
 
 
 def test_instances_are_capped_by_the_policy() -> None:
