@@ -19,6 +19,7 @@ class Metric:
     column: str
     cloudwatch_name: str
     unit: str
+    required: bool = True  # a usage file must have its column (network ones may be absent: not forecast then)
 
 
 #: Metrics the product forecasts and sizes for. Peaks (hourly maximum of 5-minute values) are what capacity
@@ -28,8 +29,8 @@ METRICS: dict[str, Metric] = {
     for m in [
         Metric("cpu_mhz", "cpu_usage_mhz_max", "CpuUsageMHz", "MHz"),
         Metric("memory_kb", "mem_usage_kb_max", "MemoryUsageKB", "KB"),
-        Metric("network_kbps", "net_rx_kbps_max", "NetworkInKBps", "KB/s"),
-        Metric("network_out_kbps", "net_tx_kbps_max", "NetworkOutKBps", "KB/s"),
+        Metric("network_kbps", "net_rx_kbps_max", "NetworkInKBps", "KB/s", required=False),
+        Metric("network_out_kbps", "net_tx_kbps_max", "NetworkOutKBps", "KB/s", required=False),
     ]
 }
 
@@ -49,7 +50,8 @@ def load_usage(path: str | Path, entity_ids: Iterable[str] | None = None) -> pd.
         frame = pd.read_csv(path)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise UsageDataError(f"{path}: cannot read usage CSV: {exc}") from exc
-    missing = [c for c in (*REQUIRED_COLUMNS, *(m.column for m in METRICS.values())) if c not in frame.columns]
+    needed = (*REQUIRED_COLUMNS, *(m.column for m in METRICS.values() if m.required))
+    missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise UsageDataError(f"{path}: missing columns {missing}")
     try:
@@ -60,6 +62,9 @@ def load_usage(path: str | Path, entity_ids: Iterable[str] | None = None) -> pd.
         raise UsageDataError(f"{path}: column 'timestamp' is empty in {empty.size} rows (first: line {empty[0] + 2})")
     if entity_ids is not None:
         frame = frame[frame["entity_id"].isin(list(entity_ids))]
+    for m in METRICS.values():
+        if m.column not in frame.columns:  # an optional metric the file does not have: every hour missing
+            frame[m.column] = np.nan
     frame.loc[frame["n_samples"] <= 0, [m.column for m in METRICS.values()]] = np.nan
     return frame.reset_index(drop=True)
 

@@ -77,6 +77,12 @@ def test_malformed_usage_file_names_the_problem(tmp_path: Path) -> None:
     )
     with pytest.raises(UsageDataError, match="timestamp"):
         load_usage(garbage)
+    no_network = tmp_path / "no_network.csv"
+    no_network.write_text(
+        "entity_id,timestamp,n_samples,cpu_usage_mhz_max,mem_usage_kb_max\nx,2026-01-01T00:00:00Z,1,1,1\n"
+    )
+    frame = load_usage(no_network)  # network columns are optional: read as missing hours, so never forecast
+    assert frame["net_rx_kbps_max"].isna().all() and frame["net_tx_kbps_max"].isna().all()
 
 
 def test_points_to_series_regularises_sparse_points() -> None:
