@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.serving import last_days
 from benchmarks.stress_set import COLUMN as STRESS_COLUMN
 from benchmarks.stress_set import event_days, generate
 from forecasting import engine, lstm
-from forecasting.backtest import score_backtest
+from forecasting.backtest import score_backtest, seasonal_naive
 from forecasting.global_model import WEEK
 from forecasting.panel import Panel, load_panel, panel_from_frame
 from forecasting.threads import single_blas_thread
@@ -111,6 +112,20 @@ class Score:
     event_err: list[float] = field(default_factory=list)
     event_naive: list[float] = field(default_factory=list)
 
+    def add(self, series: str, actual: np.ndarray, q: dict[float, np.ndarray], naive: np.ndarray,
+            on_event: np.ndarray) -> None:  # fmt: skip
+        """One forecast's observed hours (and its event-day hours) against seasonal naive's."""
+        ok = ~np.isnan(actual)
+        a = actual[ok]
+        self.mae.setdefault(series, []).append(float(np.mean(np.abs(a - q[0.5][ok]))))
+        self.naive.setdefault(series, []).append(float(np.mean(np.abs(a - naive[ok]))))
+        self.inside += int(np.sum((a >= q[0.1][ok]) & (a <= q[0.9][ok])))
+        self.under += int(np.sum(a <= q[0.9][ok]))
+        self.seen += int(ok.sum())
+        if on_event.any():
+            self.event_err.append(float(np.sum(np.abs(actual[on_event] - q[0.5][on_event]))))
+            self.event_naive.append(float(np.sum(np.abs(actual[on_event] - naive[on_event]))))
+
     def report(self) -> dict[str, Any]:
         ratios = [np.mean(self.mae[k]) / np.mean(self.naive[k]) for k in self.mae if np.mean(self.naive[k]) > 0]
         out = {
@@ -149,43 +164,48 @@ def cases(panel: Panel, entities: int, every: int, hours: int, also: frozenset[d
     return out
 
 
+def alone(
+    sc: Score,
+    cand: engine.Candidate,
+    filled: pd.Series,
+    history: pd.Series,
+    hours: int,
+    flags: Any,
+    known: pd.DataFrame | None = None,
+) -> dict[float, np.ndarray] | None:
+    """What the engine answers with `cand` as its only candidate (backtest, final fit, band), timed into `sc`;
+    None when it cannot fit (counted as failed)."""
+    began = time.process_time()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res, _ = engine._backtest(cand, filled, history, hours, 5, flags, known)
+            point = engine._fit_predict(cand, filled, hours, flags, known)
+    except engine.ForecastError:
+        sc.failed += 1
+        return None
+    q = engine._quantiles(point, np.concatenate(res) if res else np.array([]), list(LEVELS), filled)
+    sc.cpu += time.process_time() - began
+    sc.forecasts += 1
+    return q
+
+
 def score(cases_: list, hours: int, events: frozenset[date], progress: Callable[[str], None]) -> dict[str, Any]:
     table = candidates()
     scores = {name: Score() for name in table}
     for k, (series, origin, history, actual) in enumerate(cases_, 1):
         filled = engine._fill_gaps(history)
-        naive = np.array([filled.to_numpy()[len(filled) - 24 + h % 24] for h in range(hours)])
-        ok = ~np.isnan(actual)
-        on_event = ok & np.isin(pd.date_range(origin, periods=hours, freq="h").date, list(events))
+        naive = seasonal_naive(filled.to_numpy()[None, :], hours)[0]
+        on_event = ~np.isnan(actual) & np.isin(pd.date_range(origin, periods=hours, freq="h").date, list(events))
         for name, (cand, calendar) in table.items():
             sc = scores[name]
             if len(filled) < cand.min_history:
                 sc.too_short += 1
                 continue
-            cal = events if calendar else frozenset()
-            flags = engine._event_covariate(filled.index[0], len(filled) + hours, frozenset(cal))
-            began = time.process_time()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res, _ = engine._backtest(cand, filled, history, hours, 5, flags)
-                    point = engine._fit_predict(cand, filled, hours, flags)
-            except engine.ForecastError:
-                sc.failed += 1
-                continue
-            pooled = np.concatenate(res) if res else np.array([])
-            q = engine._quantiles(point, pooled, list(LEVELS), filled)
-            sc.cpu += time.process_time() - began
-            sc.forecasts += 1
-            a = actual[ok]
-            sc.mae.setdefault(series, []).append(float(np.mean(np.abs(a - q[0.5][ok]))))
-            sc.naive.setdefault(series, []).append(float(np.mean(np.abs(a - naive[ok]))))
-            sc.inside += int(np.sum((a >= q[0.1][ok]) & (a <= q[0.9][ok])))
-            sc.under += int(np.sum(a <= q[0.9][ok]))
-            sc.seen += int(ok.sum())
-            if on_event.any():
-                sc.event_err.append(float(np.sum(np.abs(actual[on_event] - q[0.5][on_event]))))
-                sc.event_naive.append(float(np.sum(np.abs(actual[on_event] - naive[on_event]))))
+            flags = engine._event_covariate(filled.index[0], len(filled) + hours, events if calendar else frozenset())
+            q = alone(sc, cand, filled, history, hours, flags)
+            if q is not None:
+                sc.add(series, actual, q, naive, on_event)
         if k % 20 == 0:
             progress(f"{k}/{len(cases_)}")
     return {name: sc.report() for name, sc in scores.items()}
@@ -232,28 +252,13 @@ def score_drivers(every: int, hours: int, progress: Callable[[str], None]) -> di
     todo = cases(panel, len(panel.entities), every, hours)
     for k, (series, _origin, history, actual) in enumerate(todo, 1):
         filled = engine._fill_gaps(history)
-        naive = np.array([filled.to_numpy()[len(filled) - 24 + h % 24] for h in range(hours)])
+        naive = seasonal_naive(filled.to_numpy()[None, :], hours)[0]
         flags = engine._event_covariate(filled.index[0], len(filled) + hours, frozenset())
         for name, (cand, driver) in rows.items():
-            sc = scores[name]
             known = engine._driver_frame(frames[driver], filled.index, hours) if driver else None
-            began = time.process_time()
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res, _ = engine._backtest(cand, filled, history, hours, 5, flags, known)
-                    point = engine._fit_predict(cand, filled, hours, flags, known)
-            except engine.ForecastError:
-                sc.failed += 1
-                continue
-            q = engine._quantiles(point, np.concatenate(res) if res else np.array([]), list(LEVELS), filled)
-            sc.cpu += time.process_time() - began
-            sc.forecasts += 1
-            sc.mae.setdefault(series, []).append(float(np.mean(np.abs(actual - q[0.5]))))
-            sc.naive.setdefault(series, []).append(float(np.mean(np.abs(actual - naive))))
-            sc.inside += int(np.sum((actual >= q[0.1]) & (actual <= q[0.9])))
-            sc.under += int(np.sum(actual <= q[0.9]))
-            sc.seen += len(actual)
+            q = alone(scores[name], cand, filled, history, hours, flags, known)
+            if q is not None:
+                scores[name].add(series, actual, q, naive, np.zeros(hours, dtype=bool))
         if k % 20 == 0:
             progress(f"drivers {k}/{len(todo)}")
     return {name: sc.report() for name, sc in scores.items()}
@@ -265,8 +270,7 @@ def lstm_backtest(panel: Panel, days: int, cfg: lstm.LSTMConfig, progress: Calla
     `backtest.score_backtest` exactly as the serving path's figures are (seasonal naive, naive, Holt-Winters)."""
     import tempfile
 
-    last = (panel.index[-1] - pd.Timedelta(hours=23)).normalize()
-    origins = list(pd.date_range(last - pd.Timedelta(days=days - 1), last, freq="D"))
+    origins = last_days(panel, days)
     frames, fits, predict_cpu, forecasts, model = [], [], 0.0, 0, None
     for k, origin in enumerate(origins):
         at = panel.position(origin)
